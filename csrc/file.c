@@ -1,0 +1,287 @@
+/*
+ * file.c - the ring file: creating, publishing, validating, mapping, closing.
+ * The concurrent algorithm lives in ring.c.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int is_pow2(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
+
+static uint64_t round_capacity(size_t size)
+{
+    uint64_t cap = RB_MIN_CAPACITY;
+    while (cap < size)
+        cap <<= 1;
+    return cap;
+}
+
+static uint64_t page_size(void)
+{
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (uint64_t)p : 4096u;
+}
+
+/* Checks the immutable part of a header read from a file of file_size bytes. */
+static int validate_header(const struct rb_header *h, uint64_t file_size)
+{
+    if (memcmp(h->magic, RB_MAGIC, RB_MAGIC_LEN) != 0)
+        return RB_ECORRUPT;
+    if (h->version != RB_FORMAT_VERSION || h->state != RB_STATE_READY || h->flags != 0)
+        return RB_ECORRUPT;
+    if (h->header_size != RB_HEADER_SIZE || RB_HEADER_SIZE % page_size() != 0)
+        return RB_ECORRUPT;
+    if (!is_pow2(h->capacity) || h->capacity < RB_MIN_CAPACITY || h->capacity > RB_MAX_CAPACITY)
+        return RB_ECORRUPT;
+    if (h->capacity % page_size() != 0 || h->max_message != h->capacity / 2)
+        return RB_ECORRUPT;
+    if (file_size != h->header_size + h->capacity)
+        return RB_ECORRUPT;
+    return RB_OK;
+}
+
+/* Positions are 8-aligned, head <= tail, and at most a capacity apart. */
+static int validate_positions(uint64_t head, uint64_t tail, uint64_t cap)
+{
+    if ((head | tail) & 7u)
+        return RB_ECORRUPT;
+    if (tail < head || tail - head > cap)
+        return RB_ECORRUPT;
+    return RB_OK;
+}
+
+/* Maps header + data, then the data a second time right after it, so that a
+ * record crossing the end of the ring is contiguous in memory. */
+static int map_twice(int fd, uint64_t hsize, uint64_t cap, unsigned char **base, size_t *len)
+{
+    size_t total = (size_t)(hsize + 2 * cap);
+    unsigned char *area = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (area == MAP_FAILED)
+        return RB_ESYS;
+    if (mmap(area, (size_t)(hsize + cap), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
+        mmap(area + hsize + cap, (size_t)cap, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+             (off_t)hsize) == MAP_FAILED) {
+        int e = errno;
+        munmap(area, total);
+        errno = e;
+        return RB_ESYS;
+    }
+    *base = area;
+    *len = total;
+    return RB_OK;
+}
+
+int rb_map_fd(int fd, struct rb_ring *rb)
+{
+    struct stat st;
+    struct rb_header h;
+    if (fstat(fd, &st) != 0)
+        return RB_ESYS;
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < sizeof h)
+        return RB_ECORRUPT;
+    /* Read the header with pread, not through the mapping: a short or
+     * hostile file must not be able to fault us before it is validated. */
+    ssize_t got = pread(fd, &h, sizeof h, 0);
+    if (got < 0)
+        return RB_ESYS;
+    if ((size_t)got != sizeof h)
+        return RB_ECORRUPT;
+    int rc = validate_header(&h, (uint64_t)st.st_size);
+    if (rc != RB_OK)
+        return rc;
+
+    unsigned char *base;
+    size_t len;
+    rc = map_twice(fd, h.header_size, h.capacity, &base, &len);
+    if (rc != RB_OK)
+        return rc;
+    struct rb_header *mh = (struct rb_header *)base;
+    /* Relaxed: a sanity check of a snapshot; the algorithm re-reads both
+     * positions with the orderings it needs. */
+    uint64_t head = atomic_load_explicit(&mh->head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&mh->tail, memory_order_relaxed);
+    if (validate_positions(head, tail, h.capacity) != RB_OK) {
+        munmap(base, len);
+        return RB_ECORRUPT;
+    }
+    rb->hdr = mh;
+    rb->data = base + h.header_size;
+    rb->map_len = len;
+    rb->capacity = h.capacity;
+    rb->mask = h.capacity - 1;
+    rb->max_message = h.max_message;
+    rb->id = (uint32_t)getpid() & RB_WRITER_MASK;
+    if (rb->id == 0)
+        rb->id = 1;
+    rb->fd = fd;
+    /* Relaxed: the handle is not shared yet; the value is a lower bound of
+     * head, which is all the producer's full test needs. */
+    atomic_init(&rb->head_cache, head);
+    return RB_OK;
+}
+
+static int open_fd(int fd, rb_ring **out)
+{
+    rb_ring *rb = calloc(1, sizeof *rb);
+    if (rb == NULL) {
+        close(fd);
+        errno = ENOMEM;
+        return RB_ESYS;
+    }
+    int rc = rb_map_fd(fd, rb);
+    if (rc != RB_OK) {
+        int e = errno;
+        free(rb);
+        close(fd);
+        errno = e;
+        return rc;
+    }
+    *out = rb;
+    return RB_OK;
+}
+
+RB_API int rb_open(const char *path, rb_ring **out)
+{
+    if (path == NULL || out == NULL)
+        return RB_EINVAL;
+    int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return RB_ESYS;
+    return open_fd(fd, out);
+}
+
+/* Creates "<path>.tmp-<pid>-<n>" exclusively; returns its fd or -1. */
+static int create_temp(const char *path, unsigned mode, char **tmp_out)
+{
+    size_t n = strlen(path) + 64;
+    char *tmp = malloc(n);
+    if (tmp == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    for (unsigned attempt = 0; attempt < 100; attempt++) {
+        snprintf(tmp, n, "%s.tmp-%ld-%lx-%u", path, (long)getpid(), (unsigned long)ts.tv_nsec, attempt);
+        int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
+        if (fd >= 0) {
+            *tmp_out = tmp;
+            return fd;
+        }
+        if (errno != EEXIST)
+            break;
+    }
+    int e = errno;
+    free(tmp);
+    errno = e;
+    return -1;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    while (len > 0) {
+        ssize_t w = pwrite(fd, p, len, (off_t)(p - (const unsigned char *)buf));
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+RB_API int rb_create_mode(const char *path, size_t size, unsigned flags, unsigned mode, rb_ring **out)
+{
+    if (path == NULL || out == NULL || *path == '\0')
+        return RB_EINVAL;
+    if (size == 0 || size > RB_MAX_CAPACITY || (flags & ~RB_REMOVE) != 0 || (mode & ~07777u) != 0)
+        return RB_EINVAL;
+    /* A power of two >= 4096 is a multiple of any page size that divides
+     * the 4096-byte header, which the double mapping needs. */
+    uint64_t cap = round_capacity(size);
+    if (RB_HEADER_SIZE % page_size() != 0) {
+        errno = EOPNOTSUPP;
+        return RB_ESYS;
+    }
+
+    char *tmp = NULL;
+    int fd = create_temp(path, mode, &tmp);
+    if (fd < 0)
+        return RB_ESYS;
+
+    struct rb_header *h = calloc(1, sizeof *h);
+    int rc = RB_ESYS;
+    int e = ENOMEM;
+    if (h == NULL)
+        goto fail;
+    /* Reserve every byte now: ENOSPC here instead of SIGBUS on first touch. */
+    e = posix_fallocate(fd, 0, (off_t)(RB_HEADER_SIZE + cap));
+    if (e != 0)
+        goto fail;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    memcpy(h->magic, RB_MAGIC, RB_MAGIC_LEN);
+    h->version = RB_FORMAT_VERSION;
+    h->header_size = RB_HEADER_SIZE;
+    h->capacity = cap;
+    h->max_message = cap / 2;
+    h->state = RB_STATE_READY;
+    h->created_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    /* head, tail, read_turn and the data region are zero: an empty ring. */
+    if (write_all(fd, h, sizeof *h) != 0) {
+        e = errno;
+        goto fail;
+    }
+    /* Publish: link() fails with EEXIST rather than replacing anything;
+     * rename() replaces atomically (old mappings keep the old inode). */
+    if ((flags & RB_REMOVE) ? rename(tmp, path) != 0 : link(tmp, path) != 0) {
+        e = errno;
+        goto fail;
+    }
+    if (!(flags & RB_REMOVE))
+        unlink(tmp);
+    free(tmp);
+    free(h);
+    return open_fd(fd, out);
+
+fail:
+    unlink(tmp);
+    free(tmp);
+    free(h);
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+RB_API int rb_create(const char *path, size_t size, unsigned flags, rb_ring **out)
+{
+    return rb_create_mode(path, size, flags, 0600, out);
+}
+
+RB_API int rb_close(rb_ring *rb)
+{
+    if (rb == NULL)
+        return RB_OK;
+    munmap(rb->hdr, rb->map_len);
+    close(rb->fd);
+    free(rb);
+    return RB_OK;
+}
+
+RB_API size_t rb_capacity(const rb_ring *rb) { return rb ? (size_t)rb->capacity : 0; }
+
+RB_API size_t rb_max_message_size(const rb_ring *rb) { return rb ? (size_t)rb->max_message : 0; }

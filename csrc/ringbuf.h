@@ -1,0 +1,178 @@
+/*
+ * ringbuf.h - a memory-mapped, file-backed ring buffer of variable-length
+ * messages for inter-process and inter-thread communication on one host.
+ *
+ * One file holds one ring. Any number of producer and consumer threads and
+ * processes open it by path and exchange messages of 1 to
+ * rb_max_message_size() bytes, first in first out. Every message whose write
+ * returned RB_OK is delivered exactly once, byte for byte.
+ *
+ * All functions return RB_OK (0) or a negative status code (enum rb_status);
+ * rb_strerror() turns any code into a message. Outputs through pointers are
+ * left untouched on error unless a function says otherwise.
+ *
+ * Thread-safety vocabulary used below:
+ *   MT-safe     any number of threads (and processes, through their own
+ *               handles) may call it at the same time on the same ring.
+ *   handle-exclusive  no other call may be running on the same handle.
+ *
+ * The file format is documented in docs/format.md, the concurrency protocol
+ * in docs/design.md.
+ */
+#ifndef RINGBUF_H
+#define RINGBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define RB_API __attribute__((visibility("default")))
+#else
+#define RB_API
+#endif
+
+/* Library version. rb_version() returns the number the running library was
+ * built with; compare it with RB_VERSION_NUMBER to detect a mismatched .so. */
+#define RB_VERSION_MAJOR 0
+#define RB_VERSION_MINOR 1
+#define RB_VERSION_PATCH 0
+#define RB_VERSION_NUMBER \
+    (RB_VERSION_MAJOR * 10000 + RB_VERSION_MINOR * 100 + RB_VERSION_PATCH)
+
+/* Version of the on-disk format this library reads and writes. */
+#define RB_FORMAT_VERSION 1
+
+/* Status codes. Stable: values never change meaning. */
+enum rb_status {
+    RB_OK = 0,
+    RB_EFULL = -1,     /* not enough free space for the message (now)      */
+    RB_EEMPTY = -2,    /* no message ready to read (now)                   */
+    RB_ESIZE = -3,     /* message empty or larger than rb_max_message_size */
+    RB_ECLOSED = -4,   /* the handle was closed                            */
+    RB_ETIMEDOUT = -5, /* a wait ran out of time                           */
+    RB_ECORRUPT = -6,  /* not a valid ring file of this format version     */
+    RB_ETRUNC = -7,    /* the caller's buffer is too small for the message */
+    RB_EINVAL = -8,    /* bad argument (NULL pointer, bad size or flags)   */
+    RB_ESYS = -9       /* an OS call failed; errno holds why               */
+};
+
+/* rb_create flags */
+#define RB_REMOVE 0x1u /* replace an existing file at path (atomically) */
+
+/* Smallest and largest ring capacity in bytes. */
+#define RB_MIN_CAPACITY ((size_t)4096)
+#define RB_MAX_CAPACITY ((size_t)1 << 32)
+
+/* An open ring. Opaque; one handle per rb_create/rb_open. */
+typedef struct rb_ring rb_ring;
+
+/* Returns the library version as RB_VERSION_NUMBER of the build.
+ * Thread-safety: MT-safe. */
+RB_API int rb_version(void);
+
+/* Returns a static, human-readable message for a status code; never NULL,
+ * also for unknown codes.
+ * Thread-safety: MT-safe. */
+RB_API const char *rb_strerror(int status);
+
+/* Creates a new ring file at path and opens it (mode 0600, see
+ * rb_create_mode). The capacity is size rounded up to a power of two, at
+ * least RB_MIN_CAPACITY; rb_capacity() reports it. The file is prepared under
+ * a temporary name in the same directory and published only when complete,
+ * so a concurrent rb_open sees a valid ring or no file at all. Space is
+ * reserved up front (posix_fallocate): a full disk fails here, not later.
+ * flags: 0, or RB_REMOVE to replace an existing file at path. Without
+ * RB_REMOVE an existing path fails with RB_ESYS and errno EEXIST; with it the
+ * file is replaced by rename(), so processes that still map the old ring keep
+ * a valid (now private) copy.
+ * Returns: RB_OK and *out set; RB_EINVAL (NULL path/out, size 0 or above
+ * RB_MAX_CAPACITY, unknown flags); RB_ESYS (errno set).
+ * Thread-safety: MT-safe. */
+RB_API int rb_create(const char *path, size_t size, unsigned flags, rb_ring **out);
+
+/* rb_create with explicit permission bits (e.g. 0600, 0660); the process
+ * umask applies as for open(2).
+ * Returns: as rb_create; RB_EINVAL also for mode bits outside 07777.
+ * Thread-safety: MT-safe. */
+RB_API int rb_create_mode(const char *path, size_t size, unsigned flags,
+                          unsigned mode, rb_ring **out);
+
+/* Opens an existing ring file read-write. Every header field is validated
+ * before use. Symbolic links are not followed.
+ * Returns: RB_OK and *out set; RB_EINVAL (NULL argument); RB_ECORRUPT (not a
+ * regular file, too short, wrong magic, other format version, impossible
+ * capacity or positions); RB_ESYS (errno set: ENOENT, EACCES, ELOOP, ...).
+ * Thread-safety: MT-safe. */
+RB_API int rb_open(const char *path, rb_ring **out);
+
+/* Unmaps the ring and frees the handle. The file stays. NULL is a no-op.
+ * Returns: RB_OK.
+ * Thread-safety: handle-exclusive (no other call on rb may be running or
+ * start afterwards). */
+RB_API int rb_close(rb_ring *rb);
+
+/* Capacity of the ring in bytes (a power of two). Each message occupies
+ * 8 header bytes plus its length, rounded up to a multiple of 8.
+ * Thread-safety: MT-safe. */
+RB_API size_t rb_capacity(const rb_ring *rb);
+
+/* Largest message that can be written: half the capacity.
+ * Thread-safety: MT-safe. */
+RB_API size_t rb_max_message_size(const rb_ring *rb);
+
+/* Reads the consumer (head) and producer (tail) byte positions. Both only
+ * grow; tail - head bytes are in use (committed, in progress or discarded).
+ * A snapshot: it may be stale as soon as it returns.
+ * Returns: RB_OK; RB_EINVAL (NULL rb).
+ * Thread-safety: MT-safe. */
+RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
+
+/* Writes one message of len bytes (1 to rb_max_message_size). Never blocks.
+ * Returns: RB_OK (the message will be delivered); RB_EFULL (not enough free
+ * space now, nothing written); RB_ESIZE (len 0 or too large); RB_EINVAL
+ * (NULL rb or msg).
+ * Thread-safety: MT-safe, multi-producer; lock-free (one CAS reserves space,
+ * the copy runs in parallel with other producers). */
+RB_API int rb_write(rb_ring *rb, const void *msg, size_t len);
+
+/* Writes up to count messages packed back to back in data, message i being
+ * lens[i] bytes, in order, stopping at the first that does not fit. All of
+ * them are reserved with one CAS. Never blocks.
+ * *written receives how many were written (also 0 on error).
+ * Returns: RB_OK (*written >= 1, or count == 0); RB_EFULL (not even the first
+ * fits); RB_ESIZE (some lens[i] is 0 or too large: nothing written);
+ * RB_EINVAL (NULL argument).
+ * Thread-safety: MT-safe, multi-producer; lock-free. */
+RB_API int rb_write_many(rb_ring *rb, const void *data, const size_t *lens,
+                         size_t count, size_t *written);
+
+/* Copies the next message into buf and consumes it. Never blocks (except to
+ * wait its turn behind another consumer that is inside a read).
+ * Returns: RB_OK and *msg_len = its length; RB_EEMPTY (no committed message
+ * at the head); RB_ETRUNC (buf_size too small: nothing consumed, *msg_len =
+ * the size needed); RB_ECORRUPT (the record at the head is impossible);
+ * RB_EINVAL (NULL rb or msg_len, or NULL buf with buf_size > 0).
+ * Thread-safety: MT-safe, multi-consumer; consumers take turns (one CAS per
+ * call on a word only consumers touch), producers are never blocked. */
+RB_API int rb_read(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len);
+
+/* Reads up to max_count messages in one turn, packed back to back into buf
+ * (message i is lens[i] bytes), stopping early when the ring is empty or the
+ * next message does not fit in what is left of buf.
+ * *count receives how many were read (0 on error).
+ * Returns: RB_OK (*count >= 1, or max_count == 0); RB_EEMPTY; RB_ETRUNC (the
+ * first message does not fit: nothing consumed, lens[0] = the size needed);
+ * RB_ECORRUPT; RB_EINVAL (NULL argument).
+ * Thread-safety: MT-safe, multi-consumer; as rb_read. */
+RB_API int rb_read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens,
+                        size_t max_count, size_t *count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RINGBUF_H */

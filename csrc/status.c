@@ -1,0 +1,34 @@
+/*
+ * status.c - status messages and the library version.
+ */
+#include "ringbuf.h"
+
+RB_API int rb_version(void) { return RB_VERSION_NUMBER; }
+
+RB_API const char *rb_strerror(int status)
+{
+    switch (status) {
+    case RB_OK:
+        return "success";
+    case RB_EFULL:
+        return "ring buffer is full";
+    case RB_EEMPTY:
+        return "ring buffer is empty";
+    case RB_ESIZE:
+        return "message size is 0 or larger than the maximum message size";
+    case RB_ECLOSED:
+        return "ring buffer is closed";
+    case RB_ETIMEDOUT:
+        return "timed out";
+    case RB_ECORRUPT:
+        return "not a valid ring buffer file of this format version";
+    case RB_ETRUNC:
+        return "buffer too small for the message";
+    case RB_EINVAL:
+        return "invalid argument";
+    case RB_ESYS:
+        return "system call failed (see errno)";
+    default:
+        return "unknown ring buffer status code";
+    }
+}
