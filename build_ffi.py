@@ -1,0 +1,32 @@
+"""cffi builder (out-of-line API mode) for ``ringbuffer._ringbuf``.
+
+The declarations live in ``ringbuffer/_cdef.h``; the extension includes the
+real ``csrc/ringbuf.h``, so the C compiler checks the two against each other,
+and links against the ``libringbuf.so`` that setup.py builds into the package
+(found at run time through ``RUNPATH=$ORIGIN``).
+"""
+
+from pathlib import Path
+
+from cffi import FFI
+
+ROOT = Path(__file__).resolve().parent
+
+ffibuilder = FFI()
+ffibuilder.cdef((ROOT / "ringbuffer" / "_cdef.h").read_text())
+ffibuilder.set_source(
+    "ringbuffer._ringbuf",
+    '#include "ringbuf.h"',
+    include_dirs=["csrc"],
+    libraries=["ringbuf"],
+    extra_compile_args=[
+        "-Werror=incompatible-pointer-types",
+        "-Werror=implicit-function-declaration",
+        "-Werror=int-conversion",
+    ],
+    # setuptools passes this to the linker without a shell: no escaping.
+    extra_link_args=["-Wl,-rpath,$ORIGIN"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

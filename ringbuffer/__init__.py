@@ -1,0 +1,66 @@
+"""ringbuffer: a memory-mapped, file-backed ring buffer of variable-length
+messages for inter-process and inter-thread communication on one host.
+
+>>> from ringbuffer import RingBuffer
+>>> with RingBuffer("/dev/shm/demo.ring", 1 << 20, remove=True) as rb:  # doctest: +SKIP
+...     rb.write(b"hello")
+...     rb.read()
+b'hello'
+
+The algorithm lives in the C library ``libringbuf.so`` shipped inside this
+package; C programs can build against it with :func:`get_include` and
+:func:`get_library_dir` (or ``pkg-config`` on :func:`get_pkgconfig_dir`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ringbuffer.exceptions import (
+    BufferClosed,
+    BufferEmpty,
+    BufferFull,
+    CorruptBuffer,
+    InvalidArgument,
+    InvalidSize,
+    RingBufferError,
+    RingBufferTimeout,
+)
+from ringbuffer.ring import RingBuffer, c_version, format_version
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BufferClosed",
+    "BufferEmpty",
+    "BufferFull",
+    "CorruptBuffer",
+    "InvalidArgument",
+    "InvalidSize",
+    "RingBuffer",
+    "RingBufferError",
+    "RingBufferTimeout",
+    "__version__",
+    "c_version",
+    "format_version",
+    "get_include",
+    "get_library_dir",
+    "get_pkgconfig_dir",
+]
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def get_include() -> str:
+    """Folder holding ``ringbuf.h``, for ``cc -I``."""
+    return os.path.join(_HERE, "include")
+
+
+def get_library_dir() -> str:
+    """Folder holding ``libringbuf.so``, for ``cc -L`` and ``-Wl,-rpath``."""
+    return _HERE
+
+
+def get_pkgconfig_dir() -> str:
+    """Folder holding ``ringbuf.pc``, for ``PKG_CONFIG_PATH``."""
+    return os.path.join(_HERE, "pkgconfig")

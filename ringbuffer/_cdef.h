@@ -1,0 +1,38 @@
+/* The declarations the cffi binding uses: a plain subset of csrc/ringbuf.h
+ * that cffi's parser accepts. build_ffi.py compiles the binding against the
+ * real header, so the C compiler checks these against it, and
+ * tests/test_symbols.py checks them against what libringbuf.so exports. */
+#define RB_VERSION_NUMBER ...
+#define RB_FORMAT_VERSION ...
+#define RB_REMOVE ...
+#define RB_MIN_CAPACITY ...
+#define RB_MAX_CAPACITY ...
+
+enum rb_status {
+    RB_OK = 0,
+    RB_EFULL = -1,
+    RB_EEMPTY = -2,
+    RB_ESIZE = -3,
+    RB_ECLOSED = -4,
+    RB_ETIMEDOUT = -5,
+    RB_ECORRUPT = -6,
+    RB_ETRUNC = -7,
+    RB_EINVAL = -8,
+    RB_ESYS = -9
+};
+
+typedef struct rb_ring rb_ring;
+
+int rb_version(void);
+const char *rb_strerror(int status);
+int rb_create(const char *path, size_t size, unsigned flags, rb_ring **out);
+int rb_create_mode(const char *path, size_t size, unsigned flags, unsigned mode, rb_ring **out);
+int rb_open(const char *path, rb_ring **out);
+int rb_close(rb_ring *rb);
+size_t rb_capacity(const rb_ring *rb);
+size_t rb_max_message_size(const rb_ring *rb);
+int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
+int rb_write(rb_ring *rb, const void *msg, size_t len);
+int rb_write_many(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written);
+int rb_read(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len);
+int rb_read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size_t max_count, size_t *count);
