@@ -189,26 +189,26 @@ class RingBuffer:
         Raises :class:`BufferFull` if it does not fit now, :class:`InvalidSize`
         if it is empty or larger than :attr:`max_message_size`.
         """
-        rb = self._rb
-        if rb is None:
-            raise _closed()
-        data = _bytes_of(msg)
-        rc = lib.rb_write(rb, data, len(data))
-        if rc != lib.RB_OK:
-            raise self._write_error(rc, len(data))
+        if not self.try_write(msg):
+            raise BufferFull(lib.RB_EFULL, _strerror(lib.RB_EFULL))
 
     def try_write(self, msg: Any) -> bool:
         """Like :meth:`write`, but returns False instead of raising :class:`BufferFull`."""
         rb = self._rb
         if rb is None:
             raise _closed()
-        data = _bytes_of(msg)
-        rc = lib.rb_write(rb, data, len(data))
+        if type(msg) is bytes:
+            rc = lib.rb_write(rb, msg, len(msg))
+            n = len(msg)
+        else:
+            data = _bytes_of(msg)
+            n = len(data)
+            rc = lib.rb_write(rb, data, n)
         if rc == lib.RB_OK:
             return True
         if rc == lib.RB_EFULL:
             return False
-        raise self._write_error(rc, len(data))
+        raise self._write_error(rc, n)
 
     def write_many(self, msgs: Iterable[Any]) -> int:
         """Writes messages in order with one C call, stopping at the first that
@@ -263,7 +263,7 @@ class RingBuffer:
             rc = lib.rb_read(rb, buf, len(buf), lenp)
         try:
             if rc == lib.RB_OK:
-                return ffi.buffer(buf, lenp[0])[:]
+                return ffi.unpack(buf, lenp[0])
             if rc == lib.RB_EEMPTY:
                 return None
             raise _error(rc, self._path)

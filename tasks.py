@@ -1,0 +1,87 @@
+"""Developer tasks: ``invoke --list`` shows them, ``invoke --help TASK`` their options."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from invoke import Context, task
+
+PY = sys.executable
+ROOT = os.path.dirname(os.path.abspath(__file__))
+PTY = sys.stdout.isatty() and not os.environ.get("CI")
+
+
+def _run(c: Context, cmd: str, **kw: object):
+    with c.cd(ROOT):
+        return c.run(cmd, pty=PTY, echo=True, **kw)
+
+
+@task
+def build(c):
+    """Build libringbuf.so and the Python extension in place (editable install)."""
+    _run(c, "make -s -C csrc")
+    _run(c, f"{PY} -m pip install --quiet --no-deps -e .")
+
+
+@task(pre=[build], help={"scale": "multiplier for the stress tests' message counts (default 1)"})
+def test_c(c, scale=1):
+    """Build and run the C tests."""
+    _run(c, f"make -s -C tests/c check RB_STRESS_SCALE={scale}")
+
+
+@task(help={"scale": "multiplier for the stress tests' message counts (default 0.25 under sanitizers)"})
+def sanitize(c, scale=0.25):
+    """Run the C tests under ASan+UBSan and under TSan."""
+    _run(c, f"make -s -C tests/c asan RB_STRESS_SCALE={scale}")
+    _run(c, f"make -s -C tests/c tsan RB_STRESS_SCALE={scale}")
+
+
+@task(pre=[build], help={"k": "only tests matching this pytest -k expression", "x": "stop at the first failure"})
+def test_py(c, k="", x=False):
+    """Run the Python tests (pytest) against the installed package."""
+    opts = (f" -k {k!r}" if k else "") + (" -x" if x else "")
+    # -P: import the installed (editable) package, not the source tree by accident.
+    _run(c, f"{PY} -P -m pytest -q{opts}")
+
+
+@task(pre=[build], help={"sanitizers": "also run the C tests under ASan+UBSan and TSan (default: yes)"})
+def test(c, sanitizers=True):
+    """Run every test: C tests, C tests under sanitizers, then pytest."""
+    test_c(c)
+    if sanitizers:
+        sanitize(c)
+    test_py(c)
+
+
+@task
+def lint(c):
+    """Check Python style (ruff) and C warnings (-Werror build of the library and tests)."""
+    _run(c, f"{PY} -m ruff check .")
+    _run(c, f"{PY} -m ruff format --check .")
+    _run(c, "make -s -C csrc")
+    _run(c, "make -s -C tests/c all")
+
+
+@task(help={"count": "messages per run", "size": "bytes per message (at least 8)"})
+def demo(c, count=300_000, size=64):
+    """Stream messages between two processes, verify them, compare with multiprocessing.Queue."""
+    if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so")):
+        build(c)
+    _run(c, f"{PY} -m ringbuffer.demo --count {int(count)} --size {int(size)}")
+
+
+@task
+def clean(c):
+    """Remove build outputs (C objects, the extension, caches)."""
+    _run(c, "make -s -C csrc clean")
+    _run(c, "make -s -C tests/c clean")
+    for rel in ("build", "dist", "ringbuffer.egg-info", ".pytest_cache", ".hypothesis", ".ruff_cache"):
+        shutil.rmtree(os.path.join(ROOT, rel), ignore_errors=True)
+    pkg = os.path.join(ROOT, "ringbuffer")
+    for name in os.listdir(pkg):
+        if name.endswith(".so") or name == "_ringbuf.c":
+            os.remove(os.path.join(pkg, name))
+    for name in ("include", "pkgconfig"):
+        shutil.rmtree(os.path.join(pkg, name), ignore_errors=True)
