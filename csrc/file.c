@@ -107,9 +107,10 @@ int rb_map_fd(int fd, struct rb_ring *rb)
     if (rc != RB_OK)
         return rc;
     struct rb_header *mh = (struct rb_header *)base;
-    /* Relaxed: a sanity check of a snapshot; the algorithm re-reads both
-     * positions with the orderings it needs. */
-    uint64_t head = atomic_load_explicit(&mh->head, memory_order_relaxed);
+    /* Acquire on head: it seeds the producers' head_cache, whose value must
+     * carry the happens-before of the consumers' zeroing (docs/design.md,
+     * "Why t >= head_cache"). Tail after it: head <= tail in the snapshot. */
+    uint64_t head = atomic_load_explicit(&mh->head, memory_order_acquire);
     uint64_t tail = atomic_load_explicit(&mh->tail, memory_order_relaxed);
     if (validate_positions(head, tail, h.capacity) != RB_OK) {
         munmap(base, len);
@@ -125,9 +126,9 @@ int rb_map_fd(int fd, struct rb_ring *rb)
     if (rb->id == 0)
         rb->id = 1;
     rb->fd = fd;
-    /* Relaxed: the handle is not shared yet; the value is a lower bound of
-     * head, which is all the producer's full test needs. */
+    /* Not shared yet: plain initialisation. */
     atomic_init(&rb->head_cache, head);
+    rb->tail_cache = tail;
     return RB_OK;
 }
 
@@ -161,10 +162,14 @@ RB_API int rb_open(const char *path, rb_ring **out)
     return open_fd(fd, out);
 }
 
-/* Creates "<path>.tmp-<pid>-<n>" exclusively; returns its fd or -1. */
+/* Creates ".ringbuf-<pid>-<ns>-<n>" exclusively in path's directory (a
+ * short name, so that a target name of NAME_MAX bytes still works);
+ * returns its fd or -1. */
 static int create_temp(const char *path, unsigned mode, char **tmp_out)
 {
-    size_t n = strlen(path) + 64;
+    const char *slash = strrchr(path, '/');
+    int dir_len = slash ? (int)(slash - path + 1) : 0;
+    size_t n = (size_t)dir_len + 64;
     char *tmp = malloc(n);
     if (tmp == NULL) {
         errno = ENOMEM;
@@ -173,7 +178,8 @@ static int create_temp(const char *path, unsigned mode, char **tmp_out)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     for (unsigned attempt = 0; attempt < 100; attempt++) {
-        snprintf(tmp, n, "%s.tmp-%ld-%lx-%u", path, (long)getpid(), (unsigned long)ts.tv_nsec, attempt);
+        snprintf(tmp, n, "%.*s.ringbuf-%ld-%lx-%u", dir_len, path, (long)getpid(), (unsigned long)ts.tv_nsec,
+                 attempt);
         int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
         if (fd >= 0) {
             *tmp_out = tmp;

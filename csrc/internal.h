@@ -82,6 +82,9 @@ struct rb_ring {
     /* Producers' cached copy of head, shared by the threads using this
      * handle: refreshed only when it says "full". */
     _Atomic uint64_t head_cache;
+    /* Consumers' cached copy of tail (a lower bound), used only by the
+     * thread holding the read turn, to check that a record ends below it. */
+    uint64_t tail_cache;
 };
 
 /* Maps the ring in fd after validating its header; fills rb. */

@@ -167,7 +167,7 @@ static void give_turn(rb_ring *rb)
 
 /* Looks at the record at head h (we hold the turn). Returns RB_OK with its
  * header word, RB_EEMPTY, or RB_ECORRUPT. */
-static int peek_record(const rb_ring *rb, uint64_t h, uint64_t *word)
+static int peek_record(rb_ring *rb, uint64_t h, uint64_t *word)
 {
     /* Acquire pairs with the producer's committing release store: the
      * payload is visible once we see the record committed. */
@@ -175,10 +175,24 @@ static int peek_record(const rb_ring *rb, uint64_t h, uint64_t *word)
     if (w == 0)
         return RB_EEMPTY;
     uint32_t flags = rb_rec_flags(w);
-    if ((flags & ~RB_REC_FLAGS_KNOWN) != 0 || rb_rec_len(w) > rb->max_message)
+    uint64_t len = rb_rec_len(w);
+    /* A length is 1 to max_message (docs/format.md): no writer makes an
+     * empty record. */
+    if ((flags & ~RB_REC_FLAGS_KNOWN) != 0 || len == 0 || len > rb->max_message)
         return RB_ECORRUPT;
     if (flags & RB_REC_BUSY)
         return RB_EEMPTY; /* reserved, not committed yet */
+    /* A committed record ends at or below tail; one that does not was
+     * forged (a hostile file), and consuming it would move head past tail.
+     * The cached tail is a lower bound, so reload it only when the record
+     * seems to pass it. Relaxed: the record's writer moved tail past it
+     * with its CAS before the commit we acquired, so this load sees that. */
+    uint64_t size = rb_rec_size(len);
+    if (h > rb->tail_cache || size > rb->tail_cache - h) {
+        rb->tail_cache = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
+        if (h > rb->tail_cache || size > rb->tail_cache - h)
+            return RB_ECORRUPT;
+    }
     *word = w;
     return RB_OK;
 }
