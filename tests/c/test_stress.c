@@ -1,0 +1,783 @@
+/*
+ * test_stress.c - many producers and consumers on one small ring, as
+ * threads (one shared handle, or one handle each) and as processes, with
+ * rb_write/rb_read and rb_write_many/rb_read_many.
+ *
+ * Every message carries its producer, its sequence number and its length,
+ * and a checksum (FNV-1a) of the rest, which is derived from (producer,
+ * seq); its length is a function of (producer, seq) too. Messages shorter
+ * than 16 bytes cannot hold that header: they carry the producer and a
+ * pattern, and are counted per producer. Each consumer checks every message
+ * it reads and logs (producer, seq) in the order it read them; at the end
+ * the logs must hold every message exactly once, and in each consumer's log
+ * the sequence numbers of each producer must be strictly increasing.
+ *
+ * RB_STRESS_SCALE (default 1) scales the message counts;
+ * RB_STRESS_TIMEOUT (seconds, default 120) bounds each run.
+ */
+#include "runner.h"
+#include "testutil.h"
+
+#include "ringbuf.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#define MAXP 8
+#define MAXC 8
+#define TINY 16 /* messages shorter than this carry no header */
+#define SEQ_TINY 0xFFFFFFFFFFFFull
+#define MAX_REPORTS 10
+
+enum wmode { W_SINGLE, W_MANY };
+enum rmode { R_SINGLE, R_MANY, R_SMALLBUF };
+
+struct config {
+    const char *name;
+    int nprod, ncons;
+    uint64_t per_prod;  /* messages per producer at scale 1 */
+    size_t cap;
+    size_t small_max;   /* usual sizes: 16 .. small_max */
+    size_t large_max;   /* occasional: small_max + 1 .. large_max */
+    int shared_handle;  /* threads: all use one handle (else one each) */
+    int processes;      /* fork instead of threads */
+    enum wmode wmode[MAXP];
+    enum rmode rmode[MAXC];
+};
+
+/* Shared by all workers: in a MAP_SHARED anonymous mapping so that forked
+ * children write into the parent's copy. */
+struct run {
+    struct config cfg;
+    uint64_t per_prod, total, salt;
+    char path[512];
+    double deadline;
+    _Atomic uint64_t received;
+    atomic_int abort;
+    _Atomic uint64_t errors;
+    _Atomic uint64_t efull, eempty, etrunc, partial;
+    _Atomic uint64_t nlog[MAXC];
+    uint64_t *log[MAXC]; /* in the same mapping */
+    rb_ring *shared;     /* threads, shared_handle */
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double env_double(const char *name, double dflt)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0')
+        return dflt;
+    char *end;
+    double d = strtod(v, &end);
+    return (end != v && d > 0) ? d : dflt;
+}
+
+/* ---- messages ------------------------------------------------------------------ */
+
+static size_t msg_len(const struct run *r, int prod, uint64_t seq)
+{
+    uint64_t x = mix64(((uint64_t)prod << 56) ^ seq ^ r->salt);
+    unsigned c = (unsigned)(x % 1000);
+    x >>= 10;
+    if (c < 50)
+        return 1 + (size_t)(x % (TINY - 1));
+    if (c < 990)
+        return TINY + (size_t)(x % (r->cfg.small_max - TINY + 1));
+    return r->cfg.small_max + 1 + (size_t)(x % (r->cfg.large_max - r->cfg.small_max));
+}
+
+static unsigned char tiny_byte(int prod, size_t len, size_t i)
+{
+    return (unsigned char)(prod * 31 + (int)len * 7 + (int)i * 13 + 5);
+}
+
+static uint64_t msg_seed(int prod, uint64_t seq) { return ((uint64_t)prod << 48) ^ (seq * 0x9E3779B97F4A7C15ull); }
+
+static void encode(unsigned char *b, size_t len, int prod, uint64_t seq)
+{
+    if (len < TINY) {
+        b[0] = (unsigned char)(0xE0 | prod);
+        for (size_t i = 1; i < len; i++)
+            b[i] = tiny_byte(prod, len, i);
+        return;
+    }
+    uint32_t p = (uint32_t)prod, l = (uint32_t)len;
+    memcpy(b, &p, 4);
+    memcpy(b + 4, &l, 4);
+    memcpy(b + 8, &seq, 8);
+    if (len < 24) {
+        fill_pattern(b + 16, len - 16, msg_seed(prod, seq));
+        return;
+    }
+    fill_pattern(b + 24, len - 24, msg_seed(prod, seq));
+    uint64_t h = fnv1a(FNV_OFFSET, b, 16);
+    h = fnv1a(h, b + 24, len - 24);
+    memcpy(b + 16, &h, 8);
+}
+
+static void report(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void report(struct run *r, const char *fmt, ...)
+{
+    uint64_t n = atomic_fetch_add(&r->errors, 1);
+    if (n < MAX_REPORTS) {
+        char m[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(m, sizeof m, fmt, ap);
+        va_end(ap);
+        FAILF("%s: %s", r->cfg.name, m);
+    } else {
+        atomic_fetch_add(&rt_failures, 1);
+    }
+}
+
+/* Checks one message; returns its log entry (prod << 48 | seq), or
+ * UINT64_MAX if it is broken. */
+static uint64_t verify(struct run *r, const unsigned char *b, size_t len)
+{
+    if (len == 0 || len > r->cfg.large_max) {
+        report(r, "message of impossible length %zu", len);
+        return UINT64_MAX;
+    }
+    if (len < TINY) {
+        int prod = b[0] & 0x0F;
+        if ((b[0] & 0xF0) != 0xE0 || prod >= r->cfg.nprod) {
+            report(r, "tiny message of %zu bytes: bad first byte 0x%02x", len, b[0]);
+            return UINT64_MAX;
+        }
+        for (size_t i = 1; i < len; i++)
+            if (b[i] != tiny_byte(prod, len, i)) {
+                report(r, "tiny message of %zu bytes from producer %d: byte %zu is 0x%02x", len, prod, i, b[i]);
+                return UINT64_MAX;
+            }
+        return ((uint64_t)prod << 48) | SEQ_TINY;
+    }
+    uint32_t p, l;
+    uint64_t seq;
+    memcpy(&p, b, 4);
+    memcpy(&l, b + 4, 4);
+    memcpy(&seq, b + 8, 8);
+    if (p >= (uint32_t)r->cfg.nprod || l != len || seq >= r->per_prod) {
+        report(r, "bad header: producer %u, length field %u (read %zu), seq %llu", p, l, len,
+               (unsigned long long)seq);
+        return UINT64_MAX;
+    }
+    if (msg_len(r, (int)p, seq) != len) {
+        report(r, "producer %u seq %llu: length %zu, it was sent with %zu", p, (unsigned long long)seq, len,
+               msg_len(r, (int)p, seq));
+        return UINT64_MAX;
+    }
+    if (len < 24) {
+        unsigned char e[8];
+        fill_pattern(e, len - 16, msg_seed((int)p, seq));
+        if (memcmp(e, b + 16, len - 16) != 0) {
+            report(r, "producer %u seq %llu (%zu bytes): payload differs", p, (unsigned long long)seq, len);
+            return UINT64_MAX;
+        }
+    } else {
+        uint64_t h = fnv1a(FNV_OFFSET, b, 16), got;
+        h = fnv1a(h, b + 24, len - 24);
+        memcpy(&got, b + 16, 8);
+        if (h != got) {
+            report(r, "producer %u seq %llu (%zu bytes): checksum mismatch", p, (unsigned long long)seq, len);
+            return UINT64_MAX;
+        }
+    }
+    return ((uint64_t)p << 48) | seq;
+}
+
+/* ---- workers -------------------------------------------------------------------- */
+
+struct worker {
+    struct run *run;
+    int id;
+};
+
+static int timed_out(struct run *r)
+{
+    if (atomic_load_explicit(&r->abort, memory_order_relaxed))
+        return 1;
+    if (now_s() > r->deadline) {
+        if (atomic_exchange(&r->abort, 1) == 0)
+            report(r, "timed out: %llu of %llu messages received", (unsigned long long)atomic_load(&r->received),
+                   (unsigned long long)r->total);
+        return 1;
+    }
+    return 0;
+}
+
+static rb_ring *worker_ring(struct run *r, int *own)
+{
+    *own = 0;
+    if (!r->cfg.processes && r->cfg.shared_handle)
+        return r->shared;
+    rb_ring *rb = NULL;
+    int rc = rb_open(r->path, &rb);
+    if (rc != RB_OK) {
+        report(r, "rb_open(%s) -> %d (%s)", r->path, rc, rb_strerror(rc));
+        atomic_store(&r->abort, 1);
+        return NULL;
+    }
+    *own = 1;
+    return rb;
+}
+
+static void producer(struct run *r, int id)
+{
+    int own;
+    rb_ring *rb = worker_ring(r, &own);
+    if (rb == NULL)
+        return;
+    const size_t maxm = r->cfg.large_max;
+    const int many = r->cfg.wmode[id] == W_MANY;
+    unsigned char *buf = malloc(many ? 8 * maxm : maxm);
+    size_t lens[8];
+    uint64_t seq = 0, spins = 0, rng = mix64((uint64_t)id + 77);
+    while (seq < r->per_prod) {
+        int rc;
+        size_t n = 1;
+        if (many) {
+            rng = mix64(rng);
+            size_t k = 1 + (size_t)(rng % 8), off = 0;
+            if (k > r->per_prod - seq)
+                k = (size_t)(r->per_prod - seq);
+            for (size_t i = 0; i < k; i++) {
+                lens[i] = msg_len(r, id, seq + i);
+                encode(buf + off, lens[i], id, seq + i);
+                off += lens[i];
+            }
+            do {
+                n = 0;
+                rc = rb_write_many(rb, buf, lens, k, &n);
+                if (rc == RB_EFULL) {
+                    if (n != 0)
+                        report(r, "rb_write_many: RB_EFULL with *written = %zu", n);
+                    atomic_fetch_add_explicit(&r->efull, 1, memory_order_relaxed);
+                    sched_yield();
+                    if ((++spins & 255) == 0 && timed_out(r))
+                        goto out;
+                }
+            } while (rc == RB_EFULL);
+            if (rc == RB_OK && (n == 0 || n > k)) {
+                report(r, "rb_write_many wrote %zu of %zu", n, k);
+                break;
+            }
+            if (rc == RB_OK && n < k)
+                atomic_fetch_add_explicit(&r->partial, 1, memory_order_relaxed);
+        } else {
+            size_t len = msg_len(r, id, seq);
+            encode(buf, len, id, seq);
+            while ((rc = rb_write(rb, buf, len)) == RB_EFULL) {
+                atomic_fetch_add_explicit(&r->efull, 1, memory_order_relaxed);
+                sched_yield();
+                if ((++spins & 255) == 0 && timed_out(r))
+                    goto out;
+            }
+        }
+        if (rc != RB_OK) {
+            report(r, "producer %d seq %llu: write -> %d (%s)", id, (unsigned long long)seq, rc, rb_strerror(rc));
+            atomic_store(&r->abort, 1);
+            break;
+        }
+        seq += n;
+        if ((seq & 1023) < n && timed_out(r))
+            break;
+    }
+out:
+    free(buf);
+    if (own)
+        rb_close(rb);
+}
+
+static void consume(struct run *r, int id, const unsigned char *b, size_t len)
+{
+    uint64_t e = verify(r, b, len);
+    if (e != UINT64_MAX) {
+        uint64_t n = atomic_load_explicit(&r->nlog[id], memory_order_relaxed);
+        if (n < r->total) {
+            r->log[id][n] = e;
+            atomic_store_explicit(&r->nlog[id], n + 1, memory_order_relaxed);
+        } else {
+            report(r, "consumer %d received more than %llu messages", id, (unsigned long long)r->total);
+        }
+    }
+    atomic_fetch_add_explicit(&r->received, 1, memory_order_relaxed);
+}
+
+static void consumer(struct run *r, int id)
+{
+    int own;
+    rb_ring *rb = worker_ring(r, &own);
+    if (rb == NULL)
+        return;
+    const size_t maxm = r->cfg.large_max;
+    const enum rmode mode = r->cfg.rmode[id];
+    /* R_MANY: a buffer too small for the largest messages now and then,
+     * R_SMALLBUF: rb_read into 256 bytes, then a full-size buffer on
+     * RB_ETRUNC. */
+    const size_t small = mode == R_MANY ? 2048 : 256;
+    unsigned char *big = malloc(maxm), *sbuf = malloc(small);
+    size_t lens[32];
+    uint64_t spins = 0;
+    while (atomic_load_explicit(&r->received, memory_order_relaxed) < r->total) {
+        int rc;
+        size_t len = 0, count = 0;
+        if (mode == R_SINGLE) {
+            rc = rb_read(rb, big, maxm, &len);
+            if (rc == RB_OK)
+                consume(r, id, big, len);
+        } else {
+            if (mode == R_MANY) {
+                rc = rb_read_many(rb, sbuf, small, lens, 32, &count);
+                if (rc == RB_OK) {
+                    size_t off = 0;
+                    if (count == 0 || count > 32)
+                        report(r, "rb_read_many: RB_OK with count %zu", count);
+                    for (size_t i = 0; i < count && i < 32; i++) {
+                        if (off + lens[i] > small) {
+                            report(r, "rb_read_many: lens overflow the buffer");
+                            break;
+                        }
+                        consume(r, id, sbuf + off, lens[i]);
+                        off += lens[i];
+                    }
+                } else if (rc == RB_ETRUNC) {
+                    len = lens[0];
+                }
+            } else {
+                rc = rb_read(rb, sbuf, small, &len);
+                if (rc == RB_OK)
+                    consume(r, id, sbuf, len);
+            }
+            if (rc == RB_ETRUNC) {
+                atomic_fetch_add_explicit(&r->etrunc, 1, memory_order_relaxed);
+                if (len <= small || len > maxm)
+                    report(r, "RB_ETRUNC with a needed length of %zu for a buffer of %zu", len, small);
+                /* Someone else may take it first: read whatever is next. */
+                rc = rb_read(rb, big, maxm, &len);
+                if (rc == RB_OK)
+                    consume(r, id, big, len);
+            }
+        }
+        if (rc == RB_EEMPTY) {
+            atomic_fetch_add_explicit(&r->eempty, 1, memory_order_relaxed);
+            sched_yield();
+            if ((++spins & 255) == 0 && timed_out(r))
+                break;
+            continue;
+        }
+        if (rc != RB_OK) {
+            report(r, "consumer %d: read -> %d (%s)", id, rc, rb_strerror(rc));
+            atomic_store(&r->abort, 1);
+            break;
+        }
+        if ((++spins & 1023) == 0 && timed_out(r))
+            break;
+    }
+    free(big);
+    free(sbuf);
+    if (own)
+        rb_close(rb);
+}
+
+static void *producer_thread(void *arg)
+{
+    struct worker *w = arg;
+    producer(w->run, w->id);
+    return NULL;
+}
+
+static void *consumer_thread(void *arg)
+{
+    struct worker *w = arg;
+    consumer(w->run, w->id);
+    return NULL;
+}
+
+/* ---- checking the logs ------------------------------------------------------------ */
+
+static void check_logs(struct run *r)
+{
+    const int np = r->cfg.nprod, nc = r->cfg.ncons;
+    const uint64_t N = r->per_prod;
+    unsigned char *seen = calloc((size_t)np * N, 1);
+    uint64_t tiny_got[MAXP] = {0}, tiny_want[MAXP] = {0};
+    uint64_t dups = 0, order = 0, missing = 0;
+    for (int c = 0; c < nc; c++) {
+        uint64_t last[MAXP];
+        int have[MAXP] = {0};
+        uint64_t n = atomic_load(&r->nlog[c]);
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t e = r->log[c][i];
+            int p = (int)(e >> 48);
+            uint64_t s = e & SEQ_TINY;
+            if (s == SEQ_TINY) {
+                tiny_got[p]++;
+                continue;
+            }
+            if (seen[(size_t)p * N + s]++ != 0 && dups++ < MAX_REPORTS)
+                FAILF("%s: producer %d seq %llu received twice", r->cfg.name, p, (unsigned long long)s);
+            if (have[p] && s <= last[p] && order++ < MAX_REPORTS)
+                FAILF("%s: consumer %d got producer %d seq %llu after seq %llu", r->cfg.name, c, p,
+                      (unsigned long long)s, (unsigned long long)last[p]);
+            last[p] = s;
+            have[p] = 1;
+        }
+    }
+    for (int p = 0; p < np; p++) {
+        for (uint64_t s = 0; s < N; s++) {
+            if (msg_len(r, p, s) < TINY) {
+                tiny_want[p]++;
+                continue;
+            }
+            if (seen[(size_t)p * N + s] == 0 && missing++ < MAX_REPORTS)
+                FAILF("%s: producer %d seq %llu (%zu bytes) never received", r->cfg.name, p, (unsigned long long)s,
+                      msg_len(r, p, s));
+        }
+        if (tiny_got[p] != tiny_want[p])
+            FAILF("%s: producer %d: %llu tiny messages received, %llu sent", r->cfg.name, p,
+                  (unsigned long long)tiny_got[p], (unsigned long long)tiny_want[p]);
+    }
+    if (dups > MAX_REPORTS || order > MAX_REPORTS || missing > MAX_REPORTS)
+        FAILF("%s: %llu duplicates, %llu out of order, %llu missing in all", r->cfg.name, (unsigned long long)dups,
+              (unsigned long long)order, (unsigned long long)missing);
+    free(seen);
+}
+
+/* ---- a run ------------------------------------------------------------------------- */
+
+static void run_config(const struct config *cfg)
+{
+    const double scale = env_double("RB_STRESS_SCALE", 1.0);
+    const double timeout = env_double("RB_STRESS_TIMEOUT", 120.0);
+    uint64_t per_prod = (uint64_t)((double)cfg->per_prod * scale);
+    if (per_prod < 1000)
+        per_prod = 1000;
+    const uint64_t total = per_prod * (uint64_t)cfg->nprod;
+    const size_t logbytes = (size_t)total * sizeof(uint64_t);
+    const size_t maplen = sizeof(struct run) + (size_t)cfg->ncons * logbytes;
+    void *map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(map != MAP_FAILED);
+    struct run *r = map;
+    memset(r, 0, sizeof *r);
+    r->cfg = *cfg;
+    r->per_prod = per_prod;
+    r->total = total;
+    r->salt = mix64((uint64_t)(uintptr_t)cfg->name);
+    for (int c = 0; c < cfg->ncons; c++)
+        r->log[c] = (uint64_t *)(void *)((char *)map + sizeof(struct run) + (size_t)c * logbytes);
+
+    char *dir = tu_mkdtemp();
+    if (!CHECK(dir != NULL)) {
+        munmap(map, maplen);
+        return;
+    }
+    snprintf(r->path, sizeof r->path, "%s/ring", dir);
+    rb_ring *rb = NULL;
+    int rc = rb_create(r->path, cfg->cap, 0, &rb);
+    if (!CHECK_EQ(rc, RB_OK))
+        goto cleanup;
+    if (!CHECK(cfg->large_max <= rb_max_message_size(rb)))
+        goto cleanup;
+    r->shared = rb;
+
+    double t0 = now_s();
+    r->deadline = t0 + timeout;
+    if (cfg->processes) {
+        pid_t pids[MAXP + MAXC];
+        int np = 0;
+        fflush(stdout);
+        for (int i = 0; i < cfg->nprod + cfg->ncons; i++) {
+            pid_t pid = fork();
+            if (pid < 0) {
+                FAILF("fork: %s", strerror(errno));
+                atomic_store(&r->abort, 1);
+                break;
+            }
+            if (pid == 0) {
+                /* The child does not use the parent's handle. */
+                if (i < cfg->nprod)
+                    producer(r, i);
+                else
+                    consumer(r, i - cfg->nprod);
+                _exit(atomic_load(&rt_failures) != 0 ? 1 : 0);
+            }
+            pids[np++] = pid;
+        }
+        /* Wait, and kill what is still running well past the deadline
+         * (e.g. stuck inside the library). */
+        int left = np;
+        while (left > 0) {
+            int status;
+            pid_t p = waitpid(-1, &status, WNOHANG);
+            if (p > 0) {
+                left--;
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                    FAILF("%s: worker process %d ended with status 0x%x", cfg->name, (int)p, status);
+                continue;
+            }
+            if (p < 0 && errno != EINTR) {
+                FAILF("waitpid: %s", strerror(errno));
+                break;
+            }
+            if (now_s() > r->deadline + 10) {
+                FAILF("%s: workers still running 10 s after the deadline; killing them", cfg->name);
+                for (int k = 0; k < np; k++)
+                    kill(pids[k], SIGKILL);
+                while (waitpid(-1, NULL, 0) > 0)
+                    ;
+                break;
+            }
+            usleep(2000);
+        }
+    } else {
+        pthread_t th[MAXP + MAXC];
+        struct worker w[MAXP + MAXC];
+        int nt = 0;
+        /* Consumers and producers alternately, so both kinds start early. */
+        for (int i = 0; i < MAXP || i < MAXC; i++) {
+            for (int kind = 0; kind < 2; kind++) {
+                int is_prod = kind == 1;
+                if (i >= (is_prod ? cfg->nprod : cfg->ncons))
+                    continue;
+                w[nt].run = r;
+                w[nt].id = i;
+                if (pthread_create(&th[nt], NULL, is_prod ? producer_thread : consumer_thread, &w[nt]) != 0) {
+                    FAILF("pthread_create failed");
+                    atomic_store(&r->abort, 1);
+                    break;
+                }
+                nt++;
+            }
+        }
+        for (int i = 0; i < nt; i++)
+            pthread_join(th[i], NULL);
+        if (nt != cfg->nprod + cfg->ncons)
+            FAILF("%s: started %d threads of %d", cfg->name, nt, cfg->nprod + cfg->ncons);
+    }
+    double dt = now_s() - t0;
+
+    CHECK_EQ_U(atomic_load(&r->received), total);
+    check_logs(r);
+
+    /* The ring is empty and clean afterwards. */
+    uint64_t head = 0, tail = 0;
+    CHECK_EQ(rb_positions(rb, &head, &tail), RB_OK);
+    CHECK_EQ_U(head, tail);
+    unsigned char b[16];
+    size_t len;
+    CHECK_EQ(rb_read(rb, b, sizeof b, &len), RB_EEMPTY);
+    CHECK_EQ_U(tu_read_u32(r->path, OFF_READ_TURN), 0);
+    /* Consumers zero what they consume. */
+    size_t n;
+    unsigned char *f = tu_slurp(r->path, &n);
+    if (CHECK(f != NULL && n == HEADER_SIZE + cfg->cap)) {
+        size_t nonzero = 0;
+        for (size_t i = HEADER_SIZE; i < n; i++)
+            nonzero += f[i] != 0;
+        CHECK_EQ_U(nonzero, 0);
+    }
+    free(f);
+    /* It wrapped many times (thousands at the default scale). */
+    CHECK(tail / cfg->cap >= (scale >= 1.0 ? 1000u : 1u));
+    if (getenv("RT_VERBOSE") != NULL)
+        fprintf(stdout,
+                "  %s: %llu messages in %.2f s (%.0f/s), %llu wraps, efull %llu eempty %llu etrunc %llu "
+                "partial %llu\n",
+                cfg->name, (unsigned long long)total, dt, (double)total / dt, (unsigned long long)(tail / cfg->cap),
+                (unsigned long long)atomic_load(&r->efull), (unsigned long long)atomic_load(&r->eempty),
+                (unsigned long long)atomic_load(&r->etrunc), (unsigned long long)atomic_load(&r->partial));
+
+cleanup:
+    rb_close(rb);
+    tu_rmtree(dir);
+    free(dir);
+    munmap(map, maplen);
+}
+
+/* ---- the tests -------------------------------------------------------------------- */
+
+TEST(threads_shared_handle)
+{
+    struct config c = {.name = "threads_shared_handle",
+                       .nprod = 2,
+                       .ncons = 2,
+                       .per_prod = 200000,
+                       .cap = 4096,
+                       .small_max = 300,
+                       .large_max = 1500,
+                       .shared_handle = 1};
+    run_config(&c);
+}
+
+TEST(threads_handle_per_thread)
+{
+    struct config c = {.name = "threads_handle_per_thread",
+                       .nprod = 2,
+                       .ncons = 2,
+                       .per_prod = 200000,
+                       .cap = 16384,
+                       .small_max = 300,
+                       .large_max = 4000,
+                       .shared_handle = 0};
+    run_config(&c);
+}
+
+TEST(threads_write_many_read_many)
+{
+    struct config c = {.name = "threads_write_many_read_many",
+                       .nprod = 2,
+                       .ncons = 2,
+                       .per_prod = 200000,
+                       .cap = 4096,
+                       .small_max = 300,
+                       .large_max = 2048,
+                       .shared_handle = 1,
+                       .wmode = {W_MANY, W_MANY},
+                       .rmode = {R_MANY, R_MANY}};
+    run_config(&c);
+}
+
+TEST(threads_mixed_calls)
+{
+    /* 3 + 3 threads, each its own handle, every kind of call at once. */
+    struct config c = {.name = "threads_mixed_calls",
+                       .nprod = 3,
+                       .ncons = 3,
+                       .per_prod = 100000,
+                       .cap = 16384,
+                       .small_max = 300,
+                       .large_max = 8192,
+                       .shared_handle = 0,
+                       .wmode = {W_SINGLE, W_MANY, W_SINGLE},
+                       .rmode = {R_SINGLE, R_MANY, R_SMALLBUF}};
+    run_config(&c);
+}
+
+TEST(threads_oversubscribed)
+{
+    /* 4 + 4 threads on one handle: on a machine with fewer cores, threads
+     * get preempted between reserving and committing, and while holding
+     * the read turn. */
+    struct config c = {.name = "threads_oversubscribed",
+                       .nprod = 4,
+                       .ncons = 4,
+                       .per_prod = 100000,
+                       .cap = 4096,
+                       .small_max = 300,
+                       .large_max = 1024,
+                       .shared_handle = 1,
+                       .wmode = {W_SINGLE, W_MANY, W_SINGLE, W_MANY},
+                       .rmode = {R_SINGLE, R_MANY, R_SMALLBUF, R_SINGLE}};
+    run_config(&c);
+}
+
+TEST(processes)
+{
+    struct config c = {.name = "processes",
+                       .nprod = 2,
+                       .ncons = 2,
+                       .per_prod = 100000,
+                       .cap = 16384,
+                       .small_max = 300,
+                       .large_max = 4000,
+                       .processes = 1};
+    run_config(&c);
+}
+
+TEST(processes_many)
+{
+    struct config c = {.name = "processes_many",
+                       .nprod = 2,
+                       .ncons = 2,
+                       .per_prod = 100000,
+                       .cap = 4096,
+                       .small_max = 300,
+                       .large_max = 2048,
+                       .processes = 1,
+                       .wmode = {W_SINGLE, W_MANY},
+                       .rmode = {R_SMALLBUF, R_MANY}};
+    run_config(&c);
+}
+
+/* rb_create with RB_REMOVE publishes atomically: a concurrent rb_open sees
+ * a complete ring (old or new) or, before the first, no file; never a
+ * partial one. */
+struct race {
+    char path[512];
+    atomic_int stop;
+    _Atomic uint64_t opened, missing, bad;
+    int bad_rc;
+};
+
+static void *race_opener(void *arg)
+{
+    struct race *x = arg;
+    while (!atomic_load(&x->stop)) {
+        rb_ring *rb = NULL;
+        errno = 0;
+        int rc = rb_open(x->path, &rb);
+        if (rc == RB_OK) {
+            atomic_fetch_add(&x->opened, 1);
+            if (rb_capacity(rb) != 4096 && rb_capacity(rb) != 8192)
+                atomic_fetch_add(&x->bad, 1);
+            rb_close(rb);
+        } else if (rc == RB_ESYS && errno == ENOENT) {
+            atomic_fetch_add(&x->missing, 1);
+        } else {
+            x->bad_rc = rc;
+            atomic_fetch_add(&x->bad, 1);
+        }
+    }
+    return NULL;
+}
+
+TEST(create_replace_open_race)
+{
+    char *dir = tu_mkdtemp();
+    REQUIRE(dir != NULL);
+    struct race x;
+    memset(&x, 0, sizeof x);
+    snprintf(x.path, sizeof x.path, "%s/ring", dir);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_create(&th[i], NULL, race_opener, &x) == 0);
+    const double scale = env_double("RB_STRESS_SCALE", 1.0);
+    int n = (int)(2000 * scale);
+    if (n < 200)
+        n = 200;
+    for (int i = 0; i < n; i++) {
+        rb_ring *rb = NULL;
+        int rc = rb_create(x.path, (i & 1) ? 8192 : 4096, RB_REMOVE, &rb);
+        if (!CHECK_EQ(rc, RB_OK))
+            break;
+        char m[8] = "abcdefg";
+        CHECK_EQ(rb_write(rb, m, sizeof m), RB_OK);
+        rb_close(rb);
+    }
+    atomic_store(&x.stop, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    if (atomic_load(&x.bad) != 0)
+        FAILF("rb_open saw a bad ring %llu times (last status %d: %s)", (unsigned long long)atomic_load(&x.bad),
+              x.bad_rc, rb_strerror(x.bad_rc));
+    CHECK(atomic_load(&x.opened) > 0);
+    /* Only the ring is left: no temporary files. */
+    char list[4096];
+    CHECK_EQ(tu_count_entries(dir, list, sizeof list), 1);
+    CHECK_STR_EQ(list, "ring");
+    if (getenv("RT_VERBOSE") != NULL)
+        fprintf(stdout, "  %d creates, %llu opens, %llu before the first\n", n,
+                (unsigned long long)atomic_load(&x.opened), (unsigned long long)atomic_load(&x.missing));
+    tu_rmtree(dir);
+    free(dir);
+}
