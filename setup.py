@@ -57,7 +57,9 @@ class BuildExtWithLib(build_ext):
         for ext in self.extensions:
             ext.library_dirs.insert(0, pkg_dir)
         super().build_extensions()
-        if getattr(self, "_mirror_to_source", False) and os.path.abspath(pkg_dir) != os.path.abspath("ringbuffer"):
+        if getattr(self, "_mirror_to_source", False) and os.path.abspath(pkg_dir) != os.path.abspath(
+            "ringbuffer"
+        ):
             shutil.copy2(os.path.join(pkg_dir, "libringbuf.so"), "ringbuffer")
             self._install_dev_files("ringbuffer")
 

@@ -38,7 +38,9 @@ def sanitize(c, scale=0.25):
     _run(c, f"make -s -C tests/c tsan RB_STRESS_SCALE={scale}")
 
 
-@task(pre=[build], help={"k": "only tests matching this pytest -k expression", "x": "stop at the first failure"})
+@task(
+    pre=[build], help={"k": "only tests matching this pytest -k expression", "x": "stop at the first failure"}
+)
 def test_py(c, k="", x=False):
     """Run the Python tests (pytest) against the installed package."""
     opts = (f" -k {k!r}" if k else "") + (" -x" if x else "")

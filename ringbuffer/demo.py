@@ -125,7 +125,9 @@ def _run(label: str, producer: Any, consumer: Any, args: tuple[Any, ...], count:
     for m in _messages(count, size):
         expected = zlib.crc32(m, expected)
     if bad or crc != expected:
-        raise RuntimeError(f"{label}: {bad} messages out of order or wrong size, checksum {crc:#x} != {expected:#x}")
+        raise RuntimeError(
+            f"{label}: {bad} messages out of order or wrong size, checksum {crc:#x} != {expected:#x}"
+        )
     return elapsed
 
 
@@ -139,16 +141,28 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     if opts.size < 8 or opts.count < 1:
         ap.error("--size must be at least 8 and --count at least 1")
 
-    folder = tempfile.mkdtemp(prefix="ringbuffer-demo-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    folder = tempfile.mkdtemp(
+        prefix="ringbuffer-demo-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+    )
     path = os.path.join(folder, "demo.ring")
     try:
         rb = RingBuffer(path, opts.ring_size)
-        out.write(f"ring {path}: capacity {rb.capacity:,} bytes, {opts.count:,} messages of {opts.size} bytes\n")
+        out.write(
+            f"ring {path}: capacity {rb.capacity:,} bytes, {opts.count:,} messages of {opts.size} bytes\n"
+        )
         rb.close()
-        t_ring = _run("ringbuffer", _ring_producer, _ring_consumer, (path, opts.count, opts.size), opts.count, out)
+        t_ring = _run(
+            "ringbuffer", _ring_producer, _ring_consumer, (path, opts.count, opts.size), opts.count, out
+        )
         q: queue.Queue[bytes] = mp.get_context("spawn").Queue()  # type: ignore[assignment]
-        t_queue = _run("multiprocessing.Queue", _queue_producer, _queue_consumer, (q, opts.count, opts.size),
-                       opts.count, out)
+        t_queue = _run(
+            "multiprocessing.Queue",
+            _queue_producer,
+            _queue_consumer,
+            (q, opts.count, opts.size),
+            opts.count,
+            out,
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

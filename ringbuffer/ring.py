@@ -69,15 +69,30 @@ def _closed() -> BufferClosed:
     return BufferClosed(lib.RB_ECLOSED, _strerror(lib.RB_ECLOSED))
 
 
+def _contiguous(msg: Any) -> Any:
+    """msg itself if it is a C-contiguous buffer, else a bytes copy of it
+    (TypeError if it is not a bytes-like object at all)."""
+    if type(msg) is bytes:
+        return msg
+    view = memoryview(msg)
+    return msg if view.c_contiguous else view.tobytes()
+
+
 def _bytes_of(msg: Any) -> Any:
     """A cffi view of any bytes-like object (a non-contiguous one is copied)."""
-    try:
-        return ffi.from_buffer(msg)
-    except BufferError:
-        return ffi.from_buffer(memoryview(msg).tobytes())
+    return ffi.from_buffer(_contiguous(msg))
+
+
+def _path_arg(path: Any) -> bytes:
+    bpath = os.fsencode(path)
+    if b"\0" in bpath:
+        raise ValueError("embedded null byte in path")
+    return bpath
 
 
 def _size_arg(size: Any) -> int:
+    if isinstance(size, bool):
+        raise TypeError("size must be an integer, not bool")
     n = operator.index(size)  # TypeError for non-integers
     return n if 0 <= n <= _SIZE_MAX else 0  # 0 makes the C side say EINVAL
 
@@ -116,7 +131,7 @@ class RingBuffer:
 
     def __init__(self, path: StrPath, size: int, remove: bool = False, *, mode: int = 0o600) -> None:
         self._rb: Any = None
-        bpath = os.fsencode(path)
+        bpath = _path_arg(path)
         out = ffi.new("rb_ring **")
         flags = lib.RB_REMOVE if remove else 0
         mode = operator.index(mode)
@@ -124,7 +139,8 @@ class RingBuffer:
             raise InvalidArgument(lib.RB_EINVAL, f"{_strerror(lib.RB_EINVAL)}: mode {mode:#o}")
         rc = lib.rb_create_mode(bpath, _size_arg(size), flags, mode, out)
         if rc != lib.RB_OK:
-            raise _error(rc, bpath, f"size {size!r}" if rc == lib.RB_EINVAL else None)
+            detail = (f"size {size!r}" if bpath else "empty path") if rc == lib.RB_EINVAL else None
+            raise _error(rc, bpath, detail)
         self._attach(out[0], bpath)
 
     @classmethod
@@ -132,7 +148,7 @@ class RingBuffer:
         """Opens an existing ring file; raises :class:`CorruptBuffer` if it is not one."""
         self = cls.__new__(cls)
         self._rb = None
-        bpath = os.fsencode(path)
+        bpath = _path_arg(path)
         out = ffi.new("rb_ring **")
         rc = lib.rb_open(bpath, out)
         if rc != lib.RB_OK:
@@ -154,7 +170,7 @@ class RingBuffer:
 
     @property
     def path(self) -> str:
-        """The ring file's path, as given."""
+        """The ring file's path (a str, decoded with the filesystem encoding)."""
         return os.fsdecode(self._path)
 
     @property
@@ -213,6 +229,8 @@ class RingBuffer:
     def write_many(self, msgs: Iterable[Any]) -> int:
         """Writes messages in order with one C call, stopping at the first that
         does not fit; returns how many were written (0 if the ring is full).
+        An iterator is consumed entirely, also past what fit: pass a list to
+        retry the rest.
 
         Raises :class:`InvalidSize` (and writes nothing) if any message is empty
         or too large.
@@ -224,12 +242,9 @@ class RingBuffer:
             msgs = list(msgs)
         if not msgs:
             return 0
+        msgs = [_contiguous(m) for m in msgs]
         lens = [len(m) if type(m) is bytes else memoryview(m).nbytes for m in msgs]
-        try:
-            joined = b"".join(msgs)
-        except BufferError:  # a non-contiguous view among them
-            joined = b"".join(memoryview(m).tobytes() for m in msgs)
-        data = ffi.from_buffer(joined)
+        data = ffi.from_buffer(b"".join(msgs))
         written = ffi.new("size_t *")
         rc = lib.rb_write_many(rb, data, lens, len(lens), written)
         if rc == lib.RB_OK:
@@ -298,6 +313,7 @@ class RingBuffer:
             raise InvalidArgument(lib.RB_EINVAL, f"{_strerror(lib.RB_EINVAL)}: max_messages {want}")
         if want == 0:
             return []
+        want = min(want, self._capacity // 16)  # a ring holds no more records than that
         lens = ffi.new("size_t[]", want)
         count = ffi.new("size_t *")
         try:
