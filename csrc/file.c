@@ -40,23 +40,30 @@ static int validate_header(const struct rb_header *h, uint64_t file_size)
         return RB_ECORRUPT;
     if (h->version != RB_FORMAT_VERSION || h->state != RB_STATE_READY || h->flags != 0)
         return RB_ECORRUPT;
-    if (h->header_size != RB_HEADER_SIZE || RB_HEADER_SIZE % page_size() != 0)
+    if (h->header_size != RB_HEADER_SIZE)
         return RB_ECORRUPT;
     if (!is_pow2(h->capacity) || h->capacity < RB_MIN_CAPACITY || h->capacity > RB_MAX_CAPACITY)
         return RB_ECORRUPT;
-    if (h->capacity % page_size() != 0 || h->max_message != h->capacity / 2)
+    if (h->max_message != h->capacity / 2 || file_size != h->header_size + h->capacity)
         return RB_ECORRUPT;
-    if (file_size != h->header_size + h->capacity)
-        return RB_ECORRUPT;
+    /* A valid file, but the double mapping needs pages that divide 4096. */
+    if (RB_HEADER_SIZE % page_size() != 0) {
+        errno = EOPNOTSUPP;
+        return RB_ESYS;
+    }
     return RB_OK;
 }
 
-/* Positions are 8-aligned, head <= tail, and at most a capacity apart. */
-static int validate_positions(uint64_t head, uint64_t tail, uint64_t cap)
+/* Positions are 8-aligned, below 2^63 (so that no position arithmetic can
+ * wrap: centuries of traffic), head <= tail, and at most a capacity apart.
+ * head1 was read before tail and head2 after it: each comparison uses the
+ * head read on the right side of the tail load, so a ring that is busy
+ * while we look is not mistaken for a corrupt one. */
+static int validate_positions(uint64_t head1, uint64_t tail, uint64_t head2, uint64_t cap)
 {
-    if ((head | tail) & 7u)
+    if ((head1 | tail | head2) & 7u || (head2 | tail) >> 63)
         return RB_ECORRUPT;
-    if (tail < head || tail - head > cap)
+    if (tail < head1 || head2 < head1 || (tail >= head2 && tail - head2 > cap))
         return RB_ECORRUPT;
     return RB_OK;
 }
@@ -109,10 +116,13 @@ int rb_map_fd(int fd, struct rb_ring *rb)
     struct rb_header *mh = (struct rb_header *)base;
     /* Acquire on head: it seeds the producers' head_cache, whose value must
      * carry the happens-before of the consumers' zeroing (docs/design.md,
-     * "Why t >= head_cache"). Tail after it: head <= tail in the snapshot. */
-    uint64_t head = atomic_load_explicit(&mh->head, memory_order_acquire);
+     * "Why t >= head_cache"). Head is read again after tail: the pair
+     * (head1, tail) shows head <= tail, the pair (tail, head2) shows that
+     * tail was at most a capacity ahead, even while others use the ring. */
+    uint64_t head1 = atomic_load_explicit(&mh->head, memory_order_acquire);
     uint64_t tail = atomic_load_explicit(&mh->tail, memory_order_relaxed);
-    if (validate_positions(head, tail, h.capacity) != RB_OK) {
+    uint64_t head = atomic_load_explicit(&mh->head, memory_order_acquire);
+    if (validate_positions(head1, tail, head, h.capacity) != RB_OK) {
         munmap(base, len);
         return RB_ECORRUPT;
     }

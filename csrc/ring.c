@@ -287,10 +287,21 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail)
     if (rb == NULL)
         return RB_EINVAL;
     /* A diagnostic snapshot, nothing is read through it. Acquire on head
-     * (then tail) makes the tail we read at least as new as that head, so
-     * head <= tail holds in the snapshot. */
-    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
-    uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
+     * (then tail) makes the tail at least as new as that head. If head has
+     * not moved by a second load, (head, tail) held at one instant, so
+     * head <= tail <= head + capacity; on a busy ring, retry a few times,
+     * then clamp. */
+    uint64_t h, t, h2 = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
+    int tries = 0;
+    do {
+        h = h2;
+        t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
+        h2 = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
+    } while (h2 != h && ++tries < 100);
+    if (h2 != h) {
+        h = h2;
+        t = t < h ? h : (t - h > rb->capacity ? h + rb->capacity : t);
+    }
     if (head != NULL)
         *head = h;
     if (tail != NULL)

@@ -87,8 +87,9 @@ RB_API const char *rb_strerror(int status);
  * reserved up front (posix_fallocate): a full disk fails here, not later.
  * flags: 0, or RB_REMOVE to replace an existing file at path. Without
  * RB_REMOVE an existing path fails with RB_ESYS and errno EEXIST; with it the
- * file is replaced by rename(), so processes that still map the old ring keep
- * a valid (now private) copy.
+ * file is replaced by rename(): processes that still map the old ring keep
+ * working on it (it stays valid, shared among them), but no longer meet the
+ * processes that open the new file.
  * Returns: RB_OK and *out set; RB_EINVAL (NULL path/out, size 0 or above
  * RB_MAX_CAPACITY, unknown flags); RB_ESYS (errno set).
  * Thread-safety: MT-safe. */

@@ -781,3 +781,76 @@ TEST(create_replace_open_race)
     tu_rmtree(dir);
     free(dir);
 }
+
+/* ---- opening and observing a busy ring ---------------------------------------------- */
+
+struct busy_ring {
+    rb_ring *rb;
+    atomic_int stop;
+};
+
+static void *busy_producer(void *arg)
+{
+    struct busy_ring *b = arg;
+    char msg[24] = "busy ring message";
+    while (!atomic_load(&b->stop))
+        if (rb_write(b->rb, msg, sizeof msg) != RB_OK)
+            sched_yield();
+    return NULL;
+}
+
+static void *busy_consumer(void *arg)
+{
+    struct busy_ring *b = arg;
+    char buf[64];
+    size_t len;
+    while (!atomic_load(&b->stop))
+        if (rb_read(b->rb, buf, sizeof buf, &len) != RB_OK)
+            sched_yield();
+    return NULL;
+}
+
+/* rb_open reads head and tail in separate loads: if it is preempted between
+ * them while others stream through the ring, a naive check sees
+ * tail - head > capacity and rejects a healthy ring. Likewise rb_positions
+ * must never report head > tail or tail - head > capacity. */
+TEST(open_and_positions_while_busy)
+{
+    char *dir = tu_mkdtemp();
+    REQUIRE(dir != NULL);
+    const char *path = tu_path(dir, "busy");
+    struct busy_ring b = {0};
+    REQUIRE_EQ(rb_create(path, 4096, 0, &b.rb), RB_OK);
+    /* More threads than cores, so that the opener is often preempted. */
+    pthread_t p[2], c[2];
+    for (int i = 0; i < 2; i++) {
+        pthread_create(&p[i], NULL, busy_producer, &b);
+        pthread_create(&c[i], NULL, busy_consumer, &b);
+    }
+    long opens = (long)(50000 * env_double("RB_STRESS_SCALE", 1.0)), bad_open = 0, bad_pos = 0;
+    for (long i = 0; i < opens; i++) {
+        rb_ring *other;
+        int rc = rb_open(path, &other);
+        if (rc != RB_OK) {
+            bad_open++;
+            continue;
+        }
+        for (int k = 0; k < 20; k++) {
+            uint64_t h, t;
+            rb_positions(other, &h, &t);
+            if (t < h || t - h > 4096)
+                bad_pos++;
+        }
+        rb_close(other);
+    }
+    atomic_store(&b.stop, 1);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(p[i], NULL);
+        pthread_join(c[i], NULL);
+    }
+    CHECK_EQ(bad_open, 0);
+    CHECK_EQ(bad_pos, 0);
+    rb_close(b.rb);
+    tu_rmtree(dir);
+    free(dir);
+}
