@@ -58,15 +58,29 @@ struct rb_header {
     /* Consumers' line: first unconsumed position, and the read turn. */
     _Atomic uint64_t head;         /* 256 */
     _Atomic uint32_t read_turn;    /* 264: 0 = free, else holder's id */
-    unsigned char pad2[RB_LINE - 12];
-    /* 384..4095: reserved, zero (waiting and liveness words). */
-    unsigned char reserved[RB_HEADER_SIZE - 3 * RB_LINE];
+    _Atomic uint32_t turn_seq;     /* 268: futex word, bumped when the turn is given back */
+    _Atomic uint32_t turn_waiters; /* 272: consumers parked on turn_seq */
+    unsigned char pad2[RB_LINE - 20];
+    /* Consumers waiting for data (futex word, bumped by producers). */
+    _Atomic uint32_t data_seq;     /* 384 */
+    _Atomic uint32_t data_waiters; /* 388 */
+    unsigned char pad3[RB_LINE - 8];
+    /* Producers waiting for space (futex word, bumped by consumers). */
+    _Atomic uint32_t space_seq;    /* 512 */
+    _Atomic uint32_t space_waiters;/* 516 */
+    unsigned char pad4[RB_LINE - 8];
+    /* 640..4095: reserved, zero (liveness words). */
+    unsigned char reserved[RB_HEADER_SIZE - 5 * RB_LINE];
 };
 
 _Static_assert(sizeof(struct rb_header) == RB_HEADER_SIZE, "header is one page");
 _Static_assert(offsetof(struct rb_header, tail) == 128, "tail offset");
 _Static_assert(offsetof(struct rb_header, head) == 256, "head offset");
 _Static_assert(offsetof(struct rb_header, read_turn) == 264, "read_turn offset");
+_Static_assert(offsetof(struct rb_header, turn_seq) == 268, "turn_seq offset");
+_Static_assert(offsetof(struct rb_header, turn_waiters) == 272, "turn_waiters offset");
+_Static_assert(offsetof(struct rb_header, data_seq) == 384, "data_seq offset");
+_Static_assert(offsetof(struct rb_header, space_seq) == 512, "space_seq offset");
 _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 has no hidden lock");
 
 /* The process-local handle. */
@@ -85,9 +99,41 @@ struct rb_ring {
     /* Consumers' cached copy of tail (a lower bound), used only by the
      * thread holding the read turn, to check that a record ends below it. */
     uint64_t tail_cache;
+    /* Set by rb_shutdown: new calls return RB_ECLOSED, waits end. */
+    _Atomic uint32_t closing;
+    /* The record this handle's rb_peek returned; only the turn holder
+     * touches them (peeking is atomic so rb_release can test it). */
+    _Atomic uint32_t peeking;
+    uint64_t peek_pos;
 };
 
 /* Maps the ring in fd after validating its header; fills rb. */
 int rb_map_fd(int fd, struct rb_ring *rb);
+
+/* ---- waiting (wait.c) -------------------------------------------------- */
+
+/* A place to park: a futex word and a count of those parked on it. */
+struct rb_waitq {
+    _Atomic uint32_t *word;
+    _Atomic uint32_t *waiters;
+};
+
+#define RB_FOREVER INT64_MAX
+
+/* Monotonic clock in ns, and the deadline timeout_ns from now (< 0: never). */
+int64_t rb_now_ns(void);
+int64_t rb_deadline(int64_t timeout_ns);
+
+/* Spins briefly, then parks until ready(rb, arg) is true (RB_OK: retry the
+ * operation), the deadline passes (RB_ETIMEDOUT) or the handle is shut down
+ * (RB_ECLOSED). */
+int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(const rb_ring *, uint64_t), uint64_t arg,
+            int64_t deadline);
+
+/* Wakes whoever is parked on q. The caller has made its state change
+ * visible and issued a seq_cst fence after it (see docs/design.md). */
+void rb_wake(const struct rb_waitq *q);
+/* Wakes q's waiters even if none is counted (shutdown). */
+void rb_wake_always(const struct rb_waitq *q);
 
 #endif /* RB_INTERNAL_H */

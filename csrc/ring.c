@@ -1,6 +1,7 @@
 /*
  * ring.c - the concurrent algorithm: reserving, writing and committing
- * records (producers), reading and releasing them (consumers).
+ * records (producers), reading and releasing them (consumers), and the
+ * blocking and zero-copy forms of both.
  * docs/design.md explains the protocol and why each memory order suffices.
  *
  * Invariants (positions are byte counts that only grow, index = pos & mask):
@@ -24,15 +25,58 @@
 #define cpu_relax() ((void)0)
 #endif
 
+/* How long a non-blocking call waits for another consumer's turn to end
+ * before it reports RB_EEMPTY. */
+#define RB_TURN_SPIN_NS 20000
+
 static inline _Atomic uint64_t *slot(const rb_ring *rb, uint64_t pos)
 {
     return (_Atomic uint64_t *)(void *)(rb->data + (pos & rb->mask));
 }
 
+static inline int is_closing(const rb_ring *rb)
+{
+    /* Relaxed: a call racing rb_shutdown may run to completion either way;
+     * the mapping stays valid until rb_close. Waits re-check it with the
+     * ordering they need (wait.c). */
+    return atomic_load_explicit(&rb->closing, memory_order_relaxed) != 0;
+}
+
+static struct rb_waitq data_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->data_seq, &rb->hdr->data_waiters}; }
+static struct rb_waitq space_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->space_seq, &rb->hdr->space_waiters}; }
+static struct rb_waitq turn_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->turn_seq, &rb->hdr->turn_waiters}; }
+
+/* ---- readiness tests for rb_wait (hints: the operation re-checks) ------- */
+
+static int data_ready(const rb_ring *rb, uint64_t unused)
+{
+    (void)unused;
+    /* Acquire on head, then on the word there: a committed (or discarded)
+     * record at the head means a read can make progress. */
+    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
+    uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
+    return w != 0 && !(rb_rec_flags(w) & RB_REC_BUSY);
+}
+
+static int space_ready(const rb_ring *rb, uint64_t need)
+{
+    /* Acquire on head first, so the tail read after it is not older. */
+    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
+    uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
+    return t - h <= rb->capacity - need;
+}
+
+static int turn_ready(const rb_ring *rb, uint64_t unused)
+{
+    (void)unused;
+    return atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed) == 0;
+}
+
 /* ---- producers --------------------------------------------------------- */
 
-/* Reserves need bytes at *pos with one CAS on tail. */
-static int reserve(rb_ring *rb, uint64_t need, uint64_t *pos)
+/* Reserves the longest prefix of count records (sizes from lens) that fits,
+ * with one CAS on tail. *n receives how many; *pos where they start. */
+static int reserve(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos, size_t *n)
 {
     /* Acquire pairs with the release below (another thread of this handle
      * refreshed the cache): what that thread saw of the consumers' zeroing
@@ -42,17 +86,24 @@ static int reserve(rb_ring *rb, uint64_t need, uint64_t *pos)
         /* Relaxed: the CAS below validates t; t >= h holds because h was
          * read (with acquire, via head's release chain) before this load. */
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-        if (t - h > rb->capacity - need) { /* need <= capacity: no wrap */
+        uint64_t used = t - h, need = 0;
+        uint64_t free_bytes = used < rb->capacity ? rb->capacity - used : 0;
+        size_t k = 0;
+        while (k < count && need + rb_rec_size(lens[k]) <= free_bytes)
+            need += rb_rec_size(lens[k++]);
+        if (k < count) {
             /* Acquire pairs with the consumers' release of head: their
              * zeroing of the freed bytes happens-before our writes there. */
             uint64_t fresh = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
-            if (fresh == h)
+            if (fresh != h) {
+                /* Release: publishes the refreshed bound to sibling threads
+                 * together with the happens-before it carries. */
+                atomic_store_explicit(&rb->head_cache, fresh, memory_order_release);
+                h = fresh;
+                continue;
+            }
+            if (k == 0)
                 return RB_EFULL; /* head has not moved: really full */
-            /* Release: publishes the refreshed bound to sibling threads
-             * together with the happens-before it carries. */
-            atomic_store_explicit(&rb->head_cache, fresh, memory_order_release);
-            h = fresh;
-            continue;
         }
         /* Relaxed both ways: the CAS only has to make [t, t+need) ours
          * alone; publication to consumers goes through each record's
@@ -60,109 +111,234 @@ static int reserve(rb_ring *rb, uint64_t need, uint64_t *pos)
         if (atomic_compare_exchange_weak_explicit(&rb->hdr->tail, &t, t + need, memory_order_relaxed,
                                                   memory_order_relaxed)) {
             *pos = t;
+            *n = k;
             return RB_OK;
         }
     }
 }
 
-/* Fills the record at pos and commits it. */
-static void put_record(rb_ring *rb, uint64_t pos, const void *msg, uint64_t len)
+/* reserve(), waiting for space until the deadline (0: do not wait). */
+static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos, size_t *n, int64_t deadline)
 {
-    _Atomic uint64_t *h = slot(rb, pos);
-    /* Relaxed: BUSY only tells a consumer to wait; it reads nothing else. */
-    atomic_store_explicit(h, rb_rec_make(len, RB_REC_BUSY, rb->id), memory_order_relaxed);
-    /* The data is mapped twice back to back: the copy never wraps. */
-    memcpy(rb->data + (pos & rb->mask) + RB_REC_HDR, msg, (size_t)len);
-    /* Release: the payload above is visible to whoever acquires this word
-     * and sees the record committed. */
-    atomic_store_explicit(h, rb_rec_make(len, 0, rb->id), memory_order_release);
+    for (;;) {
+        int rc = reserve(rb, lens, count, pos, n);
+        if (rc != RB_EFULL || deadline == 0)
+            return rc;
+        struct rb_waitq q = space_q(rb);
+        rc = rb_wait(rb, &q, space_ready, rb_rec_size(lens[0]), deadline);
+        if (rc != RB_OK)
+            return rc;
+    }
 }
 
-RB_API int rb_write(rb_ring *rb, const void *msg, size_t len)
+static void mark_busy(rb_ring *rb, uint64_t pos, uint64_t len)
 {
-    if (rb == NULL || msg == NULL)
-        return RB_EINVAL;
-    if (len == 0 || len > rb->max_message)
-        return RB_ESIZE;
-    uint64_t pos;
-    int rc = reserve(rb, rb_rec_size(len), &pos);
-    if (rc != RB_OK)
-        return rc;
-    put_record(rb, pos, msg, len);
+    /* Relaxed: BUSY only tells a consumer to wait; it reads nothing else. */
+    atomic_store_explicit(slot(rb, pos), rb_rec_make(len, RB_REC_BUSY, rb->id), memory_order_relaxed);
+}
+
+static void publish(rb_ring *rb, uint64_t pos, uint64_t len, uint32_t flags)
+{
+    /* Release: the payload is visible to whoever acquires this word and
+     * sees the record committed (or discarded). */
+    atomic_store_explicit(slot(rb, pos), rb_rec_make(len, flags, rb->id), memory_order_release);
+}
+
+/* After publishing: wake consumers parked for data, if any. */
+static void notify_data(rb_ring *rb)
+{
+    /* seq_cst fence between our commit and rb_wake's load of the waiter
+     * count; pairs with the fence in rb_wait (see docs/design.md). */
+    atomic_thread_fence(memory_order_seq_cst);
+    struct rb_waitq q = data_q(rb);
+    rb_wake(&q);
+}
+
+/* Writes records for a reserved prefix. */
+static void fill(rb_ring *rb, uint64_t pos, const unsigned char *p, const size_t *lens, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        mark_busy(rb, pos, lens[i]);
+        /* The data is mapped twice back to back: the copy never wraps. */
+        memcpy(rb->data + (pos & rb->mask) + RB_REC_HDR, p, lens[i]);
+        publish(rb, pos, lens[i], 0);
+        pos += rb_rec_size(lens[i]);
+        p += lens[i];
+    }
+    notify_data(rb);
+}
+
+static int check_lens(const rb_ring *rb, const size_t *lens, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (lens[i] == 0 || lens[i] > rb->max_message)
+            return RB_ESIZE;
     return RB_OK;
 }
 
-RB_API int rb_write_many(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written)
+static int write_many(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written,
+                      int64_t deadline)
 {
     if (written != NULL)
         *written = 0;
     if (rb == NULL || written == NULL || (count > 0 && (data == NULL || lens == NULL)))
         return RB_EINVAL;
+    if (is_closing(rb))
+        return RB_ECLOSED;
     if (count == 0)
         return RB_OK;
-    for (size_t i = 0; i < count; i++)
-        if (lens[i] == 0 || lens[i] > rb->max_message)
-            return RB_ESIZE;
-
-    /* Reserve the longest prefix that fits, with one CAS. */
-    uint64_t h = atomic_load_explicit(&rb->head_cache, memory_order_acquire); /* as in reserve() */
+    int rc = check_lens(rb, lens, count);
+    if (rc != RB_OK)
+        return rc;
     uint64_t pos;
     size_t n;
-    for (;;) {
-        uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed); /* as in reserve() */
-        uint64_t used = t - h, need = 0;
-        uint64_t free_bytes = used < rb->capacity ? rb->capacity - used : 0;
-        for (n = 0; n < count && need + rb_rec_size(lens[n]) <= free_bytes; n++)
-            need += rb_rec_size(lens[n]);
-        if (n < count) {
-            uint64_t fresh = atomic_load_explicit(&rb->hdr->head, memory_order_acquire); /* as in reserve() */
-            if (fresh != h) {
-                atomic_store_explicit(&rb->head_cache, fresh, memory_order_release); /* as in reserve() */
-                h = fresh;
-                continue;
-            }
-            if (n == 0)
-                return RB_EFULL;
-        }
-        if (atomic_compare_exchange_weak_explicit(&rb->hdr->tail, &t, t + need, memory_order_relaxed,
-                                                  memory_order_relaxed)) { /* as in reserve() */
-            pos = t;
-            break;
-        }
-    }
-    const unsigned char *p = data;
-    for (size_t i = 0; i < n; i++) {
-        put_record(rb, pos, p, lens[i]);
-        pos += rb_rec_size(lens[i]);
-        p += lens[i];
-    }
+    rc = reserve_wait(rb, lens, count, &pos, &n, deadline);
+    if (rc != RB_OK)
+        return rc;
+    fill(rb, pos, data, lens, n);
     *written = n;
     return RB_OK;
 }
 
+static int write_one(rb_ring *rb, const void *msg, size_t len, int64_t deadline)
+{
+    if (rb == NULL || msg == NULL)
+        return RB_EINVAL;
+    size_t written;
+    return write_many(rb, msg, &len, 1, &written, deadline);
+}
+
+RB_API int rb_write(rb_ring *rb, const void *msg, size_t len) { return write_one(rb, msg, len, 0); }
+
+RB_API int rb_write_wait(rb_ring *rb, const void *msg, size_t len, int64_t timeout_ns)
+{
+    int rc = write_one(rb, msg, len, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
+    return rc == RB_EFULL ? RB_ETIMEDOUT : rc;
+}
+
+RB_API int rb_write_many(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written)
+{
+    return write_many(rb, data, lens, count, written, 0);
+}
+
+RB_API int rb_write_many_wait(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written,
+                              int64_t timeout_ns)
+{
+    int rc = write_many(rb, data, lens, count, written, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
+    return rc == RB_EFULL ? RB_ETIMEDOUT : rc;
+}
+
+/* ---- zero-copy writes --------------------------------------------------- */
+
+static int reserve_one(rb_ring *rb, size_t len, void **ptr, int64_t deadline)
+{
+    if (rb == NULL || ptr == NULL)
+        return RB_EINVAL;
+    if (is_closing(rb))
+        return RB_ECLOSED;
+    if (len == 0 || len > rb->max_message)
+        return RB_ESIZE;
+    uint64_t pos;
+    size_t n;
+    int rc = reserve_wait(rb, &len, 1, &pos, &n, deadline);
+    if (rc != RB_OK)
+        return rc;
+    mark_busy(rb, pos, len);
+    *ptr = rb->data + (pos & rb->mask) + RB_REC_HDR;
+    return RB_OK;
+}
+
+RB_API int rb_reserve(rb_ring *rb, size_t len, void **ptr) { return reserve_one(rb, len, ptr, 0); }
+
+RB_API int rb_reserve_wait(rb_ring *rb, size_t len, void **ptr, int64_t timeout_ns)
+{
+    int rc = reserve_one(rb, len, ptr, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
+    return rc == RB_EFULL ? RB_ETIMEDOUT : rc;
+}
+
+/* Finds the BUSY record whose payload starts at ptr; returns its position's
+ * index (pos & mask) through *idx and its header word through *word. */
+static int reserved_record(const rb_ring *rb, const void *ptr, uint64_t *idx, uint64_t *word)
+{
+    if (rb == NULL || ptr == NULL)
+        return RB_EINVAL;
+    uintptr_t p = (uintptr_t)ptr, d = (uintptr_t)rb->data;
+    if (p < d + RB_REC_HDR || p - d > rb->capacity || (p - d) % 8 != 0)
+        return RB_EINVAL;
+    uint64_t i = (uint64_t)(p - d) - RB_REC_HDR;
+    /* Relaxed: only the reserving producer writes a BUSY word. */
+    uint64_t w = atomic_load_explicit(slot(rb, i), memory_order_relaxed);
+    if (!(rb_rec_flags(w) & RB_REC_BUSY))
+        return RB_EINVAL; /* not reserved, or already committed/aborted */
+    *idx = i;
+    *word = w;
+    return RB_OK;
+}
+
+static int finish_reserved(rb_ring *rb, void *ptr, uint32_t flags)
+{
+    uint64_t i, w;
+    int rc = reserved_record(rb, ptr, &i, &w);
+    if (rc != RB_OK)
+        return rc;
+    publish(rb, i, rb_rec_len(w), flags);
+    notify_data(rb);
+    return RB_OK;
+}
+
+RB_API int rb_commit(rb_ring *rb, void *ptr) { return finish_reserved(rb, ptr, 0); }
+
+RB_API int rb_abort(rb_ring *rb, void *ptr) { return finish_reserved(rb, ptr, RB_REC_DISCARD); }
+
 /* ---- consumers --------------------------------------------------------- */
 
-/* Consumers take turns: one CAS on a word only consumers touch. */
-static void take_turn(rb_ring *rb)
+/* Takes the read turn (one CAS on a word only consumers touch), waiting at
+ * most until the deadline; 0 means "only a short spin" (-> RB_EEMPTY). */
+static int take_turn(rb_ring *rb, int64_t deadline)
 {
+    int64_t spin_end = 0;
     for (unsigned spins = 0;; spins++) {
         uint32_t expected = 0;
         /* Acquire pairs with the previous holder's release in give_turn():
          * its head store and zeroing are visible to us. */
         if (atomic_compare_exchange_weak_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acquire,
                                                   memory_order_relaxed))
-            return;
-        if (spins < 64)
+            return RB_OK;
+        if (is_closing(rb))
+            return RB_ECLOSED;
+        if (deadline != 0) {
+            struct rb_waitq q = turn_q(rb);
+            int rc = rb_wait(rb, &q, turn_ready, 0, deadline);
+            if (rc != RB_OK)
+                return rc;
+            continue;
+        }
+        if (spin_end == 0)
+            spin_end = rb_now_ns() + RB_TURN_SPIN_NS;
+        else if ((spins & 63) == 0 && rb_now_ns() >= spin_end)
+            return RB_EEMPTY;
+        if (spins < 256)
             cpu_relax();
         else
             sched_yield();
     }
 }
 
-static void give_turn(rb_ring *rb)
+/* Gives the turn back and wakes whoever waits for it or for the space we
+ * released. */
+static void give_turn(rb_ring *rb, int released)
 {
     /* Release: our head store and zeroing happen-before the next holder. */
     atomic_store_explicit(&rb->hdr->read_turn, 0, memory_order_release);
+    /* seq_cst fence between our stores (head, turn) and rb_wake's loads of
+     * the waiter counts; pairs with the fence in rb_wait. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (released) {
+        struct rb_waitq q = space_q(rb);
+        rb_wake(&q);
+    }
+    struct rb_waitq q = turn_q(rb);
+    rb_wake(&q);
 }
 
 /* Looks at the record at head h (we hold the turn). Returns RB_OK with its
@@ -213,9 +389,25 @@ static void release_head(rb_ring *rb, uint64_t h)
     atomic_store_explicit(&rb->hdr->head, h, memory_order_release);
 }
 
-/* Reads up to max_count records into buf (we hold the turn). */
+/* Skips discarded records at the head; returns the first deliverable
+ * record's position and word, or RB_EEMPTY / RB_ECORRUPT (we hold the turn).
+ * *h is the head on entry and the position reached on return. */
+static int next_record(rb_ring *rb, uint64_t *h, uint64_t *word)
+{
+    for (;;) {
+        int rc = peek_record(rb, *h, word);
+        if (rc != RB_OK || !(rb_rec_flags(*word) & RB_REC_DISCARD))
+            return rc;
+        uint64_t size = rb_rec_size(rb_rec_len(*word));
+        wipe_record(rb, *h, size);
+        *h += size;
+    }
+}
+
+/* Reads up to max_count records into buf (we hold the turn). *released is
+ * set when head moved. */
 static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t *lens, size_t max_count,
-                        size_t *count)
+                        size_t *count, int *released)
 {
     /* Relaxed: only turn holders store head, and our turn's acquire made
      * the last holder's store visible. */
@@ -225,15 +417,10 @@ static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t
     int rc = RB_OK;
     while (n < max_count) {
         uint64_t w;
-        rc = peek_record(rb, h, &w);
+        rc = next_record(rb, &h, &w);
         if (rc != RB_OK)
             break;
-        uint64_t len = rb_rec_len(w), size = rb_rec_size(len);
-        if (rb_rec_flags(w) & RB_REC_DISCARD) {
-            wipe_record(rb, h, size);
-            h += size;
-            continue;
-        }
+        uint64_t len = rb_rec_len(w);
         if (len > buf_size - used) {
             if (n == 0) {
                 lens[0] = (size_t)len;
@@ -242,44 +429,154 @@ static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t
             break;
         }
         memcpy(buf + used, rb->data + (h & rb->mask) + RB_REC_HDR, (size_t)len);
-        wipe_record(rb, h, size);
+        wipe_record(rb, h, rb_rec_size(len));
         lens[n++] = (size_t)len;
         used += (size_t)len;
-        h += size;
+        h += rb_rec_size(len);
     }
-    if (h != start)
+    *released = h != start;
+    if (*released)
         release_head(rb, h);
     *count = n;
-    if (n > 0 || max_count == 0)
-        return RB_OK;
-    return rc;
+    return n > 0 ? RB_OK : rc;
 }
 
-RB_API int rb_read(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len)
-{
-    if (rb == NULL || msg_len == NULL || (buf == NULL && buf_size > 0))
-        return RB_EINVAL;
-    size_t len, n;
-    take_turn(rb);
-    int rc = read_records(rb, buf, buf_size, &len, 1, &n);
-    give_turn(rb);
-    if (rc == RB_OK || rc == RB_ETRUNC)
-        *msg_len = len;
-    return rc;
-}
-
-RB_API int rb_read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size_t max_count, size_t *count)
+static int read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size_t max_count, size_t *count,
+                     int64_t deadline)
 {
     if (count != NULL)
         *count = 0;
     if (rb == NULL || count == NULL || (max_count > 0 && lens == NULL) || (buf == NULL && buf_size > 0))
         return RB_EINVAL;
+    if (is_closing(rb))
+        return RB_ECLOSED;
     if (max_count == 0)
         return RB_OK;
-    take_turn(rb);
-    int rc = read_records(rb, buf, buf_size, lens, max_count, count);
-    give_turn(rb);
+    for (;;) {
+        int rc = take_turn(rb, deadline);
+        if (rc != RB_OK)
+            return rc;
+        int released;
+        rc = read_records(rb, buf, buf_size, lens, max_count, count, &released);
+        give_turn(rb, released);
+        if (rc != RB_EEMPTY || deadline == 0)
+            return rc;
+        struct rb_waitq q = data_q(rb);
+        rc = rb_wait(rb, &q, data_ready, 0, deadline);
+        if (rc != RB_OK)
+            return rc;
+    }
+}
+
+static int read_one(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len, int64_t deadline)
+{
+    if (msg_len == NULL)
+        return RB_EINVAL;
+    size_t len = 0, n;
+    int rc = read_many(rb, buf, buf_size, &len, 1, &n, deadline);
+    if (rc == RB_OK || rc == RB_ETRUNC)
+        *msg_len = len;
     return rc;
+}
+
+RB_API int rb_read(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len)
+{
+    return read_one(rb, buf, buf_size, msg_len, 0);
+}
+
+RB_API int rb_read_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len, int64_t timeout_ns)
+{
+    int rc = read_one(rb, buf, buf_size, msg_len, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
+    return rc == RB_EEMPTY ? RB_ETIMEDOUT : rc;
+}
+
+RB_API int rb_read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size_t max_count, size_t *count)
+{
+    return read_many(rb, buf, buf_size, lens, max_count, count, 0);
+}
+
+RB_API int rb_read_many_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size_t max_count,
+                             size_t *count, int64_t timeout_ns)
+{
+    int rc = read_many(rb, buf, buf_size, lens, max_count, count, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
+    return rc == RB_EEMPTY ? RB_ETIMEDOUT : rc;
+}
+
+/* ---- zero-copy reads ---------------------------------------------------- */
+
+static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadline)
+{
+    if (rb == NULL || ptr == NULL || len == NULL)
+        return RB_EINVAL;
+    if (is_closing(rb))
+        return RB_ECLOSED;
+    for (;;) {
+        int rc = take_turn(rb, deadline);
+        if (rc != RB_OK)
+            return rc;
+        /* Relaxed: as in read_records. */
+        uint64_t start = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed), h = start, w;
+        rc = next_record(rb, &h, &w);
+        if (h != start)
+            release_head(rb, h); /* discarded records skipped */
+        if (rc == RB_OK) {
+            /* Keep the turn until rb_release. Relaxed: only this turn
+             * holder reads peek_pos; peeking just guards misuse. */
+            rb->peek_pos = h;
+            atomic_store_explicit(&rb->peeking, 1, memory_order_relaxed);
+            *ptr = rb->data + (h & rb->mask) + RB_REC_HDR;
+            *len = (size_t)rb_rec_len(w);
+            return RB_OK;
+        }
+        give_turn(rb, h != start);
+        if (rc != RB_EEMPTY || deadline == 0)
+            return rc;
+        struct rb_waitq q = data_q(rb);
+        rc = rb_wait(rb, &q, data_ready, 0, deadline);
+        if (rc != RB_OK)
+            return rc;
+    }
+}
+
+RB_API int rb_peek(rb_ring *rb, const void **ptr, size_t *len) { return peek_wait(rb, ptr, len, 0); }
+
+RB_API int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t timeout_ns)
+{
+    int rc = peek_wait(rb, ptr, len, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
+    return rc == RB_EEMPTY ? RB_ETIMEDOUT : rc;
+}
+
+RB_API int rb_release(rb_ring *rb)
+{
+    if (rb == NULL)
+        return RB_EINVAL;
+    uint32_t one = 1;
+    /* Relaxed: clears the flag once; the peeking thread holds the turn. */
+    if (!atomic_compare_exchange_strong_explicit(&rb->peeking, &one, 0, memory_order_relaxed, memory_order_relaxed))
+        return RB_EINVAL;
+    uint64_t h = rb->peek_pos;
+    /* Relaxed: we hold the turn; the word was acquired by rb_peek. */
+    uint64_t size = rb_rec_size(rb_rec_len(atomic_load_explicit(slot(rb, h), memory_order_relaxed)));
+    wipe_record(rb, h, size);
+    release_head(rb, h + size);
+    give_turn(rb, 1);
+    return RB_OK;
+}
+
+/* ---- lifetime and diagnostics ------------------------------------------ */
+
+RB_API int rb_shutdown(rb_ring *rb)
+{
+    if (rb == NULL)
+        return RB_EINVAL;
+    /* Release, then a seq_cst fence before the wake-ups: a waiter either
+     * sees closing in its re-check or has its futex word bumped. */
+    atomic_store_explicit(&rb->closing, 1, memory_order_release);
+    atomic_thread_fence(memory_order_seq_cst);
+    struct rb_waitq qs[3] = {data_q(rb), space_q(rb), turn_q(rb)};
+    for (int i = 0; i < 3; i++)
+        rb_wake_always(&qs[i]);
+    return RB_OK;
 }
 
 RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail)

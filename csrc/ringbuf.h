@@ -111,10 +111,23 @@ RB_API int rb_create_mode(const char *path, size_t size, unsigned flags,
 RB_API int rb_open(const char *path, rb_ring **out);
 
 /* Unmaps the ring and frees the handle. The file stays. NULL is a no-op.
+ * A reservation not yet committed stays BUSY in the ring (consumers wait at
+ * it); commit or abort reservations first.
  * Returns: RB_OK.
  * Thread-safety: handle-exclusive (no other call on rb may be running or
- * start afterwards). */
+ * start afterwards). To stop threads that may be blocked in rb, call
+ * rb_shutdown first and rb_close once they have returned. */
 RB_API int rb_close(rb_ring *rb);
+
+/* Closes the handle for use without freeing it: every call that starts
+ * afterwards returns RB_ECLOSED, and every call of this handle blocked in a
+ * wait (in any thread) returns RB_ECLOSED promptly. Calls already past
+ * their start may complete; the mapping stays valid until rb_close.
+ * rb_commit, rb_abort and rb_release still work, so a reservation or peek in
+ * progress can be finished. Other handles on the same file are not affected.
+ * Returns: RB_OK; RB_EINVAL (NULL rb).
+ * Thread-safety: MT-safe, also against calls blocked in rb. */
+RB_API int rb_shutdown(rb_ring *rb);
 
 /* Capacity of the ring in bytes (a power of two). Each message occupies
  * 8 header bytes plus its length, rounded up to a multiple of 8.
@@ -135,10 +148,19 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
 /* Writes one message of len bytes (1 to rb_max_message_size). Never blocks.
  * Returns: RB_OK (the message will be delivered); RB_EFULL (not enough free
  * space now, nothing written); RB_ESIZE (len 0 or too large); RB_EINVAL
- * (NULL rb or msg).
+ * (NULL rb or msg); RB_ECLOSED (after rb_shutdown).
  * Thread-safety: MT-safe, multi-producer; lock-free (one CAS reserves space,
- * the copy runs in parallel with other producers). */
+ * the copy runs in parallel with other producers). No syscall unless a
+ * consumer is parked waiting for data (then one futex wake). */
 RB_API int rb_write(rb_ring *rb, const void *msg, size_t len);
+
+/* rb_write that waits for space: timeout_ns < 0 waits forever, 0 does not
+ * wait. Spins briefly, then sleeps on a futex in the file (woken by any
+ * process's consumer), using no CPU while it sleeps.
+ * Returns: as rb_write, but RB_ETIMEDOUT instead of RB_EFULL when the time
+ * is up; RB_ECLOSED when rb_shutdown is called meanwhile.
+ * Thread-safety: MT-safe, multi-producer; blocks. */
+RB_API int rb_write_wait(rb_ring *rb, const void *msg, size_t len, int64_t timeout_ns);
 
 /* Writes up to count messages packed back to back in data, message i being
  * lens[i] bytes, in order, stopping at the first that does not fit. All of
@@ -151,15 +173,59 @@ RB_API int rb_write(rb_ring *rb, const void *msg, size_t len);
 RB_API int rb_write_many(rb_ring *rb, const void *data, const size_t *lens,
                          size_t count, size_t *written);
 
-/* Copies the next message into buf and consumes it. Never blocks (except to
- * wait its turn behind another consumer that is inside a read).
+/* rb_write_many that waits (timeout_ns as rb_write_wait) until at least the
+ * first message fits, then writes the longest prefix that fits.
+ * Returns: as rb_write_many, but RB_ETIMEDOUT instead of RB_EFULL;
+ * RB_ECLOSED.
+ * Thread-safety: MT-safe, multi-producer; blocks. */
+RB_API int rb_write_many_wait(rb_ring *rb, const void *data, const size_t *lens,
+                              size_t count, size_t *written, int64_t timeout_ns);
+
+/* Zero-copy write, step 1: reserves a record of len bytes and points *ptr
+ * at its payload (contiguous, even across the end of the ring). Fill it,
+ * then call rb_commit (deliver) or rb_abort (never delivered). Until then
+ * consumers wait at this record (FIFO), so keep the window short.
+ * Returns: RB_OK; RB_EFULL; RB_ESIZE; RB_EINVAL (NULL argument); RB_ECLOSED.
+ * Thread-safety: MT-safe, multi-producer; a thread may hold several
+ * reservations; never blocks. */
+RB_API int rb_reserve(rb_ring *rb, size_t len, void **ptr);
+
+/* rb_reserve that waits for space (timeout_ns as rb_write_wait).
+ * Returns: as rb_reserve, but RB_ETIMEDOUT instead of RB_EFULL.
+ * Thread-safety: MT-safe, multi-producer; blocks. */
+RB_API int rb_reserve_wait(rb_ring *rb, size_t len, void **ptr, int64_t timeout_ns);
+
+/* Zero-copy write, step 2: delivers the reserved record at ptr (the pointer
+ * rb_reserve returned). Works after rb_shutdown too.
+ * Returns: RB_OK; RB_EINVAL (ptr is not an outstanding reservation of this
+ * ring, e.g. already committed or aborted).
+ * Thread-safety: MT-safe; any thread may commit any reservation once. */
+RB_API int rb_commit(rb_ring *rb, void *ptr);
+
+/* Abandons the reserved record at ptr: it is never delivered, and its space
+ * is freed when consumers reach it. Works after rb_shutdown too.
+ * Returns: RB_OK; RB_EINVAL (as rb_commit).
+ * Thread-safety: MT-safe; as rb_commit. */
+RB_API int rb_abort(rb_ring *rb, void *ptr);
+
+/* Copies the next message into buf and consumes it. Never blocks.
  * Returns: RB_OK and *msg_len = its length; RB_EEMPTY (no committed message
- * at the head); RB_ETRUNC (buf_size too small: nothing consumed, *msg_len =
+ * at the head, or another consumer kept the read turn for more than a few
+ * microseconds); RB_ETRUNC (buf_size too small: nothing consumed, *msg_len =
  * the size needed); RB_ECORRUPT (the record at the head is impossible);
- * RB_EINVAL (NULL rb or msg_len, or NULL buf with buf_size > 0).
+ * RB_EINVAL (NULL rb or msg_len, or NULL buf with buf_size > 0); RB_ECLOSED.
  * Thread-safety: MT-safe, multi-consumer; consumers take turns (one CAS per
- * call on a word only consumers touch), producers are never blocked. */
+ * call on a word only consumers touch), producers are never blocked. No
+ * syscall unless a producer is parked waiting for space. */
 RB_API int rb_read(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len);
+
+/* rb_read that waits for a message (timeout_ns as rb_write_wait), spinning
+ * briefly, then sleeping on a futex in the file.
+ * Returns: as rb_read, but RB_ETIMEDOUT instead of RB_EEMPTY; RB_ECLOSED
+ * when rb_shutdown is called meanwhile.
+ * Thread-safety: MT-safe, multi-consumer; blocks. */
+RB_API int rb_read_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len,
+                        int64_t timeout_ns);
 
 /* Reads up to max_count messages in one turn, packed back to back into buf
  * (message i is lens[i] bytes), stopping early when the ring is empty or the
@@ -171,6 +237,35 @@ RB_API int rb_read(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len);
  * Thread-safety: MT-safe, multi-consumer; as rb_read. */
 RB_API int rb_read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens,
                         size_t max_count, size_t *count);
+
+/* rb_read_many that waits (timeout_ns as rb_write_wait) for the first
+ * message, then takes what is there.
+ * Returns: as rb_read_many, but RB_ETIMEDOUT instead of RB_EEMPTY;
+ * RB_ECLOSED.
+ * Thread-safety: MT-safe, multi-consumer; blocks. */
+RB_API int rb_read_many_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *lens,
+                             size_t max_count, size_t *count, int64_t timeout_ns);
+
+/* Zero-copy read, step 1: points *ptr at the next message's payload (read
+ * only, contiguous) and *len at its length, without consuming it. The
+ * caller now holds the read turn: other consumers wait (sleeping) until
+ * rb_release, so keep the window short.
+ * Returns: RB_OK; RB_EEMPTY; RB_ECORRUPT; RB_EINVAL; RB_ECLOSED.
+ * Thread-safety: MT-safe, multi-consumer; never blocks (see rb_read); the
+ * same thread must call rb_release before its next read on this handle. */
+RB_API int rb_peek(rb_ring *rb, const void **ptr, size_t *len);
+
+/* rb_peek that waits for a message (timeout_ns as rb_write_wait).
+ * Returns: as rb_peek, but RB_ETIMEDOUT instead of RB_EEMPTY.
+ * Thread-safety: as rb_peek; blocks. */
+RB_API int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t timeout_ns);
+
+/* Zero-copy read, step 2: consumes the message rb_peek returned and gives
+ * the read turn back. *ptr from rb_peek is invalid afterwards. Works after
+ * rb_shutdown too.
+ * Returns: RB_OK; RB_EINVAL (no peek outstanding on this handle).
+ * Thread-safety: call from the thread that peeked. */
+RB_API int rb_release(rb_ring *rb);
 
 #ifdef __cplusplus
 }

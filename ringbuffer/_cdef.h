@@ -29,10 +29,24 @@ int rb_create(const char *path, size_t size, unsigned flags, rb_ring **out);
 int rb_create_mode(const char *path, size_t size, unsigned flags, unsigned mode, rb_ring **out);
 int rb_open(const char *path, rb_ring **out);
 int rb_close(rb_ring *rb);
+int rb_shutdown(rb_ring *rb);
 size_t rb_capacity(const rb_ring *rb);
 size_t rb_max_message_size(const rb_ring *rb);
 int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
 int rb_write(rb_ring *rb, const void *msg, size_t len);
+int rb_write_wait(rb_ring *rb, const void *msg, size_t len, int64_t timeout_ns);
 int rb_write_many(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written);
+int rb_write_many_wait(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written,
+                       int64_t timeout_ns);
+int rb_reserve(rb_ring *rb, size_t len, void **ptr);
+int rb_reserve_wait(rb_ring *rb, size_t len, void **ptr, int64_t timeout_ns);
+int rb_commit(rb_ring *rb, void *ptr);
+int rb_abort(rb_ring *rb, void *ptr);
 int rb_read(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len);
+int rb_read_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len, int64_t timeout_ns);
 int rb_read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size_t max_count, size_t *count);
+int rb_read_many_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size_t max_count, size_t *count,
+                      int64_t timeout_ns);
+int rb_peek(rb_ring *rb, const void **ptr, size_t *len);
+int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t timeout_ns);
+int rb_release(rb_ring *rb);

@@ -42,7 +42,10 @@ class BufferEmpty(RingBufferError, queue.Empty):
 
 class InvalidSize(RingBufferError, ValueError):
     """A message is empty, larger than ``max_message_size``, or a read buffer
-    is too small (``RB_ESIZE``, ``RB_ETRUNC``)."""
+    is too small (``RB_ESIZE``, ``RB_ETRUNC``; then ``needed`` is the size the
+    message needs)."""
+
+    needed: int | None = None
 
 
 class BufferClosed(RingBufferError, ValueError):

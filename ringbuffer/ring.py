@@ -2,14 +2,21 @@
 
 This is the only module that touches the cffi binding (``ffi``/``lib``);
 everything else in the package goes through it.
+
+Naming rule: the file-like names (``write``, ``read``, ``read_into``,
+``reserve``, ``peek``) do not block by default; the queue-like names
+(``put``, ``get``, ``put_many``, ``get_many``) block by default, with
+:class:`queue.Queue`'s ``block`` and ``timeout`` meanings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
-from collections.abc import Iterable
-from typing import Any, Callable, Union
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, Optional, Union
 
 from ringbuffer._ringbuf import ffi, lib
 from ringbuffer.exceptions import (
@@ -26,6 +33,7 @@ from ringbuffer.exceptions import (
 __all__ = ["RingBuffer", "c_version", "format_version"]
 
 StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+Timeout = Optional[float]
 
 _EXCEPTIONS: dict[int, type[RingBufferError]] = {
     lib.RB_EFULL: BufferFull,
@@ -38,13 +46,22 @@ _EXCEPTIONS: dict[int, type[RingBufferError]] = {
     lib.RB_EINVAL: InvalidArgument,
 }
 
-# Buffers for read(): not zero-filled (they are always overwritten first).
+# Buffers for reads: not zero-filled (they are always overwritten first).
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
 _READ_BUF_INITIAL = 64 * 1024
 _READ_BUF_KEEP = 1024 * 1024  # larger one-off buffers are not kept
 # read_many() returns at most this many bytes per call (or one larger message).
 _BATCH_BUF_SIZE = 16 * 1024 * 1024
 _SIZE_MAX = 2**64 - 1
+# A blocking call waits in C for at most this long before coming back to
+# Python, which then runs signal handlers (Ctrl-C) and waits again.
+_SLICE_NS = 50_000_000
+
+_OK = lib.RB_OK
+_EFULL = lib.RB_EFULL
+_EEMPTY = lib.RB_EEMPTY
+_ETIMEDOUT = lib.RB_ETIMEDOUT
+_ETRUNC = lib.RB_ETRUNC
 
 
 def _strerror(code: int) -> str:
@@ -78,11 +95,6 @@ def _contiguous(msg: Any) -> Any:
     return msg if view.c_contiguous else view.tobytes()
 
 
-def _bytes_of(msg: Any) -> Any:
-    """A cffi view of any bytes-like object (a non-contiguous one is copied)."""
-    return ffi.from_buffer(_contiguous(msg))
-
-
 def _path_arg(path: Any) -> bytes:
     bpath = os.fsencode(path)
     if b"\0" in bpath:
@@ -90,11 +102,50 @@ def _path_arg(path: Any) -> bytes:
     return bpath
 
 
+def _full() -> BufferFull:
+    return BufferFull(_EFULL, _strerror(_EFULL))
+
+
+def _empty() -> BufferEmpty:
+    return BufferEmpty(_EEMPTY, _strerror(_EEMPTY))
+
+
+def _as_data(msg: Any) -> tuple[Any, int]:
+    """What to pass to C for a bytes-like message, and its size in bytes.
+
+    bytes go as they are (cffi passes them without a view object); other
+    buffers through ``ffi.from_buffer`` (a non-contiguous one is copied).
+    """
+    if type(msg) is bytes:
+        return msg, len(msg)
+    data = ffi.from_buffer(_contiguous(msg))
+    return data, len(data)
+
+
 def _size_arg(size: Any) -> int:
     if isinstance(size, bool):
         raise TypeError("size must be an integer, not bool")
     n = operator.index(size)  # TypeError for non-integers
     return n if 0 <= n <= _SIZE_MAX else 0  # 0 makes the C side say EINVAL
+
+
+def _wait(fn: Callable[..., int], *args: Any, timeout: Timeout) -> int:
+    """Calls a C ``*_wait`` function until it succeeds or ``timeout`` seconds
+    (None: forever) pass, in slices so that signal handlers run in between."""
+    if timeout is None:
+        while True:
+            rc = fn(*args, _SLICE_NS)
+            if rc != _ETIMEDOUT:
+                return rc
+    if timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        ns = int(remaining * 1e9) if remaining > 0 else 0
+        rc = fn(*args, min(ns, _SLICE_NS))
+        if rc != _ETIMEDOUT or ns <= _SLICE_NS:
+            return rc
 
 
 def c_version() -> int:
@@ -123,14 +174,16 @@ class RingBuffer:
     exactly once, in order.
 
     Thread-safety: every method may be called from several threads at once,
-    except :meth:`close`, which must not race other calls on the same object.
-    A RingBuffer pickles as its path: a ``multiprocessing`` child reopens it.
+    :meth:`close` included: it wakes the calls blocked in other threads, which
+    raise :class:`BufferClosed`. A RingBuffer pickles as its path: a
+    ``multiprocessing`` child reopens it.
     """
 
-    __slots__ = ("__weakref__", "_batch_bufs", "_bufs", "_capacity", "_max", "_path", "_rb")
+    __slots__ = ("__weakref__", "_batch_bufs", "_bufs", "_capacity", "_handle", "_max", "_path", "_rb")
 
     def __init__(self, path: StrPath, size: int, remove: bool = False, *, mode: int = 0o600) -> None:
         self._rb: Any = None
+        self._handle: Any = None
         bpath = _path_arg(path)
         out = ffi.new("rb_ring **")
         flags = lib.RB_REMOVE if remove else 0
@@ -138,7 +191,7 @@ class RingBuffer:
         if not 0 <= mode <= 0o7777:
             raise InvalidArgument(lib.RB_EINVAL, f"{_strerror(lib.RB_EINVAL)}: mode {mode:#o}")
         rc = lib.rb_create_mode(bpath, _size_arg(size), flags, mode, out)
-        if rc != lib.RB_OK:
+        if rc != _OK:
             detail = (f"size {size!r}" if bpath else "empty path") if rc == lib.RB_EINVAL else None
             raise _error(rc, bpath, detail)
         self._attach(out[0], bpath)
@@ -148,21 +201,23 @@ class RingBuffer:
         """Opens an existing ring file; raises :class:`CorruptBuffer` if it is not one."""
         self = cls.__new__(cls)
         self._rb = None
+        self._handle = None
         bpath = _path_arg(path)
         out = ffi.new("rb_ring **")
         rc = lib.rb_open(bpath, out)
-        if rc != lib.RB_OK:
+        if rc != _OK:
             raise _error(rc, bpath)
         self._attach(out[0], bpath)
         return self
 
     def _attach(self, rb: Any, bpath: bytes) -> None:
         self._rb = rb
+        self._handle = rb  # kept after close() for __del__'s rb_close
         self._path = bpath
         self._capacity = int(lib.rb_capacity(rb))
         self._max = int(lib.rb_max_message_size(rb))
-        # A pool of (buffer, length-out) pairs for read(); list.pop/append are
-        # atomic under the GIL, so threads never share one.
+        # Pools of read buffers; list.pop/append are atomic under the GIL,
+        # so threads never share one.
         self._bufs: list[tuple[Any, Any]] = []
         self._batch_bufs: list[Any] = []
 
@@ -206,25 +261,39 @@ class RingBuffer:
         if it is empty or larger than :attr:`max_message_size`.
         """
         if not self.try_write(msg):
-            raise BufferFull(lib.RB_EFULL, _strerror(lib.RB_EFULL))
+            raise _full()
 
     def try_write(self, msg: Any) -> bool:
         """Like :meth:`write`, but returns False instead of raising :class:`BufferFull`."""
         rb = self._rb
         if rb is None:
             raise _closed()
-        if type(msg) is bytes:
-            rc = lib.rb_write(rb, msg, len(msg))
-            n = len(msg)
-        else:
-            data = _bytes_of(msg)
-            n = len(data)
-            rc = lib.rb_write(rb, data, n)
-        if rc == lib.RB_OK:
+        data, n = _as_data(msg)
+        rc = lib.rb_write(rb, data, n)
+        if rc == _OK:
             return True
-        if rc == lib.RB_EFULL:
+        if rc == _EFULL:
             return False
         raise self._write_error(rc, n)
+
+    def put(self, msg: Any, block: bool = True, timeout: Timeout = None) -> None:
+        """Writes one message, waiting for space if needed (as :meth:`queue.Queue.put`).
+
+        Raises :class:`BufferFull` when ``block`` is false and there is no
+        space, or when ``timeout`` seconds pass; :class:`BufferClosed` if the
+        ring is closed meanwhile.
+        """
+        rb = self._rb
+        if rb is None:
+            raise _closed()
+        data, n = _as_data(msg)
+        rc = _wait(lib.rb_write_wait, rb, data, n, timeout=timeout) if block else lib.rb_write(rb, data, n)
+        if rc != _OK:
+            raise _full() if rc in (_EFULL, _ETIMEDOUT) else self._write_error(rc, n)
+
+    def put_nowait(self, msg: Any) -> None:
+        """``put(msg, block=False)``."""
+        self.put(msg, block=False)
 
     def write_many(self, msgs: Iterable[Any]) -> int:
         """Writes messages in order with one C call, stopping at the first that
@@ -235,6 +304,19 @@ class RingBuffer:
         Raises :class:`InvalidSize` (and writes nothing) if any message is empty
         or too large.
         """
+        return self._put_many(msgs, block=False, timeout=None)
+
+    def put_many(self, msgs: Iterable[Any], block: bool = True, timeout: Timeout = None) -> int:
+        """Writes all messages in order, waiting for space as needed; returns
+        how many were written, which is fewer only when ``timeout`` passed
+        (or, with ``block`` false, when the ring filled up).
+
+        Raises :class:`InvalidSize` (and writes nothing) if any message is
+        empty or too large, :class:`BufferClosed` if the ring is closed.
+        """
+        return self._put_many(msgs, block=block, timeout=timeout, complete=True)
+
+    def _put_many(self, msgs: Iterable[Any], block: bool, timeout: Timeout, complete: bool = False) -> int:
         rb = self._rb
         if rb is None:
             raise _closed()
@@ -245,19 +327,65 @@ class RingBuffer:
         msgs = [_contiguous(m) for m in msgs]
         lens = [len(m) if type(m) is bytes else memoryview(m).nbytes for m in msgs]
         data = ffi.from_buffer(b"".join(msgs))
+        c_lens = ffi.new("size_t[]", lens)
         written = ffi.new("size_t *")
-        rc = lib.rb_write_many(rb, data, lens, len(lens), written)
-        if rc == lib.RB_OK:
-            return int(written[0])
-        if rc == lib.RB_EFULL:
-            return 0
-        bad = next((n for n in lens if n == 0 or n > self._max), None)
-        raise _error(rc, detail=f"message of {bad} bytes (maximum {self._max})" if bad is not None else None)
+        deadline = None if timeout is None or not block else time.monotonic() + max(timeout, 0)
+        done = offset = 0
+        while done < len(lens):
+            if block:
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                rc = _wait(lib.rb_write_many_wait, rb, data + offset, c_lens + done, len(lens) - done, written,
+                           timeout=left)
+            else:
+                rc = lib.rb_write_many(rb, data + offset, c_lens + done, len(lens) - done, written)
+            if rc in (_EFULL, _ETIMEDOUT):
+                break
+            if rc != _OK:
+                bad = next((n for n in lens if n == 0 or n > self._max), None)
+                detail = f"message of {bad} bytes (maximum {self._max})" if bad is not None else None
+                raise _error(rc, detail=detail)
+            n = int(written[0])
+            offset += sum(lens[done : done + n])
+            done += n
+            if not complete:
+                break
+        return done
 
     def _write_error(self, rc: int, n: int) -> Exception:
         if rc == lib.RB_ESIZE:
             return _error(rc, detail=f"message of {n} bytes (maximum {self._max})")
         return _error(rc)
+
+    @contextlib.contextmanager
+    def reserve(self, size: int, block: bool = False, timeout: Timeout = None) -> Iterator[memoryview]:
+        """Zero-copy write: ``with rb.reserve(n) as buf:`` gives a writable
+        memoryview of ``n`` bytes inside the ring, committed (delivered) when
+        the block ends and aborted (never delivered) if it raises.
+
+        Consumers wait at this message until the block ends: keep it short.
+        The view is released at the end of the block; using it afterwards
+        raises ValueError. Raises :class:`BufferFull` (no space, and not
+        blocking or timed out) or :class:`InvalidSize`.
+        """
+        rb = self._rb
+        if rb is None:
+            raise _closed()
+        n = _size_arg(size)
+        ptr = ffi.new("void **")
+        rc = _wait(lib.rb_reserve_wait, rb, n, ptr, timeout=timeout) if block else lib.rb_reserve(rb, n, ptr)
+        if rc != _OK:
+            raise _full() if rc in (_EFULL, _ETIMEDOUT) else self._write_error(rc, n)
+        view = memoryview(ffi.buffer(ptr[0], n))
+        try:
+            yield view
+        except BaseException:
+            lib.rb_abort(rb, ptr[0])
+            _release_view(view)
+            raise
+        if not _release_view(view):
+            lib.rb_abort(rb, ptr[0])
+            raise BufferError("reserve(): the view is still exported (e.g. to numpy); the message was aborted")
+        lib.rb_commit(rb, ptr[0])
 
     # -- reading -----------------------------------------------------------
 
@@ -267,44 +395,115 @@ class RingBuffer:
         except IndexError:
             return _alloc("char[]", min(self._max, _READ_BUF_INITIAL)), ffi.new("size_t *")
 
-    def _read_bytes(self) -> bytes | None:
+    def _recv(self, block: bool, timeout: Timeout) -> bytes | None:
+        """The next message, or None if there is none (in time)."""
         rb = self._rb
         if rb is None:
             raise _closed()
-        buf, lenp = self._take_buf()
-        rc = lib.rb_read(rb, buf, len(buf), lenp)
-        while rc == lib.RB_ETRUNC:  # a larger message than the buffer: grow it
-            buf = _alloc("char[]", int(lenp[0]))
-            rc = lib.rb_read(rb, buf, len(buf), lenp)
+        pooled = buf = None
         try:
-            if rc == lib.RB_OK:
-                return ffi.unpack(buf, lenp[0])
-            if rc == lib.RB_EEMPTY:
-                return None
-            raise _error(rc, self._path)
+            pooled = self._take_buf()
+            buf, lenp = pooled
+            while True:
+                if block:
+                    rc = _wait(lib.rb_read_wait, rb, buf, len(buf), lenp, timeout=timeout)
+                else:
+                    rc = lib.rb_read(rb, buf, len(buf), lenp)
+                if rc == _OK:
+                    return ffi.unpack(buf, lenp[0])
+                if rc == _ETRUNC:  # a message larger than the buffer: grow it
+                    buf = _alloc("char[]", int(lenp[0]))
+                    if len(buf) <= _READ_BUF_KEEP:
+                        pooled = (buf, lenp)
+                    continue
+                if rc in (_EEMPTY, _ETIMEDOUT):
+                    return None
+                raise _error(rc, self._path)
         finally:
-            if len(buf) <= _READ_BUF_KEEP:
-                self._bufs.append((buf, lenp))
+            if pooled is not None:
+                self._bufs.append(pooled)
 
     def read(self) -> bytes:
         """Reads and consumes the next message without blocking.
 
         Raises :class:`BufferEmpty` if there is none.
         """
-        msg = self._read_bytes()
+        msg = self._recv(False, None)
         if msg is None:
-            raise BufferEmpty(lib.RB_EEMPTY, _strerror(lib.RB_EEMPTY))
+            raise _empty()
         return msg
 
     def try_read(self) -> bytes | None:
         """Like :meth:`read`, but returns None when the ring is empty."""
-        return self._read_bytes()
+        return self._recv(False, None)
+
+    def get(self, block: bool = True, timeout: Timeout = None) -> bytes:
+        """Reads the next message, waiting for one if needed (as :meth:`queue.Queue.get`).
+
+        Raises :class:`BufferEmpty` when ``block`` is false and there is none,
+        or when ``timeout`` seconds pass; :class:`BufferClosed` if the ring is
+        closed meanwhile. While it waits, the GIL is released and Ctrl-C
+        interrupts it.
+        """
+        msg = self._recv(block, timeout)
+        if msg is None:
+            raise _empty()
+        return msg
+
+    def get_nowait(self) -> bytes:
+        """``get(block=False)``."""
+        return self.get(block=False)
+
+    def read_into(self, buffer: Any, block: bool = False, timeout: Timeout = None) -> int:
+        """Reads the next message into a writable buffer (bytearray, memoryview,
+        numpy array, ...) and returns its length.
+
+        If the buffer is too small, nothing is consumed and
+        :class:`InvalidSize` names the size needed (also as its ``needed``
+        attribute). Raises :class:`BufferEmpty` if there is no message (after
+        waiting, with ``block``).
+        """
+        rb = self._rb
+        if rb is None:
+            raise _closed()
+        target = ffi.from_buffer(buffer, require_writable=True)
+        lenp = ffi.new("size_t *")
+        size = len(target)
+        if block:
+            rc = _wait(lib.rb_read_wait, rb, target, size, lenp, timeout=timeout)
+        else:
+            rc = lib.rb_read(rb, target, size, lenp)
+        if rc == _OK:
+            return int(lenp[0])
+        if rc in (_EEMPTY, _ETIMEDOUT):
+            raise _empty()
+        if rc == _ETRUNC:
+            needed = int(lenp[0])
+            exc = InvalidSize(rc, f"{_strerror(rc)}: the message has {needed} bytes, the buffer {size}")
+            exc.needed = needed
+            raise exc
+        raise _error(rc, self._path)
 
     def read_many(self, max_messages: int) -> list[bytes]:
         """Reads up to ``max_messages`` messages with one C call, without blocking.
 
         Returns what was there (an empty list if nothing was).
         """
+        return self._get_many(max_messages, block=False, timeout=None)
+
+    def get_many(self, max_messages: int, block: bool = True, timeout: Timeout = None) -> list[bytes]:
+        """Waits for the first message, then takes up to ``max_messages`` of
+        what is there, with one C call.
+
+        Raises :class:`BufferEmpty` when nothing came (in time, or at once
+        with ``block`` false).
+        """
+        msgs = self._get_many(max_messages, block=block, timeout=timeout)
+        if not msgs:
+            raise _empty()
+        return msgs
+
+    def _get_many(self, max_messages: int, block: bool, timeout: Timeout) -> list[bytes]:
         rb = self._rb
         if rb is None:
             raise _closed()
@@ -322,13 +521,17 @@ class RingBuffer:
             pooled = _alloc("char[]", min(self._capacity, _BATCH_BUF_SIZE))
         try:
             buf = pooled
-            rc = lib.rb_read_many(rb, buf, len(buf), lens, want, count)
-            while rc == lib.RB_ETRUNC:  # one message larger than the pooled buffer
-                buf = _alloc("char[]", int(lens[0]))
-                rc = lib.rb_read_many(rb, buf, len(buf), lens, want, count)
-            if rc == lib.RB_EEMPTY:
+            while True:
+                if block:
+                    rc = _wait(lib.rb_read_many_wait, rb, buf, len(buf), lens, want, count, timeout=timeout)
+                else:
+                    rc = lib.rb_read_many(rb, buf, len(buf), lens, want, count)
+                if rc != _ETRUNC:
+                    break
+                buf = _alloc("char[]", int(lens[0]))  # one message larger than the pooled buffer
+            if rc in (_EEMPTY, _ETIMEDOUT):
                 return []
-            if rc != lib.RB_OK:
+            if rc != _OK:
                 raise _error(rc, self._path)
             sizes = ffi.unpack(lens, int(count[0]))
             raw = ffi.buffer(buf, sum(sizes))[:]
@@ -341,13 +544,66 @@ class RingBuffer:
             off += size
         return out
 
+    @contextlib.contextmanager
+    def peek(self, block: bool = False, timeout: Timeout = None) -> Iterator[memoryview]:
+        """Zero-copy read: ``with rb.peek() as view:`` gives a read-only
+        memoryview of the next message inside the ring; the message is
+        consumed when the block ends (also if it raises).
+
+        Other consumers wait until the block ends: keep it short, and do not
+        read from this ring inside it. The view is released at the end of
+        the block; using it afterwards raises ValueError. Raises
+        :class:`BufferEmpty` if there is no message (after waiting, with
+        ``block``).
+        """
+        rb = self._rb
+        if rb is None:
+            raise _closed()
+        ptr = ffi.new("void **")
+        lenp = ffi.new("size_t *")
+        rc = _wait(lib.rb_peek_wait, rb, ptr, lenp, timeout=timeout) if block else lib.rb_peek(rb, ptr, lenp)
+        if rc in (_EEMPTY, _ETIMEDOUT):
+            raise _empty()
+        if rc != _OK:
+            raise _error(rc, self._path)
+        raw = memoryview(ffi.buffer(ptr[0], lenp[0]))
+        view = raw.toreadonly()
+        try:
+            yield view
+        finally:
+            released = _release_view(view) and _release_view(raw)
+            lib.rb_release(rb)
+        if not released:
+            raise BufferError("peek(): the view is still exported (e.g. to numpy) after the block")
+
+    def drain(self) -> list[bytes]:
+        """Reads every message there is now, without blocking."""
+        out: list[bytes] = []
+        while True:
+            batch = self._get_many(4096, block=False, timeout=None)
+            if not batch:
+                return out
+            out.extend(batch)
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Yields messages as they arrive, blocking for each; ends when the
+        ring is closed (from another thread)."""
+        while True:
+            try:
+                yield self.get()
+            except BufferClosed:
+                return
+
     # -- lifetime ----------------------------------------------------------
 
     def close(self) -> None:
-        """Unmaps the ring (the file stays). Idempotent."""
+        """Closes the ring: calls blocked in other threads raise
+        :class:`BufferClosed`, and so does every later call. The file stays;
+        the mapping is released when the object is garbage-collected.
+        Idempotent."""
         rb, self._rb = self._rb, None
         if rb is not None:
-            lib.rb_close(rb)
+            lib.rb_shutdown(rb)
 
     def __enter__(self) -> RingBuffer:
         if self._rb is None:
@@ -358,10 +614,12 @@ class RingBuffer:
         self.close()
 
     def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: the binding may be gone
-            pass
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                lib.rb_close(handle)  # no other thread can be inside: none holds self
+            except Exception:  # interpreter shutdown: the binding may be gone
+                pass
 
     def __reduce__(self) -> tuple[Callable[[str], RingBuffer], tuple[str]]:
         if self._rb is None:
@@ -371,3 +629,12 @@ class RingBuffer:
     def __repr__(self) -> str:
         state = "closed" if self._rb is None else f"capacity={self._capacity}"
         return f"<RingBuffer {self.path!r} {state}>"
+
+
+def _release_view(view: memoryview) -> bool:
+    """Releases a memoryview; False if it is still exported elsewhere."""
+    try:
+        view.release()
+    except BufferError:
+        return False
+    return True

@@ -1,0 +1,124 @@
+/*
+ * wait.c - blocking without burning a core: spin briefly, then park on a
+ * futex word in the shared file (so it works across processes), with a
+ * bounded park time as the safety net against any lost wake-up.
+ * The handshake with wakers is explained in docs/design.md ("Waiting").
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* Spin this long before parking: longer than a cross-core hand-off, so a
+ * busy ping-pong never sleeps, short enough to cost nothing when idle. */
+#define RB_SPIN_NS 50000
+/* Longest single park: bounds a lost wake-up (none is known) and lets the
+ * Python binding check for signals at least this often. */
+#define RB_PARK_MAX_NS 100000000
+
+int64_t rb_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t rb_deadline(int64_t timeout_ns)
+{
+    if (timeout_ns < 0)
+        return RB_FOREVER;
+    int64_t now = rb_now_ns();
+    return timeout_ns > RB_FOREVER - now ? RB_FOREVER : now + timeout_ns;
+}
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+    /* Not FUTEX_PRIVATE: the word lives in a file shared by processes.
+     * EAGAIN (word changed), EINTR and ETIMEDOUT all mean "look again". */
+    syscall(SYS_futex, (void *)word, FUTEX_WAIT, expected, &ts, NULL, 0);
+}
+
+void rb_wake(const struct rb_waitq *q)
+{
+    /* Relaxed: the caller's seq_cst fence orders this load after its state
+     * change; either we see the waiter's count or it sees our change. */
+    if (atomic_load_explicit(q->waiters, memory_order_relaxed) != 0)
+        rb_wake_always(q);
+}
+
+void rb_wake_always(const struct rb_waitq *q)
+{
+    /* Relaxed: a parked waiter compares the word in the kernel; any change
+     * makes its FUTEX_WAIT return, also one about to start. */
+    atomic_fetch_add_explicit(q->word, 1, memory_order_relaxed);
+    syscall(SYS_futex, (void *)q->word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static int is_closing(const rb_ring *rb)
+{
+    /* Acquire: pairs with rb_shutdown's release; nothing else is read
+     * through it, but it keeps the check from being hoisted. */
+    return atomic_load_explicit(&rb->closing, memory_order_acquire) != 0;
+}
+
+int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(const rb_ring *, uint64_t), uint64_t arg,
+            int64_t deadline)
+{
+    /* Spin: look without writing anything shared. */
+    int64_t spin_end = rb_now_ns() + RB_SPIN_NS;
+    if (spin_end > deadline)
+        spin_end = deadline;
+    for (unsigned i = 1;; i++) {
+        if (is_closing(rb))
+            return RB_ECLOSED;
+        if (ready(rb, arg))
+            return RB_OK;
+        if ((i & 63) == 0 && rb_now_ns() >= spin_end)
+            break;
+        cpu_relax();
+    }
+    /* Park. */
+    for (;;) {
+        /* Relaxed: the fence below keeps this load before the re-check; if
+         * a waker changes the word after it, FUTEX_WAIT returns at once. */
+        uint32_t seen = atomic_load_explicit(q->word, memory_order_relaxed);
+        /* Relaxed: the count is ordered by the fence that follows. */
+        atomic_fetch_add_explicit(q->waiters, 1, memory_order_relaxed);
+        /* seq_cst fence, paired with the waker's fence between its state
+         * change and its load of the count: either the re-check below sees
+         * the change, or the waker sees our count and wakes us. */
+        atomic_thread_fence(memory_order_seq_cst);
+        int rc = 1;
+        if (is_closing(rb))
+            rc = RB_ECLOSED;
+        else if (ready(rb, arg))
+            rc = RB_OK;
+        else {
+            int64_t now = rb_now_ns();
+            if (now >= deadline)
+                rc = RB_ETIMEDOUT;
+            else
+                futex_wait(q->word, seen, deadline - now < RB_PARK_MAX_NS ? deadline - now : RB_PARK_MAX_NS);
+        }
+        /* Relaxed: a stale count only costs a waker one needless syscall. */
+        atomic_fetch_sub_explicit(q->waiters, 1, memory_order_relaxed);
+        if (rc != 1)
+            return rc;
+    }
+}
