@@ -293,7 +293,9 @@ RB_API int rb_close(rb_ring *rb)
     if (rb == NULL)
         return RB_OK;
     munmap(rb->hdr, rb->map_len);
-    close(rb->fd);
+    /* Relaxed: rb_close is handle-exclusive; rb_shutdown closed fd if set. */
+    if (!atomic_load_explicit(&rb->closing, memory_order_relaxed))
+        close(rb->fd);
     free(rb);
     return RB_OK;
 }

@@ -16,6 +16,7 @@
 
 #include <sched.h>
 #include <string.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define cpu_relax() __builtin_ia32_pause()
@@ -570,12 +571,16 @@ RB_API int rb_shutdown(rb_ring *rb)
     if (rb == NULL)
         return RB_EINVAL;
     /* Release, then a seq_cst fence before the wake-ups: a waiter either
-     * sees closing in its re-check or has its futex word bumped. */
-    atomic_store_explicit(&rb->closing, 1, memory_order_release);
+     * sees closing in its re-check or has its futex word bumped. The
+     * exchange makes only the first shutdown close the descriptor (the
+     * mapping does not need it). */
+    if (atomic_exchange_explicit(&rb->closing, 1, memory_order_release) != 0)
+        return RB_OK;
     atomic_thread_fence(memory_order_seq_cst);
     struct rb_waitq qs[3] = {data_q(rb), space_q(rb), turn_q(rb)};
     for (int i = 0; i < 3; i++)
         rb_wake_always(&qs[i]);
+    close(rb->fd);
     return RB_OK;
 }
 

@@ -334,8 +334,15 @@ class RingBuffer:
         while done < len(lens):
             if block:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                rc = _wait(lib.rb_write_many_wait, rb, data + offset, c_lens + done, len(lens) - done, written,
-                           timeout=left)
+                rc = _wait(
+                    lib.rb_write_many_wait,
+                    rb,
+                    data + offset,
+                    c_lens + done,
+                    len(lens) - done,
+                    written,
+                    timeout=left,
+                )
             else:
                 rc = lib.rb_write_many(rb, data + offset, c_lens + done, len(lens) - done, written)
             if rc in (_EFULL, _ETIMEDOUT):
@@ -384,7 +391,9 @@ class RingBuffer:
             raise
         if not _release_view(view):
             lib.rb_abort(rb, ptr[0])
-            raise BufferError("reserve(): the view is still exported (e.g. to numpy); the message was aborted")
+            raise BufferError(
+                "reserve(): the view is still exported (e.g. to numpy); the message was aborted"
+            )
         lib.rb_commit(rb, ptr[0])
 
     # -- reading -----------------------------------------------------------
@@ -598,9 +607,10 @@ class RingBuffer:
 
     def close(self) -> None:
         """Closes the ring: calls blocked in other threads raise
-        :class:`BufferClosed`, and so does every later call. The file stays;
-        the mapping is released when the object is garbage-collected.
-        Idempotent."""
+        :class:`BufferClosed`, and so does every later call. The file stays.
+        The file descriptor is released at once, the memory mapping when the
+        object is garbage-collected (so that a call still running in another
+        thread never touches unmapped memory). Idempotent."""
         rb, self._rb = self._rb, None
         if rb is not None:
             lib.rb_shutdown(rb)
@@ -614,7 +624,8 @@ class RingBuffer:
         self.close()
 
     def __del__(self) -> None:
-        handle, self._handle = self._handle, None
+        handle = getattr(self, "_handle", None)  # unset if __init__ failed early
+        self._handle = None
         if handle is not None:
             try:
                 lib.rb_close(handle)  # no other thread can be inside: none holds self
