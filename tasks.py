@@ -74,6 +74,15 @@ def demo(c, count=300_000, size=64):
     _run(c, f"{PY} -m ringbuffer.demo --count {int(count)} --size {int(size)}")
 
 
+@task(help={"rounds": "ping-pong round trips per peer"})
+def bench(c, rounds=20000):
+    """Measure ping-pong latency between two processes next to multiprocessing.Pipe."""
+    if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so")):
+        build(c)
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    _run(c, f"{PY} bench/pingpong.py --rounds {int(rounds)} --json bench/results/pingpong.json")
+
+
 @task
 def clean(c):
     """Remove build outputs (C objects, the extension, caches)."""
