@@ -125,9 +125,9 @@ int64_t rb_now_ns(void);
 int64_t rb_deadline(int64_t timeout_ns);
 
 /* Spins briefly, then parks until ready(rb, arg) is true (RB_OK: retry the
- * operation), the deadline passes (RB_ETIMEDOUT) or the handle is shut down
- * (RB_ECLOSED). */
-int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(const rb_ring *, uint64_t), uint64_t arg,
+ * operation), the deadline passes (RB_ETIMEDOUT), the handle is shut down
+ * (RB_ECLOSED) or a signal handler interrupts the sleep (RB_EINTR). */
+int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint64_t), uint64_t arg,
             int64_t deadline);
 
 /* Wakes whoever is parked on q. The caller has made its state change

@@ -49,17 +49,31 @@ static struct rb_waitq turn_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->
 
 /* ---- readiness tests for rb_wait (hints: the operation re-checks) ------- */
 
-static int data_ready(const rb_ring *rb, uint64_t unused)
+static void give_turn(rb_ring *rb, int released);
+
+/* True when a read can make progress: a committed or discarded record at
+ * the head, or another consumer holding the read turn (the reader then
+ * waits for the turn on the turn queue, not here). The word at head is read
+ * only while holding the turn: without it, head may be stale and the word
+ * there already a new record's payload, being written with plain stores. */
+static int data_ready(rb_ring *rb, uint64_t unused)
 {
     (void)unused;
-    /* Acquire on head, then on the word there: a committed (or discarded)
-     * record at the head means a read can make progress. */
-    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
+    uint32_t expected = 0;
+    /* Relaxed load first, to avoid writing the line while another reads.
+     * Acquire CAS as in take_turn(). */
+    if (atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed) != 0 ||
+        !atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return 1;
+    /* Relaxed head, acquire word: as in read_records(). */
+    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
     uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
+    give_turn(rb, 0);
     return w != 0 && !(rb_rec_flags(w) & RB_REC_BUSY);
 }
 
-static int space_ready(const rb_ring *rb, uint64_t need)
+static int space_ready(rb_ring *rb, uint64_t need)
 {
     /* Acquire on head first, so the tail read after it is not older. */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
@@ -67,7 +81,7 @@ static int space_ready(const rb_ring *rb, uint64_t need)
     return t - h <= rb->capacity - need;
 }
 
-static int turn_ready(const rb_ring *rb, uint64_t unused)
+static int turn_ready(rb_ring *rb, uint64_t unused)
 {
     (void)unused;
     return atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed) == 0;
@@ -269,8 +283,12 @@ static int reserved_record(const rb_ring *rb, const void *ptr, uint64_t *idx, ui
     uint64_t i = (uint64_t)(p - d) - RB_REC_HDR;
     /* Relaxed: only the reserving producer writes a BUSY word. */
     uint64_t w = atomic_load_explicit(slot(rb, i), memory_order_relaxed);
-    if (!(rb_rec_flags(w) & RB_REC_BUSY))
-        return RB_EINVAL; /* not reserved, or already committed/aborted */
+    /* Not reserved, already committed/aborted, or by another process. (A
+     * pointer into a payload whose bytes happen to look like one of our
+     * BUSY words cannot be told apart: pass only rb_reserve's pointers.) */
+    if (rb_rec_flags(w) != RB_REC_BUSY || (uint32_t)(w >> 40) != (rb->id & RB_WRITER_MASK) ||
+        rb_rec_len(w) == 0 || rb_rec_len(w) > rb->max_message)
+        return RB_EINVAL;
     *idx = i;
     *word = w;
     return RB_OK;

@@ -57,7 +57,8 @@ enum rb_status {
     RB_ECORRUPT = -6,  /* not a valid ring file of this format version     */
     RB_ETRUNC = -7,    /* the caller's buffer is too small for the message */
     RB_EINVAL = -8,    /* bad argument (NULL pointer, bad size or flags)   */
-    RB_ESYS = -9       /* an OS call failed; errno holds why               */
+    RB_ESYS = -9,      /* an OS call failed; errno holds why               */
+    RB_EINTR = -10     /* a signal handler ran during a wait; nothing done */
 };
 
 /* rb_create flags */
@@ -159,7 +160,9 @@ RB_API int rb_write(rb_ring *rb, const void *msg, size_t len);
  * wait. Spins briefly, then sleeps on a futex in the file (woken by any
  * process's consumer), using no CPU while it sleeps.
  * Returns: as rb_write, but RB_ETIMEDOUT instead of RB_EFULL when the time
- * is up; RB_ECLOSED when rb_shutdown is called meanwhile.
+ * is up; RB_ECLOSED when rb_shutdown is called meanwhile; RB_EINTR when a
+ * signal handler ran while it slept (nothing was written: call again, after
+ * acting on the signal).
  * Thread-safety: MT-safe, multi-producer; blocks. */
 RB_API int rb_write_wait(rb_ring *rb, const void *msg, size_t len, int64_t timeout_ns);
 
@@ -177,7 +180,7 @@ RB_API int rb_write_many(rb_ring *rb, const void *data, const size_t *lens,
 /* rb_write_many that waits (timeout_ns as rb_write_wait) until at least the
  * first message fits, then writes the longest prefix that fits.
  * Returns: as rb_write_many, but RB_ETIMEDOUT instead of RB_EFULL;
- * RB_ECLOSED.
+ * RB_ECLOSED; RB_EINTR (as rb_write_wait).
  * Thread-safety: MT-safe, multi-producer; blocks. */
 RB_API int rb_write_many_wait(rb_ring *rb, const void *data, const size_t *lens,
                               size_t count, size_t *written, int64_t timeout_ns);
@@ -192,7 +195,8 @@ RB_API int rb_write_many_wait(rb_ring *rb, const void *data, const size_t *lens,
 RB_API int rb_reserve(rb_ring *rb, size_t len, void **ptr);
 
 /* rb_reserve that waits for space (timeout_ns as rb_write_wait).
- * Returns: as rb_reserve, but RB_ETIMEDOUT instead of RB_EFULL.
+ * Returns: as rb_reserve, but RB_ETIMEDOUT instead of RB_EFULL; RB_EINTR
+ * (as rb_write_wait).
  * Thread-safety: MT-safe, multi-producer; blocks. */
 RB_API int rb_reserve_wait(rb_ring *rb, size_t len, void **ptr, int64_t timeout_ns);
 
@@ -223,7 +227,9 @@ RB_API int rb_read(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len);
 /* rb_read that waits for a message (timeout_ns as rb_write_wait), spinning
  * briefly, then sleeping on a futex in the file.
  * Returns: as rb_read, but RB_ETIMEDOUT instead of RB_EEMPTY; RB_ECLOSED
- * when rb_shutdown is called meanwhile.
+ * when rb_shutdown is called meanwhile; RB_EINTR when a signal handler ran
+ * while it slept (nothing was consumed: call again, after acting on the
+ * signal).
  * Thread-safety: MT-safe, multi-consumer; blocks. */
 RB_API int rb_read_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len,
                         int64_t timeout_ns);
@@ -242,7 +248,7 @@ RB_API int rb_read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens,
 /* rb_read_many that waits (timeout_ns as rb_write_wait) for the first
  * message, then takes what is there.
  * Returns: as rb_read_many, but RB_ETIMEDOUT instead of RB_EEMPTY;
- * RB_ECLOSED.
+ * RB_ECLOSED; RB_EINTR (as rb_read_wait).
  * Thread-safety: MT-safe, multi-consumer; blocks. */
 RB_API int rb_read_many_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *lens,
                              size_t max_count, size_t *count, int64_t timeout_ns);
@@ -257,7 +263,8 @@ RB_API int rb_read_many_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *le
 RB_API int rb_peek(rb_ring *rb, const void **ptr, size_t *len);
 
 /* rb_peek that waits for a message (timeout_ns as rb_write_wait).
- * Returns: as rb_peek, but RB_ETIMEDOUT instead of RB_EEMPTY.
+ * Returns: as rb_peek, but RB_ETIMEDOUT instead of RB_EEMPTY; RB_EINTR (as
+ * rb_read_wait).
  * Thread-safety: as rb_peek; blocks. */
 RB_API int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t timeout_ns);
 

@@ -28,6 +28,8 @@ RB_API const char *rb_strerror(int status)
         return "invalid argument";
     case RB_ESYS:
         return "system call failed (see errno)";
+    case RB_EINTR:
+        return "interrupted by a signal";
     default:
         return "unknown ring buffer status code";
     }

@@ -46,12 +46,19 @@ int64_t rb_deadline(int64_t timeout_ns)
     return timeout_ns > RB_FOREVER - now ? RB_FOREVER : now + timeout_ns;
 }
 
-static void futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t ns)
+/* Returns 1 if a signal handler interrupted the wait, else 0. */
+static int futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t ns)
 {
     struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
     /* Not FUTEX_PRIVATE: the word lives in a file shared by processes.
-     * EAGAIN (word changed), EINTR and ETIMEDOUT all mean "look again". */
-    syscall(SYS_futex, (void *)word, FUTEX_WAIT, expected, &ts, NULL, 0);
+     * EAGAIN (word changed) and ETIMEDOUT mean "look again"; EINTR goes
+     * back to the caller, whose signal handler may want to act before any
+     * message moves (Python raises KeyboardInterrupt there). */
+    int e = errno;
+    long r = syscall(SYS_futex, (void *)word, FUTEX_WAIT, expected, &ts, NULL, 0);
+    int interrupted = r != 0 && errno == EINTR;
+    errno = e;
+    return interrupted;
 }
 
 void rb_wake(const struct rb_waitq *q)
@@ -77,7 +84,7 @@ static int is_closing(const rb_ring *rb)
     return atomic_load_explicit(&rb->closing, memory_order_acquire) != 0;
 }
 
-int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(const rb_ring *, uint64_t), uint64_t arg,
+int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint64_t), uint64_t arg,
             int64_t deadline)
 {
     /* Spin: look without writing anything shared. */
@@ -113,8 +120,8 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(const rb_ring *,
             int64_t now = rb_now_ns();
             if (now >= deadline)
                 rc = RB_ETIMEDOUT;
-            else
-                futex_wait(q->word, seen, deadline - now < RB_PARK_MAX_NS ? deadline - now : RB_PARK_MAX_NS);
+            else if (futex_wait(q->word, seen, deadline - now < RB_PARK_MAX_NS ? deadline - now : RB_PARK_MAX_NS))
+                rc = RB_EINTR;
         }
         /* Relaxed: a stale count only costs a waker one needless syscall. */
         atomic_fetch_sub_explicit(q->waiters, 1, memory_order_relaxed);

@@ -18,7 +18,8 @@ enum rb_status {
     RB_ECORRUPT = -6,
     RB_ETRUNC = -7,
     RB_EINVAL = -8,
-    RB_ESYS = -9
+    RB_ESYS = -9,
+    RB_EINTR = -10
 };
 
 typedef struct rb_ring rb_ring;

@@ -62,6 +62,7 @@ _EFULL = lib.RB_EFULL
 _EEMPTY = lib.RB_EEMPTY
 _ETIMEDOUT = lib.RB_ETIMEDOUT
 _ETRUNC = lib.RB_ETRUNC
+_EINTR = lib.RB_EINTR
 
 
 def _strerror(code: int) -> str:
@@ -110,16 +111,25 @@ def _empty() -> BufferEmpty:
     return BufferEmpty(_EEMPTY, _strerror(_EEMPTY))
 
 
-def _as_data(msg: Any) -> tuple[Any, int]:
-    """What to pass to C for a bytes-like message, and its size in bytes.
+def _send(rb: Any, msg: Any, block: bool, timeout: Timeout) -> tuple[int, int]:
+    """Writes one message of any bytes-like type; returns (status, size).
 
     bytes go as they are (cffi passes them without a view object); other
-    buffers through ``ffi.from_buffer`` (a non-contiguous one is copied).
+    buffers through ``ffi.from_buffer`` (a non-contiguous one is copied),
+    released before returning: an exception that kept a live export of the
+    caller's memoryview in a reference cycle can crash the garbage
+    collector of CPython < 3.12.7 (gh-77894).
     """
     if type(msg) is bytes:
-        return msg, len(msg)
-    data = ffi.from_buffer(_contiguous(msg))
-    return data, len(data)
+        n = len(msg)
+        return (
+            _wait(lib.rb_write_wait, rb, msg, n, timeout=timeout) if block else lib.rb_write(rb, msg, n)
+        ), n
+    with ffi.from_buffer(_contiguous(msg)) as data:
+        n = len(data)
+        return (
+            _wait(lib.rb_write_wait, rb, data, n, timeout=timeout) if block else lib.rb_write(rb, data, n)
+        ), n
 
 
 def _size_arg(size: Any) -> int:
@@ -131,11 +141,16 @@ def _size_arg(size: Any) -> int:
 
 def _wait(fn: Callable[..., int], *args: Any, timeout: Timeout) -> int:
     """Calls a C ``*_wait`` function until it succeeds or ``timeout`` seconds
-    (None: forever) pass, in slices so that signal handlers run in between."""
+    (None: forever) pass, in slices so that signal handlers run in between.
+
+    The C call returns ``RB_EINTR`` (having done nothing) when a signal
+    arrives while it sleeps: back here, Python runs the handler before the
+    next call, so Ctrl-C raises KeyboardInterrupt without losing a message.
+    """
     if timeout is None:
         while True:
             rc = fn(*args, _SLICE_NS)
-            if rc != _ETIMEDOUT:
+            if rc != _ETIMEDOUT and rc != _EINTR:
                 return rc
     if timeout < 0:
         raise ValueError("'timeout' must be a non-negative number")
@@ -144,6 +159,8 @@ def _wait(fn: Callable[..., int], *args: Any, timeout: Timeout) -> int:
         remaining = deadline - time.monotonic()
         ns = int(remaining * 1e9) if remaining > 0 else 0
         rc = fn(*args, min(ns, _SLICE_NS))
+        if rc == _EINTR:
+            continue  # the deadline is checked on the next round
         if rc != _ETIMEDOUT or ns <= _SLICE_NS:
             return rc
 
@@ -268,8 +285,11 @@ class RingBuffer:
         rb = self._rb
         if rb is None:
             raise _closed()
-        data, n = _as_data(msg)
-        rc = lib.rb_write(rb, data, n)
+        if type(msg) is bytes:  # the hot path, inline
+            n = len(msg)
+            rc = lib.rb_write(rb, msg, n)
+        else:
+            rc, n = _send(rb, msg, False, None)
         if rc == _OK:
             return True
         if rc == _EFULL:
@@ -286,8 +306,7 @@ class RingBuffer:
         rb = self._rb
         if rb is None:
             raise _closed()
-        data, n = _as_data(msg)
-        rc = _wait(lib.rb_write_wait, rb, data, n, timeout=timeout) if block else lib.rb_write(rb, data, n)
+        rc, n = _send(rb, msg, block, timeout)
         if rc != _OK:
             raise _full() if rc in (_EFULL, _ETIMEDOUT) else self._write_error(rc, n)
 
@@ -329,7 +348,9 @@ class RingBuffer:
         data = ffi.from_buffer(b"".join(msgs))
         c_lens = ffi.new("size_t[]", lens)
         written = ffi.new("size_t *")
-        deadline = None if timeout is None or not block else time.monotonic() + max(timeout, 0)
+        if block and timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        deadline = None if timeout is None or not block else time.monotonic() + timeout
         done = offset = 0
         while done < len(lens):
             if block:
@@ -370,29 +391,39 @@ class RingBuffer:
         the block ends and aborted (never delivered) if it raises.
 
         Consumers wait at this message until the block ends: keep it short.
-        The view is released at the end of the block; using it afterwards
-        raises ValueError. Raises :class:`BufferFull` (no space, and not
+        The view is released at the end of the block: using it afterwards
+        raises ValueError. Objects made from it (slices, ``memoryview(buf)``,
+        numpy arrays) are not tracked and point into the ring: do not keep
+        them past the block. Raises :class:`BufferFull` (no space, and not
         blocking or timed out) or :class:`InvalidSize`.
         """
         rb = self._rb
         if rb is None:
             raise _closed()
         n = _size_arg(size)
-        ptr = ffi.new("void **")
-        rc = _wait(lib.rb_reserve_wait, rb, n, ptr, timeout=timeout) if block else lib.rb_reserve(rb, n, ptr)
-        if rc != _OK:
-            raise _full() if rc in (_EFULL, _ETIMEDOUT) else self._write_error(rc, n)
-        view = memoryview(ffi.buffer(ptr[0], n))
+        ptr = ffi.new("void **")  # NULL until reserved
+        view = None
         try:
+            if block:
+                rc = _wait(lib.rb_reserve_wait, rb, n, ptr, timeout=timeout)
+            else:
+                rc = lib.rb_reserve(rb, n, ptr)
+            if rc != _OK:
+                raise _full() if rc in (_EFULL, _ETIMEDOUT) else self._write_error(rc, size)
+            view = memoryview(ffi.buffer(ptr[0], n))
             yield view
         except BaseException:
-            lib.rb_abort(rb, ptr[0])
-            _release_view(view)
+            # Also when an exception (Ctrl-C) lands between the reservation
+            # and the block: never leave a reservation behind.
+            if ptr[0] != ffi.NULL:
+                lib.rb_abort(rb, ptr[0])
+            if view is not None:
+                _release_view(view)
             raise
         if not _release_view(view):
             lib.rb_abort(rb, ptr[0])
             raise BufferError(
-                "reserve(): the view is still exported (e.g. to numpy); the message was aborted"
+                "reserve(): the view is still exported (e.g. by ffi.from_buffer); message aborted"
             )
         lib.rb_commit(rb, ptr[0])
 
@@ -475,22 +506,24 @@ class RingBuffer:
         rb = self._rb
         if rb is None:
             raise _closed()
-        target = ffi.from_buffer(buffer, require_writable=True)
+        try:
+            target = ffi.from_buffer(buffer, require_writable=True)
+        except BufferError:
+            raise TypeError("read_into() needs a writable, C-contiguous buffer") from None
         lenp = ffi.new("size_t *")
-        size = len(target)
-        if block:
-            rc = _wait(lib.rb_read_wait, rb, target, size, lenp, timeout=timeout)
-        else:
-            rc = lib.rb_read(rb, target, size, lenp)
+        # Released before anything is raised: see _send().
+        with target:
+            size = len(target)
+            if block:
+                rc = _wait(lib.rb_read_wait, rb, target, size, lenp, timeout=timeout)
+            else:
+                rc = lib.rb_read(rb, target, size, lenp)
         if rc == _OK:
             return int(lenp[0])
         if rc in (_EEMPTY, _ETIMEDOUT):
             raise _empty()
         if rc == _ETRUNC:
-            needed = int(lenp[0])
-            exc = InvalidSize(rc, f"{_strerror(rc)}: the message has {needed} bytes, the buffer {size}")
-            exc.needed = needed
-            raise exc
+            raise _too_small(int(lenp[0]), size)
         raise _error(rc, self._path)
 
     def read_many(self, max_messages: int) -> list[bytes]:
@@ -508,7 +541,7 @@ class RingBuffer:
         with ``block`` false).
         """
         msgs = self._get_many(max_messages, block=block, timeout=timeout)
-        if not msgs:
+        if not msgs and operator.index(max_messages) > 0:
             raise _empty()
         return msgs
 
@@ -561,29 +594,40 @@ class RingBuffer:
 
         Other consumers wait until the block ends: keep it short, and do not
         read from this ring inside it. The view is released at the end of
-        the block; using it afterwards raises ValueError. Raises
-        :class:`BufferEmpty` if there is no message (after waiting, with
-        ``block``).
+        the block: using it afterwards raises ValueError. Objects made from
+        it (slices, numpy arrays) are not tracked: copy what you keep.
+        Raises :class:`BufferEmpty` if there is no message (after waiting,
+        with ``block``).
         """
         rb = self._rb
         if rb is None:
             raise _closed()
-        ptr = ffi.new("void **")
+        ptr = ffi.new("void **")  # NULL until peeked
         lenp = ffi.new("size_t *")
-        rc = _wait(lib.rb_peek_wait, rb, ptr, lenp, timeout=timeout) if block else lib.rb_peek(rb, ptr, lenp)
-        if rc in (_EEMPTY, _ETIMEDOUT):
-            raise _empty()
-        if rc != _OK:
-            raise _error(rc, self._path)
-        raw = memoryview(ffi.buffer(ptr[0], lenp[0]))
-        view = raw.toreadonly()
+        released = True
         try:
-            yield view
+            rc = (
+                _wait(lib.rb_peek_wait, rb, ptr, lenp, timeout=timeout)
+                if block
+                else lib.rb_peek(rb, ptr, lenp)
+            )
+            if rc in (_EEMPTY, _ETIMEDOUT):
+                raise _empty()
+            if rc != _OK:
+                raise _error(rc, self._path)
+            raw = memoryview(ffi.buffer(ptr[0], lenp[0]))
+            view = raw.toreadonly()
+            try:
+                yield view
+            finally:
+                released = _release_view(view) and _release_view(raw)
         finally:
-            released = _release_view(view) and _release_view(raw)
-            lib.rb_release(rb)
+            # Also when an exception (Ctrl-C) lands between the peek and the
+            # block: never keep the read turn.
+            if ptr[0] != ffi.NULL:
+                lib.rb_release(rb)
         if not released:
-            raise BufferError("peek(): the view is still exported (e.g. to numpy) after the block")
+            raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")
 
     def drain(self) -> list[bytes]:
         """Reads every message there is now, without blocking."""
@@ -596,7 +640,10 @@ class RingBuffer:
 
     def __iter__(self) -> Iterator[bytes]:
         """Yields messages as they arrive, blocking for each; ends when the
-        ring is closed (from another thread)."""
+        ring is closed (from another thread). Iterating a ring that is
+        already closed raises :class:`BufferClosed`."""
+        if self._rb is None:
+            raise _closed()
         while True:
             try:
                 yield self.get()
@@ -640,6 +687,12 @@ class RingBuffer:
     def __repr__(self) -> str:
         state = "closed" if self._rb is None else f"capacity={self._capacity}"
         return f"<RingBuffer {self.path!r} {state}>"
+
+
+def _too_small(needed: int, size: int) -> InvalidSize:
+    exc = InvalidSize(_ETRUNC, f"{_strerror(_ETRUNC)}: the message has {needed} bytes, the buffer {size}")
+    exc.needed = needed
+    return exc
 
 
 def _release_view(view: memoryview) -> bool:

@@ -9,8 +9,11 @@ import os
 import random
 import struct
 import sys
+import threading
 import time
 import zlib
+from queue import Empty as queue_Empty
+from queue import Full as queue_Full
 
 from ringbuffer import RingBuffer
 
@@ -207,3 +210,202 @@ def stress_consumer(
         pickle.dump(
             (seen, fillers, errors[:100] + ([f"... {len(errors)} errors"] if len(errors) > 100 else [])), f
         )
+
+
+# --------------------------------------------------------------------------
+# blocking calls across processes (test_blocking.py)
+
+
+def child_get_blocking(path: str, ready, results, timeout: float) -> None:
+    """Opens the ring, signals `ready`, then blocks in get(); reports
+    ("ok", message, time.monotonic() at return) or ("error", repr) on `results`."""
+    rb = RingBuffer.open(path)
+    ready.set()
+    try:
+        msg = rb.get(timeout=timeout)
+        results.put(("ok", msg, time.monotonic()))
+    except Exception as e:  # reported to the parent
+        results.put(("error", repr(e), time.monotonic()))
+    rb.close()
+
+
+def child_put_blocking(path: str, msg: bytes, ready, results, timeout: float) -> None:
+    """Opens a (full) ring, signals `ready`, then blocks in put(msg); reports
+    ("ok", None, time.monotonic() at return) or ("error", repr) on `results`."""
+    rb = RingBuffer.open(path)
+    ready.set()
+    try:
+        rb.put(msg, timeout=timeout)
+        results.put(("ok", None, time.monotonic()))
+    except Exception as e:  # reported to the parent
+        results.put(("error", repr(e), time.monotonic()))
+    rb.close()
+
+
+# --------------------------------------------------------------------------
+# cross-process blocking stress (test_blocking.py)
+#
+# Messages are 1..1500 bytes. One of 9 bytes or more is a data message:
+# STRESS_HDR (u8 producer, u32 seq, u32 crc32(body)) then a body derived from
+# (producer, seq). A shorter one is a filler: bytes([0xF0 | producer]) * size,
+# counted per producer. BLOCK_STOP (one byte 0xEE, which neither kind can be)
+# is written by the parent after all producers finished: a consumer stops at it.
+
+BLOCK_STOP = b"\xee"
+
+
+def block_stress_message(producer: int, seq: int, size: int) -> bytes:
+    body = random.Random((producer + 1) * 1_000_003 + seq).randbytes(size - STRESS_HDR.size)
+    return STRESS_HDR.pack(producer, seq, zlib.crc32(body)) + body
+
+
+def block_stress_plan(producer: int, count: int) -> list[bytes]:
+    rng = random.Random(0xB10C + producer)
+    msgs = []
+    for seq in range(count):
+        size = 1 if seq == 0 else 1500 if seq == 1 else rng.randint(1, 1500)
+        if size < STRESS_HDR.size:
+            msgs.append(bytes([0xF0 | producer]) * size)
+        else:
+            msgs.append(block_stress_message(producer, seq, size))
+    return msgs
+
+
+def block_stress_producer(
+    path: str, producer: int, count: int, batched: bool, start, timeout: float, out: str
+) -> None:
+    """Writes block_stress_plan(producer, count) with put() or, if `batched`,
+    put_many() in chunks of 1..24 messages; exit code 5 if a call timed out.
+    Pickles to `out` how many calls found the ring full just before (they had to wait)."""
+    import pickle
+
+    msgs = block_stress_plan(producer, count)
+    rng = random.Random(producer)
+    rb = RingBuffer.open(path)
+    start.wait(60)
+    i = waits = 0
+    while i < len(msgs):
+        head, tail = rb.positions()
+        waits += tail - head + rec_size(len(msgs[i])) > rb.capacity
+        if batched:
+            chunk = msgs[i : i + rng.randint(1, 24)]
+            if rb.put_many(chunk, timeout=timeout) != len(chunk):
+                sys.exit(5)
+            i += len(chunk)
+        else:
+            try:
+                rb.put(msgs[i], timeout=timeout)
+            except queue_Full:
+                sys.exit(5)
+            i += 1
+    rb.close()
+    with open(out, "wb") as f:
+        pickle.dump(waits, f)
+
+
+def block_stress_consumer(path: str, consumer: int, batched: bool, start, out: str, timeout: float) -> None:
+    """Reads with get() or, if `batched`, get_many(1..16) until BLOCK_STOP;
+    pickles (seen (producer, seq) list, filler counts, stops seen, errors, how
+    many calls found the ring empty just before) to `out`."""
+    import pickle
+
+    rng = random.Random(100 + consumer)
+    rb = RingBuffer.open(path)
+    start.wait(60)
+    seen: list[tuple[int, int]] = []
+    fillers = {0: 0, 1: 0}
+    stops = 0
+    errors: list[str] = []
+    waits = 0
+    while not stops:
+        head, tail = rb.positions()
+        waits += head == tail
+        try:
+            msgs = rb.get_many(rng.randint(1, 16), timeout=timeout) if batched else [rb.get(timeout=timeout)]
+        except queue_Empty:
+            errors.append(f"consumer {consumer}: nothing for {timeout} s after {len(seen)} messages")
+            break
+        for m in msgs:
+            if m == BLOCK_STOP:
+                stops += 1
+            elif stops:
+                errors.append(f"a message after the stop message: {m[:16]!r}")
+            elif len(m) < STRESS_HDR.size:
+                p = m[0] & 0x0F
+                if m[0] & 0xF0 != 0xF0 or p not in fillers or m != bytes([m[0]]) * len(m):
+                    errors.append(f"bad filler {m!r}")
+                else:
+                    fillers[p] += 1
+            else:
+                producer, seq, crc = STRESS_HDR.unpack_from(m)
+                body = m[STRESS_HDR.size :]
+                if zlib.crc32(body) != crc:
+                    errors.append(f"checksum mismatch producer={producer} seq={seq} len={len(m)}")
+                elif m != block_stress_message(producer, seq, len(m)):
+                    errors.append(f"content mismatch producer={producer} seq={seq} len={len(m)}")
+                seen.append((producer, seq))
+    rb.close()
+    with open(out, "wb") as f:
+        pickle.dump((seen, fillers, stops, errors[:100], waits), f)
+
+
+# --------------------------------------------------------------------------
+# threads (test_blocking.py, test_zerocopy.py)
+
+
+class InThread:
+    """Runs fn(*args, **kwargs) in a daemon thread at once; afterwards
+    ``result``/``exc`` hold what it returned or raised and ``done_at`` the
+    time.monotonic() at which it ended."""
+
+    def __init__(self, fn, *args, **kwargs) -> None:
+        self.result = None
+        self.exc: BaseException | None = None
+        self.done_at: float | None = None
+        self.started_at = time.monotonic()
+        self._thread = threading.Thread(target=self._run, args=(fn, args, kwargs), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args, kwargs) -> None:
+        try:
+            self.result = fn(*args, **kwargs)
+        except BaseException as e:
+            self.exc = e
+        finally:
+            self.done_at = time.monotonic()
+
+    def join(self, timeout: float) -> bool:
+        """Waits up to `timeout` seconds; True if the thread has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+
+def later(delay: float, fn, *args) -> InThread:
+    """Calls fn(*args) in a thread after `delay` seconds."""
+
+    def run():
+        time.sleep(delay)
+        return fn(*args)
+
+    return InThread(run)
+
+
+def timed(call):
+    """(elapsed seconds, exception or None, result) of call().
+
+    The exception's traceback is dropped: a frame of the binding in it can
+    hold a cffi export of the caller's memoryview, and once such a frame is
+    part of a reference cycle the garbage collector crashes CPython < 3.12.7
+    (see test_read_into_memoryview_error_does_not_crash_the_gc).
+    """
+    t0 = time.monotonic()
+    try:
+        result = call()
+    except Exception as e:  # handed to the test
+        e.__traceback__ = None
+        return time.monotonic() - t0, e, None
+    return time.monotonic() - t0, None, result
