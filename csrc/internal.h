@@ -15,6 +15,15 @@
 #error "ringbuf needs lock-free 32- and 64-bit atomics (they live in a shared file)"
 #endif
 
+/* Tells the CPU we are spinning (saves power, frees the sibling thread). */
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
 #define RB_MAGIC "RINGBUF\0"
 #define RB_MAGIC_LEN 8
 #define RB_STATE_READY 0x59444552u /* "REDY": header complete */

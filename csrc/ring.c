@@ -18,14 +18,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield")
-#else
-#define cpu_relax() ((void)0)
-#endif
-
 /* How long a non-blocking call waits for another consumer's turn to end
  * before it reports RB_EEMPTY. */
 #define RB_TURN_SPIN_NS 20000
@@ -71,6 +63,13 @@ static int data_ready(rb_ring *rb, uint64_t unused)
     uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
     give_turn(rb, 0);
     return w != 0 && !(rb_rec_flags(w) & RB_REC_BUSY);
+}
+
+/* Waits until a read may make progress (RB_OK), or the deadline passes. */
+static int await_data(rb_ring *rb, int64_t deadline)
+{
+    struct rb_waitq q = data_q(rb);
+    return rb_wait(rb, &q, data_ready, 0, deadline);
 }
 
 static int space_ready(rb_ring *rb, uint64_t need)
@@ -480,8 +479,7 @@ static int read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size
         give_turn(rb, released);
         if (rc != RB_EEMPTY || deadline == 0)
             return rc;
-        struct rb_waitq q = data_q(rb);
-        rc = rb_wait(rb, &q, data_ready, 0, deadline);
+        rc = await_data(rb, deadline);
         if (rc != RB_OK)
             return rc;
     }
@@ -550,8 +548,7 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
         give_turn(rb, h != start);
         if (rc != RB_EEMPTY || deadline == 0)
             return rc;
-        struct rb_waitq q = data_q(rb);
-        rc = rb_wait(rb, &q, data_ready, 0, deadline);
+        rc = await_data(rb, deadline);
         if (rc != RB_OK)
             return rc;
     }

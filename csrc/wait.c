@@ -16,14 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#define cpu_relax() __builtin_ia32_pause()
-#elif defined(__aarch64__)
-#define cpu_relax() __asm__ __volatile__("yield")
-#else
-#define cpu_relax() ((void)0)
-#endif
-
 /* Spin this long before parking: longer than a cross-core hand-off, so a
  * busy ping-pong never sleeps, short enough to cost nothing when idle. */
 #define RB_SPIN_NS 50000

@@ -1,6 +1,7 @@
 """A producer process and a consumer process exchange a stream of messages
-through a ring, every message is verified, and the rate is shown next to
-``multiprocessing.Queue`` measured in the same run.
+through a ring with blocking put/get, every message is verified, and the
+rate is shown next to ``multiprocessing.Queue`` (put/get) measured in the
+same run.
 
 Run it with ``python -m ringbuffer.demo`` (or ``invoke demo``).
 """
@@ -37,46 +38,26 @@ def _messages(count: int, size: int) -> list[bytes]:
 
 
 def _ring_producer(path: str, count: int, size: int, start: Any) -> None:
-    msgs = _messages(count, size)
-    rb = RingBuffer.open(path)
-    start.wait()
-    try_write = rb.try_write
-    for m in msgs:
-        while not try_write(m):
-            pass
-    rb.close()
+    with RingBuffer.open(path) as rb:
+        _produce(rb.put, count, size, start)
 
 
 def _ring_consumer(path: str, count: int, size: int, progress: Any, result: Any) -> None:
-    rb = RingBuffer.open(path)
-    try_read = rb.try_read
-    crc = 0
-    bad = 0
-    for i in range(count):
-        m = try_read()
-        while m is None:
-            m = try_read()
-        if int.from_bytes(m[:8], "little") != i or len(m) != size:
-            bad += 1
-        crc = zlib.crc32(m, crc)
-        if i % _PROGRESS_EVERY == 0:
-            progress.value = i
-    progress.value = count
-    rb.close()
-    result.send((crc, bad))
+    with RingBuffer.open(path) as rb:
+        _consume(rb.get, count, size, progress, result)
 
 
-def _queue_producer(q: Any, count: int, size: int, start: Any) -> None:
+def _produce(put: Any, count: int, size: int, start: Any) -> None:
     msgs = _messages(count, size)
     start.wait()
     for m in msgs:
-        q.put(m)
+        put(m)
 
 
-def _queue_consumer(q: Any, count: int, size: int, progress: Any, result: Any) -> None:
+def _consume(get: Any, count: int, size: int, progress: Any, result: Any) -> None:
+    """Receives count messages with get(), checking order, size and CRC-32."""
     crc = 0
     bad = 0
-    get = q.get
     for i in range(count):
         m = get()
         if int.from_bytes(m[:8], "little") != i or len(m) != size:
@@ -86,6 +67,14 @@ def _queue_consumer(q: Any, count: int, size: int, progress: Any, result: Any) -
             progress.value = i
     progress.value = count
     result.send((crc, bad))
+
+
+def _queue_producer(q: Any, count: int, size: int, start: Any) -> None:
+    _produce(q.put, count, size, start)
+
+
+def _queue_consumer(q: Any, count: int, size: int, progress: Any, result: Any) -> None:
+    _consume(q.get, count, size, progress, result)
 
 
 def _bar(out: TextIO, label: str, done: int, total: int) -> None:

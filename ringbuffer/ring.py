@@ -121,15 +121,17 @@ def _send(rb: Any, msg: Any, block: bool, timeout: Timeout) -> tuple[int, int]:
     collector of CPython < 3.12.7 (gh-77894).
     """
     if type(msg) is bytes:
-        n = len(msg)
-        return (
-            _wait(lib.rb_write_wait, rb, msg, n, timeout=timeout) if block else lib.rb_write(rb, msg, n)
-        ), n
+        return _send_data(rb, msg, len(msg), block, timeout), len(msg)
     with ffi.from_buffer(_contiguous(msg)) as data:
-        n = len(data)
-        return (
-            _wait(lib.rb_write_wait, rb, data, n, timeout=timeout) if block else lib.rb_write(rb, data, n)
-        ), n
+        return _send_data(rb, data, len(data), block, timeout), len(data)
+
+
+def _send_data(rb: Any, data: Any, n: int, block: bool, timeout: Timeout) -> int:
+    # One C call when there is space; the waiting loop only when there is not.
+    rc = lib.rb_write(rb, data, n)
+    if rc == _EFULL and block:
+        rc = _wait(lib.rb_write_wait, rb, data, n, timeout=timeout)
+    return rc
 
 
 def _size_arg(size: Any) -> int:
@@ -445,10 +447,11 @@ class RingBuffer:
             pooled = self._take_buf()
             buf, lenp = pooled
             while True:
-                if block:
+                # One C call when a message is there; the waiting loop only
+                # when there is none.
+                rc = lib.rb_read(rb, buf, len(buf), lenp)
+                if rc == _EEMPTY and block:
                     rc = _wait(lib.rb_read_wait, rb, buf, len(buf), lenp, timeout=timeout)
-                else:
-                    rc = lib.rb_read(rb, buf, len(buf), lenp)
                 if rc == _OK:
                     return ffi.unpack(buf, lenp[0])
                 if rc == _ETRUNC:  # a message larger than the buffer: grow it

@@ -409,3 +409,11 @@ def timed(call):
         e.__traceback__ = None
         return time.monotonic() - t0, e, None
     return time.monotonic() - t0, None, result
+
+
+def fill(rb, size: int = 1000) -> int:
+    """Writes messages of `size` bytes until the ring is full; returns how many."""
+    n = 0
+    while rb.try_write(bytes([n % 256]) * size):
+        n += 1
+    return n

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
+
 import pytest
+from _helpers import fill
 
 from ringbuffer import RingBuffer
 
@@ -27,3 +30,27 @@ def big_ring(tmp_path):
     rb = RingBuffer(tmp_path / "big.ring", 1 << 20)
     yield rb
     rb.close()
+
+
+@pytest.fixture
+def other(ring, ring_path):
+    """A second handle on `ring`'s file."""
+    rb = RingBuffer.open(ring_path)
+    yield rb
+    rb.close()
+
+
+@pytest.fixture
+def full_ring(ring):
+    """`ring` filled with four 1000-byte messages (64 bytes stay free)."""
+    assert fill(ring) == 4
+    return ring
+
+
+@pytest.fixture
+def watchdog():
+    """A hang in a blocking call dumps every thread's traceback and ends the run
+    (used automatically by the blocking and zero-copy tests)."""
+    faulthandler.dump_traceback_later(120, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()

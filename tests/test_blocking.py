@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import array
 import contextlib
-import faulthandler
 import gc
 import json
 import multiprocessing
@@ -35,6 +34,7 @@ from _helpers import (
     block_stress_producer,
     child_get_blocking,
     child_put_blocking,
+    fill,
     later,
     open_fd_count,
     rec_size,
@@ -56,36 +56,7 @@ AT_ONCE = 1.0  # a call that must not wait returns within this (seconds)
 PROMPT = 2.0  # a woken call returns within this after the event that wakes it
 TIMEOUT = 0.2  # the timeout used to check that calls wait that long
 
-
-def fill(rb: RingBuffer, size: int = 1000) -> int:
-    """Writes messages of `size` bytes until the ring is full; returns how many."""
-    n = 0
-    while rb.try_write(bytes([n % 256]) * size):
-        n += 1
-    return n
-
-
-@pytest.fixture(autouse=True)
-def watchdog():
-    """A hang in a blocking call dumps every thread's traceback and ends the run."""
-    faulthandler.dump_traceback_later(120, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-
-
-@pytest.fixture
-def other(ring, ring_path):
-    """A second handle on `ring`'s file."""
-    rb = RingBuffer.open(ring_path)
-    yield rb
-    rb.close()
-
-
-@pytest.fixture
-def full_ring(ring):
-    """`ring` filled with four 1000-byte messages (64 bytes stay free)."""
-    assert fill(ring) == 4
-    return ring
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 # ===========================================================================

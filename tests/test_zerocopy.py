@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import array
 import ctypes
-import faulthandler
 import subprocess
 import sys
 import time
@@ -26,12 +25,7 @@ AT_ONCE = 1.0
 PROMPT = 2.0
 TIMEOUT = 0.2
 
-
-def fill(rb: RingBuffer, size: int = 1000) -> int:
-    n = 0
-    while rb.try_write(bytes([n % 256]) * size):
-        n += 1
-    return n
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 def enter(cm):
@@ -69,29 +63,6 @@ def assert_released(view: memoryview) -> None:
             use()
     with pytest.raises(ValueError):
         view[0] = 1
-
-
-@pytest.fixture(autouse=True)
-def watchdog():
-    """A hang in a blocking call dumps every thread's traceback and ends the run."""
-    faulthandler.dump_traceback_later(120, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-
-
-@pytest.fixture
-def other(ring, ring_path):
-    """A second handle on `ring`'s file."""
-    rb = RingBuffer.open(ring_path)
-    yield rb
-    rb.close()
-
-
-@pytest.fixture
-def full_ring(ring):
-    """`ring` filled with four 1000-byte messages (64 bytes stay free)."""
-    assert fill(ring) == 4
-    return ring
 
 
 # ===========================================================================
