@@ -11,14 +11,18 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 /* Spin this long before parking: longer than a cross-core hand-off, so a
- * busy ping-pong never sleeps, short enough to cost nothing when idle. */
+ * busy ping-pong never sleeps, short enough to cost nothing when idle.
+ * After the first RB_PAUSE_NS, each round also yields the CPU, so that on
+ * an oversubscribed machine the process we wait for can run on our core. */
 #define RB_SPIN_NS 50000
+#define RB_PAUSE_NS 5000
 /* Longest single park: bounds a lost wake-up (none is known) and lets the
  * Python binding check for signals at least this often. */
 #define RB_PARK_MAX_NS 100000000
@@ -79,18 +83,24 @@ static int is_closing(const rb_ring *rb)
 int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint64_t), uint64_t arg,
             int64_t deadline)
 {
-    /* Spin: look without writing anything shared. */
-    int64_t spin_end = rb_now_ns() + RB_SPIN_NS;
-    if (spin_end > deadline)
-        spin_end = deadline;
+    /* Spin (pause), then spin yielding the CPU, then park. */
+    int64_t start = rb_now_ns(), now = start;
+    int64_t spin_end = start + RB_SPIN_NS < deadline ? start + RB_SPIN_NS : deadline;
     for (unsigned i = 1;; i++) {
         if (is_closing(rb))
             return RB_ECLOSED;
         if (ready(rb, arg))
             return RB_OK;
-        if ((i & 63) == 0 && rb_now_ns() >= spin_end)
+        if (now - start < RB_PAUSE_NS) {
+            cpu_relax();
+            if ((i & 15) == 0)
+                now = rb_now_ns();
+        } else {
+            sched_yield();
+            now = rb_now_ns();
+        }
+        if (now >= spin_end)
             break;
-        cpu_relax();
     }
     /* Park. */
     for (;;) {

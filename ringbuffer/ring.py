@@ -111,6 +111,13 @@ def _empty() -> BufferEmpty:
     return BufferEmpty(_EEMPTY, _strerror(_EEMPTY))
 
 
+def _check_timeout(timeout: float) -> None:
+    """queue.Queue's rule: a negative timeout is an error (even when no wait
+    is needed); a non-number raises TypeError from the comparison."""
+    if timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+
+
 def _send(rb: Any, msg: Any, block: bool, timeout: Timeout) -> tuple[int, int]:
     """Writes one message of any bytes-like type; returns (status, size).
 
@@ -120,6 +127,8 @@ def _send(rb: Any, msg: Any, block: bool, timeout: Timeout) -> tuple[int, int]:
     caller's memoryview in a reference cycle can crash the garbage
     collector of CPython < 3.12.7 (gh-77894).
     """
+    if block and timeout is not None:
+        _check_timeout(timeout)
     if type(msg) is bytes:
         return _send_data(rb, msg, len(msg), block, timeout), len(msg)
     with ffi.from_buffer(_contiguous(msg)) as data:
@@ -154,8 +163,7 @@ def _wait(fn: Callable[..., int], *args: Any, timeout: Timeout) -> int:
             rc = fn(*args, _SLICE_NS)
             if rc != _ETIMEDOUT and rc != _EINTR:
                 return rc
-    if timeout < 0:
-        raise ValueError("'timeout' must be a non-negative number")
+    _check_timeout(timeout)
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
@@ -350,8 +358,8 @@ class RingBuffer:
         data = ffi.from_buffer(b"".join(msgs))
         c_lens = ffi.new("size_t[]", lens)
         written = ffi.new("size_t *")
-        if block and timeout is not None and timeout < 0:
-            raise ValueError("'timeout' must be a non-negative number")
+        if block and timeout is not None:
+            _check_timeout(timeout)
         deadline = None if timeout is None or not block else time.monotonic() + timeout
         done = offset = 0
         while done < len(lens):
@@ -442,6 +450,8 @@ class RingBuffer:
         rb = self._rb
         if rb is None:
             raise _closed()
+        if block and timeout is not None:
+            _check_timeout(timeout)
         pooled = buf = None
         try:
             pooled = self._take_buf()
