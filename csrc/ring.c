@@ -299,7 +299,12 @@ static int finish_reserved(rb_ring *rb, void *ptr, uint32_t flags)
     int rc = reserved_record(rb, ptr, &i, &w);
     if (rc != RB_OK)
         return rc;
-    publish(rb, i, rb_rec_len(w), flags);
+    /* CAS from the BUSY word we saw, so that of two racing commit/abort
+     * calls on one pointer only one acts. Release on success: as in
+     * publish(). */
+    if (!atomic_compare_exchange_strong_explicit(slot(rb, i), &w, rb_rec_make(rb_rec_len(w), flags, rb->id),
+                                                 memory_order_release, memory_order_relaxed))
+        return RB_EINVAL;
     notify_data(rb);
     return RB_OK;
 }
@@ -331,9 +336,10 @@ static int take_turn(rb_ring *rb, int64_t deadline)
                 return rc;
             continue;
         }
+        /* Once yielding, read the clock every round: a yield can take long. */
         if (spin_end == 0)
             spin_end = rb_now_ns() + RB_TURN_SPIN_NS;
-        else if ((spins & 63) == 0 && rb_now_ns() >= spin_end)
+        else if ((spins >= 256 || (spins & 63) == 0) && rb_now_ns() >= spin_end)
             return RB_EEMPTY;
         if (spins < 256)
             cpu_relax();
@@ -537,6 +543,13 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
         if (h != start)
             release_head(rb, h); /* discarded records skipped */
         if (rc == RB_OK) {
+            if (h != start) {
+                /* Space was freed while we keep the turn: the fence and
+                 * wake-up give_turn would otherwise do (see give_turn). */
+                atomic_thread_fence(memory_order_seq_cst);
+                struct rb_waitq q = space_q(rb);
+                rb_wake(&q);
+            }
             /* Keep the turn until rb_release. Relaxed: only this turn
              * holder reads peek_pos; peeking just guards misuse. */
             rb->peek_pos = h;
@@ -560,6 +573,14 @@ RB_API int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t time
 {
     int rc = peek_wait(rb, ptr, len, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
     return rc == RB_EEMPTY ? RB_ETIMEDOUT : rc;
+}
+
+void rb_drop_peek(rb_ring *rb)
+{
+    uint32_t one = 1;
+    /* Relaxed: as in rb_release. The message stays for the next reader. */
+    if (atomic_compare_exchange_strong_explicit(&rb->peeking, &one, 0, memory_order_relaxed, memory_order_relaxed))
+        give_turn(rb, 0);
 }
 
 RB_API int rb_release(rb_ring *rb)

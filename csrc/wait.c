@@ -67,9 +67,11 @@ void rb_wake(const struct rb_waitq *q)
 
 void rb_wake_always(const struct rb_waitq *q)
 {
-    /* Relaxed: a parked waiter compares the word in the kernel; any change
-     * makes its FUTEX_WAIT return, also one about to start. */
-    atomic_fetch_add_explicit(q->word, 1, memory_order_relaxed);
+    /* Release (paired with the acquire of `seen` in rb_wait): a waiter that
+     * read this bump also sees the change made before it. A parked waiter
+     * compares the word in the kernel; any change makes its FUTEX_WAIT
+     * return, also one about to start. */
+    atomic_fetch_add_explicit(q->word, 1, memory_order_release);
     syscall(SYS_futex, (void *)q->word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
@@ -104,9 +106,10 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
     }
     /* Park. */
     for (;;) {
-        /* Relaxed: the fence below keeps this load before the re-check; if
-         * a waker changes the word after it, FUTEX_WAIT returns at once. */
-        uint32_t seen = atomic_load_explicit(q->word, memory_order_relaxed);
+        /* Acquire (paired with the waker's release bump): if we read a bump,
+         * the re-check below sees the change made before it. If a waker
+         * bumps after this load, FUTEX_WAIT returns at once. */
+        uint32_t seen = atomic_load_explicit(q->word, memory_order_acquire);
         /* Relaxed: the count is ordered by the fence that follows. */
         atomic_fetch_add_explicit(q->waiters, 1, memory_order_relaxed);
         /* seq_cst fence, paired with the waker's fence between its state

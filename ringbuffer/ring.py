@@ -206,7 +206,17 @@ class RingBuffer:
     ``multiprocessing`` child reopens it.
     """
 
-    __slots__ = ("__weakref__", "_batch_bufs", "_bufs", "_capacity", "_handle", "_max", "_path", "_rb")
+    __slots__ = (
+        "__weakref__",
+        "_batch_bufs",
+        "_bufs",
+        "_capacity",
+        "_handle",
+        "_max",
+        "_path",
+        "_rb",
+        "_reserved",
+    )
 
     def __init__(self, path: StrPath, size: int, remove: bool = False, *, mode: int = 0o600) -> None:
         self._rb: Any = None
@@ -247,6 +257,9 @@ class RingBuffer:
         # so threads never share one.
         self._bufs: list[tuple[Any, Any]] = []
         self._batch_bufs: list[Any] = []
+        # Addresses of reservations made through this object and not yet
+        # committed or aborted.
+        self._reserved: set[int] = set()
 
     # -- properties --------------------------------------------------------
 
@@ -413,6 +426,7 @@ class RingBuffer:
         n = _size_arg(size)
         ptr = ffi.new("void **")  # NULL until reserved
         view = None
+        finish = lib.rb_abort  # unless the block completes and the view is released
         try:
             if block:
                 rc = _wait(lib.rb_reserve_wait, rb, n, ptr, timeout=timeout)
@@ -420,22 +434,18 @@ class RingBuffer:
                 rc = lib.rb_reserve(rb, n, ptr)
             if rc != _OK:
                 raise _full() if rc in (_EFULL, _ETIMEDOUT) else self._write_error(rc, size)
+            self._reserved.add(_address(ptr[0]))
             view = memoryview(ffi.buffer(ptr[0], n))
             yield view
-        except BaseException:
-            # Also when an exception (Ctrl-C) lands between the reservation
-            # and the block: never leave a reservation behind.
-            if ptr[0] != ffi.NULL:
-                lib.rb_abort(rb, ptr[0])
+            if not _release_view(view):
+                raise BufferError("reserve(): the view is still exported (e.g. by ffi.from_buffer); aborted")
+            finish = lib.rb_commit
+        finally:
+            # Whatever happens (an exception in the block, Ctrl-C at any
+            # point after the reservation), the reservation is finished.
             if view is not None:
                 _release_view(view)
-            raise
-        if not _release_view(view):
-            lib.rb_abort(rb, ptr[0])
-            raise BufferError(
-                "reserve(): the view is still exported (e.g. by ffi.from_buffer); message aborted"
-            )
-        lib.rb_commit(rb, ptr[0])
+            self._finish_reservation(rb, ptr[0], finish)
 
     # -- reading -----------------------------------------------------------
 
@@ -636,8 +646,9 @@ class RingBuffer:
                 released = _release_view(view) and _release_view(raw)
         finally:
             # Also when an exception (Ctrl-C) lands between the peek and the
-            # block: never keep the read turn.
-            if ptr[0] != ffi.NULL:
+            # block: never keep the read turn. (If the garbage collector
+            # already finalized this object, rb_close gave the turn back.)
+            if ptr[0] != ffi.NULL and self._handle is not None:
                 lib.rb_release(rb)
         if not released:
             raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")
@@ -683,14 +694,31 @@ class RingBuffer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _finish_reservation(self, rb: Any, ptr: Any, finish: Callable[[Any, Any], int]) -> None:
+        """Commits or aborts a reservation once (see __del__ for why once)."""
+        if ptr == ffi.NULL:
+            return
+        key = _address(ptr)
+        if key in self._reserved:
+            self._reserved.discard(key)
+            finish(rb, ptr)
+
     def __del__(self) -> None:
         handle = getattr(self, "_handle", None)  # unset if __init__ failed early
         self._handle = None
-        if handle is not None:
-            try:
-                lib.rb_close(handle)  # no other thread can be inside: none holds self
-            except Exception:  # interpreter shutdown: the binding may be gone
-                pass
+        if handle is None:
+            return
+        # No thread can be inside a call (none holds self), but a reserve()
+        # or peek() block suspended in a reference cycle with this object may
+        # be finalized after it: abort its reservation now (it then finds
+        # nothing to do), and rb_close gives back an open peek's read turn.
+        try:
+            for key in self._reserved:
+                lib.rb_abort(handle, ffi.cast("void *", key))
+            self._reserved.clear()
+            lib.rb_close(handle)
+        except Exception:  # interpreter shutdown: the binding may be gone
+            pass
 
     def __reduce__(self) -> tuple[Callable[[str], RingBuffer], tuple[str]]:
         if self._rb is None:
@@ -706,6 +734,10 @@ def _too_small(needed: int, size: int) -> InvalidSize:
     exc = InvalidSize(_ETRUNC, f"{_strerror(_ETRUNC)}: the message has {needed} bytes, the buffer {size}")
     exc.needed = needed
     return exc
+
+
+def _address(ptr: Any) -> int:
+    return int(ffi.cast("uintptr_t", ptr))
 
 
 def _release_view(view: memoryview) -> bool:
