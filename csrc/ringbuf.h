@@ -112,8 +112,12 @@ RB_API int rb_create_mode(const char *path, size_t size, unsigned flags,
 RB_API int rb_open(const char *path, rb_ring **out);
 
 /* Unmaps the ring and frees the handle. The file stays. NULL is a no-op.
- * A reservation not yet committed stays BUSY in the ring (consumers wait at
- * it); commit or abort reservations first.
+ * A peek still open on the handle ends without consuming its message: the
+ * read turn is given back and the next reader gets the message. A
+ * reservation not yet committed stays BUSY in the ring (consumers stop at
+ * it for good); commit or abort reservations first. The library does not
+ * call rb_close at process exit: a process that exits with a peek open
+ * leaves the read turn taken in the file (docs/design.md, "Crash windows").
  * Returns: RB_OK.
  * Thread-safety: handle-exclusive (no other call on rb may be running or
  * start afterwards). To stop threads that may be blocked in rb, call
@@ -153,7 +157,9 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
  * (NULL rb or msg); RB_ECLOSED (after rb_shutdown).
  * Thread-safety: MT-safe, multi-producer; lock-free (one CAS reserves space,
  * the copy runs in parallel with other producers). No syscall unless a
- * consumer is parked waiting for data (then one futex wake). */
+ * consumer is counted as parked waiting for data (then one futex wake; a
+ * consumer killed while parked stays counted: docs/design.md, "Crash
+ * windows"). */
 RB_API int rb_write(rb_ring *rb, const void *msg, size_t len);
 
 /* rb_write that waits for space: timeout_ns < 0 waits forever, 0 does not
@@ -188,7 +194,10 @@ RB_API int rb_write_many_wait(rb_ring *rb, const void *data, const size_t *lens,
 /* Zero-copy write, step 1: reserves a record of len bytes and points *ptr
  * at its payload (contiguous, even across the end of the ring). Fill it,
  * then call rb_commit (deliver) or rb_abort (never delivered). Until then
- * consumers wait at this record (FIFO), so keep the window short.
+ * consumers wait at this record (FIFO), so keep the window short. Do not
+ * wait for space (rb_write_wait, rb_write_many_wait, rb_reserve_wait) while
+ * holding a reservation: once the ring fills, no space is freed until it is
+ * committed, and the thread waits for itself.
  * Returns: RB_OK; RB_EFULL; RB_ESIZE; RB_EINVAL (NULL argument); RB_ECLOSED.
  * Thread-safety: MT-safe, multi-producer; a thread may hold several
  * reservations; never blocks. */
@@ -203,8 +212,12 @@ RB_API int rb_reserve_wait(rb_ring *rb, size_t len, void **ptr, int64_t timeout_
 /* Zero-copy write, step 2: delivers the reserved record at ptr (the pointer
  * rb_reserve returned). Works after rb_shutdown too.
  * Returns: RB_OK; RB_EINVAL (ptr is not an outstanding reservation of this
- * ring, e.g. already committed or aborted).
- * Thread-safety: MT-safe; any thread may commit any reservation once. */
+ * process on this ring, e.g. already committed or aborted). A stale pointer
+ * is not always caught: once its record is consumed, it may name a later
+ * reservation of the same process.
+ * Thread-safety: MT-safe; any thread of the reserving process may commit a
+ * reservation while it is outstanding; of racing rb_commit/rb_abort calls
+ * on one pointer, only one acts (the others return RB_EINVAL). */
 RB_API int rb_commit(rb_ring *rb, void *ptr);
 
 /* Abandons the reserved record at ptr: it is never delivered, and its space
@@ -213,15 +226,21 @@ RB_API int rb_commit(rb_ring *rb, void *ptr);
  * Thread-safety: MT-safe; as rb_commit. */
 RB_API int rb_abort(rb_ring *rb, void *ptr);
 
-/* Copies the next message into buf and consumes it. Never blocks.
+/* Copies the next message into buf and consumes it. Never blocks: waiting
+ * for another consumer's read turn takes at most about 20 microseconds plus
+ * one sched_yield.
  * Returns: RB_OK and *msg_len = its length; RB_EEMPTY (no committed message
- * at the head, or another consumer kept the read turn for more than a few
- * microseconds); RB_ETRUNC (buf_size too small: nothing consumed, *msg_len =
- * the size needed); RB_ECORRUPT (the record at the head is impossible);
+ * at the head, or another consumer, or an open rb_peek, kept the read turn
+ * for about 20 microseconds); RB_ETRUNC (buf_size too small: nothing
+ * consumed, *msg_len = the size needed); RB_ECORRUPT (the record at the
+ * head is impossible);
  * RB_EINVAL (NULL rb or msg_len, or NULL buf with buf_size > 0); RB_ECLOSED.
  * Thread-safety: MT-safe, multi-consumer; consumers take turns (one CAS per
  * call on a word only consumers touch), producers are never blocked. No
- * syscall unless a producer is parked waiting for space. */
+ * syscall unless a producer is counted as parked waiting for space or a
+ * consumer as parked waiting for the read turn (then one futex wake each; a
+ * waiter killed while parked stays counted: docs/design.md, "Crash
+ * windows"), or the turn is taken (then sched_yield while waiting for it). */
 RB_API int rb_read(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len);
 
 /* rb_read that waits for a message (timeout_ns as rb_write_wait), spinning
@@ -254,12 +273,16 @@ RB_API int rb_read_many_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *le
                              size_t max_count, size_t *count, int64_t timeout_ns);
 
 /* Zero-copy read, step 1: points *ptr at the next message's payload (read
- * only, contiguous) and *len at its length, without consuming it. The
- * caller now holds the read turn: other consumers wait (sleeping) until
- * rb_release, so keep the window short.
+ * only, contiguous) and *len at its length, without consuming it. Discarded
+ * (aborted) records before it are freed at once. The caller now holds the
+ * read turn until rb_release, so keep the window short: every other read or
+ * peek on the ring (any thread, handle or process) waits for it, a blocking
+ * one on the turn's futex, a non-blocking one returning RB_EEMPTY after
+ * about 20 microseconds. That includes this thread: a blocking read or peek
+ * without a timeout before its rb_release never returns.
  * Returns: RB_OK; RB_EEMPTY; RB_ECORRUPT; RB_EINVAL; RB_ECLOSED.
  * Thread-safety: MT-safe, multi-consumer; never blocks (see rb_read); the
- * same thread must call rb_release before its next read on this handle. */
+ * same thread must call rb_release before it reads from the ring again. */
 RB_API int rb_peek(rb_ring *rb, const void **ptr, size_t *len);
 
 /* rb_peek that waits for a message (timeout_ns as rb_write_wait).

@@ -23,8 +23,10 @@
  * an oversubscribed machine the process we wait for can run on our core. */
 #define RB_SPIN_NS 50000
 #define RB_PAUSE_NS 5000
-/* Longest single park: bounds a lost wake-up (none is known) and lets the
- * Python binding check for signals at least this often. */
+/* Longest single park: bounds the damage of a missing wake-up (review found
+ * one, since fixed: rb_peek skipping discarded records did not wake space
+ * waiters). The Python binding does not rely on it: it waits in 50 ms
+ * slices, and a signal that interrupts a park ends the wait with RB_EINTR. */
 #define RB_PARK_MAX_NS 100000000
 
 int64_t rb_now_ns(void)
@@ -108,7 +110,8 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
     for (;;) {
         /* Acquire (paired with the waker's release bump): if we read a bump,
          * the re-check below sees the change made before it. If a waker
-         * bumps after this load, FUTEX_WAIT returns at once. */
+         * bumps after this load, the word no longer equals seen: FUTEX_WAIT
+         * returns at once, or the waker's FUTEX_WAKE ends it. */
         uint32_t seen = atomic_load_explicit(q->word, memory_order_acquire);
         /* Relaxed: the count is ordered by the fence that follows. */
         atomic_fetch_add_explicit(q->waiters, 1, memory_order_relaxed);
@@ -128,7 +131,9 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
             else if (futex_wait(q->word, seen, deadline - now < RB_PARK_MAX_NS ? deadline - now : RB_PARK_MAX_NS))
                 rc = RB_EINTR;
         }
-        /* Relaxed: a stale count only costs a waker one needless syscall. */
+        /* Relaxed: a stale count only costs a waker one needless syscall.
+         * (A count left by a waiter killed while parked is never taken back:
+         * see "Crash windows" in docs/design.md.) */
         atomic_fetch_sub_explicit(q->waiters, 1, memory_order_relaxed);
         if (rc != 1)
             return rc;

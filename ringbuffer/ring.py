@@ -615,8 +615,9 @@ class RingBuffer:
         memoryview of the next message inside the ring; the message is
         consumed when the block ends (also if it raises).
 
-        Other consumers wait until the block ends: keep it short, and do not
-        read from this ring inside it. The view is released at the end of
+        While the block is open, other consumers' blocking reads wait and
+        their non-blocking reads find the ring empty: keep it short, and do
+        not read from this ring inside it. The view is released at the end of
         the block: using it afterwards raises ValueError. Objects made from
         it (slices, numpy arrays) are not tracked: copy what you keep.
         Raises :class:`BufferEmpty` if there is no message (after waiting,

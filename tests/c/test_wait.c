@@ -2917,9 +2917,10 @@ static void s_run(const struct scfg *cfg)
     free(file);
     const uint32_t data_wakes = tu_read_u32(f.path, OFF_DATA_SEQ), space_wakes = tu_read_u32(f.path, OFF_SPACE_SEQ),
                    turn_wakes = tu_read_u32(f.path, OFF_TURN_SEQ);
-    /* Both sides parked and were woken, many times. */
-    CHECK(data_wakes >= 100);
-    CHECK(space_wakes >= 100);
+    /* Both sides parked and were woken, repeatedly (how often depends on
+     * the machine: waits spin and yield for 50 µs before parking). */
+    CHECK(data_wakes >= 10);
+    CHECK(space_wakes >= 10);
     /* A lost wake-up costs a park cap: a few slow calls on a loaded machine
      * are possible, a pattern is not. */
     const uint64_t calls = atomic_load(&r->calls), slow = atomic_load(&r->slow);
@@ -3001,4 +3002,164 @@ TEST(stress_processes_many_wait)
                      .w = {WK_MANY, WK_WRITE},
                      .r = {RK_MANY, RK_READ}};
     s_run(&c);
+}
+
+/* ---- fixes from the design review ------------------------------------------------- */
+
+/* rb_peek frees space when it skips aborted records before the message it
+ * returns, and keeps the turn: it must wake producers parked for space
+ * itself (they were left to their 100 ms park cap). Checked without timing:
+ * the space queue's futex word must have been bumped when rb_peek returns. */
+TEST(peek_skipping_aborted_records_wakes_space_waiters)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    rb_ring *rb = f.rb;
+    void *p;
+    REQUIRE_EQ(rb_reserve(rb, 2040, &p), RB_OK); /* 2048 bytes */
+    REQUIRE_EQ(rb_abort(rb, p), RB_OK);
+    REQUIRE_EQ(put(rb, 1, 2000), RB_OK); /* 2008 bytes: 40 bytes stay free */
+    struct call c;
+    static unsigned char msg[1000];
+    call_init(&c, rb, OP_WRITE_WAIT, -1);
+    c.msg = msg;
+    c.len = sizeof msg; /* needs 1008 bytes */
+    REQUIRE(call_start(&c));
+    REQUIRE(WAIT_PARKED(f.path, OFF_SPACE_WAITERS, 1));
+    uint32_t seq = tu_read_u32(f.path, OFF_SPACE_SEQ);
+    const void *q;
+    size_t len;
+    REQUIRE_EQ(rb_peek(rb, &q, &len), RB_OK); /* skips the aborted record */
+    CHECK(is_msg(q, len, 1, 2000));
+    CHECK(tu_read_u32(f.path, OFF_SPACE_SEQ) != seq);
+    CHECK(CALL_FINISH(&c, 10.0));
+    CHECK_EQ(c.rc, RB_OK);
+    CHECK_EQ(rb_release(rb), RB_OK);
+}
+
+/* Closing a handle with a peek open gives the read turn back (the message
+ * stays for the next reader) instead of leaving it taken in the file. */
+TEST(close_with_an_open_peek_gives_the_turn_back)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    CHECK_EQ(put(f.rb, 1, 100), RB_OK);
+    CHECK_EQ(put(f.rb, 2, 200), RB_OK);
+    rb_ring *a;
+    REQUIRE_EQ(rb_open(f.path, &a), RB_OK);
+    const void *q;
+    size_t len;
+    REQUIRE_EQ(rb_peek(a, &q, &len), RB_OK);
+    CHECK_EQ(rb_close(a), RB_OK);
+    CHECK_EQ(tu_read_u32(f.path, 264), 0); /* read_turn */
+    GET_CHECK(f.rb, 1, 100);
+    GET_CHECK(f.rb, 2, 200);
+}
+
+struct finisher {
+    pthread_barrier_t *start;
+    void *_Atomic *ptr;
+    rb_ring *rb;
+    int abort;
+    long iterations;
+    long ok;
+};
+
+static void *finisher_main(void *arg)
+{
+    struct finisher *w = arg;
+    for (long i = 0; i < w->iterations; i++) {
+        pthread_barrier_wait(w->start);
+        void *p = atomic_load(w->ptr);
+        if ((w->abort ? rb_abort(w->rb, p) : rb_commit(w->rb, p)) == RB_OK)
+            w->ok++;
+        pthread_barrier_wait(w->start);
+    }
+    return NULL;
+}
+
+/* A commit and an abort racing on one reservation: exactly one acts. */
+TEST(racing_commit_and_abort_act_once)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    long iterations = (long)(20000 * env_double("RB_STRESS_SCALE", 1.0));
+    if (iterations < 100)
+        iterations = 100;
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 3);
+    void *_Atomic ptr = NULL;
+    struct finisher w[2] = {{&start, &ptr, f.rb, 0, iterations, 0}, {&start, &ptr, f.rb, 1, iterations, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, finisher_main, &w[i]);
+    long delivered = 0, bad = 0;
+    unsigned char buf[64];
+    for (long i = 0; i < iterations; i++) {
+        void *p;
+        if (rb_reserve(f.rb, 8, &p) != RB_OK) {
+            bad++;
+            p = NULL;
+        } else
+            memcpy(p, "racing!!", 8);
+        atomic_store(&ptr, p);
+        pthread_barrier_wait(&start); /* both finish it */
+        pthread_barrier_wait(&start);
+        size_t len;
+        int rc = rb_read(f.rb, buf, sizeof buf, &len);
+        if (rc == RB_OK)
+            delivered += len == 8 && memcmp(buf, "racing!!", 8) == 0 ? 1 : 1000000;
+        else if (rc != RB_EEMPTY)
+            bad++;
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+    CHECK_EQ(bad, 0);
+    CHECK_EQ(w[0].ok + w[1].ok, iterations); /* one winner per reservation */
+    CHECK_EQ(delivered, w[0].ok);            /* delivered exactly when the commit won */
+    CHECK_EQ(positions(f.rb), RB_OK);
+    CHECK_EQ_U(g_head, g_tail);
+}
+
+static atomic_int g_spin_stop;
+static void *busy_spinner(void *arg)
+{
+    (void)arg;
+    while (!atomic_load_explicit(&g_spin_stop, memory_order_relaxed))
+        ;
+    return NULL;
+}
+
+/* A non-blocking read that finds the turn held gives up after about 20 µs
+ * of spinning plus a yield, even on an oversubscribed machine (it used to
+ * read the clock only every 64 yields). The bound is generous. */
+TEST(nonblocking_read_is_bounded_while_the_turn_is_held)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    AUTO_RING(h2);
+    REQUIRE_EQ(rb_open(f.path, &h2), RB_OK);
+    CHECK_EQ(put(f.rb, 1, 100), RB_OK);
+    const void *q;
+    size_t len;
+    REQUIRE_EQ(rb_peek(f.rb, &q, &len), RB_OK);
+    atomic_store(&g_spin_stop, 0);
+    pthread_t spin[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&spin[i], NULL, busy_spinner, NULL);
+    int64_t worst = 0;
+    unsigned char buf[256];
+    for (int i = 0; i < 100; i++) {
+        int64_t t0 = now_ns();
+        CHECK_EQ(rb_read(h2, buf, sizeof buf, &len), RB_EEMPTY);
+        int64_t dt = now_ns() - t0;
+        worst = dt > worst ? dt : worst;
+    }
+    atomic_store(&g_spin_stop, 1);
+    for (int i = 0; i < 4; i++)
+        pthread_join(spin[i], NULL);
+    if (worst > 60 * MS)
+        FAILF("a non-blocking rb_read took %.1f ms to give up", (double)worst / 1e6);
+    CHECK_EQ(rb_release(f.rb), RB_OK);
 }
