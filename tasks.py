@@ -80,7 +80,7 @@ def bench(c, rounds=20000):
     if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so")):
         build(c)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    _run(c, f"{PY} bench/pingpong.py --rounds {int(rounds)} --json bench/results/pingpong.json")
+    _run(c, f"{PY} -m ringbuffer.benchmark --rounds {int(rounds)} --json bench/results/pingpong.json")
 
 
 @task

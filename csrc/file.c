@@ -293,7 +293,7 @@ RB_API int rb_close(rb_ring *rb)
     if (rb == NULL)
         return RB_OK;
     /* A peek still open would keep the read turn, in the file, forever. */
-    rb_drop_peek(rb);
+    rb_peek_cancel(rb);
     munmap(rb->hdr, rb->map_len);
     /* Relaxed: rb_close is handle-exclusive; rb_shutdown closed fd if set. */
     if (!atomic_load_explicit(&rb->closing, memory_order_relaxed))

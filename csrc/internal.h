@@ -119,9 +119,6 @@ struct rb_ring {
 /* Maps the ring in fd after validating its header; fills rb. */
 int rb_map_fd(int fd, struct rb_ring *rb);
 
-/* Gives back the read turn of a peek still open on rb, without consuming
- * the message (ring.c; used by rb_close). */
-void rb_drop_peek(rb_ring *rb);
 
 /* ---- waiting (wait.c) -------------------------------------------------- */
 

@@ -575,12 +575,16 @@ RB_API int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t time
     return rc == RB_EEMPTY ? RB_ETIMEDOUT : rc;
 }
 
-void rb_drop_peek(rb_ring *rb)
+RB_API int rb_peek_cancel(rb_ring *rb)
 {
+    if (rb == NULL)
+        return RB_EINVAL;
     uint32_t one = 1;
     /* Relaxed: as in rb_release. The message stays for the next reader. */
-    if (atomic_compare_exchange_strong_explicit(&rb->peeking, &one, 0, memory_order_relaxed, memory_order_relaxed))
-        give_turn(rb, 0);
+    if (!atomic_compare_exchange_strong_explicit(&rb->peeking, &one, 0, memory_order_relaxed, memory_order_relaxed))
+        return RB_EINVAL;
+    give_turn(rb, 0);
+    return RB_OK;
 }
 
 RB_API int rb_release(rb_ring *rb)
@@ -645,4 +649,57 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail)
     if (tail != NULL)
         *tail = t;
     return RB_OK;
+}
+
+RB_API int rb_info(rb_ring *rb, struct rb_info *out)
+{
+    if (rb == NULL || out == NULL)
+        return RB_EINVAL;
+    if (is_closing(rb))
+        return RB_ECLOSED;
+    struct rb_info in = {.capacity = rb->capacity, .max_message = rb->max_message, .format_version = RB_FORMAT_VERSION};
+    rb_positions(rb, &in.head, &in.tail);
+    /* Relaxed: diagnostic snapshots of counters. */
+    in.read_turn = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
+    in.data_waiters = atomic_load_explicit(&rb->hdr->data_waiters, memory_order_relaxed);
+    in.space_waiters = atomic_load_explicit(&rb->hdr->space_waiters, memory_order_relaxed);
+    in.turn_waiters = atomic_load_explicit(&rb->hdr->turn_waiters, memory_order_relaxed);
+    int rc = RB_OK;
+    if (take_turn(rb, 0) == RB_OK) {
+        /* Walk under the turn, as a consumer would read (read_records): the
+         * words between head and tail are record headers, zero (reserved,
+         * not written yet) or committed/BUSY/DISCARD words. */
+        uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed); /* as in read_records */
+        uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
+        in.head = h;
+        in.tail = t;
+        while (h < t) {
+            /* Acquire: as in peek_record. */
+            uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
+            uint64_t len = rb_rec_len(w);
+            uint32_t flags = rb_rec_flags(w);
+            if (w == 0) {
+                in.busy++; /* reserved, header not written yet: its size is unknown */
+                break;
+            }
+            if ((flags & ~RB_REC_FLAGS_KNOWN) != 0 || len == 0 || len > rb->max_message ||
+                rb_rec_size(len) > t - h) {
+                rc = RB_ECORRUPT;
+                break;
+            }
+            if (flags & RB_REC_DISCARD)
+                in.discarded++;
+            else if (flags & RB_REC_BUSY)
+                in.busy++;
+            else {
+                in.messages++;
+                in.message_bytes += len;
+            }
+            h += rb_rec_size(len);
+        }
+        give_turn(rb, 0);
+        in.counted = 1;
+    }
+    *out = in;
+    return rc;
 }

@@ -151,6 +151,34 @@ RB_API size_t rb_max_message_size(const rb_ring *rb);
  * Thread-safety: MT-safe. */
 RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
 
+/* A snapshot of a ring's state, for monitoring and debugging (rb_info). */
+struct rb_info {
+    uint64_t capacity;      /* bytes                                        */
+    uint64_t max_message;   /* bytes                                        */
+    uint64_t head, tail;    /* positions; tail - head bytes are in use      */
+    uint64_t messages;      /* committed messages waiting (if counted)      */
+    uint64_t message_bytes; /* their payload bytes (if counted)             */
+    uint64_t busy;          /* records reserved, not yet committed (if counted) */
+    uint64_t discarded;     /* aborted records not yet skipped (if counted) */
+    uint32_t read_turn;     /* id (pid) of the consumer holding the read turn, 0 if free */
+    uint32_t data_waiters;  /* consumers parked waiting for data            */
+    uint32_t space_waiters; /* producers parked waiting for space           */
+    uint32_t turn_waiters;  /* consumers parked waiting for the read turn   */
+    uint32_t format_version;
+    int counted;            /* 1 if the four counts above were taken: the
+                             * walk needs the read turn, and is skipped when
+                             * another consumer keeps it (0)                */
+};
+
+/* Fills *out with a snapshot of the ring: positions, waiters, and (taking
+ * the read turn briefly, as a consumer would) the records waiting between
+ * head and tail. Counting stops at a record whose header is not written
+ * yet (it counts as busy). Nothing is consumed.
+ * Returns: RB_OK; RB_EINVAL (NULL argument); RB_ECLOSED; RB_ECORRUPT (an
+ * impossible record on the way: the counts stop there).
+ * Thread-safety: MT-safe; counts are a snapshot, stale at once. */
+RB_API int rb_info(rb_ring *rb, struct rb_info *out);
+
 /* Writes one message of len bytes (1 to rb_max_message_size). Never blocks.
  * Returns: RB_OK (the message will be delivered); RB_EFULL (not enough free
  * space now, nothing written); RB_ESIZE (len 0 or too large); RB_EINVAL
@@ -297,6 +325,13 @@ RB_API int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t time
  * Returns: RB_OK; RB_EINVAL (no peek outstanding on this handle).
  * Thread-safety: call from the thread that peeked. */
 RB_API int rb_release(rb_ring *rb);
+
+/* Ends a peek WITHOUT consuming the message: it stays at the head for the
+ * next read (for a reader that could not use it, e.g. its output broke).
+ * Works after rb_shutdown too.
+ * Returns: RB_OK; RB_EINVAL (no peek outstanding on this handle).
+ * Thread-safety: call from the thread that peeked. */
+RB_API int rb_peek_cancel(rb_ring *rb);
 
 #ifdef __cplusplus
 }

@@ -24,6 +24,22 @@ enum rb_status {
 
 typedef struct rb_ring rb_ring;
 
+struct rb_info {
+    uint64_t capacity;
+    uint64_t max_message;
+    uint64_t head, tail;
+    uint64_t messages;
+    uint64_t message_bytes;
+    uint64_t busy;
+    uint64_t discarded;
+    uint32_t read_turn;
+    uint32_t data_waiters;
+    uint32_t space_waiters;
+    uint32_t turn_waiters;
+    uint32_t format_version;
+    int counted;
+};
+
 int rb_version(void);
 const char *rb_strerror(int status);
 int rb_create(const char *path, size_t size, unsigned flags, rb_ring **out);
@@ -34,6 +50,7 @@ int rb_shutdown(rb_ring *rb);
 size_t rb_capacity(const rb_ring *rb);
 size_t rb_max_message_size(const rb_ring *rb);
 int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
+int rb_info(rb_ring *rb, struct rb_info *out);
 int rb_write(rb_ring *rb, const void *msg, size_t len);
 int rb_write_wait(rb_ring *rb, const void *msg, size_t len, int64_t timeout_ns);
 int rb_write_many(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written);
@@ -51,3 +68,4 @@ int rb_read_many_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, siz
 int rb_peek(rb_ring *rb, const void **ptr, size_t *len);
 int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t timeout_ns);
 int rb_release(rb_ring *rb);
+int rb_peek_cancel(rb_ring *rb);

@@ -292,6 +292,44 @@ class RingBuffer:
         lib.rb_positions(rb, out, out + 1)
         return int(out[0]), int(out[1])
 
+    def info(self) -> dict[str, Any]:
+        """A snapshot of the ring for monitoring and debugging: capacity,
+        positions, bytes in use, messages waiting (and their bytes), records
+        being written (``busy``) or aborted (``discarded``), the pid holding
+        the read turn and the parked waiters.
+
+        Counting the records takes the read turn briefly, like a read; when
+        another consumer keeps it, ``counted`` is False and the counts are 0.
+        Nothing is consumed. Raises :class:`CorruptBuffer` if an impossible
+        record is met.
+        """
+        rb = self._rb
+        if rb is None:
+            raise _closed()
+        out = ffi.new("struct rb_info *")
+        rc = lib.rb_info(rb, out)
+        if rc != _OK:
+            raise _error(rc, self._path)
+        i = out[0]
+        return {
+            "path": self.path,
+            "format_version": int(i.format_version),
+            "capacity": int(i.capacity),
+            "max_message_size": int(i.max_message),
+            "head": int(i.head),
+            "tail": int(i.tail),
+            "bytes_used": int(i.tail - i.head),
+            "counted": bool(i.counted),
+            "messages": int(i.messages),
+            "message_bytes": int(i.message_bytes),
+            "busy": int(i.busy),
+            "discarded": int(i.discarded),
+            "read_turn_pid": int(i.read_turn),
+            "waiting_consumers": int(i.data_waiters),
+            "waiting_producers": int(i.space_waiters),
+            "waiting_for_turn": int(i.turn_waiters),
+        }
+
     # -- writing -----------------------------------------------------------
 
     def write(self, msg: Any) -> None:
@@ -610,10 +648,14 @@ class RingBuffer:
         return out
 
     @contextlib.contextmanager
-    def peek(self, block: bool = False, timeout: Timeout = None) -> Iterator[memoryview]:
+    def peek(
+        self, block: bool = False, timeout: Timeout = None, consume_on_error: bool = True
+    ) -> Iterator[memoryview]:
         """Zero-copy read: ``with rb.peek() as view:`` gives a read-only
         memoryview of the next message inside the ring; the message is
-        consumed when the block ends (also if it raises).
+        consumed when the block ends, also if it raises, unless
+        ``consume_on_error`` is false: then an exception leaves the message
+        at the head for the next read (e.g. a reader whose output broke).
 
         While the block is open, other consumers' blocking reads wait and
         their non-blocking reads find the ring empty: keep it short, and do
@@ -629,6 +671,7 @@ class RingBuffer:
         ptr = ffi.new("void **")  # NULL until peeked
         lenp = ffi.new("size_t *")
         released = True
+        finish = lib.rb_peek_cancel  # not consumed unless the block was entered
         try:
             rc = (
                 _wait(lib.rb_peek_wait, rb, ptr, lenp, timeout=timeout)
@@ -642,7 +685,9 @@ class RingBuffer:
             raw = memoryview(ffi.buffer(ptr[0], lenp[0]))
             view = raw.toreadonly()
             try:
+                finish = lib.rb_release if consume_on_error else lib.rb_peek_cancel
                 yield view
+                finish = lib.rb_release
             finally:
                 released = _release_view(view) and _release_view(raw)
         finally:
@@ -650,7 +695,7 @@ class RingBuffer:
             # block: never keep the read turn. (If the garbage collector
             # already finalized this object, rb_close gave the turn back.)
             if ptr[0] != ffi.NULL and self._handle is not None:
-                lib.rb_release(rb)
+                finish(rb)
         if not released:
             raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")
 

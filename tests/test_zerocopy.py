@@ -795,3 +795,46 @@ def test_block_abandoned_in_a_reference_cycle(ring, ring_path, kind):
         assert ring.drain() == [b"hello"]
     ring.write(b"next")
     assert ring.try_read() == b"next"
+
+
+def test_peek_consume_on_error_false_keeps_the_message(ring, other):
+    ring.write(b"kept")
+    ring.write(b"next")
+    with pytest.raises(BrokenPipeError):
+        with ring.peek(consume_on_error=False) as view:
+            assert bytes(view) == b"kept"
+            raise BrokenPipeError
+    assert other.try_read() == b"kept"  # still at the head, and the turn was given back
+    with ring.peek(consume_on_error=False) as view:  # a block that ends normally consumes
+        assert bytes(view) == b"next"
+    assert ring.try_read() is None
+
+
+def test_peek_consumes_on_error_by_default(ring):
+    ring.write(b"gone")
+    with pytest.raises(RuntimeError):
+        with ring.peek():
+            raise RuntimeError
+    assert ring.try_read() is None
+
+
+def test_info_snapshot(ring, other):
+    ring.write(b"a" * 100)
+    ring.write(b"b" * 50)
+    with ring.reserve(10) as buf:
+        buf[:] = b"0123456789"
+        info = other.info()
+        assert info["messages"] == 2 and info["message_bytes"] == 150 and info["busy"] == 1
+    info = ring.info()
+    assert info["counted"] is True
+    assert (info["capacity"], info["max_message_size"], info["format_version"]) == (4096, 2048, 1)
+    assert info["bytes_used"] == info["tail"] - info["head"] == rec_size(100) + rec_size(50) + rec_size(10)
+    assert (info["messages"], info["busy"], info["discarded"]) == (3, 0, 0)
+    assert info["read_turn_pid"] == 0
+    with other.peek():
+        held = ring.info()
+        assert held["counted"] is False and held["read_turn_pid"] != 0
+    assert ring.info()["messages"] == 2
+    ring.close()
+    with pytest.raises(BufferClosed):
+        ring.info()

@@ -3163,3 +3163,68 @@ TEST(nonblocking_read_is_bounded_while_the_turn_is_held)
         FAILF("a non-blocking rb_read took %.1f ms to give up", (double)worst / 1e6);
     CHECK_EQ(rb_release(f.rb), RB_OK);
 }
+
+/* rb_peek_cancel ends a peek without consuming: the message stays at the
+ * head and the turn is free for others. */
+TEST(peek_cancel_keeps_the_message)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    AUTO_RING(h2);
+    REQUIRE_EQ(rb_open(f.path, &h2), RB_OK);
+    CHECK_EQ(rb_peek_cancel(f.rb), RB_EINVAL);
+    CHECK_EQ(rb_peek_cancel(NULL), RB_EINVAL);
+    CHECK_EQ(put(f.rb, 1, 100), RB_OK);
+    const void *q;
+    size_t len;
+    REQUIRE_EQ(rb_peek(f.rb, &q, &len), RB_OK);
+    CHECK_EQ(rb_peek_cancel(f.rb), RB_OK);
+    CHECK_EQ(rb_release(f.rb), RB_EINVAL); /* nothing outstanding any more */
+    CHECK_EQ(positions(f.rb), RB_OK);
+    CHECK_EQ_U(g_head, 0);
+    GET_CHECK(h2, 1, 100);
+}
+
+/* rb_info: a snapshot that counts the records between head and tail
+ * without consuming them. */
+TEST(info_counts_records)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    struct rb_info in;
+    CHECK_EQ(rb_info(NULL, &in), RB_EINVAL);
+    CHECK_EQ(rb_info(f.rb, NULL), RB_EINVAL);
+    CHECK_EQ(put(f.rb, 1, 100), RB_OK);
+    CHECK_EQ(put(f.rb, 2, 50), RB_OK);
+    void *p, *p2;
+    REQUIRE_EQ(rb_reserve(f.rb, 10, &p), RB_OK);
+    REQUIRE_EQ(rb_reserve(f.rb, 20, &p2), RB_OK);
+    REQUIRE_EQ(rb_abort(f.rb, p2), RB_OK);
+    REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ(in.counted, 1);
+    CHECK_EQ_U(in.capacity, 4096);
+    CHECK_EQ_U(in.max_message, 2048);
+    CHECK_EQ_U(in.format_version, RB_FORMAT_VERSION);
+    CHECK_EQ_U(in.head, 0);
+    CHECK_EQ_U(in.tail, rec_size(100) + rec_size(50) + rec_size(10) + rec_size(20));
+    CHECK_EQ_U(in.messages, 2);
+    CHECK_EQ_U(in.message_bytes, 150);
+    CHECK_EQ_U(in.busy, 1);
+    CHECK_EQ_U(in.discarded, 1);
+    CHECK_EQ_U(in.read_turn, 0);
+    /* While another handle holds the turn (a peek), nothing is counted. */
+    AUTO_RING(h2);
+    REQUIRE_EQ(rb_open(f.path, &h2), RB_OK);
+    const void *q;
+    size_t len;
+    REQUIRE_EQ(rb_peek(h2, &q, &len), RB_OK);
+    REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ(in.counted, 0);
+    CHECK(in.read_turn != 0);
+    CHECK_EQ(rb_release(h2), RB_OK);
+    CHECK_EQ(rb_commit(f.rb, p), RB_OK);
+    REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ_U(in.messages, 2); /* 2 and the committed reservation */
+    CHECK_EQ_U(in.busy, 0);
+    GET_CHECK(f.rb, 2, 50);
+}

@@ -1,7 +1,8 @@
 """Ping-pong latency between two processes: 64-byte round trips with blocking
 put/get on two rings, next to multiprocessing.Pipe measured in the same run.
 
-    python bench/pingpong.py [--rounds N] [--json FILE]
+    python -m ringbuffer.benchmark [--rounds N] [--json FILE]
+    ringbuffer bench [--rounds N] [--json FILE]
 
 Prints p50/p99/p99.9 round-trip times in microseconds and the ratio of
 medians. Timing lives here, never in the tests.
