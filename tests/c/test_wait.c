@@ -2081,6 +2081,9 @@ TEST(peek_holds_the_read_turn)
     struct call c1, c2;
     call_init(&c1, h2, OP_READ_WAIT, -1);
     call_init(&c2, rb, OP_READ_MANY_WAIT, -1);
+    /* Room for one of the messages 2 (200 bytes) or 3 (300), never both:
+     * c2 must not take everything and leave c1 waiting forever. */
+    c2.len = 450;
     call_start(&c1);
     WAIT_PARKED(f.path, OFF_TURN_WAITERS, 1);
     call_start(&c2);
