@@ -26,6 +26,7 @@ from ringbuffer.exceptions import (
     RingBufferError,
     RingBufferTimeout,
 )
+from ringbuffer.objqueue import Queue
 from ringbuffer.ring import RingBuffer, c_version, format_version
 
 __version__ = "0.1.0"
@@ -37,6 +38,7 @@ __all__ = [
     "CorruptBuffer",
     "InvalidArgument",
     "InvalidSize",
+    "Queue",
     "RingBuffer",
     "RingBufferError",
     "RingBufferTimeout",
