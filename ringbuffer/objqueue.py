@@ -47,7 +47,7 @@ from collections.abc import Iterable
 from typing import Any, Callable, Union
 
 from ringbuffer.exceptions import BufferClosed, InvalidSize
-from ringbuffer.ring import RingBuffer, StrPath, Timeout, lib
+from ringbuffer.ring import RingBuffer, StrPath, Timeout, closed_error, size_error
 
 __all__ = ["DEFAULT_MAXSIZE_BYTES", "Queue"]
 
@@ -267,10 +267,10 @@ class Queue:
                 f"maximum message size of {self._max} bytes (half its capacity of {self.capacity}; "
                 f"create the queue with a larger maxsize_bytes)"
             )
-        return InvalidSize(lib.RB_ESIZE, detail)
+        return size_error(detail)
 
     def _closed_error(self) -> BufferClosed:
-        return BufferClosed(lib.RB_ECLOSED, f"ringbuffer.Queue {self._ring.path!r} is closed")
+        return closed_error(f"ringbuffer.Queue {self._ring.path!r} is closed")
 
     def put(self, obj: Any, block: bool = True, timeout: Timeout = None) -> None:
         """Puts an object into the queue, waiting for space if needed.

@@ -83,6 +83,16 @@ def _error(code: int, path: bytes | None = None, detail: str | None = None) -> E
     return _EXCEPTIONS.get(code, RingBufferError)(code, message)
 
 
+def size_error(detail: str) -> InvalidSize:
+    """An InvalidSize carrying RB_ESIZE, for the package's other modules."""
+    return InvalidSize(lib.RB_ESIZE, detail)
+
+
+def closed_error(detail: str) -> BufferClosed:
+    """A BufferClosed carrying RB_ECLOSED, for the package's other modules."""
+    return BufferClosed(lib.RB_ECLOSED, detail)
+
+
 def _closed() -> BufferClosed:
     return BufferClosed(lib.RB_ECLOSED, _strerror(lib.RB_ECLOSED))
 
