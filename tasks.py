@@ -71,7 +71,7 @@ def demo(c, count=300_000, size=64):
     """Stream messages between two processes, verify them, compare with multiprocessing.Queue."""
     if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so")):
         build(c)
-    _run(c, f"{PY} -m ringbuffer.demo --count {int(count)} --size {int(size)}")
+    _run(c, f"{PY} -m ringbuffer demo --count {int(count)} --size {int(size)}")
 
 
 @task(help={"rounds": "ping-pong round trips per peer", "items": "objects per Queue run"})
@@ -80,7 +80,7 @@ def bench(c, rounds=20000, items=200_000):
     if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so")):
         build(c)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    _run(c, f"{PY} -m ringbuffer.benchmark --rounds {int(rounds)} --json bench/results/pingpong.json")
+    _run(c, f"{PY} -m ringbuffer bench --rounds {int(rounds)} --json bench/results/pingpong.json")
     _run(c, f"{PY} bench/queue_objects.py --items {int(items)} --json bench/results/queue_objects.json")
 
 

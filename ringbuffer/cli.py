@@ -1,0 +1,706 @@
+"""The ``ringbuffer`` command line (also ``python -m ringbuffer``).
+
+    ringbuffer create PATH --size SIZE [--remove] [--mode 0600]
+    ringbuffer info PATH [--json]
+    ringbuffer write PATH [--lines | --null | --stdin-raw]
+    ringbuffer read PATH [--count N] [--follow | --timeout S] [--lines | --null | --raw]
+    ringbuffer demo [--count N] [--size S]
+    ringbuffer bench [--rounds N] [--json FILE]
+
+so that ``seq 1000000 | ringbuffer write /dev/shm/q`` in one terminal and
+``ringbuffer read /dev/shm/q --follow | wc -l`` in another just work.
+
+Exit status: 0 success (also when ``read``'s output pipe is closed early,
+as with ``| head``), 1 a runtime error (one line on standard error starting
+with ``ringbuffer: error:``), 2 a usage error, 130 Ctrl-C, 128 + N another
+terminating signal N (SIGTERM, SIGHUP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import inspect
+import json
+import os
+import re
+import select
+import signal
+import sys
+from types import FrameType
+from typing import Any, BinaryIO, Callable, NoReturn, TextIO
+
+from ringbuffer.exceptions import BufferEmpty, RingBufferError
+from ringbuffer.ring import RingBuffer, c_version, format_version
+
+__all__ = ["main", "parse_mode", "parse_size"]
+
+PROG = "ringbuffer"
+
+# Bytes asked of standard input per read when splitting it into messages.
+_CHUNK = 1 << 16
+
+_UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+_SIZE_RE = re.compile(r"(\d+)\s*(?:([kmgt])(i?b?)|(b?))", re.IGNORECASE)
+
+# Subcommands whose arguments go unparsed to another module's main().
+_FORWARDED = ("demo", "bench")
+
+
+class _Terminated(BaseException):
+    """Raised by the SIGTERM/SIGHUP handler so that blocks unwind (an open
+    peek gives back the read turn) before the process exits."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _MessageTooLong(Exception):
+    """A message of standard input does not fit in the ring."""
+
+
+# -- argument types -----------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    """A byte count: ``4096``, ``64k``, ``64M``, ``1GiB``, ``2TB``; units K/M/G/T
+    (any case, optionally followed by ``i``, ``iB`` or ``B``) are powers of 1024.
+
+    Raises ValueError for anything else, or for 0.
+    """
+    m = _SIZE_RE.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"invalid size {text!r} (examples: 4096, 64k, 64M, 1GiB)")
+    size = int(m.group(1)) << (10 * _UNITS[(m.group(2) or "").lower()])
+    if size == 0:
+        raise ValueError("the size must be at least 1 byte")
+    return size
+
+
+def parse_mode(text: str) -> int:
+    """Permission bits in octal (``600``, ``0600``, ``0o640``); ValueError otherwise."""
+    digits = text.strip()
+    if digits[:2].lower() == "0o":
+        digits = digits[2:]
+    if not digits or not all(c in "01234567" for c in digits):
+        raise ValueError(f"invalid mode {text!r}: octal permission bits, such as 0600 or 0640")
+    mode = int(digits, 8)
+    if mode > 0o7777:
+        raise ValueError(f"invalid mode {text!r}: at most 07777")
+    return mode
+
+
+def _argtype(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    """Wraps a parser so that argparse reports its ValueError message (exit status 2)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"invalid count {text!r}: a whole number") from None
+    if n < 0:
+        raise ValueError(f"invalid count {text!r}: at least 0")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        raise ValueError(f"invalid timeout {text!r}: a number of seconds") from None
+    if not s >= 0 or s == float("inf"):
+        raise ValueError(f"invalid timeout {text!r}: a finite number of seconds, at least 0")
+    return s
+
+
+# -- create -------------------------------------------------------------------
+
+
+def _cmd_create(opts: argparse.Namespace) -> int:
+    out = _stdout()
+    try:
+        rb = RingBuffer(opts.path, opts.size, remove=opts.remove, mode=opts.mode)
+    except FileExistsError as exc:
+        raise _Failure(f"{_describe_os_error(exc)} (--remove replaces it)") from None
+    try:
+        out.write(
+            f"created {rb.path}: capacity {rb.capacity} bytes ({_human(rb.capacity)}), "
+            f"messages up to {rb.max_message_size} bytes\n"
+        )
+    finally:
+        rb.close()
+    return 0
+
+
+# -- info ---------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool | None:
+    """Whether process ``pid`` exists (in this pid namespace); None for pid 0."""
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
+
+
+def _human(n: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    if n < 1024:
+        return f"{n} bytes"
+    value = n / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.4g} {unit}"
+        value /= 1024
+    return f"{value:.4g} TiB"
+
+
+def _snapshot(rb: RingBuffer) -> dict[str, Any]:
+    """info() plus what the command line adds: file size, whether the read
+    turn's holder is alive, and that attachments are not tracked."""
+    info = rb.info()
+    info["file_size"] = os.stat(rb.path).st_size
+    info["read_turn_alive"] = _pid_alive(info["read_turn_pid"])
+    info["attachments_tracked"] = False
+    return info
+
+
+def _hints(info: dict[str, Any]) -> list[str]:
+    """Plain-language reasons a pipeline may be stuck, from an info snapshot."""
+    hints = []
+    pid = info["read_turn_pid"]
+    if pid and info["read_turn_alive"] is False:
+        hints.append(
+            f"the read turn is held by pid {pid}, which is not running (in this pid namespace): "
+            "no consumer can read until the turn is given back; recovery from a dead consumer "
+            "is not implemented yet (docs/design.md, 'Crash windows')"
+        )
+    elif pid:
+        hints.append(
+            f"pid {pid} holds the read turn (reading now, or inside an open peek): other consumers "
+            "wait for it; a consumer blocked writing its output keeps the turn"
+        )
+    if info["counted"] and info["busy"]:
+        hints.append(
+            f"{info['busy']} record(s) reserved but not committed: consumers stop at the first one "
+            "until its producer commits or aborts it (if that producer died, the ring is wedged)"
+        )
+    free = info["capacity"] - info["bytes_used"]
+    if info["waiting_producers"] or free < 16:
+        hints.append(
+            f"{free} bytes free: producers wait for consumers to make room"
+            if info["waiting_producers"]
+            else f"the ring is full ({free} bytes free)"
+        )
+    if info["counted"] and info["messages"] and info["waiting_consumers"]:
+        hints.append(
+            "messages are waiting and so are consumers: normal for an instant; if it persists, "
+            "a wake-up was lost"
+        )
+    return hints
+
+
+def _format_info(info: dict[str, Any]) -> str:
+    cap = info["capacity"]
+    used = info["bytes_used"]
+    rows = [
+        ("ring", info["path"]),
+        ("format version", str(info["format_version"])),
+        ("file size", f"{info['file_size']} bytes ({_human(info['file_size'])})"),
+        ("capacity", f"{cap} bytes ({_human(cap)})"),
+        ("max message size", f"{info['max_message_size']} bytes ({_human(info['max_message_size'])})"),
+        ("head", f"{info['head']} (consumer position)"),
+        ("tail", f"{info['tail']} (producer position)"),
+        ("bytes in use", f"{used} ({100 * used / cap:.1f}% of capacity, {cap - used} free)"),
+    ]
+    if info["counted"]:
+        rows += [
+            ("messages waiting", f"{info['messages']} ({info['message_bytes']} bytes of payload)"),
+            ("busy records", f"{info['busy']} (reserved, not yet committed)"),
+            ("discarded records", f"{info['discarded']} (aborted, not yet skipped)"),
+        ]
+    else:
+        rows.append(
+            ("messages waiting", "not counted: another consumer held the read turn (counting needs it)")
+        )
+    pid = info["read_turn_pid"]
+    if not pid:
+        turn = "free"
+    else:
+        turn = f"held by pid {pid} ({'alive' if info['read_turn_alive'] else 'NOT RUNNING'})"
+    rows += [
+        ("read turn", turn),
+        ("waiting consumers", f"{info['waiting_consumers']} (parked, waiting for a message)"),
+        ("waiting producers", f"{info['waiting_producers']} (parked, waiting for space)"),
+        ("waiting for turn", f"{info['waiting_for_turn']} (consumers parked, waiting for the read turn)"),
+        ("attached processes", "not tracked (the file does not record who has it open)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    for hint in _hints(info):
+        lines.append(f"note: {hint}")
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_info(opts: argparse.Namespace) -> int:
+    with RingBuffer.open(opts.path) as rb:
+        info = _snapshot(rb)
+    out = _stdout()
+    out.write(json.dumps(info) + "\n" if opts.json else _format_info(info))
+    out.flush()
+    return 0
+
+
+# -- write --------------------------------------------------------------------
+
+
+def _stdout() -> TextIO:
+    stream = sys.stdout
+    if stream is None:
+        raise _Failure("standard output is closed")
+    return stream
+
+
+def _stdin() -> BinaryIO:
+    stream = sys.stdin
+    if stream is None:
+        raise _Failure("standard input is closed")
+    return stream.buffer  # type: ignore[return-value]
+
+
+def _write_separated(rb: RingBuffer, stream: BinaryIO, sep: bytes, what: str) -> int:
+    """Writes each ``sep``-terminated piece of ``stream`` (and a last one
+    without ``sep``) as a message, skipping empty ones; returns how many
+    messages were written. Raises _MessageTooLong after writing the pieces
+    before the first one longer than ``rb.max_message_size``."""
+    limit = rb.max_message_size
+    read1 = getattr(stream, "read1", stream.read)
+    pending = bytearray()  # the piece read so far whose separator has not come yet
+    number = 0  # pieces completed so far (empty ones included), for error messages
+    written = 0
+    while True:
+        chunk = read1(_CHUNK)
+        if not chunk:
+            break
+        parts = chunk.split(sep)
+        if len(parts) == 1:
+            pending += chunk
+            if len(pending) > limit:
+                raise _too_long(what, number + 1, len(pending), limit, written, more=True)
+            continue
+        if pending:
+            pending += parts[0]
+            parts[0] = bytes(pending)
+        pending = bytearray(parts.pop())
+        msgs = [p for p in parts if p]
+        if msgs and max(map(len, msgs)) > limit:
+            for i, p in enumerate(parts):
+                if len(p) > limit:
+                    good = [q for q in parts[:i] if q]
+                    written += rb.put_many(good) if good else 0
+                    raise _too_long(what, number + i + 1, len(p), limit, written)
+        number += len(parts)
+        if msgs:
+            written += rb.put_many(msgs)
+        if len(pending) > limit:
+            raise _too_long(what, number + 1, len(pending), limit, written, more=True)
+    if pending:
+        rb.put(bytes(pending))
+        written += 1
+    return written
+
+
+def _too_long(
+    what: str, number: int, size: int, limit: int, written: int, more: bool = False
+) -> _MessageTooLong:
+    """The error for piece ``number`` of ``size`` bytes (at least, if ``more``)."""
+    return _MessageTooLong(
+        f"{what} {number} ({'over ' if more else ''}{size} bytes) is longer than the ring's maximum "
+        f"message size ({limit} bytes); the {written} message(s) before it were written"
+    )
+
+
+def _write_raw(rb: RingBuffer, stream: BinaryIO) -> int:
+    """Writes all of ``stream`` as messages of max_message_size bytes (the last one shorter)."""
+    written = 0
+    while True:
+        chunk = stream.read(rb.max_message_size)
+        if not chunk:
+            return written
+        rb.put(chunk)
+        written += 1
+
+
+def _cmd_write(opts: argparse.Namespace) -> int:
+    stream = _stdin()
+    with RingBuffer.open(opts.path) as rb:
+        try:
+            if opts.input == "raw":
+                _write_raw(rb, stream)
+            elif opts.input == "null":
+                _write_separated(rb, stream, b"\0", "record")
+            else:
+                _write_separated(rb, stream, b"\n", "line")
+        except _MessageTooLong as exc:
+            raise _Failure(str(exc)) from None
+    return 0
+
+
+# -- read ---------------------------------------------------------------------
+
+
+def _peek_can_keep() -> bool:
+    """Whether RingBuffer.peek() takes ``consume_on_error`` (a block that
+    raises then leaves its message in the ring)."""
+    try:
+        return "consume_on_error" in inspect.signature(RingBuffer.peek).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class _Output:
+    """Writes messages to standard output, each followed by ``sep``, and
+    returns only once the bytes are written out (to the pipe, file or
+    terminal), so that a message is consumed only after that."""
+
+    def __init__(self, sep: bytes) -> None:
+        self.sep = sep
+        self.fd: int | None = None
+        self.stream: BinaryIO | None = None
+        stdout = _stdout()
+        stdout.flush()
+        try:
+            self.fd = stdout.fileno()
+        except (AttributeError, OSError, ValueError):
+            # A stream without a descriptor (a test's capture): through its buffer.
+            self.stream = stdout.buffer  # type: ignore[attr-defined]
+
+    def write(self, view: memoryview) -> None:
+        if self.stream is not None:
+            self.stream.write(view)
+            if self.sep:
+                self.stream.write(self.sep)
+            self.stream.flush()
+            return
+        try:
+            n = os.writev(self.fd, [view, self.sep]) if self.sep else os.write(self.fd, view)  # type: ignore[arg-type]
+        except BlockingIOError:
+            n = 0
+        if n < len(view) + len(self.sep):
+            self._write_rest(bytes(view) + self.sep, n)
+
+    def _write_rest(self, data: bytes, done: int) -> None:
+        """Finishes a partial write (a signal, or a non-blocking descriptor)."""
+        rest = memoryview(data)[done:]
+        while rest:
+            try:
+                rest = rest[os.write(self.fd, rest) :]  # type: ignore[arg-type]
+            except BlockingIOError:
+                select.select([], [self.fd], [])
+
+
+def _cmd_read(opts: argparse.Namespace) -> int:
+    if opts.follow:
+        block, timeout = True, None
+    elif opts.timeout is not None:
+        block, timeout = True, opts.timeout
+    else:
+        block, timeout = False, None
+    keep: dict[str, Any] = {"consume_on_error": False} if _peek_can_keep() else {}
+    out = _Output({"lines": b"\n", "null": b"\0", "raw": b""}[opts.output])
+    done = 0
+    with RingBuffer.open(opts.path) as rb:
+        while opts.count is None or done < opts.count:
+            try:
+                with rb.peek(block=block, timeout=timeout, **keep) as view:
+                    out.write(view)
+            except BufferEmpty:
+                break
+            done += 1
+    return 0
+
+
+# -- demo, bench --------------------------------------------------------------
+
+
+def _run_forwarded(name: str, args: list[str]) -> int:
+    if name == "demo":
+        from ringbuffer import demo
+
+        return demo.main(args, out=sys.stdout)
+    from ringbuffer import benchmark
+
+    return benchmark.main(args)
+
+
+# -- the parser and main ------------------------------------------------------
+
+
+class _Failure(Exception):
+    """A runtime error to report as one line on standard error (exit status 1)."""
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps descriptions, with a wider column for the options."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+class _RawFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    """Keeps the top-level description and epilog (an example) as written."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``ringbuffer`` command."""
+    ap = argparse.ArgumentParser(
+        prog=PROG,
+        description="Create, inspect, fill and drain ringbuffer files from the shell.",
+        epilog=(
+            "example:\n"
+            "  ringbuffer create /dev/shm/q --size 64M\n"
+            "  seq 1000000 | ringbuffer write /dev/shm/q      # one terminal\n"
+            "  ringbuffer read /dev/shm/q --follow | wc -l    # another\n\n"
+            "exit status: 0 ok, 1 error, 2 usage error, 130 Ctrl-C.\n"
+            "'ringbuffer COMMAND --help' describes each command."
+        ),
+        formatter_class=_RawFormatter,
+    )
+    ap.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {_package_version()} (libringbuf {c_version()}, file format {format_version()})",
+    )
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "create",
+        help="create a new ring file",
+        formatter_class=_Formatter,
+        description=(
+            "Create a ring file. Its capacity is SIZE rounded up to a power of two of at least 4096 "
+            "bytes; messages may be up to half the capacity. The space is reserved up front, and the "
+            "file appears only once complete."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="file to create (e.g. /dev/shm/q for a ring in memory)")
+    p.add_argument(
+        "--size",
+        required=True,
+        type=_argtype(parse_size, "size"),
+        help="capacity: 4096, 64k, 64M, 1GiB, ... (K/M/G/T are powers of 1024, optionally with i, iB or B)",
+    )
+    p.add_argument(
+        "--remove", action="store_true", help="replace PATH if it exists (atomically); without it, fail"
+    )
+    p.add_argument(
+        "--mode",
+        type=_argtype(parse_mode, "mode"),
+        default=0o600,
+        help="permission bits in octal, before the umask (default 0600)",
+    )
+    p.set_defaults(run=_cmd_create)
+
+    p = sub.add_parser(
+        "info",
+        help="show a ring's state (for debugging a stuck pipeline)",
+        formatter_class=_Formatter,
+        description=(
+            "Show format version, capacity, maximum message size, head and tail positions, bytes and "
+            "messages waiting, records being written (busy) or aborted (discarded), the process holding "
+            "the read turn and whether it is alive, and the parked producers and consumers. Which "
+            "processes have the ring open is not tracked. Counting the messages takes the read turn "
+            "briefly, like a read; nothing is consumed."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="ring file")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.set_defaults(run=_cmd_info)
+
+    p = sub.add_parser(
+        "write",
+        help="write messages from standard input",
+        formatter_class=_Formatter,
+        description=(
+            "Write messages read from standard input, waiting for space when the ring is full. "
+            "Messages are 1 byte or more: empty lines (or empty NUL-separated records) are skipped. "
+            "A line longer than the ring's maximum message size is an error (exit status 1) after "
+            "the lines before it were written. Ctrl-C stops (exit status 130); what was written stays."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="ring file")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--lines",
+        dest="input",
+        action="store_const",
+        const="lines",
+        help="one message per line, without its newline (default); empty lines are skipped",
+    )
+    g.add_argument(
+        "--null",
+        dest="input",
+        action="store_const",
+        const="null",
+        help="NUL-separated messages (as from find -print0); empty ones are skipped",
+    )
+    g.add_argument(
+        "--stdin-raw",
+        dest="input",
+        action="store_const",
+        const="raw",
+        help="all of standard input as is, cut into messages of the maximum message size",
+    )
+    p.set_defaults(run=_cmd_write, input="lines")
+
+    p = sub.add_parser(
+        "read",
+        help="read messages to standard output",
+        formatter_class=_Formatter,
+        description=(
+            "Read and consume messages, writing each to standard output followed by a newline "
+            "(bytes as they are). Without --follow, read what is there now and exit. A message is "
+            "consumed only once written out: if the output is closed early (| head), the command "
+            "exits quietly with status 0, and the message it could not write and all later ones stay "
+            "in the ring (what was already in the pipe but never read by the next command is gone, "
+            "as with any pipe). While it waits for its output to drain it keeps the ring's read turn, "
+            "so other consumers wait too."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="ring file")
+    p.add_argument("--count", "-n", type=_argtype(_count, "count"), metavar="N", help="stop after N messages")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="wait for more messages forever (until --count or Ctrl-C)",
+    )
+    g.add_argument(
+        "--timeout",
+        type=_argtype(_seconds, "timeout"),
+        metavar="S",
+        help="wait up to S seconds for each next message, then exit",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--lines",
+        dest="output",
+        action="store_const",
+        const="lines",
+        help="end each message with a newline (default)",
+    )
+    g.add_argument(
+        "--null", dest="output", action="store_const", const="null", help="end each message with a NUL byte"
+    )
+    g.add_argument(
+        "--raw",
+        dest="output",
+        action="store_const",
+        const="raw",
+        help="write the messages back to back, with nothing after each",
+    )
+    p.set_defaults(run=_cmd_read, output="lines")
+
+    sub.add_parser(
+        "demo",
+        help="stream messages between two processes and compare with multiprocessing.Queue",
+        add_help=False,
+        description="Runs python -m ringbuffer.demo with the same arguments (see 'ringbuffer demo --help').",
+    )
+    sub.add_parser(
+        "bench",
+        help="ping-pong latency between two processes next to multiprocessing.Pipe",
+        add_help=False,
+        description="Runs python -m ringbuffer.benchmark with the same arguments.",
+    )
+    return ap
+
+
+def _package_version() -> str:
+    from ringbuffer import __version__
+
+    return __version__
+
+
+def _describe_os_error(exc: OSError) -> str:
+    if exc.strerror is None:
+        return str(exc)
+    name = exc.filename if exc.filename is not None else None
+    if name is None:
+        return exc.strerror
+    return f"{os.fsdecode(name)}: {exc.strerror}"
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> NoReturn:
+    raise _Terminated(signum)
+
+
+def _catch_termination() -> None:
+    """SIGTERM and SIGHUP unwind like Ctrl-C (unless they were ignored, as
+    under nohup), so that an open peek gives its read turn back: a consumer
+    killed while holding it would stop every other consumer."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            signal.signal(sig, _on_signal)
+
+
+def _error(message: str) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.stderr.flush()
+    return 1
+
+
+def _silence_stdout() -> None:
+    """Points standard output at /dev/null, so that the interpreter's final
+    flush does not complain about the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the ``ringbuffer`` command; returns the exit status."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if args and args[0] in _FORWARDED:
+            return _run_forwarded(args[0], args[1:])
+        opts = build_parser().parse_args(args)
+        _catch_termination()
+        return int(opts.run(opts))
+    except KeyboardInterrupt:
+        return 130
+    except _Terminated as exc:
+        return 128 + exc.signum
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    except _Failure as exc:
+        return _error(str(exc))
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            _silence_stdout()
+            return 0
+        return _error(_describe_os_error(exc))
+    except (RingBufferError, ValueError) as exc:
+        return _error(str(exc))
