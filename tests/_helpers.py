@@ -417,3 +417,12 @@ def fill(rb, size: int = 1000) -> int:
     while rb.try_write(bytes([n % 256]) * size):
         n += 1
     return n
+
+
+def sigint_default() -> None:
+    """preexec_fn for children that must see Ctrl-C: a shell runs background
+    jobs (and so maybe this test run) with SIGINT ignored, a disposition
+    children inherit, and then Python installs no KeyboardInterrupt handler."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

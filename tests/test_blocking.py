@@ -38,6 +38,7 @@ from _helpers import (
     later,
     open_fd_count,
     rec_size,
+    sigint_default,
     timed,
 )
 
@@ -657,6 +658,7 @@ def test_sigint_interrupts_a_blocked_child_with_keyboard_interrupt(ring_path, op
         [sys.executable, "-c", SIGINT_CHILD, str(ring_path), op],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=sigint_default,
     )
     try:
         readable, _, _ = select.select([proc.stdout], [], [], 60)

@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from _helpers import sigint_default
 
 from ringbuffer import RingBuffer
 from ringbuffer.cli import _peek_can_keep, parse_mode, parse_size
@@ -39,7 +40,7 @@ def run(*args, input: bytes | None = None, timeout: float = 30, **kw) -> subproc
 
 
 def start(*args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *map(str, args)], **kw)
+    return subprocess.Popen([*CLI, *map(str, args)], preexec_fn=sigint_default, **kw)
 
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
