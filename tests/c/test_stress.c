@@ -19,18 +19,16 @@
 #include "testutil.h"
 
 #include "ringbuf.h"
+#include "stress.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 
-#define MAXP 8
-#define MAXC 8
+#define MAXP ST_MAXP
+#define MAXC ST_MAXC
 #define TINY 16 /* messages shorter than this carry no header */
-#define SEQ_TINY 0xFFFFFFFFFFFFull
-#define MAX_REPORTS 10
 
 enum wmode { W_SINGLE, W_MANY };
 enum rmode { R_SINGLE, R_MANY, R_SMALLBUF };
@@ -48,44 +46,17 @@ struct config {
     enum rmode rmode[MAXC];
 };
 
-/* Shared by all workers: in a MAP_SHARED anonymous mapping so that forked
- * children write into the parent's copy. */
 struct run {
+    struct st_run s; /* first: the mapping starts with it */
     struct config cfg;
-    uint64_t per_prod, total, salt;
-    char path[512];
-    double deadline;
-    _Atomic uint64_t received;
-    atomic_int abort;
-    _Atomic uint64_t errors;
     _Atomic uint64_t efull, eempty, etrunc, partial;
-    _Atomic uint64_t nlog[MAXC];
-    uint64_t *log[MAXC]; /* in the same mapping */
-    rb_ring *shared;     /* threads, shared_handle */
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double env_double(const char *name, double dflt)
-{
-    const char *v = getenv(name);
-    if (v == NULL || *v == '\0')
-        return dflt;
-    char *end;
-    double d = strtod(v, &end);
-    return (end != v && d > 0) ? d : dflt;
-}
 
 /* ---- messages ------------------------------------------------------------------ */
 
 static size_t msg_len(const struct run *r, int prod, uint64_t seq)
 {
-    uint64_t x = mix64(((uint64_t)prod << 56) ^ seq ^ r->salt);
+    uint64_t x = mix64(((uint64_t)prod << 56) ^ seq ^ r->s.salt);
     unsigned c = (unsigned)(x % 1000);
     x >>= 10;
     if (c < 50)
@@ -124,63 +95,47 @@ static void encode(unsigned char *b, size_t len, int prod, uint64_t seq)
     memcpy(b + 16, &h, 8);
 }
 
-static void report(struct run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void report(struct run *r, const char *fmt, ...)
-{
-    uint64_t n = atomic_fetch_add(&r->errors, 1);
-    if (n < MAX_REPORTS) {
-        char m[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(m, sizeof m, fmt, ap);
-        va_end(ap);
-        FAILF("%s: %s", r->cfg.name, m);
-    } else {
-        atomic_fetch_add(&rt_failures, 1);
-    }
-}
-
-/* Checks one message; returns its log entry (prod << 48 | seq), or
- * UINT64_MAX if it is broken. */
+/* Checks one message; returns its log entry (stress.h), or UINT64_MAX
+ * if it is broken. */
 static uint64_t verify(struct run *r, const unsigned char *b, size_t len)
 {
     if (len == 0 || len > r->cfg.large_max) {
-        report(r, "message of impossible length %zu", len);
+        st_report(&r->s, "message of impossible length %zu", len);
         return UINT64_MAX;
     }
     if (len < TINY) {
         int prod = b[0] & 0x0F;
         if ((b[0] & 0xF0) != 0xE0 || prod >= r->cfg.nprod) {
-            report(r, "tiny message of %zu bytes: bad first byte 0x%02x", len, b[0]);
+            st_report(&r->s, "tiny message of %zu bytes: bad first byte 0x%02x", len, b[0]);
             return UINT64_MAX;
         }
         for (size_t i = 1; i < len; i++)
             if (b[i] != tiny_byte(prod, len, i)) {
-                report(r, "tiny message of %zu bytes from producer %d: byte %zu is 0x%02x", len, prod, i, b[i]);
+                st_report(&r->s, "tiny message of %zu bytes from producer %d: byte %zu is 0x%02x", len, prod, i, b[i]);
                 return UINT64_MAX;
             }
-        return ((uint64_t)prod << 48) | SEQ_TINY;
+        return ((uint64_t)prod << 56) | ST_TINY;
     }
     uint32_t p, l;
     uint64_t seq;
     memcpy(&p, b, 4);
     memcpy(&l, b + 4, 4);
     memcpy(&seq, b + 8, 8);
-    if (p >= (uint32_t)r->cfg.nprod || l != len || seq >= r->per_prod) {
-        report(r, "bad header: producer %u, length field %u (read %zu), seq %llu", p, l, len,
-               (unsigned long long)seq);
+    if (p >= (uint32_t)r->cfg.nprod || l != len || seq >= r->s.per_prod) {
+        st_report(&r->s, "bad header: producer %u, length field %u (read %zu), seq %llu", p, l, len,
+                  (unsigned long long)seq);
         return UINT64_MAX;
     }
     if (msg_len(r, (int)p, seq) != len) {
-        report(r, "producer %u seq %llu: length %zu, it was sent with %zu", p, (unsigned long long)seq, len,
-               msg_len(r, (int)p, seq));
+        st_report(&r->s, "producer %u seq %llu: length %zu, it was sent with %zu", p, (unsigned long long)seq, len,
+                  msg_len(r, (int)p, seq));
         return UINT64_MAX;
     }
     if (len < 24) {
         unsigned char e[8];
         fill_pattern(e, len - 16, msg_seed((int)p, seq));
         if (memcmp(e, b + 16, len - 16) != 0) {
-            report(r, "producer %u seq %llu (%zu bytes): payload differs", p, (unsigned long long)seq, len);
+            st_report(&r->s, "producer %u seq %llu (%zu bytes): payload differs", p, (unsigned long long)seq, len);
             return UINT64_MAX;
         }
     } else {
@@ -188,53 +143,19 @@ static uint64_t verify(struct run *r, const unsigned char *b, size_t len)
         h = fnv1a(h, b + 24, len - 24);
         memcpy(&got, b + 16, 8);
         if (h != got) {
-            report(r, "producer %u seq %llu (%zu bytes): checksum mismatch", p, (unsigned long long)seq, len);
+            st_report(&r->s, "producer %u seq %llu (%zu bytes): checksum mismatch", p, (unsigned long long)seq, len);
             return UINT64_MAX;
         }
     }
-    return ((uint64_t)p << 48) | seq;
+    return ((uint64_t)p << 56) | seq;
 }
 
 /* ---- workers -------------------------------------------------------------------- */
 
-struct worker {
-    struct run *run;
-    int id;
-};
-
-static int timed_out(struct run *r)
-{
-    if (atomic_load_explicit(&r->abort, memory_order_relaxed))
-        return 1;
-    if (now_s() > r->deadline) {
-        if (atomic_exchange(&r->abort, 1) == 0)
-            report(r, "timed out: %llu of %llu messages received", (unsigned long long)atomic_load(&r->received),
-                   (unsigned long long)r->total);
-        return 1;
-    }
-    return 0;
-}
-
-static rb_ring *worker_ring(struct run *r, int *own)
-{
-    *own = 0;
-    if (!r->cfg.processes && r->cfg.shared_handle)
-        return r->shared;
-    rb_ring *rb = NULL;
-    int rc = rb_open(r->path, &rb);
-    if (rc != RB_OK) {
-        report(r, "rb_open(%s) -> %d (%s)", r->path, rc, rb_strerror(rc));
-        atomic_store(&r->abort, 1);
-        return NULL;
-    }
-    *own = 1;
-    return rb;
-}
-
 static void producer(struct run *r, int id)
 {
     int own;
-    rb_ring *rb = worker_ring(r, &own);
+    rb_ring *rb = st_ring(&r->s, &own);
     if (rb == NULL)
         return;
     const size_t maxm = r->cfg.large_max;
@@ -242,14 +163,14 @@ static void producer(struct run *r, int id)
     unsigned char *buf = malloc(many ? 8 * maxm : maxm);
     size_t lens[8];
     uint64_t seq = 0, spins = 0, rng = mix64((uint64_t)id + 77);
-    while (seq < r->per_prod) {
+    while (seq < r->s.per_prod) {
         int rc;
         size_t n = 1;
         if (many) {
             rng = mix64(rng);
             size_t k = 1 + (size_t)(rng % 8), off = 0;
-            if (k > r->per_prod - seq)
-                k = (size_t)(r->per_prod - seq);
+            if (k > r->s.per_prod - seq)
+                k = (size_t)(r->s.per_prod - seq);
             for (size_t i = 0; i < k; i++) {
                 lens[i] = msg_len(r, id, seq + i);
                 encode(buf + off, lens[i], id, seq + i);
@@ -260,15 +181,15 @@ static void producer(struct run *r, int id)
                 rc = rb_write_many(rb, buf, lens, k, &n);
                 if (rc == RB_EFULL) {
                     if (n != 0)
-                        report(r, "rb_write_many: RB_EFULL with *written = %zu", n);
+                        st_report(&r->s, "rb_write_many: RB_EFULL with *written = %zu", n);
                     atomic_fetch_add_explicit(&r->efull, 1, memory_order_relaxed);
                     sched_yield();
-                    if ((++spins & 255) == 0 && timed_out(r))
+                    if ((++spins & 255) == 0 && st_timed_out(&r->s))
                         goto out;
                 }
             } while (rc == RB_EFULL);
             if (rc == RB_OK && (n == 0 || n > k)) {
-                report(r, "rb_write_many wrote %zu of %zu", n, k);
+                st_report(&r->s, "rb_write_many wrote %zu of %zu", n, k);
                 break;
             }
             if (rc == RB_OK && n < k)
@@ -279,17 +200,18 @@ static void producer(struct run *r, int id)
             while ((rc = rb_write(rb, buf, len)) == RB_EFULL) {
                 atomic_fetch_add_explicit(&r->efull, 1, memory_order_relaxed);
                 sched_yield();
-                if ((++spins & 255) == 0 && timed_out(r))
+                if ((++spins & 255) == 0 && st_timed_out(&r->s))
                     goto out;
             }
         }
         if (rc != RB_OK) {
-            report(r, "producer %d seq %llu: write -> %d (%s)", id, (unsigned long long)seq, rc, rb_strerror(rc));
-            atomic_store(&r->abort, 1);
+            st_report(&r->s, "producer %d seq %llu: write -> %d (%s)", id, (unsigned long long)seq, rc,
+                      rb_strerror(rc));
+            atomic_store(&r->s.abort, 1);
             break;
         }
         seq += n;
-        if ((seq & 1023) < n && timed_out(r))
+        if ((seq & 1023) < n && st_timed_out(&r->s))
             break;
     }
 out:
@@ -298,25 +220,12 @@ out:
         rb_close(rb);
 }
 
-static void consume(struct run *r, int id, const unsigned char *b, size_t len)
-{
-    uint64_t e = verify(r, b, len);
-    if (e != UINT64_MAX) {
-        uint64_t n = atomic_load_explicit(&r->nlog[id], memory_order_relaxed);
-        if (n < r->total) {
-            r->log[id][n] = e;
-            atomic_store_explicit(&r->nlog[id], n + 1, memory_order_relaxed);
-        } else {
-            report(r, "consumer %d received more than %llu messages", id, (unsigned long long)r->total);
-        }
-    }
-    atomic_fetch_add_explicit(&r->received, 1, memory_order_relaxed);
-}
+static void consume(struct run *r, int id, const unsigned char *b, size_t len) { st_log(&r->s, id, verify(r, b, len)); }
 
 static void consumer(struct run *r, int id)
 {
     int own;
-    rb_ring *rb = worker_ring(r, &own);
+    rb_ring *rb = st_ring(&r->s, &own);
     if (rb == NULL)
         return;
     const size_t maxm = r->cfg.large_max;
@@ -328,7 +237,7 @@ static void consumer(struct run *r, int id)
     unsigned char *big = malloc(maxm), *sbuf = malloc(small);
     size_t lens[32];
     uint64_t spins = 0;
-    while (atomic_load_explicit(&r->received, memory_order_relaxed) < r->total) {
+    while (atomic_load_explicit(&r->s.received, memory_order_relaxed) < r->s.total) {
         int rc;
         size_t len = 0, count = 0;
         if (mode == R_SINGLE) {
@@ -341,10 +250,10 @@ static void consumer(struct run *r, int id)
                 if (rc == RB_OK) {
                     size_t off = 0;
                     if (count == 0 || count > 32)
-                        report(r, "rb_read_many: RB_OK with count %zu", count);
+                        st_report(&r->s, "rb_read_many: RB_OK with count %zu", count);
                     for (size_t i = 0; i < count && i < 32; i++) {
                         if (off + lens[i] > small) {
-                            report(r, "rb_read_many: lens overflow the buffer");
+                            st_report(&r->s, "rb_read_many: lens overflow the buffer");
                             break;
                         }
                         consume(r, id, sbuf + off, lens[i]);
@@ -361,7 +270,7 @@ static void consumer(struct run *r, int id)
             if (rc == RB_ETRUNC) {
                 atomic_fetch_add_explicit(&r->etrunc, 1, memory_order_relaxed);
                 if (len <= small || len > maxm)
-                    report(r, "RB_ETRUNC with a needed length of %zu for a buffer of %zu", len, small);
+                    st_report(&r->s, "RB_ETRUNC with a needed length of %zu for a buffer of %zu", len, small);
                 /* Someone else may take it first: read whatever is next. */
                 rc = rb_read(rb, big, maxm, &len);
                 if (rc == RB_OK)
@@ -371,16 +280,16 @@ static void consumer(struct run *r, int id)
         if (rc == RB_EEMPTY) {
             atomic_fetch_add_explicit(&r->eempty, 1, memory_order_relaxed);
             sched_yield();
-            if ((++spins & 255) == 0 && timed_out(r))
+            if ((++spins & 255) == 0 && st_timed_out(&r->s))
                 break;
             continue;
         }
         if (rc != RB_OK) {
-            report(r, "consumer %d: read -> %d (%s)", id, rc, rb_strerror(rc));
-            atomic_store(&r->abort, 1);
+            st_report(&r->s, "consumer %d: read -> %d (%s)", id, rc, rb_strerror(rc));
+            atomic_store(&r->s.abort, 1);
             break;
         }
-        if ((++spins & 1023) == 0 && timed_out(r))
+        if ((++spins & 1023) == 0 && st_timed_out(&r->s))
             break;
     }
     free(big);
@@ -389,68 +298,21 @@ static void consumer(struct run *r, int id)
         rb_close(rb);
 }
 
-static void *producer_thread(void *arg)
+/* Worker i: producers 0 .. nprod - 1, then the consumers. */
+static void worker(struct st_run *s, int i)
 {
-    struct worker *w = arg;
-    producer(w->run, w->id);
-    return NULL;
+    struct run *r = (struct run *)(void *)s;
+    if (i < s->nprod)
+        producer(r, i);
+    else
+        consumer(r, i - s->nprod);
 }
 
-static void *consumer_thread(void *arg)
+static uint64_t expect(const struct st_run *s, int p, uint64_t seq, size_t *len)
 {
-    struct worker *w = arg;
-    consumer(w->run, w->id);
-    return NULL;
-}
-
-/* ---- checking the logs ------------------------------------------------------------ */
-
-static void check_logs(struct run *r)
-{
-    const int np = r->cfg.nprod, nc = r->cfg.ncons;
-    const uint64_t N = r->per_prod;
-    unsigned char *seen = calloc((size_t)np * N, 1);
-    uint64_t tiny_got[MAXP] = {0}, tiny_want[MAXP] = {0};
-    uint64_t dups = 0, order = 0, missing = 0;
-    for (int c = 0; c < nc; c++) {
-        uint64_t last[MAXP];
-        int have[MAXP] = {0};
-        uint64_t n = atomic_load(&r->nlog[c]);
-        for (uint64_t i = 0; i < n; i++) {
-            uint64_t e = r->log[c][i];
-            int p = (int)(e >> 48);
-            uint64_t s = e & SEQ_TINY;
-            if (s == SEQ_TINY) {
-                tiny_got[p]++;
-                continue;
-            }
-            if (seen[(size_t)p * N + s]++ != 0 && dups++ < MAX_REPORTS)
-                FAILF("%s: producer %d seq %llu received twice", r->cfg.name, p, (unsigned long long)s);
-            if (have[p] && s <= last[p] && order++ < MAX_REPORTS)
-                FAILF("%s: consumer %d got producer %d seq %llu after seq %llu", r->cfg.name, c, p,
-                      (unsigned long long)s, (unsigned long long)last[p]);
-            last[p] = s;
-            have[p] = 1;
-        }
-    }
-    for (int p = 0; p < np; p++) {
-        for (uint64_t s = 0; s < N; s++) {
-            if (msg_len(r, p, s) < TINY) {
-                tiny_want[p]++;
-                continue;
-            }
-            if (seen[(size_t)p * N + s] == 0 && missing++ < MAX_REPORTS)
-                FAILF("%s: producer %d seq %llu (%zu bytes) never received", r->cfg.name, p, (unsigned long long)s,
-                      msg_len(r, p, s));
-        }
-        if (tiny_got[p] != tiny_want[p])
-            FAILF("%s: producer %d: %llu tiny messages received, %llu sent", r->cfg.name, p,
-                  (unsigned long long)tiny_got[p], (unsigned long long)tiny_want[p]);
-    }
-    if (dups > MAX_REPORTS || order > MAX_REPORTS || missing > MAX_REPORTS)
-        FAILF("%s: %llu duplicates, %llu out of order, %llu missing in all", r->cfg.name, (unsigned long long)dups,
-              (unsigned long long)order, (unsigned long long)missing);
-    free(seen);
+    const struct run *r = (const struct run *)(const void *)s;
+    *len = msg_len(r, p, seq);
+    return ((uint64_t)p << 56) | (*len < TINY ? ST_TINY : seq);
 }
 
 /* ---- a run ------------------------------------------------------------------------- */
@@ -459,60 +321,37 @@ static void run_config(const struct config *cfg)
 {
     const double scale = env_double("RB_STRESS_SCALE", 1.0);
     const double timeout = env_double("RB_STRESS_TIMEOUT", 120.0);
-    uint64_t per_prod = (uint64_t)((double)cfg->per_prod * scale);
-    if (per_prod < 1000)
-        per_prod = 1000;
-    const uint64_t total = per_prod * (uint64_t)cfg->nprod;
-    const size_t logbytes = (size_t)total * sizeof(uint64_t);
-    const size_t maplen = sizeof(struct run) + (size_t)cfg->ncons * logbytes;
-    void *map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(map != MAP_FAILED);
-    struct run *r = map;
-    memset(r, 0, sizeof *r);
+    const struct st_run init = {.name = cfg->name,
+                                .nprod = cfg->nprod,
+                                .ncons = cfg->ncons,
+                                .processes = cfg->processes,
+                                .shared_handle = cfg->shared_handle,
+                                .per_prod = st_scaled(cfg->per_prod, scale, UINT64_MAX)};
+    size_t maplen;
+    struct run *r = st_map(sizeof(struct run), &init, &maplen);
+    REQUIRE(r != NULL);
     r->cfg = *cfg;
-    r->per_prod = per_prod;
-    r->total = total;
-    r->salt = mix64((uint64_t)(uintptr_t)cfg->name);
-    for (int c = 0; c < cfg->ncons; c++)
-        r->log[c] = (uint64_t *)(void *)((char *)map + sizeof(struct run) + (size_t)c * logbytes);
+    const uint64_t total = r->s.total;
 
     char *dir = tu_mkdtemp();
     if (!CHECK(dir != NULL)) {
-        munmap(map, maplen);
+        munmap(r, maplen);
         return;
     }
-    snprintf(r->path, sizeof r->path, "%s/ring", dir);
+    snprintf(r->s.path, sizeof r->s.path, "%s/ring", dir);
     rb_ring *rb = NULL;
-    int rc = rb_create(r->path, cfg->cap, 0, &rb);
+    int rc = rb_create(r->s.path, cfg->cap, 0, &rb);
     if (!CHECK_EQ(rc, RB_OK))
         goto cleanup;
     if (!CHECK(cfg->large_max <= rb_max_message_size(rb)))
         goto cleanup;
-    r->shared = rb;
+    r->s.shared = rb;
 
-    double t0 = now_s();
-    r->deadline = t0 + timeout;
+    const int64_t t0 = now_ns();
+    r->s.deadline = t0 + (int64_t)(timeout * 1e9);
     if (cfg->processes) {
         pid_t pids[MAXP + MAXC];
-        int np = 0;
-        fflush(stdout);
-        for (int i = 0; i < cfg->nprod + cfg->ncons; i++) {
-            pid_t pid = fork();
-            if (pid < 0) {
-                FAILF("fork: %s", strerror(errno));
-                atomic_store(&r->abort, 1);
-                break;
-            }
-            if (pid == 0) {
-                /* The child does not use the parent's handle. */
-                if (i < cfg->nprod)
-                    producer(r, i);
-                else
-                    consumer(r, i - cfg->nprod);
-                _exit(atomic_load(&rt_failures) != 0 ? 1 : 0);
-            }
-            pids[np++] = pid;
-        }
+        const int np = st_fork(&r->s, cfg->nprod + cfg->ncons, worker, pids);
         /* Wait, and kill what is still running well past the deadline
          * (e.g. stuck inside the library). */
         int left = np;
@@ -529,7 +368,7 @@ static void run_config(const struct config *cfg)
                 FAILF("waitpid: %s", strerror(errno));
                 break;
             }
-            if (now_s() > r->deadline + 10) {
+            if (now_ns() > r->s.deadline + 10 * 1000000000LL) {
                 FAILF("%s: workers still running 10 s after the deadline; killing them", cfg->name);
                 for (int k = 0; k < np; k++)
                     kill(pids[k], SIGKILL);
@@ -541,7 +380,7 @@ static void run_config(const struct config *cfg)
         }
     } else {
         pthread_t th[MAXP + MAXC];
-        struct worker w[MAXP + MAXC];
+        struct st_worker w[MAXP + MAXC];
         int nt = 0;
         /* Consumers and producers alternately, so both kinds start early. */
         for (int i = 0; i < MAXP || i < MAXC; i++) {
@@ -549,11 +388,10 @@ static void run_config(const struct config *cfg)
                 int is_prod = kind == 1;
                 if (i >= (is_prod ? cfg->nprod : cfg->ncons))
                     continue;
-                w[nt].run = r;
-                w[nt].id = i;
-                if (pthread_create(&th[nt], NULL, is_prod ? producer_thread : consumer_thread, &w[nt]) != 0) {
+                w[nt] = (struct st_worker){.r = &r->s, .i = is_prod ? i : cfg->nprod + i, .fn = worker};
+                if (pthread_create(&th[nt], NULL, st_thread_main, &w[nt]) != 0) {
                     FAILF("pthread_create failed");
-                    atomic_store(&r->abort, 1);
+                    atomic_store(&r->s.abort, 1);
                     break;
                 }
                 nt++;
@@ -564,29 +402,17 @@ static void run_config(const struct config *cfg)
         if (nt != cfg->nprod + cfg->ncons)
             FAILF("%s: started %d threads of %d", cfg->name, nt, cfg->nprod + cfg->ncons);
     }
-    double dt = now_s() - t0;
+    const double dt = (double)(now_ns() - t0) / 1e9;
 
-    CHECK_EQ_U(atomic_load(&r->received), total);
-    check_logs(r);
+    CHECK_EQ_U(atomic_load(&r->s.received), total);
+    st_check_logs(&r->s, expect);
 
-    /* The ring is empty and clean afterwards. */
-    uint64_t head = 0, tail = 0;
-    CHECK_EQ(rb_positions(rb, &head, &tail), RB_OK);
-    CHECK_EQ_U(head, tail);
+    /* The ring is empty and clean afterwards (consumers zero what they
+     * consume). */
+    const uint64_t tail = st_check_drained(rb, r->s.path, cfg->cap);
     unsigned char b[16];
     size_t len;
     CHECK_EQ(rb_read(rb, b, sizeof b, &len), RB_EEMPTY);
-    CHECK_EQ_U(tu_read_u32(r->path, OFF_READ_TURN), 0);
-    /* Consumers zero what they consume. */
-    size_t n;
-    unsigned char *f = tu_slurp(r->path, &n);
-    if (CHECK(f != NULL && n == HEADER_SIZE + cfg->cap)) {
-        size_t nonzero = 0;
-        for (size_t i = HEADER_SIZE; i < n; i++)
-            nonzero += f[i] != 0;
-        CHECK_EQ_U(nonzero, 0);
-    }
-    free(f);
     /* It wrapped many times (thousands at the default scale). */
     CHECK(tail / cfg->cap >= (scale >= 1.0 ? 1000u : 1u));
     if (getenv("RT_VERBOSE") != NULL)
@@ -601,7 +427,7 @@ cleanup:
     rb_close(rb);
     tu_rmtree(dir);
     free(dir);
-    munmap(map, maplen);
+    munmap(r, maplen);
 }
 
 /* ---- the tests -------------------------------------------------------------------- */

@@ -23,6 +23,7 @@
 #include "testutil.h"
 
 #include "ringbuf.h"
+#include "stress.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -53,13 +54,6 @@ enum {
 
 /* ---- helpers --------------------------------------------------------------- */
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * SEC + ts.tv_nsec;
-}
-
 static int64_t thread_cpu_ns(void)
 {
     struct timespec ts;
@@ -72,16 +66,6 @@ static void sleep_ns(int64_t ns)
     struct timespec ts = {.tv_sec = ns / SEC, .tv_nsec = ns % SEC};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
-}
-
-static double env_double(const char *name, double dflt)
-{
-    const char *v = getenv(name);
-    if (v == NULL || *v == '\0')
-        return dflt;
-    char *end;
-    double d = strtod(v, &end);
-    return (end != v && d > 0) ? d : dflt;
 }
 
 static int verbose(void)
@@ -2376,7 +2360,6 @@ TEST(pingpong_processes) { pingpong(1); }
 #define SC 2
 #define S_MAXLEN 1500
 #define S_SHORT 4
-#define S_TINYFLAG (1ull << 55)
 #define S_WAIT (2 * SEC)
 
 enum wkind { WK_WRITE, WK_MANY, WK_RESERVE };
@@ -2393,23 +2376,16 @@ struct scfg {
 };
 
 struct srun {
+    struct st_run s; /* first: the mapping starts with it */
     struct scfg cfg;
-    uint64_t per_prod, salt;
-    char path[512];
-    rb_ring *shared;
-    int64_t deadline;
-    atomic_int abort;
-    _Atomic uint64_t errors, received;
     _Atomic uint64_t calls, slow, max_ns, timeouts, aborted, swapped, batches, regiven;
-    _Atomic uint64_t nlog[SC];
-    uint64_t *log[SC];
 };
 
 static const unsigned char STOP[8] = {0xC5, 'S', 'T', 'O', 'P', '!', '!', 0xC5};
 
 static size_t s_len(const struct srun *r, int p, uint64_t seq)
 {
-    uint64_t x = mix64(((uint64_t)p << 40) ^ seq ^ r->salt);
+    uint64_t x = mix64(((uint64_t)p << 40) ^ seq ^ r->s.salt);
     unsigned c = (unsigned)(x % 100);
     x >>= 8;
     if (c < 3)
@@ -2434,80 +2410,57 @@ static void s_encode(const struct srun *r, unsigned char *b, size_t len, int p, 
     if (len <= 4)
         return;
     const size_t off = len >= 8 ? 8 : 4;
-    fill_pattern(b + off, len - off, mix64(((uint64_t)p << 32) ^ seq ^ r->salt));
+    fill_pattern(b + off, len - off, mix64(((uint64_t)p << 32) ^ seq ^ r->s.salt));
     if (len >= 8) {
         uint32_t h = s_sum(b, len);
         memcpy(b + 4, &h, 4);
     }
 }
 
-static void s_report(struct srun *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void s_report(struct srun *r, const char *fmt, ...)
+/* The log entry of a message of 1 to 3 bytes: what it carries. */
+static uint64_t s_tiny_entry(int p, const unsigned char *b, size_t len)
 {
-    uint64_t n = atomic_fetch_add(&r->errors, 1);
-    if (n < 10) {
-        char m[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(m, sizeof m, fmt, ap);
-        va_end(ap);
-        FAILF("%s: %s", r->cfg.name, m);
-    } else {
-        atomic_fetch_add(&rt_failures, 1);
-    }
+    uint64_t part = len >= 2 ? b[1] : 0;
+    if (len >= 3)
+        part |= (uint64_t)b[2] << 8;
+    return ((uint64_t)p << 56) | ST_TINY | ((uint64_t)len << 32) | part;
 }
 
 /* Checks a message; returns its log entry or UINT64_MAX. */
 static uint64_t s_verify(struct srun *r, const unsigned char *b, size_t len)
 {
     if (len == 0 || len > S_MAXLEN) {
-        s_report(r, "message of impossible length %zu", len);
+        st_report(&r->s, "message of impossible length %zu", len);
         return UINT64_MAX;
     }
     const int p = b[0] & 0x0F;
     if ((b[0] & 0xF0) != 0xA0 || p >= SP) {
-        s_report(r, "message of %zu bytes: bad first byte 0x%02x", len, b[0]);
+        st_report(&r->s, "message of %zu bytes: bad first byte 0x%02x", len, b[0]);
         return UINT64_MAX;
     }
-    if (len < S_SHORT) {
-        uint64_t part = len >= 2 ? b[1] : 0;
-        if (len >= 3)
-            part |= (uint64_t)b[2] << 8;
-        return ((uint64_t)p << 56) | S_TINYFLAG | ((uint64_t)len << 32) | part;
-    }
+    if (len < S_SHORT)
+        return s_tiny_entry(p, b, len);
     const uint64_t seq = b[1] | ((uint64_t)b[2] << 8) | ((uint64_t)b[3] << 16);
-    if (seq >= r->per_prod || s_len(r, p, seq) != len) {
-        s_report(r, "producer %d seq %llu: length %zu (sent with %zu)", p, (unsigned long long)seq, len,
-                 seq < r->per_prod ? s_len(r, p, seq) : 0);
+    if (seq >= r->s.per_prod || s_len(r, p, seq) != len) {
+        st_report(&r->s, "producer %d seq %llu: length %zu (sent with %zu)", p, (unsigned long long)seq, len,
+                  seq < r->s.per_prod ? s_len(r, p, seq) : 0);
         return UINT64_MAX;
     }
     if (len >= 8) {
         uint32_t h;
         memcpy(&h, b + 4, 4);
         if (h != s_sum(b, len)) {
-            s_report(r, "producer %d seq %llu (%zu bytes): checksum mismatch", p, (unsigned long long)seq, len);
+            st_report(&r->s, "producer %d seq %llu (%zu bytes): checksum mismatch", p, (unsigned long long)seq, len);
             return UINT64_MAX;
         }
     }
     unsigned char e[S_MAXLEN];
     s_encode(r, e, len, p, seq);
     if (memcmp(e, b, len) != 0) {
-        s_report(r, "producer %d seq %llu (%zu bytes): payload differs", p, (unsigned long long)seq, len);
+        st_report(&r->s, "producer %d seq %llu (%zu bytes): payload differs", p, (unsigned long long)seq, len);
         return UINT64_MAX;
     }
     return ((uint64_t)p << 56) | seq;
-}
-
-static int s_timed_out(struct srun *r)
-{
-    if (atomic_load_explicit(&r->abort, memory_order_relaxed))
-        return 1;
-    if (now_ns() > r->deadline) {
-        if (atomic_exchange(&r->abort, 1) == 0)
-            s_report(r, "timed out: %llu messages received", (unsigned long long)atomic_load(&r->received));
-        return 1;
-    }
-    return 0;
 }
 
 static void s_stat(struct srun *r, int64_t t0)
@@ -2529,33 +2482,17 @@ static void s_jitter(uint64_t rng)
         sleep_ns(60000 + (int64_t)((rng >> 48) % 100000));
 }
 
-static rb_ring *s_ring(struct srun *r, int *own)
-{
-    *own = 0;
-    if (!r->cfg.processes && r->cfg.shared_handle)
-        return r->shared;
-    rb_ring *rb = NULL;
-    int rc = rb_open(r->path, &rb);
-    if (rc != RB_OK) {
-        s_report(r, "rb_open -> %d (%s)", rc, rb_strerror(rc));
-        atomic_store(&r->abort, 1);
-        return NULL;
-    }
-    *own = 1;
-    return rb;
-}
-
 static void s_producer(struct srun *r, int id)
 {
     int own;
-    rb_ring *rb = s_ring(r, &own);
+    rb_ring *rb = st_ring(&r->s, &own);
     if (rb == NULL)
         return;
     const enum wkind kind = r->cfg.w[id];
     unsigned char *buf = malloc(8 * S_MAXLEN);
     size_t lens[8];
-    uint64_t rng = mix64((uint64_t)id + 1000 + r->salt), seq = 0;
-    while (seq < r->per_prod && !atomic_load_explicit(&r->abort, memory_order_relaxed)) {
+    uint64_t rng = mix64((uint64_t)id + 1000 + r->s.salt), seq = 0;
+    while (seq < r->s.per_prod && !atomic_load_explicit(&r->s.abort, memory_order_relaxed)) {
         int rc = RB_OK;
         size_t n = 1;
         rng = mix64(rng);
@@ -2566,8 +2503,8 @@ static void s_producer(struct srun *r, int id)
             rc = rb_write_wait(rb, buf, len, S_WAIT);
         } else if (kind == WK_MANY) {
             size_t k = 1 + (size_t)(rng % 8), off = 0;
-            if (k > r->per_prod - seq)
-                k = (size_t)(r->per_prod - seq);
+            if (k > r->s.per_prod - seq)
+                k = (size_t)(r->s.per_prod - seq);
             for (size_t i = 0; i < k; i++) {
                 lens[i] = s_len(r, id, seq + i);
                 s_encode(r, buf + off, lens[i], id, seq + i);
@@ -2576,7 +2513,7 @@ static void s_producer(struct srun *r, int id)
             n = 0;
             rc = rb_write_many_wait(rb, buf, lens, k, &n, S_WAIT);
             if ((rc == RB_OK && (n < 1 || n > k)) || (rc != RB_OK && n != 0))
-                s_report(r, "rb_write_many_wait -> %d with %zu written of %zu", rc, n, k);
+                st_report(&r->s, "rb_write_many_wait -> %d with %zu written of %zu", rc, n, k);
             atomic_fetch_add_explicit(&r->batches, 1, memory_order_relaxed);
         } else {
             void *p = NULL;
@@ -2587,7 +2524,7 @@ static void s_producer(struct srun *r, int id)
                 if (rc == RB_OK) {
                     memset(p, 0xEE, alen);
                     if (rb_abort(rb, p) != RB_OK)
-                        s_report(r, "rb_abort failed");
+                        st_report(&r->s, "rb_abort failed");
                     atomic_fetch_add_explicit(&r->aborted, 1, memory_order_relaxed);
                 }
             }
@@ -2599,28 +2536,28 @@ static void s_producer(struct srun *r, int id)
                 void *p2 = NULL;
                 /* Now and then a second one (never waiting while holding
                  * the first), committed first. */
-                if (seq + 1 < r->per_prod && (rng >> 20) % 8 == 0 &&
+                if (seq + 1 < r->s.per_prod && (rng >> 20) % 8 == 0 &&
                     rb_reserve(rb, s_len(r, id, seq + 1), &p2) == RB_OK) {
                     s_encode(r, p2, s_len(r, id, seq + 1), id, seq + 1);
                     if (rb_commit(rb, p2) != RB_OK)
-                        s_report(r, "rb_commit of the second reservation failed");
+                        st_report(&r->s, "rb_commit of the second reservation failed");
                     n = 2;
                     atomic_fetch_add_explicit(&r->swapped, 1, memory_order_relaxed);
                 }
                 if (rb_commit(rb, p) != RB_OK)
-                    s_report(r, "rb_commit failed");
+                    st_report(&r->s, "rb_commit failed");
             }
         }
         s_stat(r, t0);
         if (rc == RB_ETIMEDOUT) {
             atomic_fetch_add_explicit(&r->timeouts, 1, memory_order_relaxed);
-            if (s_timed_out(r))
+            if (st_timed_out(&r->s))
                 break;
             continue;
         }
         if (rc != RB_OK) {
-            s_report(r, "producer %d seq %llu: -> %d (%s)", id, (unsigned long long)seq, rc, rb_strerror(rc));
-            atomic_store(&r->abort, 1);
+            st_report(&r->s, "producer %d seq %llu: -> %d (%s)", id, (unsigned long long)seq, rc, rb_strerror(rc));
+            atomic_store(&r->s.abort, 1);
             break;
         }
         seq += n;
@@ -2636,32 +2573,22 @@ static int s_consume(struct srun *r, int id, const unsigned char *b, size_t len)
 {
     if (len == sizeof STOP && memcmp(b, STOP, sizeof STOP) == 0)
         return 1;
-    uint64_t e = s_verify(r, b, len);
-    if (e != UINT64_MAX) {
-        uint64_t n = atomic_load_explicit(&r->nlog[id], memory_order_relaxed);
-        if (n < r->per_prod * SP) {
-            r->log[id][n] = e;
-            atomic_store_explicit(&r->nlog[id], n + 1, memory_order_relaxed);
-        } else {
-            s_report(r, "consumer %d received too many messages", id);
-        }
-    }
-    atomic_fetch_add_explicit(&r->received, 1, memory_order_relaxed);
+    st_log(&r->s, id, s_verify(r, b, len));
     return 0;
 }
 
 static void s_consumer(struct srun *r, int id)
 {
     int own;
-    rb_ring *rb = s_ring(r, &own);
+    rb_ring *rb = st_ring(&r->s, &own);
     if (rb == NULL)
         return;
     const enum rkind kind = r->cfg.r[id];
     unsigned char *buf = malloc(4096);
     size_t lens[16];
     int stops = 0;
-    uint64_t rng = mix64((uint64_t)id + 2000 + r->salt);
-    while (stops == 0 && !atomic_load_explicit(&r->abort, memory_order_relaxed)) {
+    uint64_t rng = mix64((uint64_t)id + 2000 + r->s.salt);
+    while (stops == 0 && !atomic_load_explicit(&r->s.abort, memory_order_relaxed)) {
         int rc;
         rng = mix64(rng);
         s_jitter(rng);
@@ -2676,18 +2603,18 @@ static void s_consumer(struct srun *r, int id)
             rc = rb_read_many_wait(rb, buf, 3000, lens, 16, &count, S_WAIT);
             if (rc == RB_OK) {
                 if (count < 1 || count > 16)
-                    s_report(r, "rb_read_many_wait: count %zu", count);
+                    st_report(&r->s, "rb_read_many_wait: count %zu", count);
                 size_t off = 0;
                 for (size_t i = 0; i < count && i < 16; i++) {
                     if (off + lens[i] > 3000) {
-                        s_report(r, "rb_read_many_wait: lengths overflow the buffer");
+                        st_report(&r->s, "rb_read_many_wait: lengths overflow the buffer");
                         break;
                     }
                     stops += s_consume(r, id, buf + off, lens[i]);
                     off += lens[i];
                 }
             } else if (count != 0) {
-                s_report(r, "rb_read_many_wait -> %d with count %zu", rc, count);
+                st_report(&r->s, "rb_read_many_wait -> %d with count %zu", rc, count);
             }
         } else {
             const void *p = NULL;
@@ -2697,26 +2624,26 @@ static void s_consumer(struct srun *r, int id)
                 stops += s_consume(r, id, p, len); /* checked in place */
                 int rr = rb_release(rb);
                 if (rr != RB_OK)
-                    s_report(r, "rb_release -> %d", rr);
+                    st_report(&r->s, "rb_release -> %d", rr);
             }
         }
         s_stat(r, t0);
         if (rc == RB_ETIMEDOUT) {
             atomic_fetch_add_explicit(&r->timeouts, 1, memory_order_relaxed);
-            if (s_timed_out(r))
+            if (st_timed_out(&r->s))
                 break;
             continue;
         }
         if (rc != RB_OK) {
-            s_report(r, "consumer %d: -> %d (%s)", id, rc, rb_strerror(rc));
-            atomic_store(&r->abort, 1);
+            st_report(&r->s, "consumer %d: -> %d (%s)", id, rc, rb_strerror(rc));
+            atomic_store(&r->s.abort, 1);
             break;
         }
     }
     /* Stop messages meant for the other consumers go back. */
     for (int k = 1; k < stops; k++) {
         atomic_fetch_add(&r->regiven, 1);
-        while (rb_write_wait(rb, STOP, sizeof STOP, S_WAIT) == RB_ETIMEDOUT && !s_timed_out(r))
+        while (rb_write_wait(rb, STOP, sizeof STOP, S_WAIT) == RB_ETIMEDOUT && !st_timed_out(&r->s))
             ;
     }
     free(buf);
@@ -2724,90 +2651,25 @@ static void s_consumer(struct srun *r, int id)
         rb_close(rb);
 }
 
-struct sworker {
-    struct srun *r;
-    int id;
-};
-
-static void *s_prod_main(void *arg)
+/* Worker i: consumers 0 .. SC - 1, then the producers. */
+static void s_worker(struct st_run *s, int i)
 {
-    struct sworker *w = arg;
-    s_producer(w->r, w->id);
-    return NULL;
+    struct srun *r = (struct srun *)(void *)s;
+    if (i < SC)
+        s_consumer(r, i);
+    else
+        s_producer(r, i - SC);
 }
 
-static void *s_cons_main(void *arg)
+static uint64_t s_expect(const struct st_run *s, int p, uint64_t seq, size_t *len)
 {
-    struct sworker *w = arg;
-    s_consumer(w->r, w->id);
-    return NULL;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void s_check(struct srun *r)
-{
-    const uint64_t N = r->per_prod;
-    unsigned char *seen = calloc((size_t)(SP * N), 1);
-    uint64_t *tiny_got[SP], *tiny_want[SP], ngot[SP] = {0}, nwant[SP] = {0};
-    for (int p = 0; p < SP; p++) {
-        tiny_got[p] = malloc((size_t)N * SC * sizeof(uint64_t));
-        tiny_want[p] = malloc((size_t)N * sizeof(uint64_t));
-    }
-    uint64_t dups = 0, order = 0, missing = 0;
-    for (int c = 0; c < SC; c++) {
-        uint64_t last[SP];
-        int have[SP] = {0};
-        const uint64_t n = atomic_load(&r->nlog[c]);
-        for (uint64_t i = 0; i < n; i++) {
-            const uint64_t e = r->log[c][i];
-            const int p = (int)(e >> 56);
-            if (e & S_TINYFLAG) {
-                if (ngot[p] < N * SC)
-                    tiny_got[p][ngot[p]++] = e;
-                continue;
-            }
-            const uint64_t s = e & 0xFFFFFFu;
-            if (seen[(size_t)p * N + s]++ != 0 && dups++ < 10)
-                FAILF("%s: producer %d seq %llu received twice", r->cfg.name, p, (unsigned long long)s);
-            if (have[p] && s <= last[p] && order++ < 10)
-                FAILF("%s: consumer %d got producer %d seq %llu after seq %llu", r->cfg.name, c, p,
-                      (unsigned long long)s, (unsigned long long)last[p]);
-            last[p] = s;
-            have[p] = 1;
-        }
-    }
-    for (int p = 0; p < SP; p++) {
-        for (uint64_t s = 0; s < N; s++) {
-            const size_t len = s_len(r, p, s);
-            if (len < S_SHORT) {
-                unsigned char b[S_SHORT];
-                s_encode(r, b, len, p, s);
-                uint64_t part = len >= 2 ? b[1] : 0;
-                if (len >= 3)
-                    part |= (uint64_t)b[2] << 8;
-                tiny_want[p][nwant[p]++] = ((uint64_t)p << 56) | S_TINYFLAG | ((uint64_t)len << 32) | part;
-            } else if (seen[(size_t)p * N + s] == 0 && missing++ < 10) {
-                FAILF("%s: producer %d seq %llu (%zu bytes) never received", r->cfg.name, p, (unsigned long long)s,
-                      len);
-            }
-        }
-        qsort(tiny_got[p], (size_t)ngot[p], sizeof(uint64_t), cmp_u64);
-        qsort(tiny_want[p], (size_t)nwant[p], sizeof(uint64_t), cmp_u64);
-        if (ngot[p] != nwant[p] || memcmp(tiny_got[p], tiny_want[p], (size_t)ngot[p] * sizeof(uint64_t)) != 0)
-            FAILF("%s: producer %d: the 1-3 byte messages received (%llu) differ from those sent (%llu)",
-                  r->cfg.name, p, (unsigned long long)ngot[p], (unsigned long long)nwant[p]);
-        free(tiny_got[p]);
-        free(tiny_want[p]);
-    }
-    if (dups > 10 || order > 10 || missing > 10)
-        FAILF("%s: %llu duplicates, %llu out of order, %llu missing in all", r->cfg.name, (unsigned long long)dups,
-              (unsigned long long)order, (unsigned long long)missing);
-    free(seen);
+    const struct srun *r = (const struct srun *)(const void *)s;
+    *len = s_len(r, p, seq);
+    if (*len >= S_SHORT)
+        return ((uint64_t)p << 56) | seq;
+    unsigned char b[S_SHORT];
+    s_encode(r, b, *len, p, seq);
+    return s_tiny_entry(p, b, *len);
 }
 
 /* Writes the stop messages (one per consumer). */
@@ -2815,7 +2677,7 @@ static void s_stop(struct srun *r, rb_ring *rb)
 {
     for (int c = 0; c < SC; c++)
         while (rb_write_wait(rb, STOP, sizeof STOP, S_WAIT) == RB_ETIMEDOUT)
-            if (s_timed_out(r))
+            if (st_timed_out(&r->s))
                 return;
 }
 
@@ -2823,69 +2685,46 @@ static void s_run(const struct scfg *cfg)
 {
     const double scale = env_double("RB_STRESS_SCALE", 1.0);
     const double timeout = env_double("RB_STRESS_TIMEOUT", 60.0);
-    uint64_t per_prod = (uint64_t)((double)cfg->per_prod * scale);
-    if (per_prod < 1000)
-        per_prod = 1000;
-    if (per_prod > 0xFFFFFF)
-        per_prod = 0xFFFFFF;
-    const size_t logbytes = (size_t)(per_prod * SP) * sizeof(uint64_t);
-    const size_t maplen = sizeof(struct srun) + SC * logbytes;
-    void *map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    REQUIRE(map != MAP_FAILED);
-    struct srun *r = map;
-    memset(r, 0, sizeof *r);
+    const struct st_run init = {.name = cfg->name,
+                                .nprod = SP,
+                                .ncons = SC,
+                                .processes = cfg->processes,
+                                .shared_handle = cfg->shared_handle,
+                                .per_prod = st_scaled(cfg->per_prod, scale, 0xFFFFFF)};
+    size_t maplen;
+    struct srun *r = st_map(sizeof(struct srun), &init, &maplen);
+    REQUIRE(r != NULL);
     r->cfg = *cfg;
-    r->per_prod = per_prod;
-    r->salt = mix64((uint64_t)(uintptr_t)cfg->name);
-    for (int c = 0; c < SC; c++)
-        r->log[c] = (uint64_t *)(void *)((char *)map + sizeof *r + (size_t)c * logbytes);
+    const uint64_t per_prod = r->s.per_prod;
     AUTO_FX(f);
     if (!fx_open(&f, cfg->cap)) {
-        munmap(map, maplen);
+        munmap(r, maplen);
         return;
     }
-    snprintf(r->path, sizeof r->path, "%s", f.path);
-    r->shared = f.rb;
+    snprintf(r->s.path, sizeof r->s.path, "%s", f.path);
+    r->s.shared = f.rb;
 
     const int64_t t0 = now_ns();
-    r->deadline = t0 + (int64_t)(timeout * 1e9);
+    r->s.deadline = t0 + (int64_t)(timeout * 1e9);
     if (cfg->processes) {
         pid_t pids[SP + SC];
-        int n = 0;
-        fflush(stdout);
-        for (int i = 0; i < SP + SC; i++) {
-            pid_t pid = fork();
-            if (pid < 0) {
-                FAILF("fork: %s", strerror(errno));
-                atomic_store(&r->abort, 1);
-                break;
-            }
-            if (pid == 0) {
-                if (i < SC)
-                    s_consumer(r, i);
-                else
-                    s_producer(r, i - SC);
-                _exit(atomic_load(&rt_failures) != 0 ? 1 : 0);
-            }
-            pids[n++] = pid;
-        }
+        const int n = st_fork(&r->s, SP + SC, s_worker, pids);
         /* Producers first, then the stop messages, then the consumers. */
         for (int i = SC; i < n; i++)
-            CHECK_CHILD_OK(wait_child(pids[i], secs(r->deadline - now_ns()) + 10), cfg->name);
+            CHECK_CHILD_OK(wait_child(pids[i], secs(r->s.deadline - now_ns()) + 10), cfg->name);
         s_stop(r, f.rb);
         for (int i = 0; i < SC && i < n; i++)
-            CHECK_CHILD_OK(wait_child(pids[i], secs(r->deadline - now_ns()) + 10), cfg->name);
+            CHECK_CHILD_OK(wait_child(pids[i], secs(r->s.deadline - now_ns()) + 10), cfg->name);
     } else {
         pthread_t th[SP + SC];
-        struct sworker w[SP + SC];
+        struct st_worker w[SP + SC];
         int started[SP + SC] = {0};
         for (int i = 0; i < SP + SC; i++) {
-            w[i].r = r;
-            w[i].id = i < SC ? i : i - SC;
-            started[i] = pthread_create(&th[i], NULL, i < SC ? s_cons_main : s_prod_main, &w[i]) == 0;
+            w[i] = (struct st_worker){.r = &r->s, .i = i, .fn = s_worker};
+            started[i] = pthread_create(&th[i], NULL, st_thread_main, &w[i]) == 0;
             if (!started[i]) {
                 FAILF("pthread_create failed");
-                atomic_store(&r->abort, 1);
+                atomic_store(&r->s.abort, 1);
             }
         }
         for (int i = SC; i < SP + SC; i++)
@@ -2898,26 +2737,14 @@ static void s_run(const struct scfg *cfg)
     }
     const int64_t dt = now_ns() - t0;
 
-    CHECK_EQ_U(atomic_load(&r->received), per_prod * SP);
-    s_check(r);
+    CHECK_EQ_U(atomic_load(&r->s.received), per_prod * SP);
+    st_check_logs(&r->s, s_expect);
     /* Afterwards: empty, clean, nobody holding the turn or counted as
      * waiting. */
-    uint64_t head = 0, tail = 0;
-    CHECK_EQ(rb_positions(f.rb, &head, &tail), RB_OK);
-    CHECK_EQ_U(head, tail);
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), 0);
+    const uint64_t tail = st_check_drained(f.rb, f.path, cfg->cap);
     CHECK_EQ_U(tu_read_u32(f.path, OFF_DATA_WAITERS), 0);
     CHECK_EQ_U(tu_read_u32(f.path, OFF_SPACE_WAITERS), 0);
     CHECK_EQ_U(tu_read_u32(f.path, OFF_TURN_WAITERS), 0);
-    size_t n;
-    unsigned char *file = tu_slurp(f.path, &n);
-    if (CHECK(file != NULL && n == HEADER_SIZE + cfg->cap)) {
-        size_t nz = 0;
-        for (size_t i = HEADER_SIZE; i < n; i++)
-            nz += file[i] != 0;
-        CHECK_EQ_U(nz, 0);
-    }
-    free(file);
     const uint32_t data_wakes = tu_read_u32(f.path, OFF_DATA_SEQ), space_wakes = tu_read_u32(f.path, OFF_SPACE_SEQ),
                    turn_wakes = tu_read_u32(f.path, OFF_TURN_SEQ);
     /* Both sides parked and were woken, repeatedly (how often depends on
@@ -2940,7 +2767,7 @@ static void s_run(const struct scfg *cfg)
                 (double)atomic_load(&r->max_ns) / 1e6, (unsigned long long)atomic_load(&r->timeouts), data_wakes,
                 space_wakes, turn_wakes, (unsigned long long)atomic_load(&r->aborted),
                 (unsigned long long)atomic_load(&r->swapped), (unsigned long long)atomic_load(&r->regiven));
-    munmap(map, maplen);
+    munmap(r, maplen);
 }
 
 TEST(stress_threads_write_wait_read_wait)
