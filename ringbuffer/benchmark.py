@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any, Callable
 
 from ringbuffer import RingBuffer
 
@@ -36,18 +37,24 @@ def _pipe_echo(conn, rounds: int) -> None:  # type: ignore[no-untyped-def]
         conn.send_bytes(conn.recv_bytes())
 
 
+def _round_trips(send: Callable[[bytes], Any], recv: Callable[[], Any], rounds: int) -> list[int]:
+    """Times rounds round trips (after WARMUP untimed ones), in ns each."""
+    out = []
+    for i in range(rounds + WARMUP):
+        t0 = time.perf_counter_ns()
+        send(MSG)
+        recv()
+        if i >= WARMUP:
+            out.append(time.perf_counter_ns() - t0)
+    return out
+
+
 def ring_rtts(rounds: int, folder: str) -> list[int]:
     ping, pong = os.path.join(folder, "ping.ring"), os.path.join(folder, "pong.ring")
     tx, rx = RingBuffer(ping, 1 << 16), RingBuffer(pong, 1 << 16)
     child = mp.get_context("spawn").Process(target=_ring_echo, args=(ping, pong, rounds))
     child.start()
-    out = []
-    for i in range(rounds + WARMUP):
-        t0 = time.perf_counter_ns()
-        tx.put(MSG)
-        rx.get()
-        if i >= WARMUP:
-            out.append(time.perf_counter_ns() - t0)
+    out = _round_trips(tx.put, rx.get, rounds)
     child.join(30)
     tx.close()
     rx.close()
@@ -58,13 +65,7 @@ def pipe_rtts(rounds: int) -> list[int]:
     parent, child_end = mp.get_context("spawn").Pipe(duplex=True)
     child = mp.get_context("spawn").Process(target=_pipe_echo, args=(child_end, rounds))
     child.start()
-    out = []
-    for i in range(rounds + WARMUP):
-        t0 = time.perf_counter_ns()
-        parent.send_bytes(MSG)
-        parent.recv_bytes()
-        if i >= WARMUP:
-            out.append(time.perf_counter_ns() - t0)
+    out = _round_trips(parent.send_bytes, parent.recv_bytes, rounds)
     child.join(30)
     return out
 

@@ -426,3 +426,17 @@ def sigint_default() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def reap(procs, hung_after: str) -> None:
+    """Asserts every process has ended (hung_after names the time limit),
+    kills any still running, and asserts each exited with status 0."""
+    try:
+        hung = [p.name for p in procs if p.is_alive()]
+        assert not hung, f"still running after {hung_after}: {hung}"
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(10)
+    assert [p.exitcode for p in procs] == [0] * len(procs), [(p.name, p.exitcode) for p in procs]

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 
 import pytest
-from _helpers import rec_size, stress_consumer, stress_plan, stress_producer
+from _helpers import reap, rec_size, stress_consumer, stress_plan, stress_producer
 
 from ringbuffer import RingBuffer
 
@@ -72,14 +72,8 @@ def test_two_producers_two_consumers_exactly_once(tmp_path, ring_size, producer_
     try:
         for p in procs:
             p.join(max(1.0, deadline + 10 - time.time()))
-        hung = [p.name for p in procs if p.is_alive()]
-        assert not hung, f"processes still running after {TIMEOUT} s: {hung}"
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join(10)
-    assert [p.exitcode for p in procs] == [0] * len(procs), [(p.name, p.exitcode) for p in procs]
+        reap(procs, f"{TIMEOUT} s")
 
     seen_all: list[tuple[int, int]] = []
     fillers = Counter()
