@@ -38,7 +38,9 @@ static int validate_header(const struct rb_header *h, uint64_t file_size)
 {
     if (memcmp(h->magic, RB_MAGIC, RB_MAGIC_LEN) != 0)
         return RB_ECORRUPT;
-    if (h->version != RB_FORMAT_VERSION || h->state != RB_STATE_READY || h->flags != 0)
+    if (h->version != RB_FORMAT_VERSION)
+        return RB_EVERSION;
+    if (h->state != RB_STATE_READY || h->flags != 0)
         return RB_ECORRUPT;
     if (h->header_size != RB_HEADER_SIZE)
         return RB_ECORRUPT;

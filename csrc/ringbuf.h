@@ -54,11 +54,12 @@ enum rb_status {
     RB_ESIZE = -3,     /* message empty or larger than rb_max_message_size */
     RB_ECLOSED = -4,   /* the handle was closed                            */
     RB_ETIMEDOUT = -5, /* a wait ran out of time                           */
-    RB_ECORRUPT = -6,  /* not a valid ring file of this format version     */
+    RB_ECORRUPT = -6,  /* not a valid ring file (damaged or forged)        */
     RB_ETRUNC = -7,    /* the caller's buffer is too small for the message */
     RB_EINVAL = -8,    /* bad argument (NULL pointer, bad size or flags)   */
     RB_ESYS = -9,      /* an OS call failed; errno holds why               */
-    RB_EINTR = -10     /* a signal handler ran during a wait; nothing done */
+    RB_EINTR = -10,    /* a signal handler ran during a wait; nothing done */
+    RB_EVERSION = -11  /* a ring file of another format version            */
 };
 
 /* rb_create flags */
@@ -106,8 +107,8 @@ RB_API int rb_create_mode(const char *path, size_t size, unsigned flags,
 /* Opens an existing ring file read-write. Every header field is validated
  * before use. Symbolic links are not followed.
  * Returns: RB_OK and *out set; RB_EINVAL (NULL argument); RB_ECORRUPT (not a
- * regular file, too short, wrong magic, other format version, impossible
- * capacity or positions); RB_ESYS (errno set: ENOENT, EACCES, ELOOP, ...).
+ * regular file, too short, wrong magic, impossible capacity or positions);
+ * RB_EVERSION (a ring file of another RB_FORMAT_VERSION); RB_ESYS (errno set: ENOENT, EACCES, ELOOP, ...).
  * Thread-safety: MT-safe. */
 RB_API int rb_open(const char *path, rb_ring **out);
 

@@ -3,6 +3,9 @@
  */
 #include "ringbuf.h"
 
+#define RB_STR2(x) #x
+#define RB_STR(x) RB_STR2(x)
+
 RB_API int rb_version(void) { return RB_VERSION_NUMBER; }
 
 RB_API const char *rb_strerror(int status)
@@ -21,7 +24,7 @@ RB_API const char *rb_strerror(int status)
     case RB_ETIMEDOUT:
         return "timed out";
     case RB_ECORRUPT:
-        return "not a valid ring buffer file of this format version";
+        return "not a valid ring buffer file (damaged, forged or not a ring)";
     case RB_ETRUNC:
         return "buffer too small for the message";
     case RB_EINVAL:
@@ -30,6 +33,8 @@ RB_API const char *rb_strerror(int status)
         return "system call failed (see errno)";
     case RB_EINTR:
         return "interrupted by a signal";
+    case RB_EVERSION:
+        return "ring file of another format version than this library's (" RB_STR(RB_FORMAT_VERSION) ")";
     default:
         return "unknown ring buffer status code";
     }

@@ -25,6 +25,7 @@ from ringbuffer.exceptions import (
     InvalidSize,
     RingBufferError,
     RingBufferTimeout,
+    UnsupportedVersion,
 )
 from ringbuffer.objqueue import Queue
 from ringbuffer.ring import RingBuffer, c_version, format_version
@@ -42,6 +43,7 @@ __all__ = [
     "RingBuffer",
     "RingBufferError",
     "RingBufferTimeout",
+    "UnsupportedVersion",
     "__version__",
     "c_version",
     "format_version",

@@ -19,7 +19,8 @@ enum rb_status {
     RB_ETRUNC = -7,
     RB_EINVAL = -8,
     RB_ESYS = -9,
-    RB_EINTR = -10
+    RB_EINTR = -10,
+    RB_EVERSION = -11
 };
 
 typedef struct rb_ring rb_ring;

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidSize",
     "RingBufferError",
     "RingBufferTimeout",
+    "UnsupportedVersion",
 ]
 
 
@@ -53,7 +54,7 @@ class BufferClosed(RingBufferError, ValueError):
 
 
 class CorruptBuffer(RingBufferError):
-    """The file is not a valid ring of this format version (``RB_ECORRUPT``)."""
+    """The file is not a valid ring: damaged, forged or not a ring (``RB_ECORRUPT``)."""
 
 
 class InvalidArgument(RingBufferError, ValueError):
@@ -62,3 +63,8 @@ class InvalidArgument(RingBufferError, ValueError):
 
 class RingBufferTimeout(RingBufferError, TimeoutError):
     """A wait ran out of time (``RB_ETIMEDOUT``)."""
+
+
+class UnsupportedVersion(CorruptBuffer):
+    """The file is a ring of another format version (``RB_EVERSION``); the
+    message names the version this library reads."""

@@ -28,6 +28,7 @@ from ringbuffer.exceptions import (
     InvalidSize,
     RingBufferError,
     RingBufferTimeout,
+    UnsupportedVersion,
 )
 
 __all__ = ["RingBuffer", "c_version", "format_version"]
@@ -44,6 +45,7 @@ _EXCEPTIONS: dict[int, type[RingBufferError]] = {
     lib.RB_ETIMEDOUT: RingBufferTimeout,
     lib.RB_ECORRUPT: CorruptBuffer,
     lib.RB_EINVAL: InvalidArgument,
+    lib.RB_EVERSION: UnsupportedVersion,
 }
 
 # Buffers for reads: not zero-filled (they are always overwritten first).
@@ -78,7 +80,7 @@ def _error(code: int, path: bytes | None = None, detail: str | None = None) -> E
     message = _strerror(code)
     if detail:
         message = f"{message}: {detail}"
-    elif path is not None and code == lib.RB_ECORRUPT:
+    elif path is not None and code in (lib.RB_ECORRUPT, lib.RB_EVERSION):
         message = f"{message}: {os.fsdecode(path)!r}"
     return _EXCEPTIONS.get(code, RingBufferError)(code, message)
 

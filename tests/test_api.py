@@ -57,6 +57,7 @@ from ringbuffer import (
     RingBuffer,
     RingBufferError,
     RingBufferTimeout,
+    UnsupportedVersion,
 )
 from ringbuffer.ring import ffi, lib
 
@@ -410,8 +411,6 @@ def corrupt_cases():
         ("extended", extend),
         ("magic", lambda p: poke(p, OFF_MAGIC, b"RINGBUG\0")),
         ("magic-case", lambda p: poke(p, OFF_MAGIC, b"ringbuf\0")),
-        ("version-0", u32(OFF_VERSION, 0)),
-        ("version-2", u32(OFF_VERSION, 2)),
         ("header-size", u32(OFF_HEADER_SIZE, 8192)),
         ("capacity-not-pow2", u64(OFF_CAPACITY, 6000)),
         ("capacity-mismatch", both(u64(OFF_CAPACITY, 4096), u64(OFF_MAX_MESSAGE, 2048))),
@@ -425,6 +424,20 @@ def corrupt_cases():
         ("unaligned-tail", u64(OFF_TAIL, 12)),
         ("unaligned-head", both(u64(OFF_TAIL, 64), u64(OFF_HEAD, 4))),
     ]
+
+
+@pytest.mark.parametrize("version", [0, 1, ringbuffer.format_version() + 1, 0xFFFFFFFF])
+def test_open_other_format_version(ring_path, version):
+    if version == ringbuffer.format_version():
+        pytest.skip("that is this library's version")
+    RingBuffer(ring_path, 8192).close()
+    poke_u32(ring_path, OFF_VERSION, version)
+    with pytest.raises(UnsupportedVersion) as ei:
+        RingBuffer.open(ring_path)
+    assert isinstance(ei.value, CorruptBuffer)
+    assert ei.value.code == lib.RB_EVERSION
+    assert f"({ringbuffer.format_version()})" in str(ei.value)
+    assert str(ring_path) in str(ei.value)
 
 
 @pytest.mark.parametrize(("name", "spoil"), corrupt_cases(), ids=[c[0] for c in corrupt_cases()])

@@ -690,10 +690,10 @@ static const struct forge_case forge_cases[] = {
     {"magic zero", {{OFF_MAGIC, 8, 0}}, 0, RB_ECORRUPT},
     {"magic lower case", {{OFF_MAGIC, 1, 'r'}}, 0, RB_ECORRUPT},
     /* Version. */
-    {"version 0", {{OFF_VERSION, 4, 0}}, 0, RB_ECORRUPT},
-    {"version 2", {{OFF_VERSION, 4, RB_FORMAT_VERSION + 1}}, 0, RB_ECORRUPT},
-    {"version byte-swapped", {{OFF_VERSION, 4, 0x01000000}}, 0, RB_ECORRUPT},
-    {"version max", {{OFF_VERSION, 4, 0xFFFFFFFF}}, 0, RB_ECORRUPT},
+    {"version 0", {{OFF_VERSION, 4, 0}}, 0, RB_EVERSION},
+    {"version 2", {{OFF_VERSION, 4, RB_FORMAT_VERSION + 1}}, 0, RB_EVERSION},
+    {"version byte-swapped", {{OFF_VERSION, 4, 0x01000000}}, 0, RB_EVERSION},
+    {"version max", {{OFF_VERSION, 4, 0xFFFFFFFF}}, 0, RB_EVERSION},
     /* Header size. */
     {"header_size 0", {{OFF_HEADER_SIZE, 4, 0}}, 0, RB_ECORRUPT},
     {"header_size 2048", {{OFF_HEADER_SIZE, 4, 2048}}, 0, RB_ECORRUPT},
