@@ -33,9 +33,18 @@ def test_c(c, scale=1):
 
 @task(help={"scale": "multiplier for the stress tests' message counts (default 0.25 under sanitizers)"})
 def sanitize(c, scale=0.25):
-    """Run the C tests under ASan+UBSan and under TSan."""
+    """Run the C tests under ASan+UBSan and under TSan; replay the fuzzing corpus under ASan+UBSan."""
     _run(c, f"make -s -C tests/c asan RB_STRESS_SCALE={scale}")
     _run(c, f"make -s -C tests/c tsan RB_STRESS_SCALE={scale}")
+    _run(c, "make -s -C tests/fuzz replay")
+
+
+@task(help={"seconds": "how long to fuzz (default 60)", "jobs": "fuzzing processes at once (default 2)"})
+def fuzz(c, seconds=60, jobs=2):
+    """Fuzz the library with forged ring files (libFuzzer) for --seconds; fails on any finding."""
+    if shutil.which("clang") is None:
+        sys.exit("invoke fuzz needs clang and libFuzzer: apt-get install clang libclang-rt-dev")
+    _run(c, f"make -s -C tests/fuzz fuzz SECONDS={int(seconds)} JOBS={int(jobs)}")
 
 
 @task(
@@ -89,6 +98,7 @@ def clean(c):
     """Remove build outputs (C objects, the extension, caches)."""
     _run(c, "make -s -C csrc clean")
     _run(c, "make -s -C tests/c clean")
+    _run(c, "make -s -C tests/fuzz clean")
     for rel in ("build", "dist", "ringbuffer.egg-info", ".pytest_cache", ".hypothesis", ".ruff_cache"):
         shutil.rmtree(os.path.join(ROOT, rel), ignore_errors=True)
     pkg = os.path.join(ROOT, "ringbuffer")
