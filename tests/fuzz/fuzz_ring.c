@@ -655,15 +655,41 @@ static void exercise(rb_ring *rb, const uint8_t prm[4])
         EXPECT(last, ST(RB_EEMPTY) | ST(RB_ECORRUPT));
     }
 
+    /* The waiting forms, with a 1 us timeout: their readiness tests read the
+     * (forged) positions, words and read turn too. Nothing changed since the
+     * drain, so reads end as it did. */
+    const int64_t us = 1000;
+    size_t n = 0;
+    unsigned char *one = malloc(max);
+    CHECK(one != NULL);
+    rc = rb_read_wait(rb, one, max, &n, us);
+    CHECK(rc == (last == RB_EEMPTY ? RB_ETIMEDOUT : last));
+    rc = rb_peek_wait(rb, &ptr, &len, us);
+    CHECK(rc == (last == RB_EEMPTY ? RB_ETIMEDOUT : last));
+    free(one);
+    before = positions(rb);
+    rc = rb_write_wait(rb, &prm[2], 1, us);
+    check_write(rb, rc == RB_ETIMEDOUT ? RB_EFULL : rc, 1, before);
+    before = positions(rb);
+    rc = rb_reserve_wait(rb, max, &res, us);
+    check_write(rb, rc == RB_ETIMEDOUT ? RB_EFULL : rc, max, before);
+    if (rc == RB_OK) {
+        rc = rb_abort(rb, res);
+        EXPECT(rc, ST(RB_OK));
+    }
+    rc = rb_reserve(rb, 0, &res);
+    EXPECT(rc, ST(RB_ESIZE));
+    rc = rb_reserve(rb, max + 1, &res);
+    EXPECT(rc, ST(RB_ESIZE));
+
     if (prm[3] & 2) {
         rc = rb_shutdown(rb);
         EXPECT(rc, ST(RB_OK));
-        size_t n;
-        unsigned char one = 1;
+        unsigned char byte = 1;
         struct rb_info info2;
-        rc = rb_read(rb, &one, 1, &n);
+        rc = rb_read(rb, &byte, 1, &n);
         EXPECT(rc, ST(RB_ECLOSED));
-        rc = rb_write(rb, &one, 1);
+        rc = rb_write(rb, &byte, 1);
         EXPECT(rc, ST(RB_ECLOSED));
         rc = rb_info(rb, &info2);
         EXPECT(rc, ST(RB_ECLOSED));
