@@ -316,9 +316,7 @@ class Queue:
         if ring.closed:
             raise self._closed_error()
         payloads = [self._serialize(obj) for obj in objs]
-        if not payloads:
-            return 0
-        return ring.put_many(payloads, block, timeout)
+        return ring.put_many(payloads, block, timeout)  # validates timeout also for no objects
 
     # -- getting -----------------------------------------------------------
 

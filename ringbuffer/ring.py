@@ -12,6 +12,7 @@ Naming rule: the file-like names (``write``, ``read``, ``read_into``,
 from __future__ import annotations
 
 import contextlib
+import errno
 import operator
 import os
 import time
@@ -58,6 +59,9 @@ _SIZE_MAX = 2**64 - 1
 # A blocking call waits in C for at most this long before coming back to
 # Python, which then runs signal handlers (Ctrl-C) and waits again.
 _SLICE_NS = 50_000_000
+# A timeout longer than this (about 32 years; also inf, or an int too large
+# for a float) waits forever, like None.
+_TIMEOUT_FOREVER = 1e9
 
 _OK = lib.RB_OK
 _EFULL = lib.RB_EFULL
@@ -123,11 +127,14 @@ def _empty() -> BufferEmpty:
     return BufferEmpty(_EEMPTY, _strerror(_EEMPTY))
 
 
-def _check_timeout(timeout: float) -> None:
+def _check_timeout(timeout: float) -> Timeout:
     """queue.Queue's rule: a negative timeout is an error (even when no wait
-    is needed); a non-number raises TypeError from the comparison."""
-    if timeout < 0:
+    is needed), and so is NaN; a non-number raises TypeError from the
+    comparison. Returns the timeout to wait with: None (forever) for one
+    beyond _TIMEOUT_FOREVER (inf, 10**400), which deadline arithmetic cannot take."""
+    if not timeout >= 0:
         raise ValueError("'timeout' must be a non-negative number")
+    return None if timeout > _TIMEOUT_FOREVER else timeout
 
 
 def _send(rb: Any, msg: Any, block: bool, timeout: Timeout) -> tuple[int, int]:
@@ -170,12 +177,13 @@ def _wait(fn: Callable[..., int], *args: Any, timeout: Timeout) -> int:
     arrives while it sleeps: back here, Python runs the handler before the
     next call, so Ctrl-C raises KeyboardInterrupt without losing a message.
     """
+    if timeout is not None:
+        timeout = _check_timeout(timeout)
     if timeout is None:
         while True:
             rc = fn(*args, _SLICE_NS)
             if rc != _ETIMEDOUT and rc != _EINTR:
                 return rc
-    _check_timeout(timeout)
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
@@ -255,7 +263,12 @@ class RingBuffer:
         out = ffi.new("rb_ring **")
         rc = lib.rb_open(bpath, out)
         if rc != _OK:
-            raise _error(rc, bpath)
+            exc = _error(rc, bpath)
+            if isinstance(exc, OSError) and exc.errno == errno.ELOOP and os.path.islink(bpath):
+                # O_NOFOLLOW's ELOOP reads "Too many levels of symbolic links"
+                message = "is a symbolic link (not followed when opening a ring; open its target)"
+                exc = OSError(errno.ELOOP, message, os.fsdecode(bpath))
+            raise exc
         self._attach(out[0], bpath)
         return self
 
@@ -412,6 +425,8 @@ class RingBuffer:
         rb = self._rb
         if rb is None:
             raise _closed()
+        if block and timeout is not None:
+            timeout = _check_timeout(timeout)  # up front, also for an empty batch
         if not isinstance(msgs, (list, tuple)):
             msgs = list(msgs)
         if not msgs:
@@ -421,8 +436,6 @@ class RingBuffer:
         data = ffi.from_buffer(b"".join(msgs))
         c_lens = ffi.new("size_t[]", lens)
         written = ffi.new("size_t *")
-        if block and timeout is not None:
-            _check_timeout(timeout)
         deadline = None if timeout is None or not block else time.monotonic() + timeout
         done = offset = 0
         while done < len(lens):
@@ -574,15 +587,18 @@ class RingBuffer:
         If the buffer is too small, nothing is consumed and
         :class:`InvalidSize` names the size needed (also as its ``needed``
         attribute). Raises :class:`BufferEmpty` if there is no message (after
-        waiting, with ``block``).
+        waiting, with ``block``), TypeError if ``buffer`` is not a writable,
+        C-contiguous buffer or holds Python objects (numpy dtype object).
         """
         rb = self._rb
         if rb is None:
             raise _closed()
+        if type(buffer) is not bytearray and _holds_objects(buffer):
+            raise TypeError("read_into() cannot write bytes over Python objects (an array of dtype object)")
         try:
             target = ffi.from_buffer(buffer, require_writable=True)
-        except BufferError:
-            raise TypeError("read_into() needs a writable, C-contiguous buffer") from None
+        except (BufferError, ValueError) as e:  # numpy says ValueError
+            raise TypeError(f"read_into() needs a writable, C-contiguous buffer ({e})") from None
         lenp = ffi.new("size_t *")
         # Released before anything is raised: see _send().
         with target:
@@ -622,6 +638,8 @@ class RingBuffer:
         rb = self._rb
         if rb is None:
             raise _closed()
+        if block and timeout is not None:
+            _check_timeout(timeout)  # up front, also for max_messages=0
         want = operator.index(max_messages)
         if want < 0:
             raise InvalidArgument(lib.RB_EINVAL, f"{_strerror(lib.RB_EINVAL)}: max_messages {want}")
@@ -792,6 +810,19 @@ def _too_small(needed: int, size: int) -> InvalidSize:
     exc = InvalidSize(_ETRUNC, f"{_strerror(_ETRUNC)}: the message has {needed} bytes, the buffer {size}")
     exc.needed = needed
     return exc
+
+
+def _holds_objects(buffer: Any) -> bool:
+    """True for a buffer of PyObject pointers (a numpy array of dtype
+    object, or a memoryview of one): bytes written over them crash the
+    interpreter later. Cheap: no new view of the buffer."""
+    if type(buffer) is memoryview:
+        try:
+            fmt = buffer.format
+        except ValueError:  # released: ffi.from_buffer says so
+            return False
+        return "O" in fmt and "O" in "".join(fmt.split(":")[::2])  # struct codes, not field names
+    return bool(getattr(getattr(buffer, "dtype", None), "hasobject", False))
 
 
 def _address(ptr: Any) -> int:
