@@ -83,14 +83,20 @@ def demo(c, count=300_000, size=64):
     _run(c, f"{PY} -m ringbuffer demo --count {int(count)} --size {int(size)}")
 
 
-@task(help={"rounds": "ping-pong round trips per peer", "items": "objects per Queue run"})
-def bench(c, rounds=20000, items=200_000):
-    """Measure latency (vs multiprocessing.Pipe) and Queue throughput (vs multiprocessing.Queue)."""
+@task(
+    help={
+        "quick": "small time budgets: the whole suite in under a minute",
+        "only": "only these groups, comma-separated: throughput,latency,idle,memory,objects,c",
+    }
+)
+def bench(c, quick=False, only=""):
+    """Run the benchmark suite (bench/): throughput and latency next to multiprocessing,
+    faster-fifo and pyzmq, idle CPU, memory, the C benchmark; results in bench/results/."""
     if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so")):
         build(c)
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    _run(c, f"{PY} -m ringbuffer bench --rounds {int(rounds)} --json bench/results/pingpong.json")
-    _run(c, f"{PY} bench/queue_objects.py --items {int(items)} --json bench/results/queue_objects.json")
+    _run(c, "make -s -C bench")
+    opts = (" --quick" if quick else "") + (f" --only {' '.join(only.split(','))}" if only else "")
+    _run(c, f"{PY} -m bench.suite{opts}")
 
 
 @task

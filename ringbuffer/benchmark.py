@@ -37,15 +37,27 @@ def _pipe_echo(conn, rounds: int) -> None:  # type: ignore[no-untyped-def]
         conn.send_bytes(conn.recv_bytes())
 
 
-def _round_trips(send: Callable[[bytes], Any], recv: Callable[[], Any], rounds: int) -> list[int]:
-    """Times rounds round trips (after WARMUP untimed ones), in ns each."""
+def round_trips(
+    send: Callable[[bytes], Any],
+    recv: Callable[[], Any],
+    rounds: int,
+    warmup: int = WARMUP,
+    seconds: float | None = None,
+) -> list[int]:
+    """Times rounds round trips of MSG (after warmup untimed ones), in ns
+    each; stops early, after at least one timed round, once ``seconds`` have
+    passed (None: no limit)."""
     out = []
-    for i in range(rounds + WARMUP):
+    deadline = None if seconds is None else time.perf_counter_ns() + int(seconds * 1e9)
+    for i in range(rounds + warmup):
         t0 = time.perf_counter_ns()
         send(MSG)
         recv()
-        if i >= WARMUP:
-            out.append(time.perf_counter_ns() - t0)
+        if i >= warmup:
+            t1 = time.perf_counter_ns()
+            out.append(t1 - t0)
+            if deadline is not None and t1 > deadline:
+                break
     return out
 
 
@@ -54,7 +66,7 @@ def ring_rtts(rounds: int, folder: str) -> list[int]:
     tx, rx = RingBuffer(ping, 1 << 16), RingBuffer(pong, 1 << 16)
     child = mp.get_context("spawn").Process(target=_ring_echo, args=(ping, pong, rounds))
     child.start()
-    out = _round_trips(tx.put, rx.get, rounds)
+    out = round_trips(tx.put, rx.get, rounds)
     child.join(30)
     tx.close()
     rx.close()
@@ -65,7 +77,7 @@ def pipe_rtts(rounds: int) -> list[int]:
     parent, child_end = mp.get_context("spawn").Pipe(duplex=True)
     child = mp.get_context("spawn").Process(target=_pipe_echo, args=(child_end, rounds))
     child.start()
-    out = _round_trips(parent.send_bytes, parent.recv_bytes, rounds)
+    out = round_trips(parent.send_bytes, parent.recv_bytes, rounds)
     child.join(30)
     return out
 

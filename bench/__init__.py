@@ -1,0 +1,1 @@
+"""The benchmark suite of ``invoke bench``: ``python -m bench.suite --help``."""

@@ -1,0 +1,644 @@
+/*
+ * cbench.c - the C part of `invoke bench`, linked against libringbuf.so.
+ *
+ *   bench/build/cbench [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR]
+ *
+ * Cases, each repeated --reps times (default 3) in fresh processes (fork)
+ * on a new ring file in --dir (default /dev/shm), the median reported:
+ *   - throughput: P producer processes (1, 2, 4) and one consumer process,
+ *     64-byte and 4 KiB messages; single-message mode (rb_write_wait /
+ *     rb_read_wait) and, for one producer, batched mode (rb_write_many_wait
+ *     / rb_read_many_wait). Producers write for --budget seconds (default
+ *     0.5), then an end marker with their count; the consumer checks every
+ *     message's length and per-producer sequence number, the counts and the
+ *     total bytes.
+ *   - memcpy: the same total bytes as the median 1-producer run, copied in
+ *     the same message sizes from the producers' source buffer into a
+ *     buffer of the ring's capacity, in one process; and a large-block
+ *     memcpy bandwidth figure (64 MiB blocks). The physical reference.
+ *   - ping-pong: 64-byte round trips between two processes over two rings
+ *     with rb_write_wait / rb_read_wait, p50 and p99.
+ * Times come from CLOCK_MONOTONIC. Prints one JSON object on stdout
+ * (progress on stderr); exits 1 if any case failed its checks.
+ */
+#define _GNU_SOURCE
+#include <ringbuf.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAXP 4
+#define MAXREPS 15
+#define MARKER_LEN 16 /* end marker: producer id, count (no timed message is this long) */
+#define SEQ_BITS 56
+#define SEQ_MASK ((1ull << SEQ_BITS) - 1)
+#define SRC_BYTES (2u << 20)      /* each producer's pre-built messages */
+#define BATCH_BYTES (64u << 10)   /* a producer's batch */
+#define READ_BYTES (256u << 10)   /* a batched consumer's buffer */
+#define READ_COUNT 4096
+#define LARGE_BLOCK (64u << 20)
+#define PING_WARMUP 5000
+#define PING_MAX 2000000
+
+static double budget_s = 0.5;
+static int reps = 3;
+static size_t ring_bytes = 1u << 20;
+static const char *dir = "/dev/shm";
+static int failures;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("cbench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(2);
+}
+
+static void *shared_map(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        die("mmap: %s", strerror(errno));
+    return p;
+}
+
+static rb_ring *open_ring(const char *path)
+{
+    rb_ring *rb;
+    int rc = rb_open(path, &rb);
+    if (rc != RB_OK)
+        die("rb_open %s: %s", path, rb_strerror(rc));
+    return rb;
+}
+
+static void create_ring(const char *path)
+{
+    rb_ring *rb;
+    int rc = rb_create(path, ring_bytes, RB_REMOVE, &rb);
+    if (rc != RB_OK)
+        die("rb_create %s: %s", path, rb_strerror(rc));
+    rb_close(rb);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(const double *v, int n)
+{
+    double s[MAXREPS];
+    memcpy(s, v, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, cmp_double);
+    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+}
+
+/* Random bytes for the pre-built messages (xorshift, fixed seed). */
+static void fill_random(unsigned char *p, size_t n, uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[i] = (unsigned char)x;
+    }
+}
+
+/* ---- process plumbing ---------------------------------------------------- */
+
+/* Children report ready on one pipe and wait for the start on another: the
+ * parent closes the start pipe's write end, and every blocked read returns. */
+struct gate {
+    int ready[2], start[2];
+};
+
+static void gate_init(struct gate *g)
+{
+    if (pipe(g->ready) != 0 || pipe(g->start) != 0)
+        die("pipe: %s", strerror(errno));
+}
+
+static void child_ready_and_wait(struct gate *g)
+{
+    char c = 1;
+    close(g->ready[0]);
+    close(g->start[1]);
+    if (write(g->ready[1], &c, 1) != 1)
+        _exit(3);
+    while (read(g->start[0], &c, 1) < 0 && errno == EINTR)
+        ;
+}
+
+/* Waits for n children to be ready, starts them, waits for them to exit
+ * (killing them after limit_ns). Returns 0 if all exited with status 0. */
+static int gate_run(struct gate *g, const pid_t *pids, int n, int64_t limit_ns)
+{
+    char c;
+    close(g->ready[1]);
+    close(g->start[0]);
+    for (int i = 0; i < n; i++)
+        if (read(g->ready[0], &c, 1) != 1)
+            break;
+    close(g->start[1]);
+    close(g->ready[0]);
+    int64_t deadline = now_ns() + limit_ns;
+    int bad = 0, left = n;
+    int done[MAXP + 2] = {0};
+    while (left > 0) {
+        for (int i = 0; i < n; i++) {
+            int st;
+            if (done[i] || waitpid(pids[i], &st, WNOHANG) != pids[i])
+                continue;
+            done[i] = 1;
+            left--;
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                bad = 1;
+        }
+        if (left > 0 && now_ns() > deadline) {
+            for (int i = 0; i < n; i++)
+                if (!done[i]) {
+                    kill(pids[i], SIGKILL);
+                    waitpid(pids[i], NULL, 0);
+                }
+            fprintf(stderr, "cbench: a run took longer than %.1f s: killed\n", limit_ns / 1e9);
+            return 1;
+        }
+        if (left > 0) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return bad;
+}
+
+static pid_t spawn(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork: %s", strerror(errno));
+    return pid;
+}
+
+/* ---- throughput ---------------------------------------------------------- */
+
+struct tp_shared {
+    int64_t t_start[MAXP];
+    int64_t t_end;
+    uint64_t received, bytes, errors;
+    uint64_t sent[MAXP];     /* from the end markers */
+    uint64_t next_seq[MAXP]; /* what the consumer saw */
+};
+
+struct tp_result {
+    double msgs_per_s, gb_per_s, seconds;
+    uint64_t messages;
+    int ok;
+};
+
+static void check(int rc, const char *what)
+{
+    if (rc != RB_OK) {
+        fprintf(stderr, "cbench: %s: %s\n", what, rb_strerror(rc));
+        _exit(4);
+    }
+}
+
+static void producer(const char *path, int id, size_t size, int batched, struct gate *g, struct tp_shared *sh)
+{
+    rb_ring *rb = open_ring(path);
+    size_t per_batch = batched ? (BATCH_BYTES / size > 0 ? BATCH_BYTES / size : 1) : 1;
+    size_t pool = SRC_BYTES / size / per_batch * per_batch; /* messages, a multiple of the batch */
+    if (pool == 0)
+        pool = per_batch;
+    unsigned char *src = malloc(pool * size);
+    size_t *lens = malloc(per_batch * sizeof *lens);
+    if (src == NULL || lens == NULL)
+        die("out of memory");
+    fill_random(src, pool * size, (uint64_t)id + 1);
+    for (size_t i = 0; i < per_batch; i++)
+        lens[i] = size;
+    child_ready_and_wait(g);
+
+    int64_t t0 = now_ns(), end = t0 + (int64_t)(budget_s * 1e9);
+    sh->t_start[id] = t0;
+    uint64_t seq = 0, tag = (uint64_t)id << SEQ_BITS;
+    size_t k = 0; /* index in the pool */
+    if (!batched) {
+        for (;;) {
+            if ((seq & 255) == 0 && now_ns() >= end)
+                break;
+            unsigned char *m = src + k * size;
+            uint64_t word = tag | seq;
+            memcpy(m, &word, 8);
+            check(rb_write_wait(rb, m, size, -1), "rb_write_wait");
+            seq++;
+            if (++k == pool)
+                k = 0;
+        }
+    } else {
+        while (now_ns() < end) {
+            unsigned char *m = src + k * size;
+            for (size_t i = 0; i < per_batch; i++) {
+                uint64_t word = tag | (seq + i);
+                memcpy(m + i * size, &word, 8);
+            }
+            size_t done = 0;
+            while (done < per_batch) {
+                size_t written;
+                check(rb_write_many_wait(rb, m + done * size, lens + done, per_batch - done, &written, -1),
+                      "rb_write_many_wait");
+                done += written;
+            }
+            seq += per_batch;
+            k += per_batch;
+            if (k == pool)
+                k = 0;
+        }
+    }
+    uint64_t marker[2] = {(uint64_t)id, seq};
+    check(rb_write_wait(rb, marker, MARKER_LEN, -1), "rb_write_wait (marker)");
+    rb_close(rb);
+    _exit(0);
+}
+
+/* One received message: checks its length and sequence number. Returns 1
+ * when it was the last end marker. */
+static inline int account(struct tp_shared *sh, const unsigned char *m, size_t len, size_t size, int nprod,
+                          int *markers)
+{
+    if (len == size) {
+        uint64_t word;
+        memcpy(&word, m, 8);
+        uint64_t p = word >> SEQ_BITS, s = word & SEQ_MASK;
+        if (p >= (uint64_t)nprod || s != sh->next_seq[p])
+            sh->errors++;
+        else
+            sh->next_seq[p]++;
+        sh->received++;
+        sh->bytes += len;
+        return 0;
+    }
+    if (len == MARKER_LEN) {
+        uint64_t marker[2];
+        memcpy(marker, m, sizeof marker);
+        if (marker[0] >= (uint64_t)nprod)
+            sh->errors++;
+        else
+            sh->sent[marker[0]] = marker[1];
+        return ++*markers == nprod;
+    }
+    sh->errors++;
+    return 0;
+}
+
+static void consumer(const char *path, size_t size, int nprod, int batched, struct gate *g, struct tp_shared *sh)
+{
+    rb_ring *rb = open_ring(path);
+    unsigned char *buf = malloc(READ_BYTES);
+    size_t *lens = malloc(READ_COUNT * sizeof *lens);
+    if (buf == NULL || lens == NULL)
+        die("out of memory");
+    memset(buf, 0, READ_BYTES);
+    child_ready_and_wait(g);
+    int markers = 0, last = 0;
+    while (!last) {
+        if (!batched) {
+            size_t len;
+            check(rb_read_wait(rb, buf, READ_BYTES, &len, -1), "rb_read_wait");
+            last = account(sh, buf, len, size, nprod, &markers);
+        } else {
+            size_t count;
+            check(rb_read_many_wait(rb, buf, READ_BYTES, lens, READ_COUNT, &count, -1), "rb_read_many_wait");
+            const unsigned char *m = buf;
+            for (size_t i = 0; i < count; i++) {
+                last |= account(sh, m, lens[i], size, nprod, &markers);
+                m += lens[i];
+            }
+        }
+    }
+    sh->t_end = now_ns();
+    rb_close(rb);
+    _exit(0);
+}
+
+static struct tp_result throughput_once(int nprod, size_t size, int batched)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/cbench-%d.ring", dir, (int)getpid());
+    create_ring(path);
+    struct tp_shared *sh = shared_map(sizeof *sh);
+    memset(sh, 0, sizeof *sh);
+    struct gate g;
+    gate_init(&g);
+    pid_t pids[MAXP + 1];
+    for (int i = 0; i <= nprod; i++) {
+        pids[i] = spawn();
+        if (pids[i] == 0) {
+            if (i == nprod)
+                consumer(path, size, nprod, batched, &g, sh);
+            producer(path, i, size, batched, &g, sh);
+        }
+    }
+    int bad = gate_run(&g, pids, nprod + 1, (int64_t)((budget_s * 20 + 10) * 1e9));
+    unlink(path);
+    struct tp_result r = {0};
+    int64_t t0 = sh->t_start[0];
+    uint64_t sent = 0;
+    for (int i = 0; i < nprod; i++) {
+        t0 = sh->t_start[i] < t0 ? sh->t_start[i] : t0;
+        sent += sh->sent[i];
+        if (sh->sent[i] != sh->next_seq[i])
+            bad = 1;
+    }
+    if (bad || sh->errors != 0 || sh->received != sent || sh->bytes != sent * size || sh->t_end <= t0) {
+        fprintf(stderr,
+                "cbench: %d producer(s), %zu B: check failed (sent %llu, received %llu, bytes %llu, errors %llu)\n",
+                nprod, size, (unsigned long long)sent, (unsigned long long)sh->received,
+                (unsigned long long)sh->bytes, (unsigned long long)sh->errors);
+        munmap(sh, sizeof *sh);
+        return r;
+    }
+    r.seconds = (sh->t_end - t0) / 1e9;
+    r.messages = sh->received;
+    r.msgs_per_s = r.messages / r.seconds;
+    r.gb_per_s = r.msgs_per_s * (double)size / 1e9;
+    r.ok = 1;
+    munmap(sh, sizeof *sh);
+    return r;
+}
+
+/* ---- memcpy references ------------------------------------------------------ */
+
+/* Copies messages of size bytes, count in all, from a pre-built source (as
+ * a producer's) into a buffer of the ring's capacity; returns seconds. */
+static double memcpy_messages(unsigned char *src, size_t pool, unsigned char *dst, size_t size, uint64_t count)
+{
+    size_t mask = ring_bytes - 1, off = 0, k = 0;
+    int64_t t0 = now_ns();
+    for (uint64_t i = 0; i < count; i++) {
+        memcpy(dst + off, src + k * size, size);
+        __asm__ __volatile__("" : : "r"(dst) : "memory");
+        off = (off + size + 8) & mask; /* a record's header and payload */
+        if (off + size > ring_bytes)
+            off = 0;
+        if (++k == pool)
+            k = 0;
+    }
+    return (now_ns() - t0) / 1e9;
+}
+
+static double memcpy_large(void)
+{
+    unsigned char *a = malloc(LARGE_BLOCK), *b = malloc(LARGE_BLOCK);
+    if (a == NULL || b == NULL)
+        die("out of memory");
+    fill_random(a, LARGE_BLOCK, 7);
+    memset(b, 0, LARGE_BLOCK);
+    int64_t t0 = now_ns(), end = t0 + (int64_t)(budget_s * 1e9);
+    uint64_t copies = 0;
+    do {
+        memcpy(b, a, LARGE_BLOCK);
+        __asm__ __volatile__("" : : "r"(b) : "memory");
+        copies++;
+    } while (now_ns() < end);
+    double gb = copies * (double)LARGE_BLOCK / 1e9 / ((now_ns() - t0) / 1e9);
+    free(a);
+    free(b);
+    return gb;
+}
+
+/* ---- ping-pong ----------------------------------------------------------- */
+
+struct pp_shared {
+    double p50_us, p99_us;
+    uint64_t rounds;
+};
+
+static void pinger(const char *ping, const char *pong, struct gate *g, struct pp_shared *sh)
+{
+    rb_ring *tx = open_ring(ping), *rx = open_ring(pong);
+    int64_t *rtt = malloc(PING_MAX * sizeof *rtt);
+    if (rtt == NULL)
+        die("out of memory");
+    memset(rtt, 0, PING_MAX * sizeof *rtt);
+    unsigned char msg[64] = {0}, buf[64];
+    size_t len;
+    child_ready_and_wait(g);
+    int64_t end = 0;
+    uint64_t n = 0;
+    for (uint64_t i = 0; n < PING_MAX; i++) {
+        int64_t t0 = now_ns();
+        check(rb_write_wait(tx, msg, sizeof msg, -1), "rb_write_wait");
+        check(rb_read_wait(rx, buf, sizeof buf, &len, -1), "rb_read_wait");
+        int64_t t1 = now_ns();
+        if (len != sizeof msg)
+            _exit(5);
+        if (i == PING_WARMUP)
+            end = t1 + (int64_t)(budget_s * 1e9);
+        if (i >= PING_WARMUP) {
+            rtt[n++] = t1 - t0;
+            if (t1 >= end)
+                break;
+        }
+    }
+    check(rb_write_wait(tx, "!", 1, -1), "rb_write_wait (stop)");
+    qsort(rtt, n, sizeof *rtt, cmp_i64);
+    sh->rounds = n;
+    sh->p50_us = rtt[n / 2] / 1e3;
+    sh->p99_us = rtt[n * 99 / 100] / 1e3;
+    _exit(0);
+}
+
+static void echoer(const char *ping, const char *pong, struct gate *g)
+{
+    rb_ring *rx = open_ring(ping), *tx = open_ring(pong);
+    unsigned char buf[64];
+    size_t len;
+    child_ready_and_wait(g);
+    for (;;) {
+        check(rb_read_wait(rx, buf, sizeof buf, &len, -1), "rb_read_wait");
+        if (len == 1)
+            break;
+        check(rb_write_wait(tx, buf, len, -1), "rb_write_wait");
+    }
+    _exit(0);
+}
+
+static int pingpong_once(struct pp_shared *out)
+{
+    char ping[600], pong[600];
+    snprintf(ping, sizeof ping, "%s/cbench-%d.ping", dir, (int)getpid());
+    snprintf(pong, sizeof pong, "%s/cbench-%d.pong", dir, (int)getpid());
+    create_ring(ping);
+    create_ring(pong);
+    struct pp_shared *sh = shared_map(sizeof *sh);
+    memset(sh, 0, sizeof *sh);
+    struct gate g;
+    gate_init(&g);
+    pid_t pids[2];
+    for (int i = 0; i < 2; i++) {
+        pids[i] = spawn();
+        if (pids[i] == 0) {
+            if (i == 0)
+                pinger(ping, pong, &g, sh);
+            echoer(ping, pong, &g);
+        }
+    }
+    int bad = gate_run(&g, pids, 2, (int64_t)((budget_s * 20 + 10) * 1e9));
+    unlink(ping);
+    unlink(pong);
+    *out = *sh;
+    munmap(sh, sizeof *sh);
+    return !bad && out->rounds > 0;
+}
+
+/* ---- main ----------------------------------------------------------------- */
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: cbench [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 >= argc)
+            usage();
+        if (strcmp(argv[i], "--budget") == 0)
+            budget_s = atof(argv[++i]);
+        else if (strcmp(argv[i], "--reps") == 0)
+            reps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--ring") == 0)
+            ring_bytes = (size_t)strtoull(argv[++i], NULL, 0);
+        else if (strcmp(argv[i], "--dir") == 0)
+            dir = argv[++i];
+        else
+            usage();
+    }
+    if (budget_s <= 0 || reps < 1 || reps > MAXREPS || ring_bytes < 4096 || (ring_bytes & (ring_bytes - 1)))
+        usage();
+
+    static const size_t sizes[] = {64, 4096};
+    static const struct {
+        int nprod, batched;
+    } shapes[] = {{1, 0}, {1, 1}, {2, 0}, {4, 0}};
+    printf("{\n  \"budget_s\": %g, \"reps\": %d, \"ring_bytes\": %zu, \"library_version\": %d,\n", budget_s, reps,
+           ring_bytes, rb_version());
+
+    /* memcpy of the same sizes needs the median 1-producer run's count. */
+    uint64_t ref_count[2] = {0, 0};
+    printf("  \"throughput\": [");
+    const char *sep = "\n";
+    for (size_t s = 0; s < 2; s++) {
+        for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+            double rate[MAXREPS], secs[MAXREPS];
+            uint64_t msgs[MAXREPS];
+            int ok = 1;
+            for (int r = 0; r < reps; r++) {
+                struct tp_result res = throughput_once(shapes[c].nprod, sizes[s], shapes[c].batched);
+                ok &= res.ok;
+                rate[r] = res.msgs_per_s;
+                secs[r] = res.seconds;
+                msgs[r] = res.messages;
+            }
+            double med = median(rate, reps);
+            uint64_t med_msgs = 0;
+            for (int r = 0; r < reps; r++)
+                if (rate[r] == med)
+                    med_msgs = msgs[r];
+            if (med_msgs == 0) /* an even count of runs: the mean of the middle two */
+                med_msgs = (uint64_t)(med * median(secs, reps));
+            if (shapes[c].nprod == 1 && !shapes[c].batched)
+                ref_count[s] = med_msgs;
+            if (!ok)
+                failures++;
+            fprintf(stderr, "cbench: %d producer(s), %zu B, %s: %.2fM msgs/s%s\n", shapes[c].nprod, sizes[s],
+                    shapes[c].batched ? "batched" : "single", med / 1e6, ok ? "" : " (FAILED)");
+            printf("%s    {\"producers\": %d, \"size\": %zu, \"mode\": \"%s\", \"ok\": %s, \"msgs_per_s\": %.0f, "
+                   "\"gb_per_s\": %.4f, \"messages\": %llu, \"runs_msgs_per_s\": [",
+                   sep, shapes[c].nprod, sizes[s], shapes[c].batched ? "batch" : "single", ok ? "true" : "false",
+                   med, med * sizes[s] / 1e9, (unsigned long long)med_msgs);
+            for (int r = 0; r < reps; r++)
+                printf("%s%.0f", r ? ", " : "", rate[r]);
+            printf("]}");
+            sep = ",\n";
+        }
+    }
+    printf("\n  ],\n  \"memcpy\": [");
+    for (size_t s = 0; s < 2; s++) {
+        size_t size = sizes[s], pool = SRC_BYTES / size;
+        unsigned char *src = malloc(SRC_BYTES), *dst = malloc(ring_bytes);
+        if (src == NULL || dst == NULL)
+            die("out of memory");
+        fill_random(src, SRC_BYTES, 1);
+        memset(dst, 0, ring_bytes);
+        uint64_t count = ref_count[s] ? ref_count[s] : 1000000;
+        double secs[MAXREPS];
+        for (int r = 0; r < reps; r++)
+            secs[r] = memcpy_messages(src, pool, dst, size, count);
+        double t = median(secs, reps);
+        fprintf(stderr, "cbench: memcpy %zu B messages: %.2f GB/s\n", size, count * (double)size / t / 1e9);
+        printf("%s\n    {\"size\": %zu, \"messages\": %llu, \"msgs_per_s\": %.0f, \"gb_per_s\": %.4f}", s ? "," : "",
+               size, (unsigned long long)count, count / t, count * (double)size / t / 1e9);
+        free(src);
+        free(dst);
+    }
+    double large[MAXREPS];
+    for (int r = 0; r < reps; r++)
+        large[r] = memcpy_large();
+    fprintf(stderr, "cbench: memcpy 64 MiB blocks: %.2f GB/s\n", median(large, reps));
+    printf("\n  ],\n  \"memcpy_large\": {\"block_bytes\": %u, \"gb_per_s\": %.4f},\n", LARGE_BLOCK,
+           median(large, reps));
+
+    double p50[MAXREPS], p99[MAXREPS];
+    uint64_t rounds = 0;
+    int ok = 1;
+    for (int r = 0; r < reps; r++) {
+        struct pp_shared pp;
+        ok &= pingpong_once(&pp);
+        p50[r] = pp.p50_us;
+        p99[r] = pp.p99_us;
+        rounds += pp.rounds;
+    }
+    if (!ok)
+        failures++;
+    fprintf(stderr, "cbench: ping-pong p50 %.2f us, p99 %.2f us\n", median(p50, reps), median(p99, reps));
+    printf("  \"pingpong\": {\"ok\": %s, \"size\": 64, \"p50_us\": %.3f, \"p99_us\": %.3f, \"rounds\": %llu, "
+           "\"runs_p50_us\": [",
+           ok ? "true" : "false", median(p50, reps), median(p99, reps), (unsigned long long)rounds);
+    for (int r = 0; r < reps; r++)
+        printf("%s%.3f", r ? ", " : "", p50[r]);
+    printf("], \"runs_p99_us\": [");
+    for (int r = 0; r < reps; r++)
+        printf("%s%.3f", r ? ", " : "", p99[r]);
+    printf("]},\n  \"ok\": %s\n}\n", failures ? "false" : "true");
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,306 @@
+"""The suite's outputs from its results: the terminal table, the issue-5
+targets checked against the same run's figures, and the chart."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+SINGLE = "ringbuffer put/get"
+BATCH = "ringbuffer put_many/get_many"
+ZEROCOPY = "ringbuffer reserve/peek"
+MPQ = "multiprocessing.Queue put/get"
+FF_SINGLE = "faster-fifo put/get"
+FF_BATCH = "faster-fifo put_many/get_many"
+
+
+def size_label(size: int | str) -> str:
+    size = int(size)
+    return f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
+
+
+def _rate(row: dict[str, Any] | None) -> float | None:
+    return None if row is None else row.get("msgs_per_s")
+
+
+# -- the issue-5 targets -----------------------------------------------------------
+
+
+def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 5 with the figure measured in this run and
+    whether it is met (None: not measured in this run)."""
+    out: list[dict[str, Any]] = []
+
+    def add(target: str, measured: str | None, met: bool | None) -> None:
+        out.append({"target": target, "measured": measured or "not measured", "met": met})
+
+    tp = data.get("throughput", {})
+    small, page = tp.get("64", {}), tp.get("4096", {})
+
+    def ratio(rows: dict[str, Any], a: str, b: str) -> float | None:
+        ra, rb = _rate(rows.get(a)), _rate(rows.get(b))
+        return ra / rb if ra and rb else None
+
+    def at_least(target: str, value: float | None, floor: float) -> None:
+        add(target, None if value is None else f"{value:.1f}x", None if value is None else value >= floor)
+
+    at_least(
+        "64 B, single-message mode (put/get) >= 10x multiprocessing.Queue", ratio(small, SINGLE, MPQ), 10
+    )
+    ours = _rate(small.get(SINGLE))
+    peers = {k: _rate(v) for k, v in small.items() if not k.startswith("ringbuffer") and _rate(v)}
+    singles = {k: v for k, v in peers.items() if k != FF_BATCH}
+    if ours and singles:
+        best = max(singles, key=singles.__getitem__)
+        add(
+            "64 B, single-message mode ahead of every peer's single-message mode",
+            f"{ours / singles[best]:.2f}x the best peer ({best})",
+            ours > singles[best],
+        )
+    else:
+        add("64 B, single-message mode ahead of every peer's single-message mode", None, None)
+    at_least("64 B, batched >= 40x multiprocessing.Queue", ratio(small, BATCH, MPQ), 40)
+    at_least("64 B, batched >= 5x faster-fifo get_many", ratio(small, BATCH, FF_BATCH), 5)
+    at_least("4 KiB, single-message mode >= 5x multiprocessing.Queue", ratio(page, SINGLE, MPQ), 5)
+    best4 = max((ratio(page, m, FF_BATCH) or 0.0 for m in (BATCH, ZEROCOPY)), default=0.0)
+    at_least("4 KiB, batched or zero-copy >= 2x faster-fifo get_many", best4 or None, 2)
+
+    lat = data.get("latency", {})
+    ring = lat.get(SINGLE, {})
+    if "p50_us" in ring:
+        add("ping-pong put/get p50 < 5 us", f"p50 {ring['p50_us']:.2f} us", ring["p50_us"] < 5)
+    else:
+        add("ping-pong put/get p50 < 5 us", None, None)
+    at_least("ping-pong p50 >= 8x better than multiprocessing.Pipe", ring.get("pipe_p50_ratio"), 8)
+
+    c = data.get("c", {})
+    rows = {(r["producers"], r["size"], r["mode"]): r for r in c.get("throughput", []) if r.get("ok")}
+    for mode in ("single", "batch"):
+        r = rows.get((1, 64, mode))
+        add(
+            f"C, 1 producer + 1 consumer process, 64 B ({mode}): >= 30M msgs/s",
+            None if r is None else f"{r['msgs_per_s'] / 1e6:.1f}M msgs/s",
+            None if r is None else r["msgs_per_s"] >= 30e6,
+        )
+    for mode in ("single", "batch"):
+        r = rows.get((1, 4096, mode))
+        add(
+            f"C, 1 producer + 1 consumer process, 4 KiB ({mode}): >= 0.5x same-run memcpy (same sizes)",
+            None
+            if r is None
+            else f"{r['gb_per_s']:.2f} GB/s = {r['vs_memcpy']:.2f}x memcpy "
+            f"({r['vs_memcpy_large']:.2f}x the 64 MiB-block memcpy)",
+            None if r is None else r["vs_memcpy"] >= 0.5,
+        )
+
+    idle = data.get("idle", {})
+    worst = max((r["cpu_percent"] for r in idle.values() if "cpu_percent" in r), default=None)
+    add(
+        "a consumer blocked while idle uses < 2% of a core",
+        None if worst is None else f"at most {worst:.2f}% of a core",
+        None if worst is None else worst < 2,
+    )
+    mem = data.get("memory", {})
+    grown = [r["growth_kib"] for r in mem.values() if "growth_kib" in r]
+    n = max((r["messages"] for r in mem.values() if "messages" in r), default=0)
+    add(
+        "memory flat over 10M messages (RSS growth < 1 MiB per process)",
+        None if not grown else f"largest RSS growth {max(grown)} KiB over {n:,} messages",
+        None if not grown or n < 10_000_000 else max(grown) < 1024,
+    )
+    return out
+
+
+def failures(data: dict[str, Any]) -> list[str]:
+    """The cases that failed (errors, not skips)."""
+    out = []
+    for size, rows in data.get("throughput", {}).items():
+        out += [f"{label}, {size_label(size)}: {r['error']}" for label, r in rows.items() if "error" in r]
+    for group in ("latency", "idle", "memory"):
+        out += [f"{group}, {label}: {r['error']}" for label, r in data.get(group, {}).items() if "error" in r]
+    out += [
+        f"objects, {k}: {r['error']}"
+        for k, r in data.get("objects", {}).get("rows", {}).items()
+        if "error" in r
+    ]
+    if "error" in data.get("c", {}):
+        out.append(f"C: {data['c']['error']}")
+    return out
+
+
+# -- the table ---------------------------------------------------------------------
+
+
+def _rows_table(rows: dict[str, Any], first: str, cells: Callable[[dict[str, Any]], str]) -> list[str]:
+    lines = []
+    for label, r in rows.items():
+        if "skipped" in r:
+            lines.append(f"  {first:<8} {label:<34} {r['skipped']}")
+        elif "error" in r:
+            lines.append(f"  {first:<8} {label:<34} FAILED: {r['error']}")
+        else:
+            lines.append(f"  {first:<8} {label:<34} {cells(r)}")
+        first = ""
+    return lines
+
+
+def table(data: dict[str, Any]) -> str:
+    s, m = data["settings"], data["machine"]
+    out = [
+        f"ringbuffer benchmarks ({'quick' if s['quick'] else 'full'} run, {data['seconds']:.0f} s): "
+        f"{m['cpus']} CPUs, {m['cpu_model']}, Linux {m['kernel']}, Python {m['python']}, "
+        f"commit {m['commit']}, {m['date']}",
+        "load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f} "
+        "(other work on the machine shares its CPUs)".format(
+            *m["load_average_before"], *m["load_average_after"]
+        ),
+    ]
+    out += [f"note: {n}" for n in data.get("notes", [])]
+
+    def rate_cells(r: dict[str, Any]) -> str:
+        mb = f"{r['mb_per_s']:>10,.1f}" if "mb_per_s" in r else f"{'':>10}"
+        vs = f"{r['vs_mp_queue']:>10.2f}x" if "vs_mp_queue" in r else ""
+        return f"{r['msgs_per_s']:>12,.0f} {mb} {vs}"
+
+    if "throughput" in data:
+        out += [
+            "",
+            "Python throughput: one producer and one consumer process (forkserver), "
+            f"median of {s['reps']} runs of ~{s['budget']:g} s",
+            f"  {'size':<8} {'case':<34} {'msgs/s':>12} {'MB/s':>10} {'vs mp.Queue':>11}",
+        ]
+        for size, rows in data["throughput"].items():
+            out += _rows_table(rows, size_label(size), rate_cells)
+    if "latency" in data:
+        out += [
+            "",
+            f"64-byte ping-pong round trips between two processes, microseconds, median of {s['reps']} runs",
+            f"  {'':<8} {'case':<34} {'p50':>8} {'p99':>8} {'Pipe/this p50':>14} {'p99':>6}",
+        ]
+
+        def lat_cells(r: dict[str, Any]) -> str:
+            ratios = (
+                f"{r['pipe_p50_ratio']:>13.1f}x {r['pipe_p99_ratio']:>5.1f}x" if "pipe_p50_ratio" in r else ""
+            )
+            return f"{r['p50_us']:>8.2f} {r['p99_us']:>8.2f} {ratios}"
+
+        out += _rows_table(data["latency"], "", lat_cells)
+    if "idle" in data:
+        out += ["", "A consumer blocked on an empty ring", f"  {'':<8} {'case':<34} {'% of a core':>12}"]
+        out += _rows_table(
+            data["idle"], "", lambda r: f"{r['cpu_percent']:>11.2f}% over {r['seconds']:.1f} s"
+        )
+    if "memory" in data:
+        out += [
+            "",
+            "RSS (KiB) of the producer and the consumer process after the first tenth of the messages "
+            "and at the end",
+            f"  {'':<8} {'case':<34} {'messages':>11} {'producer':>17} {'consumer':>17} {'growth':>7}",
+        ]
+
+        def mem_cells(r: dict[str, Any]) -> str:
+            (p0, p1), (c0, c1) = r["producer_rss_kib"], r["consumer_rss_kib"]
+            return f"{r['messages']:>11,} {p0:>8}->{p1:<8} {c0:>8}->{c1:<8} {r['growth_kib']:>6}"
+
+        out += _rows_table(data["memory"], "64 B", mem_cells)
+    if "objects" in data:
+        out += [
+            "",
+            f"Small objects ({data['objects']['item']}) between two processes, median of {s['reps']} runs",
+            f"  {'':<8} {'case':<34} {'items/s':>12} {'':>10} {'vs mp.Queue':>11}",
+        ]
+        out += _rows_table(data["objects"]["rows"], "", rate_cells)
+    if "c" in data:
+        out += _c_table(data["c"])
+    if "targets" in data:
+        out += ["", "Issue 5 targets, from this run"]
+        for t in data["targets"]:
+            mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+            out.append(f"  [{mark:>6}] {t['target']}: {t['measured']}")
+    return "\n".join(out) + "\n"
+
+
+def _c_table(c: dict[str, Any]) -> list[str]:
+    if "throughput" not in c:
+        return ["", f"C benchmark: FAILED: {c.get('error')}"]
+    out = [
+        "",
+        f"C (bench/cbench.c): producer and consumer processes, ring {c['ring_bytes'] >> 10} KiB in /dev/shm, "
+        f"median of {c['reps']} runs of ~{c['budget_s']:g} s",
+        f"  {'producers':<10} {'size':<7} {'mode':<7} {'msgs/s':>14} {'GB/s':>8} {'vs memcpy':>10} "
+        f"{'vs 64 MiB memcpy':>17}",
+    ]
+    for r in c["throughput"]:
+        head = f"  {r['producers']:<10} {size_label(r['size']):<7} {r['mode']:<7}"
+        if not r.get("ok"):
+            out.append(f"{head} FAILED")
+            continue
+        out.append(
+            f"{head} {r['msgs_per_s']:>14,.0f} {r['gb_per_s']:>8.2f} {r['vs_memcpy']:>9.2f}x "
+            f"{r['vs_memcpy_large']:>16.2f}x"
+        )
+    for mc in c["memcpy"]:
+        out.append(
+            f"  {'memcpy':<10} {size_label(mc['size']):<7} {'':<7} {mc['msgs_per_s']:>14,.0f} "
+            f"{mc['gb_per_s']:>8.2f}   (same bytes, same sizes, one process)"
+        )
+    out.append(
+        f"  {'memcpy':<10} {'64 MiB':<7} {'':<7} {'':>14} {c['memcpy_large']['gb_per_s']:>8.2f}"
+        "   (large blocks)"
+    )
+    pp = c["pingpong"]
+    out.append(
+        f"  ping-pong, 64 B, rb_write_wait/rb_read_wait: p50 {pp['p50_us']:.2f} us, p99 {pp['p99_us']:.2f} us"
+        f"{'' if pp.get('ok') else ' FAILED'}"
+    )
+    if "error" in c:
+        out.append(f"  FAILED: {c['error']}")
+    return out
+
+
+# -- the chart ---------------------------------------------------------------------
+
+
+def chart(data: dict[str, Any], path: str) -> str | None:
+    """Throughput by message size (messages/s and MB/s, log scales), one bar
+    per case; returns the path, or None without matplotlib or data."""
+    tp = data.get("throughput")
+    if not tp:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    sizes = list(tp)
+    labels = [k for k in next(iter(tp.values())) if any("msgs_per_s" in tp[s].get(k, {}) for s in sizes)]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), dpi=90)
+    width = 0.8 / max(len(labels), 1)
+    colors = plt.get_cmap("tab10").colors
+    for ax, key, title in ((axes[0], "msgs_per_s", "messages/s"), (axes[1], "mb_per_s", "MB/s")):
+        for i, label in enumerate(labels):
+            xs, ys = [], []
+            for j, size in enumerate(sizes):
+                row = tp[size].get(label, {})
+                if key in row:
+                    xs.append(j + (i - (len(labels) - 1) / 2) * width)
+                    ys.append(row[key])
+            ax.bar(xs, ys, width, label=label, color=colors[i % len(colors)])
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(sizes)), [size_label(s) for s in sizes])
+        ax.set_xlabel("message size")
+        ax.set_title(title)
+        ax.grid(axis="y", which="major", alpha=0.3)
+    m = data["machine"]
+    fig.suptitle(
+        f"One producer and one consumer process, Python ({m['cpus']} CPUs, {m['cpu_model']}; "
+        f"median of {data['settings']['reps']} runs)",
+        fontsize=10,
+    )
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 0.95))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
