@@ -700,7 +700,7 @@ static void kh_open(rb_ring *rb, const void *arg)
 TEST(random_kill_harness)
 {
     const char *env = getenv("RB_KILL_CYCLES");
-    int cycles = env != NULL ? atoi(env) : 200;
+    int cycles = env != NULL && *env != '\0' ? atoi(env) : 200;
     kh = mmap(NULL, sizeof *kh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(kh != MAP_FAILED);
     AUTO_FX(f);
