@@ -89,7 +89,12 @@ struct rb_header {
     _Atomic uint32_t read_turn;    /* 264: 0 = free, else holder's id */
     _Atomic uint32_t turn_seq;     /* 268: futex word, bumped when the turn is given back */
     _Atomic uint32_t turn_waiters; /* 272: consumers parked on turn_seq */
-    unsigned char pad2[RB_LINE - 20];
+    uint32_t pad2a;                /* 276 */
+    /* The range the turn holder is zeroing before it stores head = its
+     * end; the next holder finishes it if the holder dies meanwhile. */
+    _Atomic uint64_t release_start;/* 280 */
+    _Atomic uint64_t release_end;  /* 288 */
+    unsigned char pad2[RB_LINE - 40];
     /* Consumers waiting for data (futex word, bumped by producers). */
     _Atomic uint32_t data_seq;     /* 384 */
     _Atomic uint32_t data_waiters; /* 388 */
@@ -115,10 +120,7 @@ struct rb_slot {
     _Atomic uint32_t gen;          /*  0: generation of the current (or last) owner, 1..RB_GEN_MASK */
     _Atomic uint32_t pid;          /*  4: owner's pid, for diagnostics only */
     _Atomic uint32_t parked[3];    /*  8: this slot's share of the data/space/turn waiter counts */
-    uint32_t pad0;                 /* 20 */
-    _Atomic uint64_t wipe_start;   /* 24: the range the owner, holding the read */
-    _Atomic uint64_t wipe_end;     /* 32: turn, is zeroing before it releases head */
-    uint64_t pad1;                 /* 40 */
+    unsigned char pad0[28];        /* 20 */
     struct rb_intent intent[RB_SLOT_INTENTS]; /* 48 */
 };
 
@@ -136,7 +138,7 @@ _Static_assert(offsetof(struct rb_header, data_seq) == 384, "data_seq offset");
 _Static_assert(offsetof(struct rb_header, space_seq) == 512, "space_seq offset");
 _Static_assert(offsetof(struct rb_header, slots_used) == 640, "slots_used offset");
 _Static_assert(offsetof(struct rb_slot, parked) == 8, "parked offset");
-_Static_assert(offsetof(struct rb_slot, wipe_start) == 24, "wipe offset");
+_Static_assert(offsetof(struct rb_header, release_start) == 280, "release_start offset");
 _Static_assert(offsetof(struct rb_slot, intent) == 48, "intent offset");
 _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 has no hidden lock");
 
@@ -178,7 +180,8 @@ struct rb_ring {
     int64_t head_stall_since;
     _Atomic uint32_t turn_stall_id;
     _Atomic int64_t turn_stall_since;
-    /* fork(): the child gets its own slot at its first call (slots.c). */
+    /* fork(): the child gets its own slot at its first call (slots.c).
+     * reattaching: the epoch being re-attached (0: none). */
     _Atomic uint32_t fork_epoch;
     _Atomic uint32_t reattaching;
 };
@@ -206,8 +209,10 @@ static inline int rb_check_fork(rb_ring *rb)
 {
     /* Relaxed: both values are written by this process only (the global by
      * the atfork handler before any thread exists in the child). */
+    /* Acquire on the handle's epoch: a thread that sees the re-attached
+     * epoch also sees the new id, slot and descriptor (rb_after_fork). */
     if (__builtin_expect(atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed) !=
-                             atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed),
+                             atomic_load_explicit(&rb->fork_epoch, memory_order_acquire),
                          0))
         return rb_after_fork(rb);
     return RB_OK;
@@ -227,7 +232,7 @@ int rb_turn_stuck(rb_ring *rb, uint32_t id);
  * it left) DISCARD and returns 1: look again. 0: nothing to do yet.
  * RB_ECORRUPT: the ring cannot be in this state. */
 int rb_recover_head(rb_ring *rb, uint64_t h);
-/* Zeroes [s, e) and releases head to e, recording the range in our slot
+/* Zeroes [s, e) and releases head to e, recording the range in the header
  * first so that, if we die meanwhile, the next turn holder finishes it. */
 void rb_consume_range(rb_ring *rb, uint64_t s, uint64_t e);
 

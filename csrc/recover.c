@@ -48,25 +48,33 @@ int rb_take_dead_turn(rb_ring *rb, uint32_t id)
     atomic_store_explicit(&rb->turn_stall_since, rb_now_ns(), memory_order_relaxed);
     if (rb_id_alive(rb, id))
         return 0; /* slow, not dead: keep waiting */
-    /* Acquire, as in take_turn. The dead holder released nothing; what it
+    /* Acq_rel, as in take_turn. The dead holder released nothing; what it
      * wrote is visible because it is dead: the kernel tore it down before
      * it dropped the lock whose absence we just saw (docs/design.md). */
     uint32_t expected = id;
-    if (!atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acquire,
+    if (!atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return 0; /* someone else took it over, or it was given back */
+    RB_KILLPOINT("turn.taken");
     atomic_store_explicit(&rb->turn_stall_id, 0, memory_order_relaxed);
-    /* If the holder died while zeroing what it had consumed, finish: its
-     * slot says which range. The range is trusted only if it starts at
+    /* If the holder died while zeroing what it had consumed, finish: the
+     * header says which range. The range is trusted only if it starts at
      * head (the holder had not released it yet) and is a plausible part of
-     * [head, tail): anything else is an old range or a forged one. */
-    struct rb_slot *dead = &rb->slots[rb_id_slot(id)];
-    uint64_t s = atomic_load_explicit(&dead->wipe_start, memory_order_relaxed);
-    uint64_t e = atomic_load_explicit(&dead->wipe_end, memory_order_relaxed);
+     * [head, tail): anything else is an old range or a forged one. If we
+     * die in turn, the range is still there for the next holder. Relaxed:
+     * see rb_consume_range; tail is only a bound. */
+    uint64_t s = atomic_load_explicit(&rb->hdr->release_start, memory_order_relaxed);
+    uint64_t e = atomic_load_explicit(&rb->hdr->release_end, memory_order_relaxed);
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
-    uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
-    if (s == h && e > s && e <= t && e - s <= rb->capacity && (e & 7u) == 0)
+    uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
+    if (s == h && e > s && e <= t && e - s <= rb->capacity && ((s | e) & 7u) == 0) {
         rb_consume_range(rb, s, e);
+        /* Space was freed: the fence and wake-up give_turn would do (our
+         * caller may give the turn back without having moved head). */
+        atomic_thread_fence(memory_order_seq_cst);
+        struct rb_waitq q = {&rb->hdr->space_seq, &rb->hdr->space_waiters, 1};
+        rb_wake(&q);
+    }
     return 1;
 }
 
@@ -118,9 +126,12 @@ static int recover_gap(rb_ring *rb, uint64_t h, uint64_t t)
     for (uint32_t slot = 0, n = rb_slots_used(rb); slot < n; slot++) {
         for (unsigned i = 0; i < RB_SLOT_INTENTS; i++) {
             struct rb_intent *in = &rb->slots[slot].intent[i];
-            /* Acquire: pairs with drop_intent's release; see below. */
+            /* Acquire end: pairs with drop_intent's release. Acquire
+             * start: pairs with the release of a new start, so that if the
+             * entry was dropped and reused meanwhile, the re-read of the
+             * word below sees the header written before the drop. */
             uint64_t e = atomic_load_explicit(&in->end, memory_order_acquire);
-            uint64_t s = atomic_load_explicit(&in->start, memory_order_relaxed);
+            uint64_t s = atomic_load_explicit(&in->start, memory_order_acquire);
             if (e == 0 || s > h || e <= h)
                 continue;
             if (rb_slot_alive(rb, slot))
@@ -156,11 +167,13 @@ int rb_recover_head(rb_ring *rb, uint64_t h)
     uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
     if (t <= h)
         return 0; /* nothing in flight: the ring is just empty */
+    if ((h & 7u) != 0)
+        return RB_ECORRUPT; /* head was forged after we opened */
     int64_t now = rb_now_ns();
     if (!head_stuck(rb, h, now))
         return 0;
-    /* Relaxed: re-read by recover_busy's CAS / recover_gap's acquire. */
-    uint64_t w = atomic_load_explicit((_Atomic uint64_t *)(void *)(rb->data + (h & rb->mask)), memory_order_acquire);
+    /* Relaxed: recover_busy's CAS and recover_gap's acquire re-read it. */
+    uint64_t w = atomic_load_explicit((_Atomic uint64_t *)(void *)(rb->data + (h & rb->mask)), memory_order_relaxed);
     int rc;
     if (w == 0)
         rc = recover_gap(rb, h, t);

@@ -56,9 +56,9 @@ static int data_ready(rb_ring *rb, uint64_t unused)
     (void)unused;
     uint32_t expected = 0;
     /* Relaxed load first, to avoid writing the line while another reads.
-     * Acquire CAS as in take_turn(). */
+     * Acq_rel CAS as in take_turn(). */
     if (atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed) != 0 ||
-        !atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acquire,
+        !atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return 1;
     /* Relaxed head, acquire word: as in read_records(). */
@@ -111,7 +111,10 @@ static struct rb_intent *claim_intent(rb_ring *rb, uint64_t start, uint64_t end)
             if (atomic_load_explicit(&in->end, memory_order_relaxed) == 0 &&
                 atomic_compare_exchange_strong_explicit(&in->end, &free_end, end, memory_order_relaxed,
                                                         memory_order_relaxed)) {
-                atomic_store_explicit(&in->start, start, memory_order_relaxed);
+                /* Release: a consumer that acquires this start (recover_gap)
+                 * also sees the header words of our previous reservation in
+                 * this entry, whose drop came before. */
+                atomic_store_explicit(&in->start, start, memory_order_release);
                 return in;
             }
         }
@@ -170,9 +173,10 @@ static int reserve(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos,
         if (in == NULL)
             in = claim_intent(rb, t, t + need);
         else {
-            /* Relaxed: published by the CAS below, as the claim. */
+            /* Relaxed end: published by the CAS below, as the claim;
+             * release start: as in claim_intent. */
             atomic_store_explicit(&in->end, t + need, memory_order_relaxed);
-            atomic_store_explicit(&in->start, t, memory_order_relaxed);
+            atomic_store_explicit(&in->start, t, memory_order_release);
         }
         RB_KILLPOINT("reserve.intent");
         /* Release on success: the intent entry is visible to a consumer
@@ -408,8 +412,10 @@ static int take_turn(rb_ring *rb, int64_t deadline)
     for (unsigned spins = 0;; spins++) {
         uint32_t expected = 0;
         /* Acquire pairs with the previous holder's release in give_turn():
-         * its head store and zeroing are visible to us. */
-        if (atomic_compare_exchange_weak_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acquire,
+         * its head store and zeroing are visible to us. Release: a reader
+         * that finds our id here and checks whether we are alive sees our
+         * slot's generation (rb_id_alive). */
+        if (atomic_compare_exchange_weak_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
             RB_KILLPOINT("read.turn");
             return RB_OK;
@@ -493,13 +499,15 @@ static int peek_record(rb_ring *rb, uint64_t h, uint64_t *word)
 
 void rb_consume_range(rb_ring *rb, uint64_t s, uint64_t e)
 {
-    /* Say what we are about to zero first: if we die before head moves,
-     * the next turn holder finishes the job from here (rb_take_dead_turn)
+    /* Say what we are about to zero first, on the consumers' line (which
+     * the turn holder writes anyway): if we die before head moves, the
+     * next turn holder finishes the job from here (rb_take_dead_turn)
      * instead of finding zero words at head it could not tell from a
-     * record not written yet. Relaxed: read only after our death, which
-     * the kernel orders (docs/design.md, "Crash recovery"). */
-    atomic_store_explicit(&rb->me->wipe_start, s, memory_order_relaxed);
-    atomic_store_explicit(&rb->me->wipe_end, e, memory_order_relaxed);
+     * record not written yet. Relaxed: read by the next holder, after our
+     * release of the turn or after our death, which the kernel orders
+     * (docs/design.md, "Crash recovery"). */
+    atomic_store_explicit(&rb->hdr->release_start, s, memory_order_relaxed);
+    atomic_store_explicit(&rb->hdr->release_end, e, memory_order_relaxed);
     RB_KILLPOINT("read.marked");
     /* Plain stores suffice: only the turn holder reads these words, and the
      * release of head publishes the zeros to producers before they can
@@ -720,9 +728,8 @@ RB_API int rb_shutdown(rb_ring *rb)
     if (rb == NULL)
         return RB_EINVAL;
     /* Release, then a seq_cst fence before the wake-ups: a waiter either
-     * sees closing in its re-check or has its futex word bumped. The
-     * exchange makes only the first shutdown close the descriptor (the
-     * mapping does not need it). */
+     * sees closing in its re-check or has its futex word bumped. Only the
+     * first shutdown goes on. */
     if (atomic_exchange_explicit(&rb->closing, 1, memory_order_release) != 0)
         return RB_OK;
     atomic_thread_fence(memory_order_seq_cst);
@@ -767,6 +774,7 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out)
         return RB_EINVAL;
     if (is_closing(rb))
         return RB_ECLOSED;
+    rb_check_fork(rb);
     struct rb_info in = {.capacity = rb->capacity, .max_message = rb->max_message, .format_version = RB_FORMAT_VERSION};
     rb_positions(rb, &in.head, &in.tail);
     /* Relaxed: diagnostic snapshots of counters. */

@@ -71,28 +71,36 @@ int rb_id_alive(rb_ring *rb, uint32_t id)
     if (!rb_slot_alive(rb, slot))
         return 0;
     /* The slot is held; by the same owner only if the generation matches
-     * (a new owner bumps it right after taking the lock, so a stale read
-     * here can only say "alive": safe). Relaxed: see above. */
+     * (a new owner bumps it right after taking the lock, so a generation
+     * older than the id's is impossible and a stale read can only say
+     * "alive"). Acquire fence: pairs with slot_init's release fence for
+     * an id learnt through one of the owner's releases. */
+    atomic_thread_fence(memory_order_acquire);
     uint32_t gen = atomic_load_explicit(&rb->slots[slot].gen, memory_order_relaxed) & RB_GEN_MASK;
     return gen == rb_id_gen(id);
 }
 
-/* A dead owner's slot can be taken over only once nothing it left behind
- * can still be needed: no reservation in flight that a consumer may have to
- * recover (its range is not entirely consumed), and not the read turn (the
- * next holder finishes the dead holder's release from the slot's wipe
- * range). */
+/* A dead owner's slot can be taken over only once no reservation it had in
+ * flight may still need recovering: an intent entry whose range is not
+ * consumed yet (end > head) and was really reserved (start < tail: an entry
+ * announced before a CAS that never happened, or lost, reserves nothing).
+ * A slot whose owner still holds the read turn is left alone too, so that
+ * rb_info can name the dead holder's pid (recovery itself needs nothing
+ * from the slot: the range to finish is in the header). */
 static int slot_reusable(rb_ring *rb, uint32_t slot)
 {
     struct rb_slot *s = &rb->slots[slot];
-    /* Relaxed: the owner is dead, nothing writes these words any more. */
+    /* Relaxed: the owner is dead, nothing writes these words any more, and
+     * head and tail only grow (an old value is the cautious one). */
     uint32_t turn = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
     if (turn != 0 && rb_id_slot(turn) == slot)
         return 0;
-    uint64_t head = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
+    uint64_t head = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
     for (unsigned i = 0; i < RB_SLOT_INTENTS; i++) {
         uint64_t end = atomic_load_explicit(&s->intent[i].end, memory_order_relaxed);
-        if (end != 0 && end > head)
+        uint64_t start = atomic_load_explicit(&s->intent[i].start, memory_order_relaxed);
+        if (end != 0 && end > head && start < tail)
             return 0;
     }
     return 1;
@@ -113,8 +121,6 @@ static void slot_init(rb_ring *rb, uint32_t slot)
         atomic_store_explicit(&s->intent[i].start, 0, memory_order_relaxed);
         atomic_store_explicit(&s->intent[i].end, 0, memory_order_relaxed);
     }
-    atomic_store_explicit(&s->wipe_start, 0, memory_order_relaxed);
-    atomic_store_explicit(&s->wipe_end, 0, memory_order_relaxed);
     /* A waiter killed while parked left its count behind: take it back, so
      * that wakers stop making needless futex calls. */
     _Atomic uint32_t *counts[3] = {&rb->hdr->data_waiters, &rb->hdr->space_waiters, &rb->hdr->turn_waiters};
@@ -126,6 +132,10 @@ static void slot_init(rb_ring *rb, uint32_t slot)
     rb->slot = slot;
     rb->me = s;
     rb->id = slot | gen << RB_SLOT_BITS;
+    /* Release: whoever learns our id through a release of ours (a record's
+     * header via tail, the read turn via its acq_rel CAS) sees the new
+     * generation in rb_id_alive (acquire fence there). */
+    atomic_thread_fence(memory_order_release);
     /* Raise the high-water mark. Relaxed: see rb_slots_used. */
     uint32_t used = atomic_load_explicit(&rb->hdr->slots_used, memory_order_relaxed);
     while (used < slot + 1 &&
@@ -174,14 +184,20 @@ int rb_slot_attach(rb_ring *rb)
 int rb_after_fork(rb_ring *rb)
 {
     uint32_t epoch = atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed);
-    uint32_t zero = 0;
-    /* Acquire/release pair the threads of this (child) process: one
-     * re-attaches, the others wait until it has. */
-    if (!atomic_compare_exchange_strong_explicit(&rb->reattaching, &zero, 1, memory_order_acquire,
-                                                 memory_order_relaxed)) {
-        while (atomic_load_explicit(&rb->fork_epoch, memory_order_acquire) != epoch)
-            sched_yield();
-        return RB_OK;
+    /* One thread of this (child) process re-attaches, the others wait until
+     * it has. reattaching holds the epoch being re-attached: a value from an
+     * older epoch was left by a thread that a fork() did not copy (we are a
+     * grandchild), and is taken over. Acquire/release: as in rb_check_fork. */
+    for (;;) {
+        uint32_t cur = atomic_load_explicit(&rb->reattaching, memory_order_relaxed);
+        if (cur == epoch) {
+            while (atomic_load_explicit(&rb->fork_epoch, memory_order_acquire) != epoch)
+                sched_yield();
+            return RB_OK;
+        }
+        if (atomic_compare_exchange_weak_explicit(&rb->reattaching, &cur, epoch, memory_order_acquire,
+                                                  memory_order_relaxed))
+            break;
     }
     if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) != epoch) {
         char path[64];
@@ -190,18 +206,14 @@ int rb_after_fork(rb_ring *rb)
         int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
         if (fd >= 0) {
             int old = rb->fd;
-            uint32_t old_slot = rb->slot;
             if (attach_fd(rb, fd) == RB_OK)
                 close(old); /* the parent's description: its lock stays with the parent */
-            else {
+            else
                 close(fd);
-                rb->slot = old_slot;
-            }
         }
         errno = e;
         atomic_store_explicit(&rb->fork_epoch, epoch, memory_order_release);
     }
-    atomic_store_explicit(&rb->reattaching, 0, memory_order_release);
     return RB_OK;
 }
 

@@ -795,9 +795,11 @@ class RingBuffer:
     def close(self) -> None:
         """Closes the ring: calls blocked in other threads raise
         :class:`BufferClosed`, and so does every later call. The file stays.
-        The file descriptor is released at once, the memory mapping when the
-        object is garbage-collected (so that a call still running in another
-        thread never touches unmapped memory). Idempotent."""
+        The file descriptor (which holds this handle's slot in the ring) and
+        the memory mapping are released when the object is garbage-collected,
+        so that a call still running in another thread never touches
+        unmapped memory; until then the handle counts as attached, and a
+        reservation it left open is not skipped by readers. Idempotent."""
         rb, self._rb = self._rb, None
         if rb is not None:
             lib.rb_shutdown(rb)

@@ -398,6 +398,52 @@ TEST(consumer_killed_at_each_step)
     printf("    longest read past a killed reader: %.1f ms\n", (double)worst / MS);
 }
 
+/* A reader taking over a dead reader's turn dies (or stops) in turn, right
+ * after its takeover: the dead reader's unfinished release must still be
+ * finished by the next one, and a new handle taking the first dead reader's
+ * slot meanwhile must not matter. */
+static void child_take_over(rb_ring *rb, const void *arg)
+{
+    rb_set_stall_timeout(rb, STALL_NS);
+    rb_test_killpoint("turn.taken", 1, (int)(intptr_t)arg);
+    unsigned char buf[4096];
+    size_t got;
+    int rc = rb_read_wait(rb, buf, sizeof buf, &got, RECOVERY_BOUND_NS);
+    /* Only a stopped-and-continued child gets here: message 4 is next. */
+    unsigned char want[64];
+    make_msg(want, 40, 4);
+    _exit(rc == RB_OK && got == 40 && memcmp(buf, want, 40) == 0 ? 0 : 1);
+}
+
+TEST(reader_taking_over_a_dead_one_dies_too)
+{
+    static const struct rcase zeroed = {"read.zeroed", 1, 3};
+    for (int stop = 0; stop < 2; stop++) {
+        AUTO_FX(f);
+        REQUIRE(fx_open(&f, 4096));
+        for (uint64_t s = 1; s <= 6; s++)
+            CHECK_EQ(put(f.rb, s, 10 * s), RB_OK);
+        REQUIRE(died_of(spawn(f.path, child_read, &zeroed), SIGKILL));
+        pid_t pid = spawn(f.path, child_take_over, (const void *)(intptr_t)(stop ? SIGSTOP : SIGKILL));
+        if (!stop)
+            CHECK(died_of(pid, SIGKILL));
+        else {
+            REQUIRE(wait_stopped(pid));
+            rb_ring *again; /* takes a dead slot: the first reader's */
+            REQUIRE_EQ(rb_open(f.path, &again), RB_OK);
+            rb_close(again);
+            kill(pid, SIGCONT);
+            int st;
+            waitpid(pid, &st, 0);
+            CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        }
+        /* Messages 1-3 went with the first reader; 4 with the stopped one. */
+        for (uint64_t s = stop ? 5 : 4; s <= 6; s++)
+            expect_msg(f.rb, s, 10 * s, stop ? "take-over stopped" : "take-over killed");
+        expect_empty(f.rb, "take-over");
+    }
+}
+
 /* ---- slow is not dead ---------------------------------------------------- */
 
 static void child_write_stopped(rb_ring *rb, const void *arg)
