@@ -48,7 +48,6 @@
 #define RB_REC_HDR 8u
 #define RB_REC_BUSY 0x01u    /* reserved, payload being written */
 #define RB_REC_DISCARD 0x02u /* never delivered; skipped by consumers */
-#define RB_REC_FLAGS_KNOWN (RB_REC_BUSY | RB_REC_DISCARD)
 #define RB_WRITER_MASK 0xFFFFFFu
 #define RB_SLOT_BITS 9u
 #define RB_GEN_MASK 0x7FFFu /* 15 bits: never 0 in an id */
@@ -60,6 +59,16 @@ static inline uint64_t rb_rec_make(uint64_t len, uint32_t flags, uint32_t writer
 static inline uint64_t rb_rec_len(uint64_t word) { return word & 0xFFFFFFFFu; }
 static inline uint32_t rb_rec_flags(uint64_t word) { return (uint32_t)(word >> 32) & 0xFFu; }
 static inline uint32_t rb_rec_writer(uint64_t word) { return (uint32_t)(word >> 40); }
+/* Whether a header word can be a record of a ring with this max_message:
+ * known flags, never BUSY and DISCARD together (abort and recovery replace
+ * BUSY by DISCARD), a length up to max_message, 0 only when DISCARD. */
+static inline int rb_rec_valid(uint64_t word, uint64_t max_message)
+{
+    uint32_t flags = (uint32_t)(word >> 32) & 0xFFu;
+    uint64_t len = word & 0xFFFFFFFFu;
+    return (flags & ~(RB_REC_BUSY | RB_REC_DISCARD)) == 0 && flags != (RB_REC_BUSY | RB_REC_DISCARD) &&
+           len <= max_message && (len != 0 || flags == RB_REC_DISCARD);
+}
 /* Bytes a record of len payload bytes occupies in the ring. */
 static inline uint64_t rb_rec_size(uint64_t len) { return (RB_REC_HDR + len + 7u) & ~(uint64_t)7u; }
 /* An id (writer or read-turn holder): slot index and that slot's generation. */

@@ -177,10 +177,10 @@ int rb_recover_head(rb_ring *rb, uint64_t h)
     int rc;
     if (w == 0)
         rc = recover_gap(rb, h, t);
-    else if (rb_rec_flags(w) & RB_REC_BUSY)
+    else if (rb_rec_flags(w) == RB_REC_BUSY)
         rc = recover_busy(rb, h, w, t);
     else
-        rc = 1; /* committed or discarded meanwhile */
+        rc = 1; /* committed or discarded meanwhile, or corrupt: the read decides */
     /* "Alive, keep waiting": look again only a full timeout from now. A
      * corrupt state stays reported at every call. */
     if (rc == 0)

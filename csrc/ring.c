@@ -64,7 +64,9 @@ static int data_ready(rb_ring *rb, uint64_t unused)
     /* Relaxed head, acquire word: as in read_records(). */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
     uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
-    int ready = w != 0 && !(rb_rec_flags(w) & RB_REC_BUSY);
+    /* Anything but a zero or BUSY word lets the read decide (a corrupt
+     * word is reported by the read). */
+    int ready = w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
     if (!ready)
         ready = rb_recover_head(rb, h) != 0; /* 1: recovered; RB_ECORRUPT: the read reports it */
     give_turn(rb, 0);
@@ -476,9 +478,9 @@ static int peek_record(rb_ring *rb, uint64_t h, uint64_t *word)
         return RB_EEMPTY;
     uint32_t flags = rb_rec_flags(w);
     uint64_t len = rb_rec_len(w);
-    /* A length is 1 to max_message (docs/format.md); only a DISCARD record
-     * may be empty (an 8-byte gap left by a killed producer). */
-    if ((flags & ~RB_REC_FLAGS_KNOWN) != 0 || len > rb->max_message || (len == 0 && flags != RB_REC_DISCARD))
+    /* docs/format.md: a length is 1 to max_message (0 only for a DISCARD
+     * gap left by a killed producer), and BUSY and DISCARD never meet. */
+    if (!rb_rec_valid(w, rb->max_message))
         return RB_ECORRUPT;
     if (flags & RB_REC_BUSY)
         return RB_EEMPTY; /* reserved, not committed yet */
@@ -805,8 +807,7 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out)
                 in.busy++; /* reserved, header not written yet: its size is unknown */
                 break;
             }
-            if ((flags & ~RB_REC_FLAGS_KNOWN) != 0 || len > rb->max_message ||
-                (len == 0 && flags != RB_REC_DISCARD) || rb_rec_size(len) > t - h) {
+            if (!rb_rec_valid(w, rb->max_message) || rb_rec_size(len) > t - h) {
                 rc = RB_ECORRUPT;
                 break;
             }

@@ -1582,6 +1582,7 @@ TEST(impossible_record_is_corrupt)
         {"unknown flag 0x04", 20, 0x04},
         {"unknown flag 0x80", 20, 0x80},
         {"unknown flag with DISCARD", 20, 0x06},
+        {"BUSY and DISCARD together (fuzzing found rb_info counting it)", 20, 0x03},
         {"discarded, length max_message + 1", 2049, REC_DISCARD},
         {"length 0, not discarded (only a DISCARD record may be empty)", 0, 0},
         {"length 0, BUSY and DISCARD", 0, REC_BUSY | REC_DISCARD},
@@ -1614,6 +1615,11 @@ TEST(impossible_record_is_corrupt)
         if (rc != RB_ECORRUPT)
             FAILF("%s: rb_read_many -> %d (%s), expected RB_ECORRUPT", cases[i].what, rc, rb_strerror(rc));
         CHECK_EQ_U(count, 0);
+        /* rb_info's walk agrees with the readers. */
+        struct rb_info info;
+        rc = rb_info(rb, &info);
+        if (rc != RB_ECORRUPT)
+            FAILF("%s: rb_info -> %d (%s), expected RB_ECORRUPT", cases[i].what, rc, rb_strerror(rc));
         /* Nothing was consumed: it stays corrupt. */
         CHECK_EQ(positions(rb), RB_OK);
         CHECK_EQ_U(g_head, 0);
