@@ -25,10 +25,16 @@ def build(c):
     _run(c, f"{PY} -m pip install --quiet --no-deps -e .")
 
 
-@task(pre=[build], help={"scale": "multiplier for the stress tests' message counts (default 1)"})
-def test_c(c, scale=1):
+@task(
+    pre=[build],
+    help={
+        "scale": "multiplier for the stress tests' message counts (default 1)",
+        "kill_cycles": "cycles of the random kill harness in test_crash (default 200)",
+    },
+)
+def test_c(c, scale=1, kill_cycles=200):
     """Build and run the C tests."""
-    _run(c, f"make -s -C tests/c check RB_STRESS_SCALE={scale}")
+    _run(c, f"make -s -C tests/c check RB_STRESS_SCALE={scale} RB_KILL_CYCLES={int(kill_cycles)}")
 
 
 @task(help={"scale": "multiplier for the stress tests' message counts (default 0.25 under sanitizers)"})

@@ -42,7 +42,7 @@ static int validate_header(const struct rb_header *h, uint64_t file_size)
         return RB_EVERSION;
     if (h->state != RB_STATE_READY || h->flags != 0)
         return RB_ECORRUPT;
-    if (h->header_size != RB_HEADER_SIZE)
+    if (h->header_size != RB_HEADER_SIZE || h->slot_count != RB_SLOTS || h->slot_size != RB_SLOT_SIZE)
         return RB_ECORRUPT;
     if (!is_pow2(h->capacity) || h->capacity < RB_MIN_CAPACITY || h->capacity > RB_MAX_CAPACITY)
         return RB_ECORRUPT;
@@ -129,19 +129,24 @@ int rb_map_fd(int fd, struct rb_ring *rb)
         return RB_ECORRUPT;
     }
     rb->hdr = mh;
+    rb->slots = (struct rb_slot *)(void *)(base + RB_PAGE0);
     rb->data = base + h.header_size;
     rb->map_len = len;
     rb->capacity = h.capacity;
     rb->mask = h.capacity - 1;
     rb->max_message = h.max_message;
-    rb->id = (uint32_t)getpid() & RB_WRITER_MASK;
-    if (rb->id == 0)
-        rb->id = 1;
     rb->fd = fd;
     /* Not shared yet: plain initialisation. */
     atomic_init(&rb->head_cache, head);
     rb->tail_cache = tail;
-    return RB_OK;
+    atomic_init(&rb->stall_ns, RB_STALL_DEFAULT_NS);
+    rc = rb_slot_attach(rb);
+    if (rc != RB_OK) {
+        int e = errno;
+        munmap(base, len);
+        errno = e;
+    }
+    return rc;
 }
 
 static int open_fd(int fd, rb_ring **out)
@@ -246,7 +251,9 @@ RB_API int rb_create_mode(const char *path, size_t size, unsigned flags, unsigne
     int e = ENOMEM;
     if (h == NULL)
         goto fail;
-    /* Reserve every byte now: ENOSPC here instead of SIGBUS on first touch. */
+    /* Reserve every byte now: ENOSPC here instead of SIGBUS on first touch.
+     * The slot table and the data region read as zeros: no slot taken, an
+     * empty ring. */
     e = posix_fallocate(fd, 0, (off_t)(RB_HEADER_SIZE + cap));
     if (e != 0)
         goto fail;
@@ -255,6 +262,8 @@ RB_API int rb_create_mode(const char *path, size_t size, unsigned flags, unsigne
     memcpy(h->magic, RB_MAGIC, RB_MAGIC_LEN);
     h->version = RB_FORMAT_VERSION;
     h->header_size = RB_HEADER_SIZE;
+    h->slot_count = RB_SLOTS;
+    h->slot_size = RB_SLOT_SIZE;
     h->capacity = cap;
     h->max_message = cap / 2;
     h->state = RB_STATE_READY;
@@ -294,12 +303,13 @@ RB_API int rb_close(rb_ring *rb)
 {
     if (rb == NULL)
         return RB_OK;
-    /* A peek still open would keep the read turn, in the file, forever. */
+    /* A peek still open would keep the read turn until the next reader
+     * found us gone: give it back now. */
     rb_peek_cancel(rb);
     munmap(rb->hdr, rb->map_len);
-    /* Relaxed: rb_close is handle-exclusive; rb_shutdown closed fd if set. */
-    if (!atomic_load_explicit(&rb->closing, memory_order_relaxed))
-        close(rb->fd);
+    /* Closing the descriptor drops our slot's lock: from now on our slot
+     * counts as dead, and a reservation we left BUSY is recovered. */
+    close(rb->fd);
     free(rb);
     return RB_OK;
 }

@@ -27,17 +27,30 @@
 #define RB_MAGIC "RINGBUF\0"
 #define RB_MAGIC_LEN 8
 #define RB_STATE_READY 0x59444552u /* "REDY": header complete */
-#define RB_HEADER_SIZE 4096u       /* bytes before the data region */
 #define RB_LINE 128                /* two cache lines: adjacent-line prefetch */
+
+/* Slots: every open handle owns one slot of the table that follows the
+ * header page, and holds an OFD lock on the slot's first byte for as long as
+ * it is open. The kernel drops the lock when the last descriptor of the
+ * handle closes, including when its process dies: that is how others tell a
+ * slow process from a dead one (docs/design.md, "Crash recovery"). */
+#define RB_SLOTS 512u
+#define RB_SLOT_SIZE 128u
+#define RB_SLOT_INTENTS 5u       /* reservations in flight at once per handle */
+#define RB_PAGE0 4096u           /* the header page */
+#define RB_HEADER_SIZE (RB_PAGE0 + RB_SLOTS * RB_SLOT_SIZE) /* bytes before the data region */
 
 /* A record: an 8-byte header word, then the payload, padded to 8 bytes.
  * Header word: bits 0-31 payload length, bits 32-39 flags, bits 40-63 the
- * writer's id (its pid; 0 = unknown). A zero word means "nothing here yet". */
+ * writer's id (slot | generation << 9). A zero word means "nothing here
+ * yet". A DISCARD record may have length 0 (an 8-byte gap left by a killed
+ * producer, docs/format.md). */
 #define RB_REC_HDR 8u
 #define RB_REC_BUSY 0x01u    /* reserved, payload being written */
 #define RB_REC_DISCARD 0x02u /* never delivered; skipped by consumers */
-#define RB_REC_FLAGS_KNOWN (RB_REC_BUSY | RB_REC_DISCARD)
 #define RB_WRITER_MASK 0xFFFFFFu
+#define RB_SLOT_BITS 9u
+#define RB_GEN_MASK 0x7FFFu /* 15 bits: never 0 in an id */
 
 static inline uint64_t rb_rec_make(uint64_t len, uint32_t flags, uint32_t writer)
 {
@@ -45,8 +58,22 @@ static inline uint64_t rb_rec_make(uint64_t len, uint32_t flags, uint32_t writer
 }
 static inline uint64_t rb_rec_len(uint64_t word) { return word & 0xFFFFFFFFu; }
 static inline uint32_t rb_rec_flags(uint64_t word) { return (uint32_t)(word >> 32) & 0xFFu; }
+static inline uint32_t rb_rec_writer(uint64_t word) { return (uint32_t)(word >> 40); }
+/* Whether a header word can be a record of a ring with this max_message:
+ * known flags, never BUSY and DISCARD together (abort and recovery replace
+ * BUSY by DISCARD), a length up to max_message, 0 only when DISCARD. */
+static inline int rb_rec_valid(uint64_t word, uint64_t max_message)
+{
+    uint32_t flags = (uint32_t)(word >> 32) & 0xFFu;
+    uint64_t len = word & 0xFFFFFFFFu;
+    return (flags & ~(RB_REC_BUSY | RB_REC_DISCARD)) == 0 && flags != (RB_REC_BUSY | RB_REC_DISCARD) &&
+           len <= max_message && (len != 0 || flags == RB_REC_DISCARD);
+}
 /* Bytes a record of len payload bytes occupies in the ring. */
 static inline uint64_t rb_rec_size(uint64_t len) { return (RB_REC_HDR + len + 7u) & ~(uint64_t)7u; }
+/* An id (writer or read-turn holder): slot index and that slot's generation. */
+static inline uint32_t rb_id_slot(uint32_t id) { return id & (RB_SLOTS - 1); }
+static inline uint32_t rb_id_gen(uint32_t id) { return (id >> RB_SLOT_BITS) & RB_GEN_MASK; }
 
 /* The header page at offset 0 of the file. Fixed-width fields, little-endian
  * (the host's: a ring is shared on one host). */
@@ -60,7 +87,9 @@ struct rb_header {
     uint32_t state;                /*  32 */
     uint32_t flags;                /*  36 */
     uint64_t created_ns;           /*  40 */
-    unsigned char pad0[RB_LINE - 48];
+    uint32_t slot_count;           /*  48: RB_SLOTS */
+    uint32_t slot_size;            /*  52: RB_SLOT_SIZE */
+    unsigned char pad0[RB_LINE - 56];
     /* Producers' line: next free byte position, advanced by CAS. */
     _Atomic uint64_t tail;         /* 128 */
     unsigned char pad1[RB_LINE - 8];
@@ -69,7 +98,12 @@ struct rb_header {
     _Atomic uint32_t read_turn;    /* 264: 0 = free, else holder's id */
     _Atomic uint32_t turn_seq;     /* 268: futex word, bumped when the turn is given back */
     _Atomic uint32_t turn_waiters; /* 272: consumers parked on turn_seq */
-    unsigned char pad2[RB_LINE - 20];
+    uint32_t pad2a;                /* 276 */
+    /* The range the turn holder is zeroing before it stores head = its
+     * end; the next holder finishes it if the holder dies meanwhile. */
+    _Atomic uint64_t release_start;/* 280 */
+    _Atomic uint64_t release_end;  /* 288 */
+    unsigned char pad2[RB_LINE - 40];
     /* Consumers waiting for data (futex word, bumped by producers). */
     _Atomic uint32_t data_seq;     /* 384 */
     _Atomic uint32_t data_waiters; /* 388 */
@@ -78,11 +112,32 @@ struct rb_header {
     _Atomic uint32_t space_seq;    /* 512 */
     _Atomic uint32_t space_waiters;/* 516 */
     unsigned char pad4[RB_LINE - 8];
-    /* 640..4095: reserved, zero (liveness words). */
-    unsigned char reserved[RB_HEADER_SIZE - 5 * RB_LINE];
+    /* Slots ever taken (a high-water mark: scans stop there). */
+    _Atomic uint32_t slots_used;   /* 640 */
+    unsigned char reserved[RB_PAGE0 - 5 * RB_LINE - 4];
 };
 
-_Static_assert(sizeof(struct rb_header) == RB_HEADER_SIZE, "header is one page");
+/* A reservation in flight: [start, end) is being reserved or was just
+ * reserved, and its header words are not all written yet. end == 0: free. */
+struct rb_intent {
+    _Atomic uint64_t start;
+    _Atomic uint64_t end;
+};
+
+/* One handle's slot (RB_SLOT_SIZE bytes), at RB_PAGE0 + index * RB_SLOT_SIZE. */
+struct rb_slot {
+    _Atomic uint32_t gen;          /*  0: generation of the current (or last) owner, 1..RB_GEN_MASK */
+    _Atomic uint32_t pid;          /*  4: owner's pid, for diagnostics only */
+    _Atomic uint32_t parked[3];    /*  8: this slot's share of the data/space/turn waiter counts */
+    unsigned char pad0[28];        /* 20 */
+    struct rb_intent intent[RB_SLOT_INTENTS]; /* 48 */
+};
+
+_Static_assert(sizeof(struct rb_header) == RB_PAGE0, "header is one page");
+_Static_assert(sizeof(struct rb_slot) == RB_SLOT_SIZE, "slot size");
+_Static_assert((RB_SLOTS & (RB_SLOTS - 1)) == 0 && RB_SLOTS == 1u << RB_SLOT_BITS, "slot bits");
+_Static_assert(RB_HEADER_SIZE % 4096 == 0, "data region is page-aligned");
+_Static_assert(offsetof(struct rb_header, slot_count) == 48, "slot_count offset");
 _Static_assert(offsetof(struct rb_header, tail) == 128, "tail offset");
 _Static_assert(offsetof(struct rb_header, head) == 256, "head offset");
 _Static_assert(offsetof(struct rb_header, read_turn) == 264, "read_turn offset");
@@ -90,18 +145,29 @@ _Static_assert(offsetof(struct rb_header, turn_seq) == 268, "turn_seq offset");
 _Static_assert(offsetof(struct rb_header, turn_waiters) == 272, "turn_waiters offset");
 _Static_assert(offsetof(struct rb_header, data_seq) == 384, "data_seq offset");
 _Static_assert(offsetof(struct rb_header, space_seq) == 512, "space_seq offset");
+_Static_assert(offsetof(struct rb_header, slots_used) == 640, "slots_used offset");
+_Static_assert(offsetof(struct rb_slot, parked) == 8, "parked offset");
+_Static_assert(offsetof(struct rb_header, release_start) == 280, "release_start offset");
+_Static_assert(offsetof(struct rb_slot, intent) == 48, "intent offset");
 _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 has no hidden lock");
+
+/* Default time a record (or the read turn) may stay stuck before a consumer
+ * checks whether its owner is alive (rb_set_stall_timeout). */
+#define RB_STALL_DEFAULT_NS 100000000
 
 /* The process-local handle. */
 struct rb_ring {
     struct rb_header *hdr;   /* start of the mapping                    */
+    struct rb_slot *slots;   /* the slot table (in the mapping)         */
     unsigned char *data;     /* data region, mapped twice back to back */
     size_t map_len;
     uint64_t capacity;
     uint64_t mask;           /* capacity - 1                          */
     uint64_t max_message;
-    uint32_t id;             /* writer id / turn holder id: our pid    */
-    int fd;
+    uint32_t id;             /* writer id / turn holder id: slot | gen << 9 */
+    uint32_t slot;           /* our slot index                        */
+    struct rb_slot *me;      /* our slot                              */
+    int fd;                  /* holds our slot's OFD lock until rb_close */
     /* Producers' cached copy of head, shared by the threads using this
      * handle: refreshed only when it says "full". */
     _Atomic uint64_t head_cache;
@@ -114,10 +180,84 @@ struct rb_ring {
      * touches them (peeking is atomic so rb_release can test it). */
     _Atomic uint32_t peeking;
     uint64_t peek_pos;
+    /* Crash recovery (recover.c). stall_ns: rb_set_stall_timeout. The head
+     * record stuck at head_stall_pos since head_stall_since is tracked by
+     * the turn holder only; the turn holder stuck since turn_stall_since by
+     * any thread (relaxed atomics: a race only shifts a timing). */
+    _Atomic int64_t stall_ns;
+    uint64_t head_stall_pos;
+    int64_t head_stall_since;
+    _Atomic uint32_t turn_stall_id;
+    _Atomic int64_t turn_stall_since;
+    /* fork(): the child gets its own slot at its first call (slots.c).
+     * reattaching: the epoch being re-attached (0: none). */
+    _Atomic uint32_t fork_epoch;
+    _Atomic uint32_t reattaching;
 };
 
 /* Maps the ring in fd after validating its header; fills rb. */
 int rb_map_fd(int fd, struct rb_ring *rb);
+
+/* ---- slots and liveness (slots.c) --------------------------------------- */
+
+/* Takes a free slot for rb (whose fd is open, ring mapped): RB_OK, or
+ * RB_ESYS (errno EUSERS when all RB_SLOTS are taken). */
+int rb_slot_attach(rb_ring *rb);
+/* 1 if the handle owning slot holds its lock (or slot is ours), else 0. */
+int rb_slot_alive(rb_ring *rb, uint32_t slot);
+/* 1 if id (writer or turn holder) belongs to a live handle, else 0. */
+int rb_id_alive(rb_ring *rb, uint32_t id);
+/* Number of slots to scan: the high-water mark, clamped. */
+uint32_t rb_slots_used(const rb_ring *rb);
+
+/* Incremented in a fork child (pthread_atfork); a handle whose fork_epoch
+ * differs was inherited and takes a slot of its own first. */
+extern _Atomic uint32_t rb_fork_epoch;
+int rb_after_fork(rb_ring *rb);
+static inline int rb_check_fork(rb_ring *rb)
+{
+    /* Relaxed: both values are written by this process only (the global by
+     * the atfork handler before any thread exists in the child). */
+    /* Acquire on the handle's epoch: a thread that sees the re-attached
+     * epoch also sees the new id, slot and descriptor (rb_after_fork). */
+    if (__builtin_expect(atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed) !=
+                             atomic_load_explicit(&rb->fork_epoch, memory_order_acquire),
+                         0))
+        return rb_after_fork(rb);
+    return RB_OK;
+}
+
+/* ---- crash recovery (recover.c) ---------------------------------------- */
+
+/* The read turn is held by id: if it has been held for the stall timeout
+ * and id's handle is dead, takes the turn over, finishes the dead holder's
+ * release (docs/design.md) and returns 1 (we hold the turn); else 0. */
+int rb_take_dead_turn(rb_ring *rb, uint32_t id);
+/* 1 if id has held the read turn for the stall timeout, as far as this
+ * handle has watched (no syscall: a hint for waiters to look closer). */
+int rb_turn_stuck(rb_ring *rb, uint32_t id);
+/* We hold the turn and the record at head h is not ready. If it has been
+ * stuck for the stall timeout and its writer is dead, marks it (or the gap
+ * it left) DISCARD and returns 1: look again. 0: nothing to do yet.
+ * RB_ECORRUPT: the ring cannot be in this state. */
+int rb_recover_head(rb_ring *rb, uint64_t h);
+/* Zeroes [s, e) and releases head to e, recording the range in the header
+ * first so that, if we die meanwhile, the next turn holder finishes it. */
+void rb_consume_range(rb_ring *rb, uint64_t s, uint64_t e);
+
+/* ---- test-only kill points ---------------------------------------------- */
+
+/* Built with -DRB_KILLPOINTS (tests/c only), RB_KILLPOINT(name) makes the
+ * process send itself sig (SIGKILL, SIGSTOP) at the nth pass through a
+ * named step of the protocol, as armed by rb_test_killpoint(); otherwise it
+ * compiles to nothing. */
+#ifdef RB_KILLPOINTS
+RB_API void rb_test_killpoint(const char *name, unsigned nth, int sig);
+void rb_killpoint(const char *name);
+#define RB_KILLPOINT(name) rb_killpoint(name)
+#else
+#define RB_KILLPOINT(name) ((void)0)
+#endif
 
 
 /* ---- waiting (wait.c) -------------------------------------------------- */
@@ -126,6 +266,7 @@ int rb_map_fd(int fd, struct rb_ring *rb);
 struct rb_waitq {
     _Atomic uint32_t *word;
     _Atomic uint32_t *waiters;
+    unsigned index; /* which of our slot's parked[] counters */
 };
 
 #define RB_FOREVER INT64_MAX

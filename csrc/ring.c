@@ -8,6 +8,8 @@
  *   head <= tail <= head + capacity
  *   every byte in [tail, head + capacity) is zero (consumers zero what they
  *   release), so a zero header word means "not written yet".
+ *   a record in [head, tail) whose header word is still zero is covered by
+ *   an intent entry of its writer's slot (crash recovery, recover.c).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -35,34 +37,40 @@ static inline int is_closing(const rb_ring *rb)
     return atomic_load_explicit(&rb->closing, memory_order_relaxed) != 0;
 }
 
-static struct rb_waitq data_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->data_seq, &rb->hdr->data_waiters}; }
-static struct rb_waitq space_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->space_seq, &rb->hdr->space_waiters}; }
-static struct rb_waitq turn_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->turn_seq, &rb->hdr->turn_waiters}; }
+static struct rb_waitq data_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->data_seq, &rb->hdr->data_waiters, 0}; }
+static struct rb_waitq space_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->space_seq, &rb->hdr->space_waiters, 1}; }
+static struct rb_waitq turn_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->turn_seq, &rb->hdr->turn_waiters, 2}; }
 
 /* ---- readiness tests for rb_wait (hints: the operation re-checks) ------- */
 
 static void give_turn(rb_ring *rb, int released);
 
 /* True when a read can make progress: a committed or discarded record at
- * the head, or another consumer holding the read turn (the reader then
- * waits for the turn on the turn queue, not here). The word at head is read
- * only while holding the turn: without it, head may be stale and the word
- * there already a new record's payload, being written with plain stores. */
+ * the head, a stuck one whose writer died (now discarded), or another
+ * consumer holding the read turn (the reader then waits for the turn on the
+ * turn queue, not here). The word at head is read only while holding the
+ * turn: without it, head may be stale and the word there already a new
+ * record's payload, being written with plain stores. */
 static int data_ready(rb_ring *rb, uint64_t unused)
 {
     (void)unused;
     uint32_t expected = 0;
     /* Relaxed load first, to avoid writing the line while another reads.
-     * Acquire CAS as in take_turn(). */
+     * Acq_rel CAS as in take_turn(). */
     if (atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed) != 0 ||
-        !atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acquire,
+        !atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return 1;
     /* Relaxed head, acquire word: as in read_records(). */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
     uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
+    /* Anything but a zero or BUSY word lets the read decide (a corrupt
+     * word is reported by the read). */
+    int ready = w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
+    if (!ready)
+        ready = rb_recover_head(rb, h) != 0; /* 1: recovered; RB_ECORRUPT: the read reports it */
     give_turn(rb, 0);
-    return w != 0 && !(rb_rec_flags(w) & RB_REC_BUSY);
+    return ready;
 }
 
 /* Waits until a read may make progress (RB_OK), or the deadline passes. */
@@ -80,18 +88,57 @@ static int space_ready(rb_ring *rb, uint64_t need)
     return t - h <= rb->capacity - need;
 }
 
+/* The turn is free, or its holder has kept it for the stall timeout (then
+ * take_turn checks whether the holder is alive). */
 static int turn_ready(rb_ring *rb, uint64_t unused)
 {
     (void)unused;
-    return atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed) == 0;
+    uint32_t id = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
+    return id == 0 || rb_turn_stuck(rb, id);
 }
 
 /* ---- producers --------------------------------------------------------- */
 
-/* Reserves the longest prefix of count records (sizes from lens) that fits,
- * with one CAS on tail. *n receives how many; *pos where they start. */
-static int reserve(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos, size_t *n)
+/* Claims a free intent entry of our slot for [start, end). Several threads
+ * may use one handle: each reservation in flight has its own entry. */
+static struct rb_intent *claim_intent(rb_ring *rb, uint64_t start, uint64_t end)
 {
+    for (;;) {
+        for (unsigned i = 0; i < RB_SLOT_INTENTS; i++) {
+            struct rb_intent *in = &rb->me->intent[i];
+            uint64_t free_end = 0;
+            /* Relaxed: the CAS only settles which of our threads owns the
+             * entry; what it says reaches consumers through the release
+             * CAS on tail in reserve(). */
+            if (atomic_load_explicit(&in->end, memory_order_relaxed) == 0 &&
+                atomic_compare_exchange_strong_explicit(&in->end, &free_end, end, memory_order_relaxed,
+                                                        memory_order_relaxed)) {
+                /* Release: a consumer that acquires this start (recover_gap)
+                 * also sees the header words of our previous reservation in
+                 * this entry, whose drop came before. */
+                atomic_store_explicit(&in->start, start, memory_order_release);
+                return in;
+            }
+        }
+        sched_yield(); /* more threads of this handle reserve at once than there are entries */
+    }
+}
+
+/* Our reservation's header words are all written: the entry is free. */
+static void drop_intent(struct rb_intent *in)
+{
+    /* Release: a consumer that acquires end == 0 also sees the header words
+     * written before (recover.c re-reads the word after its scan). */
+    atomic_store_explicit(&in->end, 0, memory_order_release);
+}
+
+/* Reserves the longest prefix of count records (sizes from lens) that fits,
+ * with one CAS on tail. *n receives how many; *pos where they start; *in
+ * the intent entry that announces them until their headers are written. */
+static int reserve(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos, size_t *n,
+                   struct rb_intent **intent)
+{
+    struct rb_intent *in = NULL;
     /* Acquire pairs with the release below (another thread of this handle
      * refreshed the cache): what that thread saw of the consumers' zeroing
      * is then visible to us too. */
@@ -116,26 +163,45 @@ static int reserve(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos,
                 h = fresh;
                 continue;
             }
-            if (k == 0)
+            if (k == 0) {
+                if (in != NULL)
+                    drop_intent(in);
                 return RB_EFULL; /* head has not moved: really full */
+            }
         }
-        /* Relaxed both ways: the CAS only has to make [t, t+need) ours
-         * alone; publication to consumers goes through each record's
-         * header (release), not through tail. */
-        if (atomic_compare_exchange_weak_explicit(&rb->hdr->tail, &t, t + need, memory_order_relaxed,
+        /* Announce [t, t+need) before taking it: if we die after the CAS
+         * and before our header words are written, a consumer finds out
+         * from this entry whose gap it is, and how long (recover.c). */
+        if (in == NULL)
+            in = claim_intent(rb, t, t + need);
+        else {
+            /* Relaxed end: published by the CAS below, as the claim;
+             * release start: as in claim_intent. */
+            atomic_store_explicit(&in->end, t + need, memory_order_relaxed);
+            atomic_store_explicit(&in->start, t, memory_order_release);
+        }
+        RB_KILLPOINT("reserve.intent");
+        /* Release on success: the intent entry is visible to a consumer
+         * that acquires a tail past t (recover.c). Otherwise the CAS only
+         * has to make [t, t+need) ours alone; publication to consumers goes
+         * through each record's header (release), not through tail. */
+        if (atomic_compare_exchange_weak_explicit(&rb->hdr->tail, &t, t + need, memory_order_release,
                                                   memory_order_relaxed)) {
             *pos = t;
             *n = k;
+            *intent = in;
             return RB_OK;
         }
+        RB_KILLPOINT("reserve.lost");
     }
 }
 
 /* reserve(), waiting for space until the deadline (0: do not wait). */
-static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos, size_t *n, int64_t deadline)
+static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos, size_t *n,
+                        struct rb_intent **in, int64_t deadline)
 {
     for (;;) {
-        int rc = reserve(rb, lens, count, pos, n);
+        int rc = reserve(rb, lens, count, pos, n, in);
         if (rc != RB_EFULL || deadline == 0)
             return rc;
         struct rb_waitq q = space_q(rb);
@@ -168,14 +234,34 @@ static void notify_data(rb_ring *rb)
     rb_wake(&q);
 }
 
-/* Writes records for a reserved prefix. */
-static void fill(rb_ring *rb, uint64_t pos, const unsigned char *p, const size_t *lens, size_t n)
+/* Writes records for a reserved prefix: every header word first (BUSY,
+ * with our id), so that from then on each record names its writer and the
+ * intent entry can go; then each payload, committing as it goes. */
+static void fill(rb_ring *rb, uint64_t pos, const unsigned char *p, const size_t *lens, size_t n,
+                 struct rb_intent *in)
 {
+    RB_KILLPOINT("write.reserved");
+    uint64_t q = pos;
     for (size_t i = 0; i < n; i++) {
-        mark_busy(rb, pos, lens[i]);
+        mark_busy(rb, q, lens[i]);
+        RB_KILLPOINT("write.marking");
+        q += rb_rec_size(lens[i]);
+    }
+    drop_intent(in);
+    for (size_t i = 0; i < n; i++) {
         /* The data is mapped twice back to back: the copy never wraps. */
-        memcpy(rb->data + (pos & rb->mask) + RB_REC_HDR, p, lens[i]);
+        unsigned char *dst = rb->data + (pos & rb->mask) + RB_REC_HDR;
+#ifdef RB_KILLPOINTS
+        /* Tests die half-way through a payload. */
+        size_t half = lens[i] / 2;
+        memcpy(dst, p, half);
+        RB_KILLPOINT("write.copying");
+        memcpy(dst + half, p + half, lens[i] - half);
+#else
+        memcpy(dst, p, lens[i]);
+#endif
         publish(rb, pos, lens[i], 0);
+        RB_KILLPOINT("write.committed");
         pos += rb_rec_size(lens[i]);
         p += lens[i];
     }
@@ -204,12 +290,14 @@ static int write_many(rb_ring *rb, const void *data, const size_t *lens, size_t 
     int rc = check_lens(rb, lens, count);
     if (rc != RB_OK)
         return rc;
+    rb_check_fork(rb);
     uint64_t pos;
     size_t n;
-    rc = reserve_wait(rb, lens, count, &pos, &n, deadline);
+    struct rb_intent *in;
+    rc = reserve_wait(rb, lens, count, &pos, &n, &in, deadline);
     if (rc != RB_OK)
         return rc;
-    fill(rb, pos, data, lens, n);
+    fill(rb, pos, data, lens, n, in);
     *written = n;
     return RB_OK;
 }
@@ -252,12 +340,15 @@ static int reserve_one(rb_ring *rb, size_t len, void **ptr, int64_t deadline)
         return RB_ECLOSED;
     if (len == 0 || len > rb->max_message)
         return RB_ESIZE;
+    rb_check_fork(rb);
     uint64_t pos;
     size_t n;
-    int rc = reserve_wait(rb, &len, 1, &pos, &n, deadline);
+    struct rb_intent *in;
+    int rc = reserve_wait(rb, &len, 1, &pos, &n, &in, deadline);
     if (rc != RB_OK)
         return rc;
     mark_busy(rb, pos, len);
+    drop_intent(in);
     *ptr = rb->data + (pos & rb->mask) + RB_REC_HDR;
     return RB_OK;
 }
@@ -323,10 +414,21 @@ static int take_turn(rb_ring *rb, int64_t deadline)
     for (unsigned spins = 0;; spins++) {
         uint32_t expected = 0;
         /* Acquire pairs with the previous holder's release in give_turn():
-         * its head store and zeroing are visible to us. */
-        if (atomic_compare_exchange_weak_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acquire,
-                                                  memory_order_relaxed))
+         * its head store and zeroing are visible to us. Release: a reader
+         * that finds our id here and checks whether we are alive sees our
+         * slot's generation (rb_id_alive). */
+        if (atomic_compare_exchange_weak_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            RB_KILLPOINT("read.turn");
             return RB_OK;
+        }
+        /* A holder that keeps the turn past the stall timeout may be dead
+         * (checked once per timeout: a syscall). While spinning, look only
+         * every 64 rounds: the check reads the clock. */
+        if (expected != 0 && (deadline != 0 || (spins & 63) == 0) && rb_take_dead_turn(rb, expected)) {
+            RB_KILLPOINT("read.turn");
+            return RB_OK;
+        }
         if (is_closing(rb))
             return RB_ECLOSED;
         if (deadline != 0) {
@@ -376,9 +478,9 @@ static int peek_record(rb_ring *rb, uint64_t h, uint64_t *word)
         return RB_EEMPTY;
     uint32_t flags = rb_rec_flags(w);
     uint64_t len = rb_rec_len(w);
-    /* A length is 1 to max_message (docs/format.md): no writer makes an
-     * empty record. */
-    if ((flags & ~RB_REC_FLAGS_KNOWN) != 0 || len == 0 || len > rb->max_message)
+    /* docs/format.md: a length is 1 to max_message (0 only for a DISCARD
+     * gap left by a killed producer), and BUSY and DISCARD never meet. */
+    if (!rb_rec_valid(w, rb->max_message))
         return RB_ECORRUPT;
     if (flags & RB_REC_BUSY)
         return RB_EEMPTY; /* reserved, not committed yet */
@@ -397,34 +499,48 @@ static int peek_record(rb_ring *rb, uint64_t h, uint64_t *word)
     return RB_OK;
 }
 
-/* Zeroes a consumed record so the free region stays zero. */
-static void wipe_record(rb_ring *rb, uint64_t h, uint64_t size)
+void rb_consume_range(rb_ring *rb, uint64_t s, uint64_t e)
 {
-    /* Payload first, header word last; plain stores suffice: the release
-     * of head publishes them to producers before they can reuse the bytes. */
-    memset(rb->data + (h & rb->mask) + RB_REC_HDR, 0, (size_t)(size - RB_REC_HDR));
-    atomic_store_explicit(slot(rb, h), 0, memory_order_relaxed);
-}
-
-static void release_head(rb_ring *rb, uint64_t h)
-{
+    /* Say what we are about to zero first, on the consumers' line (which
+     * the turn holder writes anyway): if we die before head moves, the
+     * next turn holder finishes the job from here (rb_take_dead_turn)
+     * instead of finding zero words at head it could not tell from a
+     * record not written yet. Relaxed: read by the next holder, after our
+     * release of the turn or after our death, which the kernel orders
+     * (docs/design.md, "Crash recovery"). */
+    atomic_store_explicit(&rb->hdr->release_start, s, memory_order_relaxed);
+    atomic_store_explicit(&rb->hdr->release_end, e, memory_order_relaxed);
+    RB_KILLPOINT("read.marked");
+    /* Plain stores suffice: only the turn holder reads these words, and the
+     * release of head publishes the zeros to producers before they can
+     * reuse the bytes. The range is at most a capacity: the double mapping
+     * makes it contiguous. */
+    memset(rb->data + (s & rb->mask), 0, (size_t)(e - s));
+    RB_KILLPOINT("read.zeroed");
     /* Release pairs with the producers' acquire load of head in reserve():
      * the zeroed bytes are visible before anyone writes there again. */
-    atomic_store_explicit(&rb->hdr->head, h, memory_order_release);
+    atomic_store_explicit(&rb->hdr->head, e, memory_order_release);
+    RB_KILLPOINT("read.released");
 }
 
 /* Skips discarded records at the head; returns the first deliverable
  * record's position and word, or RB_EEMPTY / RB_ECORRUPT (we hold the turn).
- * *h is the head on entry and the position reached on return. */
+ * *h is the head on entry and the position reached on return; the caller
+ * consumes what was skipped. A record stuck at the head may be recovered
+ * here (recover.c), when its writer is dead. */
 static int next_record(rb_ring *rb, uint64_t *h, uint64_t *word)
 {
     for (;;) {
         int rc = peek_record(rb, *h, word);
+        if (rc == RB_EEMPTY) {
+            rc = rb_recover_head(rb, *h);
+            if (rc == 1)
+                continue; /* now discarded: look again */
+            return rc == 0 ? RB_EEMPTY : rc;
+        }
         if (rc != RB_OK || !(rb_rec_flags(*word) & RB_REC_DISCARD))
             return rc;
-        uint64_t size = rb_rec_size(rb_rec_len(*word));
-        wipe_record(rb, *h, size);
-        *h += size;
+        *h += rb_rec_size(rb_rec_len(*word));
     }
 }
 
@@ -453,14 +569,16 @@ static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t
             break;
         }
         memcpy(buf + used, rb->data + (h & rb->mask) + RB_REC_HDR, (size_t)len);
-        wipe_record(rb, h, rb_rec_size(len));
         lens[n++] = (size_t)len;
         used += (size_t)len;
         h += rb_rec_size(len);
     }
+    RB_KILLPOINT("read.copied");
+    /* Everything read (and skipped) so far is consumed at once: from here
+     * on, if we die, these messages count as received by us. */
     *released = h != start;
     if (*released)
-        release_head(rb, h);
+        rb_consume_range(rb, start, h);
     *count = n;
     return n > 0 ? RB_OK : rc;
 }
@@ -476,6 +594,7 @@ static int read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size
         return RB_ECLOSED;
     if (max_count == 0)
         return RB_OK;
+    rb_check_fork(rb);
     for (;;) {
         int rc = take_turn(rb, deadline);
         if (rc != RB_OK)
@@ -533,6 +652,7 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
         return RB_EINVAL;
     if (is_closing(rb))
         return RB_ECLOSED;
+    rb_check_fork(rb);
     for (;;) {
         int rc = take_turn(rb, deadline);
         if (rc != RB_OK)
@@ -541,7 +661,7 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
         uint64_t start = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed), h = start, w;
         rc = next_record(rb, &h, &w);
         if (h != start)
-            release_head(rb, h); /* discarded records skipped */
+            rb_consume_range(rb, start, h); /* discarded records skipped */
         if (rc == RB_OK) {
             if (h != start) {
                 /* Space was freed while we keep the turn: the fence and
@@ -598,8 +718,7 @@ RB_API int rb_release(rb_ring *rb)
     uint64_t h = rb->peek_pos;
     /* Relaxed: we hold the turn; the word was acquired by rb_peek. */
     uint64_t size = rb_rec_size(rb_rec_len(atomic_load_explicit(slot(rb, h), memory_order_relaxed)));
-    wipe_record(rb, h, size);
-    release_head(rb, h + size);
+    rb_consume_range(rb, h, h + size);
     give_turn(rb, 1);
     return RB_OK;
 }
@@ -611,16 +730,16 @@ RB_API int rb_shutdown(rb_ring *rb)
     if (rb == NULL)
         return RB_EINVAL;
     /* Release, then a seq_cst fence before the wake-ups: a waiter either
-     * sees closing in its re-check or has its futex word bumped. The
-     * exchange makes only the first shutdown close the descriptor (the
-     * mapping does not need it). */
+     * sees closing in its re-check or has its futex word bumped. Only the
+     * first shutdown goes on. */
     if (atomic_exchange_explicit(&rb->closing, 1, memory_order_release) != 0)
         return RB_OK;
     atomic_thread_fence(memory_order_seq_cst);
     struct rb_waitq qs[3] = {data_q(rb), space_q(rb), turn_q(rb)};
     for (int i = 0; i < 3; i++)
         rb_wake_always(&qs[i]);
-    close(rb->fd);
+    /* The descriptor stays open until rb_close: it holds our slot's lock,
+     * and calls still running must not look dead to others. */
     return RB_OK;
 }
 
@@ -657,10 +776,16 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out)
         return RB_EINVAL;
     if (is_closing(rb))
         return RB_ECLOSED;
+    rb_check_fork(rb);
     struct rb_info in = {.capacity = rb->capacity, .max_message = rb->max_message, .format_version = RB_FORMAT_VERSION};
     rb_positions(rb, &in.head, &in.tail);
     /* Relaxed: diagnostic snapshots of counters. */
-    in.read_turn = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
+    uint32_t turn = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
+    in.read_turn = turn == 0 ? 0 : atomic_load_explicit(&rb->slots[rb_id_slot(turn)].pid, memory_order_relaxed);
+    if (turn != 0 && in.read_turn == 0)
+        in.read_turn = UINT32_MAX; /* a forged holder: no pid on record */
+    for (uint32_t i = 0, n = rb_slots_used(rb); i < n; i++)
+        in.attached += (uint32_t)rb_slot_alive(rb, i);
     in.data_waiters = atomic_load_explicit(&rb->hdr->data_waiters, memory_order_relaxed);
     in.space_waiters = atomic_load_explicit(&rb->hdr->space_waiters, memory_order_relaxed);
     in.turn_waiters = atomic_load_explicit(&rb->hdr->turn_waiters, memory_order_relaxed);
@@ -682,8 +807,7 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out)
                 in.busy++; /* reserved, header not written yet: its size is unknown */
                 break;
             }
-            if ((flags & ~RB_REC_FLAGS_KNOWN) != 0 || len == 0 || len > rb->max_message ||
-                rb_rec_size(len) > t - h) {
+            if (!rb_rec_valid(w, rb->max_message) || rb_rec_size(len) > t - h) {
                 rc = RB_ECORRUPT;
                 break;
             }

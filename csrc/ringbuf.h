@@ -44,7 +44,7 @@ extern "C" {
     (RB_VERSION_MAJOR * 10000 + RB_VERSION_MINOR * 100 + RB_VERSION_PATCH)
 
 /* Version of the on-disk format this library reads and writes. */
-#define RB_FORMAT_VERSION 1
+#define RB_FORMAT_VERSION 2
 
 /* Status codes. Stable: values never change meaning. */
 enum rb_status {
@@ -152,6 +152,19 @@ RB_API size_t rb_max_message_size(const rb_ring *rb);
  * Thread-safety: MT-safe. */
 RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
 
+/* Sets how long a record may stay unfinished at the head of the ring, or
+ * the read turn stay taken, before this handle checks whether the process
+ * that owns it is still alive (one fcntl per timeout; default 100 ms). Only
+ * a dead owner's work is taken over: a record whose writer died between
+ * reserving and committing is discarded (never delivered, not even in
+ * part), and a read turn whose holder died is taken over, finishing the
+ * holder's release (docs/design.md, "Crash recovery"). A slow or stopped
+ * owner is always waited for. timeout_ns == 0 checks at once; < 0 never
+ * recovers (a dead owner then blocks this handle's reads for good).
+ * Returns: RB_OK; RB_EINVAL (NULL rb).
+ * Thread-safety: MT-safe; calls already waiting may use the old value. */
+RB_API int rb_set_stall_timeout(rb_ring *rb, int64_t timeout_ns);
+
 /* A snapshot of a ring's state, for monitoring and debugging (rb_info). */
 struct rb_info {
     uint64_t capacity;      /* bytes                                        */
@@ -161,7 +174,7 @@ struct rb_info {
     uint64_t message_bytes; /* their payload bytes (if counted)             */
     uint64_t busy;          /* records reserved, not yet committed (if counted) */
     uint64_t discarded;     /* aborted records not yet skipped (if counted) */
-    uint32_t read_turn;     /* id (pid) of the consumer holding the read turn, 0 if free */
+    uint32_t read_turn;     /* pid of the consumer holding the read turn, 0 if free */
     uint32_t data_waiters;  /* consumers parked waiting for data            */
     uint32_t space_waiters; /* producers parked waiting for space           */
     uint32_t turn_waiters;  /* consumers parked waiting for the read turn   */
@@ -169,6 +182,7 @@ struct rb_info {
     int counted;            /* 1 if the four counts above were taken: the
                              * walk needs the read turn, and is skipped when
                              * another consumer keeps it (0)                */
+    uint32_t attached;      /* handles open on the ring, in any process     */
 };
 
 /* Fills *out with a snapshot of the ring: positions, waiters, and (taking

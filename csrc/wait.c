@@ -106,15 +106,24 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
         if (now >= spin_end)
             break;
     }
-    /* Park. */
+    /* Park, waking at least once per stall timeout to check for a dead
+     * owner of whatever we wait for (recover.c). Relaxed: a setting. */
+    int64_t stall = atomic_load_explicit(&rb->stall_ns, memory_order_relaxed);
+    int64_t park_max = stall >= 0 && stall < RB_PARK_MAX_NS ? (stall > 1000000 ? stall : 1000000) : RB_PARK_MAX_NS;
     for (;;) {
         /* Acquire (paired with the waker's release bump): if we read a bump,
          * the re-check below sees the change made before it. If a waker
          * bumps after this load, the word no longer equals seen: FUTEX_WAIT
          * returns at once, or the waker's FUTEX_WAKE ends it. */
         uint32_t seen = atomic_load_explicit(q->word, memory_order_acquire);
-        /* Relaxed: the count is ordered by the fence that follows. */
+        /* Relaxed: the count is ordered by the fence that follows. Our
+         * slot keeps our share of it, so that if we are killed while
+         * parked, the next owner of the slot takes it back (slots.c):
+         * counted first, uncounted last, so a death in between can only
+         * leave a count behind, never take one away. */
         atomic_fetch_add_explicit(q->waiters, 1, memory_order_relaxed);
+        struct rb_slot *me = rb->me;
+        atomic_fetch_add_explicit(&me->parked[q->index], 1, memory_order_relaxed);
         /* seq_cst fence, paired with the waker's fence between its state
          * change and its load of the count: either the re-check below sees
          * the change, or the waker sees our count and wakes us. */
@@ -128,12 +137,11 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
             int64_t now = rb_now_ns();
             if (now >= deadline)
                 rc = RB_ETIMEDOUT;
-            else if (futex_wait(q->word, seen, deadline - now < RB_PARK_MAX_NS ? deadline - now : RB_PARK_MAX_NS))
+            else if (futex_wait(q->word, seen, deadline - now < park_max ? deadline - now : park_max))
                 rc = RB_EINTR;
         }
-        /* Relaxed: a stale count only costs a waker one needless syscall.
-         * (A count left by a waiter killed while parked is never taken back:
-         * see "Crash windows" in docs/design.md.) */
+        /* Relaxed: a stale count only costs a waker one needless syscall. */
+        atomic_fetch_sub_explicit(&me->parked[q->index], 1, memory_order_relaxed);
         atomic_fetch_sub_explicit(q->waiters, 1, memory_order_relaxed);
         if (rc != 1)
             return rc;

@@ -39,6 +39,7 @@ struct rb_info {
     uint32_t turn_waiters;
     uint32_t format_version;
     int counted;
+    uint32_t attached;
 };
 
 int rb_version(void);
@@ -48,6 +49,7 @@ int rb_create_mode(const char *path, size_t size, unsigned flags, unsigned mode,
 int rb_open(const char *path, rb_ring **out);
 int rb_close(rb_ring *rb);
 int rb_shutdown(rb_ring *rb);
+int rb_set_stall_timeout(rb_ring *rb, int64_t timeout_ns);
 size_t rb_capacity(const rb_ring *rb);
 size_t rb_max_message_size(const rb_ring *rb);
 int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);

@@ -172,12 +172,12 @@ def _human(n: int) -> str:
 
 
 def _snapshot(rb: RingBuffer) -> dict[str, Any]:
-    """info() plus what the command line adds: file size, whether the read
-    turn's holder is alive, and that attachments are not tracked."""
+    """info() plus what the command line adds: file size and whether the
+    read turn's holder is alive. ``attached`` counts this command's own
+    handle too."""
     info = rb.info()
     info["file_size"] = os.stat(rb.path).st_size
     info["read_turn_alive"] = _pid_alive(info["read_turn_pid"])
-    info["attachments_tracked"] = False
     return info
 
 
@@ -188,8 +188,8 @@ def _hints(info: dict[str, Any]) -> list[str]:
     if pid and info["read_turn_alive"] is False:
         hints.append(
             f"the read turn is held by pid {pid}, which is not running (in this pid namespace): "
-            "no consumer can read until the turn is given back; recovery from a dead consumer "
-            "is not implemented yet (docs/design.md, 'Crash windows')"
+            "the next consumer to read takes it over after its stall timeout (default 0.1 s) "
+            "and gets what the dead one had not finished reading"
         )
     elif pid:
         hints.append(
@@ -199,7 +199,8 @@ def _hints(info: dict[str, Any]) -> list[str]:
     if info["counted"] and info["busy"]:
         hints.append(
             f"{info['busy']} record(s) reserved but not committed: consumers stop at the first one "
-            "until its producer commits or aborts it (if that producer died, the ring is wedged)"
+            "until its producer commits or aborts it (if that producer died, consumers skip it "
+            "after their stall timeout, default 0.1 s)"
         )
     free = info["capacity"] - info["bytes_used"]
     if info["waiting_producers"] or free < 16:
@@ -249,7 +250,7 @@ def _format_info(info: dict[str, Any]) -> str:
         ("waiting consumers", f"{info['waiting_consumers']} (parked, waiting for a message)"),
         ("waiting producers", f"{info['waiting_producers']} (parked, waiting for space)"),
         ("waiting for turn", f"{info['waiting_for_turn']} (consumers parked, waiting for the read turn)"),
-        ("attached processes", "not tracked (the file does not record who has it open)"),
+        ("attached handles", f"{info['attached'] - 1} (open in any process, this command's excluded)"),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
@@ -525,9 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Show format version, capacity, maximum message size, head and tail positions, bytes and "
             "messages waiting, records being written (busy) or aborted (discarded), the process holding "
-            "the read turn and whether it is alive, and the parked producers and consumers. Which "
-            "processes have the ring open is not tracked. Counting the messages takes the read turn "
-            "briefly, like a read; nothing is consumed."
+            "the read turn and whether it is alive, the parked producers and consumers, and how many "
+            "handles are open on the ring. Counting the messages takes the read turn briefly, like a "
+            "read; nothing is consumed."
         ),
     )
     p.add_argument("path", metavar="PATH", help="ring file")

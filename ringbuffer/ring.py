@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import numbers
 import operator
 import os
 import time
@@ -62,6 +63,8 @@ _SLICE_NS = 50_000_000
 # A timeout longer than this (about 32 years; also inf, or an int too large
 # for a float) waits forever, like None.
 _TIMEOUT_FOREVER = 1e9
+# The C library's default stall timeout (rb_set_stall_timeout), in seconds.
+_STALL_DEFAULT = 0.1
 
 _OK = lib.RB_OK
 _EFULL = lib.RB_EFULL
@@ -205,8 +208,21 @@ def format_version() -> int:
     return int(lib.RB_FORMAT_VERSION)
 
 
-def _reopen(path: str) -> RingBuffer:
-    return RingBuffer.open(path)
+def _reopen(path: str, stall_timeout: float | None = _STALL_DEFAULT) -> RingBuffer:
+    return RingBuffer.open(path, stall_timeout=stall_timeout)
+
+
+def _stall_ns(stall_timeout: float | None) -> int:
+    """Seconds (None: never) as rb_set_stall_timeout's nanoseconds."""
+    if stall_timeout is None:
+        return -1
+    if not isinstance(stall_timeout, numbers.Real):
+        kind = type(stall_timeout).__name__
+        raise TypeError(f"stall_timeout must be a number of seconds or None, not {kind}")
+    seconds = float(stall_timeout)
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"stall_timeout must be a finite number >= 0 or None, not {stall_timeout!r}")
+    return min(int(seconds * 1e9), 2**62)
 
 
 class RingBuffer:
@@ -219,6 +235,16 @@ class RingBuffer:
     ring. Any number of threads and processes may write and read the same ring
     at once; each message (1 to :attr:`max_message_size` bytes) is delivered
     exactly once, in order.
+
+    Crash safety: a message is in the file once ``write``/``put`` returns, and
+    is delivered even if every process dies and another one opens the file
+    later. If a writer is killed before its write returns, the half-written
+    message is never delivered; if a reader is killed before it has taken a
+    whole message, the message goes to the next reader. ``stall_timeout``
+    (seconds, default 0.1) is how long a record or the read turn may stay
+    stuck before this handle checks whether its owner process is still
+    alive; only a dead owner's leftovers are skipped, a slow or stopped one
+    is waited for. ``None`` never skips anything.
 
     Thread-safety: every method may be called from several threads at once,
     :meth:`close` included: it wakes the calls blocked in other threads, which
@@ -236,12 +262,22 @@ class RingBuffer:
         "_path",
         "_rb",
         "_reserved",
+        "_stall",
     )
 
-    def __init__(self, path: StrPath, size: int, remove: bool = False, *, mode: int = 0o600) -> None:
+    def __init__(
+        self,
+        path: StrPath,
+        size: int,
+        remove: bool = False,
+        *,
+        mode: int = 0o600,
+        stall_timeout: float | None = _STALL_DEFAULT,
+    ) -> None:
         self._rb: Any = None
         self._handle: Any = None
         bpath = _path_arg(path)
+        stall_ns = _stall_ns(stall_timeout)
         out = ffi.new("rb_ring **")
         flags = lib.RB_REMOVE if remove else 0
         mode = operator.index(mode)
@@ -251,15 +287,18 @@ class RingBuffer:
         if rc != _OK:
             detail = (f"size {size!r}" if bpath else "empty path") if rc == lib.RB_EINVAL else None
             raise _error(rc, bpath, detail)
-        self._attach(out[0], bpath)
+        self._attach(out[0], bpath, stall_timeout, stall_ns)
 
     @classmethod
-    def open(cls, path: StrPath) -> RingBuffer:
-        """Opens an existing ring file; raises :class:`CorruptBuffer` if it is not one."""
+    def open(cls, path: StrPath, *, stall_timeout: float | None = _STALL_DEFAULT) -> RingBuffer:
+        """Opens an existing ring file; raises :class:`CorruptBuffer` if it is
+        not one, :class:`UnsupportedVersion` if it is a ring of another format
+        version. ``stall_timeout`` is as for the constructor."""
         self = cls.__new__(cls)
         self._rb = None
         self._handle = None
         bpath = _path_arg(path)
+        stall_ns = _stall_ns(stall_timeout)
         out = ffi.new("rb_ring **")
         rc = lib.rb_open(bpath, out)
         if rc != _OK:
@@ -269,10 +308,12 @@ class RingBuffer:
                 message = "is a symbolic link (not followed when opening a ring; open its target)"
                 exc = OSError(errno.ELOOP, message, os.fsdecode(bpath))
             raise exc
-        self._attach(out[0], bpath)
+        self._attach(out[0], bpath, stall_timeout, stall_ns)
         return self
 
-    def _attach(self, rb: Any, bpath: bytes) -> None:
+    def _attach(self, rb: Any, bpath: bytes, stall_timeout: float | None, stall_ns: int) -> None:
+        lib.rb_set_stall_timeout(rb, stall_ns)
+        self._stall = None if stall_timeout is None else float(stall_timeout)
         self._rb = rb
         self._handle = rb  # kept after close() for __del__'s rb_close
         self._path = bpath
@@ -304,6 +345,21 @@ class RingBuffer:
         return self._max
 
     @property
+    def stall_timeout(self) -> float | None:
+        """Seconds a record or the read turn may stay stuck before this handle
+        checks whether its owner is alive (None: never). Settable."""
+        return self._stall
+
+    @stall_timeout.setter
+    def stall_timeout(self, value: float | None) -> None:
+        stall_ns = _stall_ns(value)
+        rb = self._rb
+        if rb is None:
+            raise _closed()
+        lib.rb_set_stall_timeout(rb, stall_ns)
+        self._stall = None if value is None else float(value)
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._rb is None
@@ -321,7 +377,8 @@ class RingBuffer:
         """A snapshot of the ring for monitoring and debugging: capacity,
         positions, bytes in use, messages waiting (and their bytes), records
         being written (``busy``) or aborted (``discarded``), the pid holding
-        the read turn and the parked waiters.
+        the read turn, the parked waiters and the handles open on the ring
+        in all processes (``attached``).
 
         Counting the records takes the read turn briefly, like a read; when
         another consumer keeps it, ``counted`` is False and the counts are 0.
@@ -353,6 +410,7 @@ class RingBuffer:
             "waiting_consumers": int(i.data_waiters),
             "waiting_producers": int(i.space_waiters),
             "waiting_for_turn": int(i.turn_waiters),
+            "attached": int(i.attached),
         }
 
     # -- writing -----------------------------------------------------------
@@ -755,9 +813,11 @@ class RingBuffer:
     def close(self) -> None:
         """Closes the ring: calls blocked in other threads raise
         :class:`BufferClosed`, and so does every later call. The file stays.
-        The file descriptor is released at once, the memory mapping when the
-        object is garbage-collected (so that a call still running in another
-        thread never touches unmapped memory). Idempotent."""
+        The file descriptor (which holds this handle's slot in the ring) and
+        the memory mapping are released when the object is garbage-collected,
+        so that a call still running in another thread never touches
+        unmapped memory; until then the handle counts as attached, and a
+        reservation it left open is not skipped by readers. Idempotent."""
         rb, self._rb = self._rb, None
         if rb is not None:
             lib.rb_shutdown(rb)
@@ -796,10 +856,10 @@ class RingBuffer:
         except Exception:  # interpreter shutdown: the binding may be gone
             pass
 
-    def __reduce__(self) -> tuple[Callable[[str], RingBuffer], tuple[str]]:
+    def __reduce__(self) -> tuple[Callable[[str, float | None], RingBuffer], tuple[str, float | None]]:
         if self._rb is None:
             raise _closed()
-        return _reopen, (self.path,)
+        return _reopen, (self.path, self._stall)
 
     def __repr__(self) -> str:
         state = "closed" if self._rb is None else f"capacity={self._capacity}"

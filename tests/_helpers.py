@@ -25,9 +25,20 @@ OFF_CAPACITY = 16
 OFF_MAX_MESSAGE = 24
 OFF_STATE = 32
 OFF_FLAGS = 36
+OFF_SLOT_COUNT = 48
+OFF_SLOT_SIZE = 52
 OFF_TAIL = 128
 OFF_HEAD = 256
-HEADER_SIZE = 4096
+OFF_READ_TURN = 264
+OFF_SLOTS_USED = 640
+# The slot table follows the header page: one slot per open handle.
+OFF_SLOTS = 4096
+SLOT_COUNT = 512
+SLOT_SIZE = 128
+SLOT_OFF_GEN = 0
+SLOT_OFF_PID = 4
+# Bytes before the data region: the header page and the slot table.
+HEADER_SIZE = OFF_SLOTS + SLOT_COUNT * SLOT_SIZE
 MIN_CAPACITY = 4096
 MAGIC = b"RINGBUF\0"
 STATE_READY = 0x59444552  # "REDY"
@@ -39,8 +50,13 @@ def rec_size(n: int) -> int:
 
 
 def record_word(length: int, flags: int = 0, writer: int = 1) -> int:
-    """A record header word: bits 0-31 length, 32-39 flags, 40-63 writer pid."""
+    """A record header word: bits 0-31 length, 32-39 flags, 40-63 writer id."""
     return length | (flags << 32) | (writer << 40)
+
+
+def slot_offset(slot: int, field: int = 0) -> int:
+    """Offset in the file of a slot's field (SLOT_OFF_*)."""
+    return OFF_SLOTS + slot * SLOT_SIZE + field
 
 
 def poke(path, offset: int, data: bytes) -> None:
@@ -62,6 +78,19 @@ def peek_u64(path, offset: int) -> int:
     with open(path, "rb") as f:
         f.seek(offset)
         return struct.unpack("<Q", f.read(8))[0]
+
+
+def peek_u32(path, offset: int) -> int:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return struct.unpack("<I", f.read(4))[0]
+
+
+def slot_id(path, slot: int) -> int:
+    """The id (slot | generation << 9) that the handle owning (or that last
+    owned) `slot` of the ring file writes into record words and the read
+    turn; the first handle opened on a fresh ring has slot 0, generation 1."""
+    return slot | peek_u32(path, slot_offset(slot, SLOT_OFF_GEN)) << 9
 
 
 def open_fd_count() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import copy
 import errno
+import gc
 import multiprocessing
 import os
 import pathlib
@@ -30,9 +31,16 @@ from _helpers import (
     OFF_HEADER_SIZE,
     OFF_MAGIC,
     OFF_MAX_MESSAGE,
+    OFF_SLOT_COUNT,
+    OFF_SLOT_SIZE,
+    OFF_SLOTS_USED,
     OFF_STATE,
     OFF_TAIL,
     OFF_VERSION,
+    SLOT_COUNT,
+    SLOT_OFF_GEN,
+    SLOT_OFF_PID,
+    SLOT_SIZE,
     STATE_READY,
     child_read_verify,
     child_write,
@@ -44,6 +52,8 @@ from _helpers import (
     poke_u64,
     rec_size,
     record_word,
+    slot_id,
+    slot_offset,
 )
 
 import ringbuffer
@@ -109,13 +119,20 @@ def test_create_writes_documented_header(ring_path):
     raw = ring_path.read_bytes()
     assert len(raw) == HEADER_SIZE + 8192
     assert raw[OFF_MAGIC : OFF_MAGIC + 8] == MAGIC
-    assert struct.unpack_from("<I", raw, OFF_VERSION)[0] == ringbuffer.format_version() == 1
+    assert struct.unpack_from("<I", raw, OFF_VERSION)[0] == ringbuffer.format_version() == 2
     assert struct.unpack_from("<I", raw, OFF_HEADER_SIZE)[0] == HEADER_SIZE
     assert struct.unpack_from("<Q", raw, OFF_CAPACITY)[0] == 8192
     assert struct.unpack_from("<Q", raw, OFF_MAX_MESSAGE)[0] == 4096
     assert struct.unpack_from("<I", raw, OFF_STATE)[0] == STATE_READY
     assert struct.unpack_from("<Q", raw, OFF_TAIL)[0] == 0
     assert struct.unpack_from("<Q", raw, OFF_HEAD)[0] == 0
+    assert struct.unpack_from("<II", raw, OFF_SLOT_COUNT) == (SLOT_COUNT, SLOT_SIZE)
+    assert OFF_SLOT_SIZE == OFF_SLOT_COUNT + 4
+    # the creating handle took slot 0 (generation 1), and left it on close
+    assert struct.unpack_from("<I", raw, OFF_SLOTS_USED)[0] == 1
+    assert struct.unpack_from("<I", raw, slot_offset(0, SLOT_OFF_GEN))[0] == 1
+    assert struct.unpack_from("<I", raw, slot_offset(0, SLOT_OFF_PID))[0] == os.getpid()
+    assert raw[slot_offset(1) : HEADER_SIZE] == bytes(HEADER_SIZE - slot_offset(1))  # no other slot taken
     assert raw[HEADER_SIZE:] == bytes(8192)  # an empty ring is all zero
 
 
@@ -127,11 +144,12 @@ def test_positions_are_stored_at_documented_offsets(ring, ring_path):
     assert (head, tail) == (rec_size(3), rec_size(3) + rec_size(9))
     assert peek_u64(ring_path, OFF_HEAD) == head
     assert peek_u64(ring_path, OFF_TAIL) == tail
-    # the record still queued: header word (length 9, no flags, our pid) then payload
+    # the record still queued: header word (length 9, no flags, the writer's id:
+    # its slot and generation) then payload
     word = peek_u64(ring_path, HEADER_SIZE + head)
     assert word & 0xFFFFFFFF == 9
     assert (word >> 32) & 0xFF == 0
-    assert word >> 40 == os.getpid() & 0xFFFFFF
+    assert word >> 40 == slot_id(ring_path, 0) == 1 << 9  # the first handle: slot 0, generation 1
     with open(ring_path, "rb") as f:
         f.seek(HEADER_SIZE + head + 8)
         assert f.read(9) == b"defghijkl"
@@ -412,6 +430,9 @@ def corrupt_cases():
         ("magic", lambda p: poke(p, OFF_MAGIC, b"RINGBUG\0")),
         ("magic-case", lambda p: poke(p, OFF_MAGIC, b"ringbuf\0")),
         ("header-size", u32(OFF_HEADER_SIZE, 8192)),
+        ("header-size-v1", u32(OFF_HEADER_SIZE, 4096)),
+        ("slot-count", u32(OFF_SLOT_COUNT, SLOT_COUNT // 2)),
+        ("slot-size", u32(OFF_SLOT_SIZE, SLOT_SIZE * 2)),
         ("capacity-not-pow2", u64(OFF_CAPACITY, 6000)),
         ("capacity-mismatch", both(u64(OFF_CAPACITY, 4096), u64(OFF_MAX_MESSAGE, 2048))),
         ("capacity-zero", u64(OFF_CAPACITY, 0)),
@@ -488,8 +509,10 @@ def test_busy_and_discarded_records(ring_path):
     with RingBuffer.open(ring_path) as rb:
         assert rb.read() == b"there"
         assert rb.positions() == (32, 32)
-        # a record still being written (BUSY) is not delivered yet
-        poke(ring_path, HEADER_SIZE + 32, struct.pack("<Q", record_word(3, flags=0x01)) + b"wip")
+        # a record still being written (BUSY) by a live writer (rb itself: slot 0)
+        # is not delivered yet
+        busy = record_word(3, flags=0x01, writer=slot_id(ring_path, 0))
+        poke(ring_path, HEADER_SIZE + 32, struct.pack("<Q", busy) + b"wip")
         poke_u64(ring_path, OFF_TAIL, 48)
         assert rb.try_read() is None
         assert rb.read_many(5) == []
@@ -504,6 +527,18 @@ def test_read_zero_length_record_raises_corrupt(ring_path):
         with pytest.raises(CorruptBuffer):
             rb.try_read()
         assert rb.positions() == (0, 8)
+
+
+def test_read_zero_length_discarded_record_is_skipped(ring_path):
+    # only a DISCARD record may be empty: an 8-byte gap, skipped like any other
+    RingBuffer(ring_path, 4096).close()
+    poke(ring_path, HEADER_SIZE, struct.pack("<Q", record_word(0, flags=0x02)))
+    poke(ring_path, HEADER_SIZE + 8, struct.pack("<Q", record_word(4)) + b"next")
+    poke_u64(ring_path, OFF_TAIL, 8 + rec_size(4))
+    with RingBuffer.open(ring_path) as rb:
+        assert rb.read() == b"next"
+        assert rb.try_read() is None
+        assert rb.positions() == (8 + rec_size(4), 8 + rec_size(4))
 
 
 def test_read_record_past_tail_raises_corrupt(ring_path):
@@ -534,6 +569,7 @@ def test_failed_opens_and_creates_leak_no_file_descriptors(tmp_path):
     bad = tmp_path / "bad"
     bad.write_bytes(b"x" * 10000)
     RingBuffer(tmp_path / "exists", 4096).close()
+    gc.collect()  # a closed RingBuffer keeps its descriptor until it is collected
     before = open_fd_count()
     for _ in range(50):
         with pytest.raises(CorruptBuffer):
@@ -549,12 +585,15 @@ def test_failed_opens_and_creates_leak_no_file_descriptors(tmp_path):
 
 
 def test_close_and_garbage_collection_release_file_descriptors(tmp_path):
+    gc.collect()
     before = open_fd_count()
     rings = [RingBuffer(tmp_path / f"r{i}", 4096) for i in range(20)]
     assert open_fd_count() == before + 20
     for rb in rings[:10]:
         rb.close()
-    assert open_fd_count() == before + 10
+    # a closed ring keeps its descriptor (it holds the handle's slot lock, rb_close
+    # drops it) until the object is collected
+    assert open_fd_count() == before + 20
     refs = [weakref.ref(rb) for rb in rings]
     del rb, rings
     assert all(r() is None for r in refs)
@@ -1487,7 +1526,7 @@ def test_get_pkgconfig_dir():
 def test_versions():
     assert ringbuffer.c_version() == lib.RB_VERSION_NUMBER
     assert ringbuffer.c_version() == lib.rb_version()
-    assert ringbuffer.format_version() == 1 == lib.RB_FORMAT_VERSION
+    assert ringbuffer.format_version() == 2 == lib.RB_FORMAT_VERSION
     assert isinstance(ringbuffer.c_version(), int) and isinstance(ringbuffer.format_version(), int)
 
 

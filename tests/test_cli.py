@@ -211,7 +211,7 @@ rb = RingBuffer.open(sys.argv[1])
 block = rb.reserve(10) if sys.argv[2] == "reserve" else rb.peek()
 block.__enter__()
 if sys.argv[3] == "die":
-    os._exit(0)  # no clean-up: the read turn stays taken
+    os._exit(0)  # no clean-up: the read turn stays taken until a reader finds us dead
 sys.stdout.write("ready\\n")
 sys.stdout.flush()
 sys.stdin.readline()
@@ -249,15 +249,15 @@ def test_info_matches_the_api(tmp_path):
         holder.communicate(b"\n", timeout=10)
     assert {k: got[k] for k in expected} == expected
     assert got["messages"] == 3 and got["message_bytes"] == 11 and got["busy"] == 1
-    assert got["capacity"] == 4096 and got["max_message_size"] == 2048 and got["format_version"] == 1
+    assert got["capacity"] == 4096 and got["max_message_size"] == 2048 and got["format_version"] == 2
     assert got["bytes_used"] == got["tail"] - got["head"] == 3 * 16 + 24
     assert got["read_turn_pid"] == 0 and got["read_turn_alive"] is None
-    assert got["attachments_tracked"] is False
+    assert got["attached"] == 2  # the holder and this command
     assert got["file_size"] == os.path.getsize(path)
     assert_ok(human)
     text = human.stdout.decode()
     for pattern in (
-        r"(?m)^format version +1$",
+        r"(?m)^format version +2$",
         r"(?m)^capacity +4096 bytes",
         r"(?m)^max message size +2048 bytes",
         rf"(?m)^head +{got['head']}\b",
@@ -266,7 +266,7 @@ def test_info_matches_the_api(tmp_path):
         r"(?m)^busy records +1\b",
         r"(?m)^discarded records +0\b",
         r"(?m)^read turn +free$",
-        r"(?m)^attached processes +not tracked",
+        r"(?m)^attached handles +1 \(",
         r"note: 1 record\(s\) reserved",
     ):
         assert re.search(pattern, text), (pattern, text)

@@ -13,7 +13,7 @@ import textwrap
 import zlib
 
 import pytest
-from _helpers import payload, rec_size
+from _helpers import HEADER_SIZE, payload, rec_size
 
 import ringbuffer
 from ringbuffer import RingBuffer
@@ -361,7 +361,7 @@ def test_c_creates_python_opens(tool, tmp_path):
     path = tmp_path / "c-created.ring"
     msgs = [b"from C", b"\x00\x01\x02", b"z" * 4096]
     assert run(tool, "create", path, 5000, *(m.hex() for m in msgs)) == ["capacity 8192 max 4096"]
-    assert os.path.getsize(path) == 4096 + 8192
+    assert os.path.getsize(path) == HEADER_SIZE + 8192
     with RingBuffer.open(path) as rb:
         assert rb.capacity == 8192
         assert rb.max_message_size == 4096

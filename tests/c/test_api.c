@@ -107,7 +107,7 @@ TEST(version)
 {
     CHECK_EQ(rb_version(), RB_VERSION_NUMBER);
     CHECK_EQ(RB_VERSION_NUMBER, RB_VERSION_MAJOR * 10000 + RB_VERSION_MINOR * 100 + RB_VERSION_PATCH);
-    CHECK_EQ(RB_FORMAT_VERSION, 1);
+    CHECK_EQ(RB_FORMAT_VERSION, 2);
 }
 
 TEST(strerror_every_code)
@@ -234,10 +234,24 @@ TEST(create_header_fields)
     CHECK_EQ_U(u64, 0);
     memcpy(&u32, f + OFF_READ_TURN, 4);
     CHECK_EQ_U(u32, 0);
-    /* Everything else (padding, reserved words, the data region) is zero. */
+    memcpy(&u32, f + OFF_SLOT_COUNT, 4);
+    CHECK_EQ_U(u32, SLOT_COUNT);
+    memcpy(&u32, f + OFF_SLOT_SIZE, 4);
+    CHECK_EQ_U(u32, SLOT_SIZE);
+    /* The creating handle owns slot 0, generation 1; no other slot taken. */
+    memcpy(&u32, f + OFF_SLOTS_USED, 4);
+    CHECK_EQ_U(u32, 1);
+    memcpy(&u32, f + slot_off(0, SLOT_OFF_GEN), 4);
+    CHECK_EQ_U(u32, 1);
+    memcpy(&u32, f + slot_off(0, SLOT_OFF_PID), 4);
+    CHECK_EQ_U(u32, (uint32_t)getpid());
+    /* Everything else (padding, reserved words, the rest of the slot table,
+     * the data region) is zero. */
     size_t nonzero = 0;
-    for (size_t i = 48; i < n; i++)
-        if (f[i] != 0 && i != OFF_TAIL && !(i >= OFF_HEAD && i < OFF_READ_TURN + 4))
+    for (size_t i = OFF_SLOT_SIZE + 4; i < n; i++)
+        if (f[i] != 0 && i != OFF_TAIL && !(i >= OFF_HEAD && i < OFF_READ_TURN + 4) &&
+            !(i >= OFF_SLOTS_USED && i < OFF_SLOTS_USED + 4) &&
+            !(i >= (size_t)slot_off(0, SLOT_OFF_GEN) && i < (size_t)slot_off(0, SLOT_OFF_PID) + 4))
             nonzero++;
     CHECK_EQ_U(nonzero, 0);
     free(f);
@@ -691,15 +705,24 @@ static const struct forge_case forge_cases[] = {
     {"magic lower case", {{OFF_MAGIC, 1, 'r'}}, 0, RB_ECORRUPT},
     /* Version. */
     {"version 0", {{OFF_VERSION, 4, 0}}, 0, RB_EVERSION},
-    {"version 2", {{OFF_VERSION, 4, RB_FORMAT_VERSION + 1}}, 0, RB_EVERSION},
+    {"version 1 (before the slot table)", {{OFF_VERSION, 4, 1}}, 0, RB_EVERSION},
+    {"version + 1", {{OFF_VERSION, 4, RB_FORMAT_VERSION + 1}}, 0, RB_EVERSION},
     {"version byte-swapped", {{OFF_VERSION, 4, 0x01000000}}, 0, RB_EVERSION},
     {"version max", {{OFF_VERSION, 4, 0xFFFFFFFF}}, 0, RB_EVERSION},
     /* Header size. */
     {"header_size 0", {{OFF_HEADER_SIZE, 4, 0}}, 0, RB_ECORRUPT},
     {"header_size 2048", {{OFF_HEADER_SIZE, 4, 2048}}, 0, RB_ECORRUPT},
+    {"header_size 4096 (version 1's)", {{OFF_HEADER_SIZE, 4, 4096}}, 0, RB_ECORRUPT},
     {"header_size 4097", {{OFF_HEADER_SIZE, 4, 4097}}, 0, RB_ECORRUPT},
+    {"header_size + 8", {{OFF_HEADER_SIZE, 4, HEADER_SIZE + 8}}, 0, RB_ECORRUPT},
     {"header_size 8192", {{OFF_HEADER_SIZE, 4, 8192}}, 0, RB_ECORRUPT},
     {"header_size 8192, file grown to match", {{OFF_HEADER_SIZE, 4, 8192}}, 8192 + C8K, RB_ECORRUPT},
+    /* The slot table's shape. */
+    {"slot_count 0", {{OFF_SLOT_COUNT, 4, 0}}, 0, RB_ECORRUPT},
+    {"slot_count 256", {{OFF_SLOT_COUNT, 4, SLOT_COUNT / 2}}, 0, RB_ECORRUPT},
+    {"slot_count 1024", {{OFF_SLOT_COUNT, 4, SLOT_COUNT * 2}}, 0, RB_ECORRUPT},
+    {"slot_size 0", {{OFF_SLOT_SIZE, 4, 0}}, 0, RB_ECORRUPT},
+    {"slot_size 64", {{OFF_SLOT_SIZE, 4, SLOT_SIZE / 2}}, 0, RB_ECORRUPT},
     /* Capacity (file size and max_message kept consistent so that only the
      * capacity itself is wrong). */
     {"capacity 12288 (not a power of two)",
@@ -1492,7 +1515,8 @@ TEST(discard_record_is_skipped)
     uint64_t w = record_word(path, 4096, 0);
     CHECK_EQ_U(w & 0xFFFFFFFFu, 20);
     CHECK_EQ_U((w >> 32) & 0xFF, 0);
-    CHECK_EQ_U(w >> 40, (uint64_t)getpid() & 0xFFFFFF);
+    CHECK_EQ_U(w >> 40, tu_slot_id(path, 0)); /* the writer's id: its slot and generation */
+    CHECK_EQ_U(tu_slot_id(path, 0), slot_id(0, 1));
     /* Discard the head record and the third one. */
     REQUIRE(set_record_word(path, 4096, 0, (w & ~(0xFFull << 32)) | ((uint64_t)REC_DISCARD << 32)) == 0);
     w = record_word(path, 4096, 72);
@@ -1558,8 +1582,10 @@ TEST(impossible_record_is_corrupt)
         {"unknown flag 0x04", 20, 0x04},
         {"unknown flag 0x80", 20, 0x80},
         {"unknown flag with DISCARD", 20, 0x06},
+        {"BUSY and DISCARD together (fuzzing found rb_info counting it)", 20, 0x03},
         {"discarded, length max_message + 1", 2049, REC_DISCARD},
-        {"length 0 (no writer makes an empty message)", 0, 0},
+        {"length 0, not discarded (only a DISCARD record may be empty)", 0, 0},
+        {"length 0, BUSY and DISCARD", 0, REC_BUSY | REC_DISCARD},
         /* A record at the head that reaches past tail (a forged file): two
          * 20-byte messages are in the ring, 64 bytes in use. Consuming it
          * would move head beyond tail and lose later writes. */
@@ -1577,7 +1603,7 @@ TEST(impossible_record_is_corrupt)
         CHECK_EQ(put(rb, 1, 20), RB_OK);
         CHECK_EQ(put(rb, 2, 20), RB_OK);
         CLOSE(rb);
-        REQUIRE(set_record_word(path, 4096, 0, rec_word(cases[i].len, cases[i].flags, (uint32_t)getpid())) == 0);
+        REQUIRE(set_record_word(path, 4096, 0, rec_word(cases[i].len, cases[i].flags, tu_slot_id(path, 0))) == 0);
         REQUIRE_EQ(rb_open(path, &rb), RB_OK);
         unsigned char buf[4096];
         size_t len = 777, lens[4] = {0}, count = 9;
@@ -1589,6 +1615,11 @@ TEST(impossible_record_is_corrupt)
         if (rc != RB_ECORRUPT)
             FAILF("%s: rb_read_many -> %d (%s), expected RB_ECORRUPT", cases[i].what, rc, rb_strerror(rc));
         CHECK_EQ_U(count, 0);
+        /* rb_info's walk agrees with the readers. */
+        struct rb_info info;
+        rc = rb_info(rb, &info);
+        if (rc != RB_ECORRUPT)
+            FAILF("%s: rb_info -> %d (%s), expected RB_ECORRUPT", cases[i].what, rc, rb_strerror(rc));
         /* Nothing was consumed: it stays corrupt. */
         CHECK_EQ(positions(rb), RB_OK);
         CHECK_EQ_U(g_head, 0);
@@ -1603,20 +1634,26 @@ TEST(impossible_record_is_corrupt)
 TEST(busy_record_at_head_reads_empty)
 {
     /* A reserved record whose writer has not committed yet: consumers see
-     * nothing to read (and do not skip it). */
+     * nothing to read (and do not skip it). The writer is alive: the
+     * record is forged with the id of a handle that stays open. */
     AUTO_DIR(dir);
     REQUIRE(dir != NULL);
     const char *path = tu_path(dir, "ring");
     AUTO_RING(rb);
+    AUTO_RING(writer);
     REQUIRE_EQ(rb_create(path, 4096, 0, &rb), RB_OK);
     CHECK_EQ(put(rb, 1, 20), RB_OK);
     CHECK_EQ(put(rb, 2, 20), RB_OK);
     CLOSE(rb);
+    REQUIRE_EQ(rb_open(path, &writer), RB_OK); /* slot 0 again, next generation */
     uint64_t w = record_word(path, 4096, 0);
-    REQUIRE(set_record_word(path, 4096, 0, w | ((uint64_t)REC_BUSY << 32)) == 0);
+    REQUIRE(set_record_word(path, 4096, 0, rec_word(20, REC_BUSY, tu_slot_id(path, 0))) == 0);
     REQUIRE_EQ(rb_open(path, &rb), RB_OK);
+    /* Even checking at once whether the writer is alive, the reader waits. */
+    CHECK_EQ(rb_set_stall_timeout(rb, 0), RB_OK);
     unsigned char buf[64];
     size_t len = 5;
+    CHECK_EQ(rb_read(rb, buf, sizeof buf, &len), RB_EEMPTY);
     CHECK_EQ(rb_read(rb, buf, sizeof buf, &len), RB_EEMPTY);
     CHECK_EQ(positions(rb), RB_OK);
     CHECK_EQ_U(g_head, 0);

@@ -74,11 +74,9 @@ static int verbose(void)
     return v != NULL && *v != '\0' && strcmp(v, "0") != 0;
 }
 
-static uint32_t writer_id(void)
-{
-    uint32_t id = (uint32_t)getpid() & 0xFFFFFFu;
-    return id ? id : 1;
-}
+/* The id that the fixture's handle (the first opened on its ring: slot 0)
+ * writes into record words and the read turn. */
+static uint32_t writer_id(const char *path) { return tu_slot_id(path, 0); }
 
 /* A ring in a fresh temporary directory, both removed at scope exit. */
 struct fx {
@@ -1456,7 +1454,7 @@ TEST(reserve_commit_delivers)
     CHECK_EQ(positions(rb), RB_OK);
     CHECK_EQ_U(g_head, 32);
     CHECK_EQ_U(g_tail, 32 + rec_size(1000));
-    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + 32), rec_word(1000, REC_BUSY, writer_id()));
+    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + 32), rec_word(1000, REC_BUSY, writer_id(f.path)));
     make_msg(p, 1000, 2);
     /* The payload is written in place, into the file. */
     unsigned char e[1000], disk[1000];
@@ -1465,7 +1463,7 @@ TEST(reserve_commit_delivers)
     CHECK_MEM_EQ(disk, e, 1000);
     CHECK_EQ(rb_read(rb, buf, sizeof buf, &len), RB_EEMPTY);
     CHECK_EQ(rb_commit(rb, p), RB_OK);
-    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + 32), rec_word(1000, 0, writer_id()));
+    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + 32), rec_word(1000, 0, writer_id(f.path)));
     GET_CHECK(rb, 2, 1000);
     CHECK_EQ(positions(rb), RB_OK);
     CHECK_EQ_U(g_head, g_tail);
@@ -1511,7 +1509,7 @@ TEST(abort_is_never_delivered)
     REQUIRE_EQ(rb_reserve(rb, 300, &a), RB_OK);
     memset(a, 0xAB, 300);
     CHECK_EQ(rb_abort(rb, a), RB_OK);
-    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + 0), rec_word(300, REC_DISCARD, writer_id()));
+    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + 0), rec_word(300, REC_DISCARD, writer_id(f.path)));
     CHECK_EQ(put(rb, 1, 100), RB_OK);
     REQUIRE_EQ(rb_reserve(rb, 200, &b), RB_OK);
     memset(b, 0xCD, 200);
@@ -1582,8 +1580,9 @@ TEST(commit_abort_misuse_is_einval)
     CHECK_EQ(rb_abort(NULL, p), RB_EINVAL);
     CHECK_EQ(rb_commit(rb, stack), RB_EINVAL);    /* not in the ring */
     CHECK_EQ(rb_commit(rb, u - 8), RB_EINVAL);    /* the start of the data region */
-    CHECK_EQ(rb_commit(rb, u - 16), RB_EINVAL);   /* the header page */
-    CHECK_EQ(rb_commit(rb, u - 4096), RB_EINVAL); /* the header page */
+    CHECK_EQ(rb_commit(rb, u - 16), RB_EINVAL);   /* the slot table */
+    CHECK_EQ(rb_commit(rb, u - 4096), RB_EINVAL); /* the slot table */
+    CHECK_EQ(rb_commit(rb, u - 8 - HEADER_SIZE), RB_EINVAL); /* the header page */
     CHECK_EQ(rb_commit(rb, u + 4096), RB_EINVAL); /* the same record in the second mapping */
     CHECK_EQ(rb_abort(rb, u + 4096), RB_EINVAL);
     CHECK_EQ(rb_commit(rb, u + 2 * 4096), RB_EINVAL); /* past the mappings */
@@ -1599,7 +1598,7 @@ TEST(commit_abort_misuse_is_einval)
     CHECK_EQ(rb_commit(rb, u + 128), RB_EINVAL); /* free space */
     CHECK_EQ(rb_abort(rb, u + 128), RB_EINVAL);
     /* None of that touched the reservation. */
-    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE), rec_word(64, REC_BUSY, writer_id()));
+    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE), rec_word(64, REC_BUSY, writer_id(f.path)));
     unsigned char buf[256];
     size_t len;
     CHECK_EQ(rb_read(rb, buf, sizeof buf, &len), RB_EEMPTY);
@@ -1911,8 +1910,8 @@ TEST(peek_and_release)
         CHECK_EQ(positions(rb), RB_OK);
         CHECK_EQ_U(g_head, h0);
         CHECK_EQ_U(g_tail, rec_size(300) + rec_size(40));
-        CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), writer_id());
-        CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + (off_t)h0), rec_word(mlen, 0, writer_id()));
+        CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), writer_id(f.path));
+        CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + (off_t)h0), rec_word(mlen, 0, writer_id(f.path)));
         CHECK(is_msg(p, len, seq, mlen)); /* still there */
         CHECK_EQ(rb_release(rb), RB_OK);
         CHECK_EQ(positions(rb), RB_OK);
@@ -2881,7 +2880,7 @@ TEST(close_with_an_open_peek_gives_the_turn_back)
     size_t len;
     REQUIRE_EQ(rb_peek(a, &q, &len), RB_OK);
     CHECK_EQ(rb_close(a), RB_OK);
-    CHECK_EQ(tu_read_u32(f.path, 264), 0); /* read_turn */
+    CHECK_EQ(tu_read_u32(f.path, OFF_READ_TURN), 0);
     GET_CHECK(f.rb, 1, 100);
     GET_CHECK(f.rb, 2, 200);
 }
@@ -3032,6 +3031,7 @@ TEST(info_counts_records)
     REQUIRE_EQ(rb_abort(f.rb, p2), RB_OK);
     REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
     CHECK_EQ(in.counted, 1);
+    CHECK_EQ_U(in.attached, 1);
     CHECK_EQ_U(in.capacity, 4096);
     CHECK_EQ_U(in.max_message, 2048);
     CHECK_EQ_U(in.format_version, RB_FORMAT_VERSION);
@@ -3050,7 +3050,8 @@ TEST(info_counts_records)
     REQUIRE_EQ(rb_peek(h2, &q, &len), RB_OK);
     REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
     CHECK_EQ(in.counted, 0);
-    CHECK(in.read_turn != 0);
+    CHECK_EQ_U(in.read_turn, (uint32_t)getpid()); /* the holder's pid */
+    CHECK_EQ_U(in.attached, 2);
     CHECK_EQ(rb_release(h2), RB_OK);
     CHECK_EQ(rb_commit(f.rb, p), RB_OK);
     REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);

@@ -28,10 +28,20 @@ enum {
     OFF_STATE = 32,
     OFF_FLAGS = 36,
     OFF_CREATED_NS = 40,
+    OFF_SLOT_COUNT = 48,
+    OFF_SLOT_SIZE = 52,
     OFF_TAIL = 128,
     OFF_HEAD = 256,
     OFF_READ_TURN = 264,
-    HEADER_SIZE = 4096
+    OFF_SLOTS_USED = 640,
+    /* The slot table follows the header page: one slot per open handle. */
+    OFF_SLOTS = 4096,
+    SLOT_COUNT = 512,
+    SLOT_SIZE = 128,
+    SLOT_OFF_GEN = 0,
+    SLOT_OFF_PID = 4,
+    /* Bytes before the data region: the header page and the slot table. */
+    HEADER_SIZE = OFF_SLOTS + SLOT_COUNT * SLOT_SIZE
 };
 #define STATE_READY 0x59444552u
 #define REC_BUSY 0x01u
@@ -44,6 +54,14 @@ static inline uint64_t rec_word(uint64_t len, uint32_t flags, uint32_t writer)
 {
     return len | ((uint64_t)(flags & 0xFFu) << 32) | ((uint64_t)(writer & 0xFFFFFFu) << 40);
 }
+
+/* Offset in the file of slot's field at off (SLOT_OFF_*). */
+static inline off_t slot_off(uint32_t slot, off_t off) { return OFF_SLOTS + (off_t)slot * SLOT_SIZE + off; }
+
+/* The id (slot | generation << 9) that the handle owning slot writes into
+ * record words and the read turn (the first handle opened on a fresh ring
+ * has slot 0, generation 1: id 512). */
+static inline uint32_t slot_id(uint32_t slot, uint32_t gen) { return slot | gen << 9; }
 
 /* A fresh directory under $TMPDIR or /tmp; the caller frees the string. */
 static TU_UNUSED char *tu_mkdtemp(void)
@@ -169,6 +187,13 @@ static TU_UNUSED uint32_t tu_read_u32(const char *path, off_t off)
     if (tu_pread(path, off, &v, sizeof v) != 0)
         fprintf(stdout, "tu_read_u32(%s, %ld) failed\n", path, (long)off);
     return v;
+}
+
+/* The id of the handle owning (or that last owned) slot of the ring file at
+ * path, read from the slot's generation. */
+static TU_UNUSED uint32_t tu_slot_id(const char *path, uint32_t slot)
+{
+    return slot_id(slot, tu_read_u32(path, slot_off(slot, SLOT_OFF_GEN)));
 }
 
 /* Reads a whole file into a malloc'd buffer. */

@@ -1,0 +1,859 @@
+/*
+ * test_crash.c - crash safety (docs/design.md, "Crash recovery"):
+ *  - deterministic kills at each named step of the write and read protocols
+ *    (the library is compiled into this test with -DRB_KILLPOINTS, so a
+ *    child can arm rb_test_killpoint() and die exactly there);
+ *  - a stopped (SIGSTOP) writer or reader is waited for, never robbed;
+ *  - committed messages survive every process and are read after reopening;
+ *  - a random kill harness: producers and consumers at full speed, SIGKILLed
+ *    at random moments for RB_KILL_CYCLES cycles (default 200).
+ */
+#include "runner.h"
+#include "testutil.h"
+#include "../../csrc/internal.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MS 1000000LL
+/* Stall timeout for these tests, and the longest a survivor may take to get
+ * past a dead process's leftovers: the timeout plus generous slack for a
+ * shared 2-core machine. */
+#define STALL_NS (20 * MS)
+#define RECOVERY_BOUND_NS (STALL_NS + 480 * MS)
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void make_msg(void *buf, size_t len, uint64_t seq) { fill_pattern(buf, len, seq * 0x10001u + len); }
+
+static int put(rb_ring *rb, uint64_t seq, size_t len)
+{
+    unsigned char b[4096];
+    make_msg(b, len, seq);
+    return rb_write(rb, b, len);
+}
+
+struct ring_fx {
+    char *dir;
+    char path[512];
+    rb_ring *rb;
+};
+
+static void ring_fx_cleanup(struct ring_fx *f)
+{
+    if (f->rb != NULL)
+        rb_close(f->rb);
+    if (f->dir != NULL) {
+        tu_rmtree(f->dir);
+        free(f->dir);
+    }
+}
+#define AUTO_FX(f) __attribute__((cleanup(ring_fx_cleanup))) struct ring_fx f = {0}
+
+static int fx_open(struct ring_fx *f, size_t cap)
+{
+    f->dir = tu_mkdtemp();
+    if (f->dir == NULL)
+        return 0;
+    snprintf(f->path, sizeof f->path, "%s/ring", f->dir);
+    if (rb_create(f->path, cap, 0, &f->rb) != RB_OK)
+        return 0;
+    rb_set_stall_timeout(f->rb, STALL_NS);
+    return 1;
+}
+
+/* Reads the next message (waiting up to the recovery bound) and checks it
+ * is message seq of len bytes. Returns the time the read took. */
+static int64_t expect_msg(rb_ring *rb, uint64_t seq, size_t len, const char *what)
+{
+    unsigned char buf[4096], want[4096];
+    size_t got = 0;
+    int64_t t0 = now_ns();
+    int rc = rb_read_wait(rb, buf, sizeof buf, &got, RECOVERY_BOUND_NS);
+    int64_t took = now_ns() - t0;
+    if (rc != RB_OK) {
+        FAILF("%s: reading seq %llu -> %d (%s) after %lld ms", what, (unsigned long long)seq, rc, rb_strerror(rc),
+              (long long)(took / MS));
+        return took;
+    }
+    make_msg(want, len, seq);
+    if (got != len || memcmp(buf, want, len) != 0)
+        FAILF("%s: expected seq %llu (%zu bytes), got %zu other bytes", what, (unsigned long long)seq, len, got);
+    return took;
+}
+
+/* Nothing more to read: what is left in the ring (a dead writer's record)
+ * is skipped within the recovery bound, and head reaches tail. */
+static void expect_empty(rb_ring *rb, const char *what)
+{
+    unsigned char buf[4096];
+    size_t got;
+    uint64_t h, t;
+    int64_t until = now_ns() + RECOVERY_BOUND_NS;
+    do {
+        int rc = rb_read(rb, buf, sizeof buf, &got);
+        if (rc != RB_EEMPTY) {
+            FAILF("%s: ring should be empty, rb_read -> %d (%s), %zu bytes", what, rc, rb_strerror(rc), got);
+            return;
+        }
+        rb_positions(rb, &h, &t);
+    } while (h != t && (usleep(1000), now_ns() < until));
+    if (h != t)
+        FAILF("%s: head %llu != tail %llu at the end", what, (unsigned long long)h, (unsigned long long)t);
+}
+
+/* Runs fn(rb, arg) in a child on its own handle of path; returns the pid. */
+typedef void (*child_fn)(rb_ring *rb, const void *arg);
+static pid_t spawn(const char *path, child_fn fn, const void *arg)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        rb_ring *rb;
+        if (rb_open(path, &rb) != RB_OK)
+            _exit(3);
+        fn(rb, arg);
+        rb_close(rb);
+        _exit(0);
+    }
+    return pid;
+}
+
+/* Waits for pid; 1 if it died of sig. */
+static int died_of(pid_t pid, int sig)
+{
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return WIFSIGNALED(st) && WTERMSIG(st) == sig;
+}
+
+static int wait_stopped(pid_t pid)
+{
+    int st;
+    while (waitpid(pid, &st, WUNTRACED) < 0 && errno == EINTR)
+        ;
+    return WIFSTOPPED(st);
+}
+
+static uint64_t word_at(rb_ring *rb, uint64_t pos)
+{
+    return atomic_load((_Atomic uint64_t *)(void *)(rb->data + (pos & rb->mask)));
+}
+
+/* ---- producers killed at each step ------------------------------------- */
+
+struct wcase {
+    const char *point; /* kill point */
+    unsigned nth;      /* at its nth pass */
+    int batch;         /* 0: rb_write of seq 100; 1: rb_write_many of 100..102 */
+    int delivered;     /* how many of the killed write's messages are delivered */
+};
+
+static const size_t batch_lens[3] = {100, 150, 200};
+
+static void child_write(rb_ring *rb, const void *arg)
+{
+    const struct wcase *c = arg;
+    unsigned char buf[1024];
+    rb_test_killpoint(c->point, c->nth, SIGKILL);
+    if (!c->batch) {
+        make_msg(buf, 200, 100);
+        rb_write(rb, buf, 200);
+    } else {
+        size_t off = 0;
+        for (int i = 0; i < 3; i++) {
+            make_msg(buf + off, batch_lens[i], 100 + (uint64_t)i);
+            off += batch_lens[i];
+        }
+        size_t written;
+        rb_write_many(rb, buf, batch_lens, 3, &written);
+    }
+    _exit(0); /* the kill point was not reached: the test fails */
+}
+
+TEST(producer_killed_at_each_step)
+{
+    static const struct wcase cases[] = {
+        {"reserve.intent", 1, 0, 0},  {"write.reserved", 1, 0, 0}, {"write.marking", 1, 0, 0},
+        {"write.copying", 1, 0, 0},   {"write.committed", 1, 0, 1}, {"reserve.intent", 1, 1, 0},
+        {"write.reserved", 1, 1, 0},  {"write.marking", 1, 1, 0},  {"write.marking", 2, 1, 0},
+        {"write.copying", 1, 1, 0},   {"write.copying", 3, 1, 2},  {"write.committed", 1, 1, 1},
+        {"write.committed", 2, 1, 2},
+    };
+    int64_t worst = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct wcase *c = &cases[i];
+        char what[96];
+        snprintf(what, sizeof what, "%s #%u %s", c->point, c->nth, c->batch ? "write_many" : "write");
+        AUTO_FX(f);
+        REQUIRE(fx_open(&f, 4096));
+        CHECK_EQ(put(f.rb, 1, 20), RB_OK);
+        CHECK_EQ(put(f.rb, 2, 30), RB_OK);
+        if (!died_of(spawn(f.path, child_write, c), SIGKILL)) {
+            FAILF("%s: the child was not killed at its kill point", what);
+            continue;
+        }
+        /* Writers carry on (the dead writer's space is not reused until
+         * consumers pass it), and readers get everything committed, in
+         * order, and nothing of the dead write that was not committed. */
+        CHECK_EQ(put(f.rb, 3, 40), RB_OK);
+        CHECK_EQ(put(f.rb, 4, 50), RB_OK);
+        expect_msg(f.rb, 1, 20, what);
+        expect_msg(f.rb, 2, 30, what);
+        for (int k = 0; k < c->delivered; k++) {
+            int64_t took = expect_msg(f.rb, 100 + (uint64_t)k, c->batch ? batch_lens[k] : 200, what);
+            worst = took > worst ? took : worst;
+        }
+        int64_t took = expect_msg(f.rb, 3, 40, what);
+        worst = took > worst ? took : worst;
+        expect_msg(f.rb, 4, 50, what);
+        expect_empty(f.rb, what);
+        /* The ring keeps working across its whole capacity afterwards. */
+        for (uint64_t s = 10; s < 200; s++) {
+            CHECK_EQ(put(f.rb, s, 1 + s % 300), RB_OK);
+            expect_msg(f.rb, s, 1 + s % 300, what);
+        }
+    }
+    printf("    longest read past a killed writer: %.1f ms (stall timeout %.0f ms)\n", (double)worst / MS,
+           (double)STALL_NS / MS);
+}
+
+static void child_reserve_half(rb_ring *rb, const void *arg)
+{
+    (void)arg;
+    void *p;
+    if (rb_reserve(rb, 300, &p) != RB_OK)
+        _exit(4);
+    memset(p, 0xAB, 150);
+    raise(SIGKILL);
+}
+
+static void child_reserve_close(rb_ring *rb, const void *arg)
+{
+    (void)arg;
+    void *p;
+    if (rb_reserve(rb, 300, &p) != RB_OK)
+        _exit(4);
+    memset(p, 0xAB, 300);
+    rb_close(rb); /* without committing: its slot is free, the record dead */
+    _exit(0);
+}
+
+TEST(zero_copy_writer_gone)
+{
+    child_fn fns[2] = {child_reserve_half, child_reserve_close};
+    for (int i = 0; i < 2; i++) {
+        AUTO_FX(f);
+        REQUIRE(fx_open(&f, 4096));
+        CHECK_EQ(put(f.rb, 1, 20), RB_OK);
+        pid_t pid = spawn(f.path, fns[i], NULL);
+        if (i == 0)
+            CHECK(died_of(pid, SIGKILL));
+        else
+            CHECK(!died_of(pid, SIGKILL));
+        CHECK_EQ(put(f.rb, 2, 20), RB_OK);
+        expect_msg(f.rb, 1, 20, "zero-copy");
+        expect_msg(f.rb, 2, 20, "zero-copy");
+        expect_empty(f.rb, "zero-copy");
+    }
+}
+
+/* A writer that lost the race for tail and died before updating its intent
+ * entry leaves a stale entry covering someone else's record: forged here
+ * (a dead slot's entry over a live writer's gap, and over a dead one's). */
+TEST(stale_intent_of_a_dead_loser)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    CHECK_EQ(put(f.rb, 1, 20), RB_OK); /* [0, 32) */
+    /* A dead slot (never attached, no lock) claims [32, 32 + 64). */
+    struct rb_slot *dead = &f.rb->slots[7];
+    atomic_store(&dead->intent[0].start, 32);
+    atomic_store(&dead->intent[0].end, 32 + 64);
+    atomic_store(&f.rb->hdr->slots_used, 8);
+    /* Our own live reservation really owns [32, 32 + 216): 200 bytes. */
+    void *p;
+    REQUIRE_EQ(rb_reserve(f.rb, 200, &p), RB_OK);
+    /* Make its header look unwritten and re-announce it, as between the
+     * CAS and the header store. */
+    uint64_t w = word_at(f.rb, 32);
+    atomic_store((_Atomic uint64_t *)(void *)(f.rb->data + 32), 0);
+    atomic_store(&f.rb->me->intent[0].start, 32);
+    atomic_store(&f.rb->me->intent[0].end, 32 + 216);
+    rb_set_stall_timeout(f.rb, 0);
+    expect_msg(f.rb, 1, 20, "stale intent");
+    unsigned char buf[512];
+    size_t got;
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(rb_read(f.rb, buf, sizeof buf, &got), RB_EEMPTY); /* live: waited for */
+    CHECK_EQ_U(word_at(f.rb, 32), 0);
+    /* The writer finishes. */
+    atomic_store((_Atomic uint64_t *)(void *)(f.rb->data + 32), w);
+    atomic_store(&f.rb->me->intent[0].end, 0);
+    make_msg(p, 200, 9);
+    CHECK_EQ(rb_commit(f.rb, p), RB_OK);
+    expect_msg(f.rb, 9, 200, "stale intent");
+    /* Now a dead gap [248, 248 + 48) with two dead entries: the real one and
+     * a stale shorter one; recovery steps to the nearer end, then on. */
+    CHECK_EQ(put(f.rb, 2, 20), RB_OK);
+    expect_msg(f.rb, 2, 20, "stale intent");
+    uint64_t h = 248 + 32;
+    atomic_store(&f.rb->hdr->tail, h + 48);
+    atomic_store(&dead->intent[0].start, h);
+    atomic_store(&dead->intent[0].end, h + 48);
+    atomic_store(&dead->intent[1].start, h - 8);
+    atomic_store(&dead->intent[1].end, h + 16);
+    CHECK_EQ(put(f.rb, 3, 20), RB_OK);
+    expect_msg(f.rb, 3, 20, "stale intent");
+    expect_empty(f.rb, "stale intent");
+}
+
+TEST(gap_without_intent_is_corrupt)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    atomic_store(&f.rb->hdr->tail, 64); /* forged: 64 bytes in use, all zero */
+    rb_set_stall_timeout(f.rb, 0);
+    unsigned char buf[64];
+    size_t got;
+    CHECK_EQ(rb_read(f.rb, buf, sizeof buf, &got), RB_ECORRUPT);
+    CHECK_EQ(rb_read_wait(f.rb, buf, sizeof buf, &got, 50 * MS), RB_ECORRUPT);
+    rb_set_stall_timeout(f.rb, -1); /* never recover: just "empty" */
+    CHECK_EQ(rb_read(f.rb, buf, sizeof buf, &got), RB_EEMPTY);
+}
+
+/* ---- consumers killed at each step ------------------------------------- */
+
+struct rcase {
+    const char *point;
+    int mode;     /* 0 rb_read, 1 rb_read_many (3), 2 rb_peek then die */
+    int consumed; /* messages gone with the dead consumer */
+};
+
+static void child_read(rb_ring *rb, const void *arg)
+{
+    const struct rcase *c = arg;
+    unsigned char buf[4096];
+    size_t got, lens[3], n;
+    if (c->point != NULL)
+        rb_test_killpoint(c->point, 1, SIGKILL);
+    if (c->mode == 0)
+        rb_read(rb, buf, sizeof buf, &got);
+    else if (c->mode == 1)
+        rb_read_many(rb, buf, sizeof buf, lens, 3, &n);
+    else {
+        const void *p;
+        if (rb_peek(rb, &p, &got) == RB_OK)
+            raise(SIGKILL);
+    }
+    _exit(0);
+}
+
+TEST(consumer_killed_at_each_step)
+{
+    static const struct rcase cases[] = {
+        {"read.turn", 0, 0},     {"read.copied", 0, 0},   {"read.marked", 0, 1},   {"read.zeroed", 0, 1},
+        {"read.released", 0, 1}, {"read.turn", 1, 0},     {"read.copied", 1, 0},   {"read.marked", 1, 3},
+        {"read.zeroed", 1, 3},   {"read.released", 1, 3}, {NULL, 2, 0},
+    };
+    int64_t worst = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const struct rcase *c = &cases[i];
+        char what[96];
+        snprintf(what, sizeof what, "%s %s", c->point ? c->point : "peek held",
+                 c->mode == 0 ? "read" : c->mode == 1 ? "read_many" : "peek");
+        AUTO_FX(f);
+        REQUIRE(fx_open(&f, 4096));
+        for (uint64_t s = 1; s <= 6; s++)
+            CHECK_EQ(put(f.rb, s, 10 * s), RB_OK);
+        if (!died_of(spawn(f.path, child_read, c), SIGKILL)) {
+            FAILF("%s: the child was not killed at its kill point", what);
+            continue;
+        }
+        /* At-least-once: what the dead consumer had not finished taking is
+         * delivered again; what it had (all of it copied out) is gone. */
+        for (uint64_t s = 1 + (uint64_t)c->consumed; s <= 6; s++) {
+            int64_t took = expect_msg(f.rb, s, 10 * s, what);
+            worst = took > worst ? took : worst;
+        }
+        expect_empty(f.rb, what);
+        CHECK_EQ_U(atomic_load(&f.rb->hdr->read_turn), 0);
+        /* Writers and readers go on across the whole ring. */
+        for (uint64_t s = 10; s < 200; s++) {
+            CHECK_EQ(put(f.rb, s, 1 + s % 300), RB_OK);
+            expect_msg(f.rb, s, 1 + s % 300, what);
+        }
+    }
+    printf("    longest read past a killed reader: %.1f ms\n", (double)worst / MS);
+}
+
+/* A reader taking over a dead reader's turn dies (or stops) in turn, right
+ * after its takeover: the dead reader's unfinished release must still be
+ * finished by the next one, and a new handle taking the first dead reader's
+ * slot meanwhile must not matter. */
+static void child_take_over(rb_ring *rb, const void *arg)
+{
+    rb_set_stall_timeout(rb, STALL_NS);
+    rb_test_killpoint("turn.taken", 1, (int)(intptr_t)arg);
+    unsigned char buf[4096];
+    size_t got;
+    int rc = rb_read_wait(rb, buf, sizeof buf, &got, RECOVERY_BOUND_NS);
+    /* Only a stopped-and-continued child gets here: message 4 is next. */
+    unsigned char want[64];
+    make_msg(want, 40, 4);
+    _exit(rc == RB_OK && got == 40 && memcmp(buf, want, 40) == 0 ? 0 : 1);
+}
+
+TEST(reader_taking_over_a_dead_one_dies_too)
+{
+    static const struct rcase zeroed = {"read.zeroed", 1, 3};
+    for (int stop = 0; stop < 2; stop++) {
+        AUTO_FX(f);
+        REQUIRE(fx_open(&f, 4096));
+        for (uint64_t s = 1; s <= 6; s++)
+            CHECK_EQ(put(f.rb, s, 10 * s), RB_OK);
+        REQUIRE(died_of(spawn(f.path, child_read, &zeroed), SIGKILL));
+        pid_t pid = spawn(f.path, child_take_over, (const void *)(intptr_t)(stop ? SIGSTOP : SIGKILL));
+        if (!stop)
+            CHECK(died_of(pid, SIGKILL));
+        else {
+            REQUIRE(wait_stopped(pid));
+            rb_ring *again; /* takes a dead slot: the first reader's */
+            REQUIRE_EQ(rb_open(f.path, &again), RB_OK);
+            rb_close(again);
+            kill(pid, SIGCONT);
+            int st;
+            waitpid(pid, &st, 0);
+            CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        }
+        /* Messages 1-3 went with the first reader; 4 with the stopped one. */
+        for (uint64_t s = stop ? 5 : 4; s <= 6; s++)
+            expect_msg(f.rb, s, 10 * s, stop ? "take-over stopped" : "take-over killed");
+        expect_empty(f.rb, "take-over");
+    }
+}
+
+/* ---- slow is not dead ---------------------------------------------------- */
+
+static void child_write_stopped(rb_ring *rb, const void *arg)
+{
+    rb_test_killpoint((const char *)arg, 1, SIGSTOP);
+    CHECK_EQ(put(rb, 100, 300), RB_OK); /* resumes after SIGCONT */
+    _exit(rt_failures ? 1 : 0);
+}
+
+TEST(stopped_writer_is_waited_for)
+{
+    const char *points[] = {"write.reserved", "write.copying"};
+    for (int i = 0; i < 2; i++) {
+        AUTO_FX(f);
+        REQUIRE(fx_open(&f, 4096));
+        rb_set_stall_timeout(f.rb, 5 * MS);
+        CHECK_EQ(put(f.rb, 1, 20), RB_OK);
+        pid_t pid = spawn(f.path, child_write_stopped, points[i]);
+        REQUIRE(wait_stopped(pid));
+        expect_msg(f.rb, 1, 20, points[i]);
+        /* Stopped for 60 stall timeouts: its record is not taken away. */
+        unsigned char buf[512];
+        size_t got;
+        CHECK_EQ(rb_read_wait(f.rb, buf, sizeof buf, &got, 300 * MS), RB_ETIMEDOUT);
+        uint64_t w = word_at(f.rb, 32);
+        CHECK(w == 0 || rb_rec_flags(w) == RB_REC_BUSY);
+        kill(pid, SIGCONT);
+        int st;
+        waitpid(pid, &st, 0);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        expect_msg(f.rb, 100, 300, points[i]);
+        expect_empty(f.rb, points[i]);
+    }
+}
+
+static void child_peek_stopped(rb_ring *rb, const void *arg)
+{
+    (void)arg;
+    const void *p;
+    size_t len;
+    if (rb_peek(rb, &p, &len) != RB_OK)
+        _exit(5);
+    raise(SIGSTOP);
+    rb_release(rb);
+    _exit(0);
+}
+
+TEST(stopped_reader_keeps_its_turn)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    rb_set_stall_timeout(f.rb, 5 * MS);
+    CHECK_EQ(put(f.rb, 1, 20), RB_OK);
+    CHECK_EQ(put(f.rb, 2, 20), RB_OK);
+    pid_t pid = spawn(f.path, child_peek_stopped, NULL);
+    REQUIRE(wait_stopped(pid));
+    unsigned char buf[64];
+    size_t got;
+    CHECK_EQ(rb_read_wait(f.rb, buf, sizeof buf, &got, 300 * MS), RB_ETIMEDOUT);
+    kill(pid, SIGCONT);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    expect_msg(f.rb, 2, 20, "stopped reader"); /* message 1 went to the child */
+    expect_empty(f.rb, "stopped reader");
+}
+
+/* ---- committed means delivered, across processes and reopening ---------- */
+
+static void child_write_50_then_die(rb_ring *rb, const void *arg)
+{
+    (void)arg;
+    for (uint64_t s = 1; s <= 50; s++)
+        if (put(rb, s, 1 + s * 7 % 500) != RB_OK)
+            _exit(6);
+    rb_test_killpoint("write.copying", 1, SIGKILL);
+    put(rb, 51, 400);
+    _exit(0);
+}
+
+TEST(committed_survives_everyone)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 64 * 1024));
+    rb_close(f.rb);
+    f.rb = NULL;
+    /* Every handle is gone: only the file remains. */
+    CHECK(died_of(spawn(f.path, child_write_50_then_die, NULL), SIGKILL));
+    REQUIRE_EQ(rb_open(f.path, &f.rb), RB_OK);
+    rb_set_stall_timeout(f.rb, STALL_NS);
+    for (uint64_t s = 1; s <= 50; s++)
+        expect_msg(f.rb, s, 1 + s * 7 % 500, "reopened");
+    expect_empty(f.rb, "reopened");
+}
+
+/* ---- waiter counts and slots -------------------------------------------- */
+
+static void child_read_forever(rb_ring *rb, const void *arg)
+{
+    (void)arg;
+    unsigned char buf[64];
+    size_t got;
+    rb_read_wait(rb, buf, sizeof buf, &got, -1);
+    _exit(0);
+}
+
+TEST(dead_waiters_count_is_taken_back)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    pid_t pid = spawn(f.path, child_read_forever, NULL);
+    int64_t until = now_ns() + 5000 * MS;
+    while (atomic_load(&f.rb->hdr->data_waiters) == 0 && now_ns() < until)
+        usleep(1000);
+    REQUIRE_EQ(atomic_load(&f.rb->hdr->data_waiters), 1);
+    kill(pid, SIGKILL);
+    CHECK(died_of(pid, SIGKILL));
+    CHECK_EQ(atomic_load(&f.rb->hdr->data_waiters), 1); /* left behind */
+    rb_ring *again;
+    REQUIRE_EQ(rb_open(f.path, &again), RB_OK); /* takes the dead slot */
+    CHECK_EQ(atomic_load(&f.rb->hdr->data_waiters), 0);
+    rb_close(again);
+}
+
+TEST(slots_are_per_handle_and_reused)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    rb_ring *a, *b;
+    REQUIRE_EQ(rb_open(f.path, &a), RB_OK);
+    REQUIRE_EQ(rb_open(f.path, &b), RB_OK);
+    CHECK(f.rb->slot != a->slot && a->slot != b->slot && f.rb->slot != b->slot);
+    struct rb_info in;
+    CHECK_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ_U(in.attached, 3);
+    uint32_t a_slot = a->slot, a_id = a->id;
+    rb_close(a);
+    CHECK_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ_U(in.attached, 2);
+    REQUIRE_EQ(rb_open(f.path, &a), RB_OK);
+    CHECK_EQ_U(a->slot, a_slot);
+    CHECK(a->id != a_id); /* a new generation: the old owner's records are dead */
+    rb_close(a);
+    rb_close(b);
+}
+
+TEST(handle_inherited_through_fork_gets_its_own_slot)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    CHECK_EQ(put(f.rb, 1, 20), RB_OK);
+    uint32_t parent_id = f.rb->id;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int ok = put(f.rb, 2, 20) == RB_OK && f.rb->id != parent_id;
+        struct rb_info in;
+        ok = ok && rb_info(f.rb, &in) == RB_OK && in.attached == 2;
+        _exit(ok ? 0 : 1);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_EQ_U(f.rb->id, parent_id);
+    CHECK_EQ_U(rb_rec_writer(word_at(f.rb, 0)), parent_id);
+    CHECK(rb_rec_writer(word_at(f.rb, 32)) != parent_id);
+    expect_msg(f.rb, 1, 20, "fork");
+    expect_msg(f.rb, 2, 20, "fork");
+}
+
+/* ---- the random kill harness --------------------------------------------- */
+
+#define KH_PRODUCERS 2
+#define KH_CONSUMERS 2
+#define KH_MAXP 4096   /* producer incarnations */
+#define KH_MAXSEQ 4096 /* messages per incarnation (it is killed long before) */
+#define KH_HDR 24
+
+struct kh_shared {
+    _Atomic uint64_t committed[KH_MAXP]; /* messages whose write returned */
+    _Atomic uint8_t seen[KH_MAXP][KH_MAXSEQ];
+    _Atomic uint64_t torn, dups, bad_ids;
+    _Atomic int64_t longest_call;
+    _Atomic int stop;
+};
+
+static struct kh_shared *kh;
+
+static size_t kh_make(unsigned char *buf, uint32_t p, uint32_t seq, uint64_t r)
+{
+    size_t len = KH_HDR + (size_t)(r % 400);
+    uint32_t hdr[2] = {p, seq};
+    memcpy(buf, hdr, 8);
+    uint64_t l = len;
+    memcpy(buf + 8, &l, 8);
+    fill_pattern(buf + KH_HDR, len - KH_HDR, (uint64_t)p << 32 | seq);
+    uint64_t sum = fnv1a(FNV_OFFSET, buf, 16);
+    sum = fnv1a(sum, buf + KH_HDR, len - KH_HDR);
+    memcpy(buf + 16, &sum, 8);
+    return len;
+}
+
+static void kh_note_call(int64_t t0)
+{
+    int64_t took = now_ns() - t0, old = atomic_load(&kh->longest_call);
+    while (took > old && !atomic_compare_exchange_weak(&kh->longest_call, &old, took))
+        ;
+}
+
+static void kh_producer(rb_ring *rb, const void *arg)
+{
+    uint32_t p = (uint32_t)(uintptr_t)arg;
+    uint64_t r = mix64(p);
+    unsigned char buf[4 * 512];
+    for (uint32_t seq = 0; seq + 4 < KH_MAXSEQ && !atomic_load(&kh->stop);) {
+        r = mix64(r);
+        int mode = (int)(r % 3), rc;
+        int64_t t0 = now_ns();
+        if (mode == 0) {
+            size_t len = kh_make(buf, p, seq, r >> 8);
+            rc = rb_write_wait(rb, buf, len, 200 * MS);
+            if (rc == RB_OK)
+                seq++;
+        } else if (mode == 1) {
+            size_t lens[4], off = 0, n = 1 + (size_t)(r >> 8) % 4, written = 0;
+            for (size_t i = 0; i < n; i++) {
+                lens[i] = kh_make(buf + off, p, seq + (uint32_t)i, r >> (12 + i));
+                off += lens[i];
+            }
+            rc = rb_write_many_wait(rb, buf, lens, n, &written, 200 * MS);
+            seq += (uint32_t)written;
+        } else {
+            size_t len = kh_make(buf, p, seq, r >> 8);
+            void *dst;
+            rc = rb_reserve_wait(rb, len, &dst, 200 * MS);
+            if (rc == RB_OK) {
+                memcpy(dst, buf, len);
+                rc = rb_commit(rb, dst);
+                seq++;
+            }
+        }
+        if (rc != RB_OK && rc != RB_ETIMEDOUT)
+            _exit(7);
+        atomic_store(&kh->committed[p], seq);
+        if (rc == RB_OK)
+            kh_note_call(t0);
+    }
+    for (;;)
+        pause(); /* out of sequence numbers: wait to be killed */
+}
+
+static void kh_check(const unsigned char *m, size_t len)
+{
+    uint32_t hdr[2];
+    uint64_t l, sum;
+    if (len < KH_HDR) {
+        atomic_fetch_add(&kh->torn, 1);
+        return;
+    }
+    memcpy(hdr, m, 8);
+    memcpy(&l, m + 8, 8);
+    memcpy(&sum, m + 16, 8);
+    uint64_t want = fnv1a(fnv1a(FNV_OFFSET, m, 16), m + KH_HDR, len - KH_HDR);
+    if (l != len || sum != want) {
+        atomic_fetch_add(&kh->torn, 1);
+        return;
+    }
+    if (hdr[0] >= KH_MAXP || hdr[1] >= KH_MAXSEQ) {
+        atomic_fetch_add(&kh->bad_ids, 1);
+        return;
+    }
+    if (atomic_fetch_add(&kh->seen[hdr[0]][hdr[1]], 1) != 0)
+        atomic_fetch_add(&kh->dups, 1);
+}
+
+static void kh_consumer(rb_ring *rb, const void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&kh->stop)) {
+        const void *p;
+        size_t len;
+        int64_t t0 = now_ns();
+        int rc = rb_peek_wait(rb, &p, &len, 200 * MS);
+        if (rc == RB_OK) {
+            kh_note_call(t0);
+            /* Logged before release: a consumer killed after this point
+             * may see the message delivered again (counted as a dup). */
+            kh_check(p, len);
+            rb_release(rb);
+        } else if (rc != RB_ETIMEDOUT)
+            _exit(8);
+    }
+}
+
+static void kh_open(rb_ring *rb, const void *arg)
+{
+    rb_set_stall_timeout(rb, STALL_NS);
+    ((child_fn)(uintptr_t)arg)(rb, NULL);
+}
+
+TEST(random_kill_harness)
+{
+    const char *env = getenv("RB_KILL_CYCLES");
+    int cycles = env != NULL && *env != '\0' ? atoi(env) : 200;
+    kh = mmap(NULL, sizeof *kh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(kh != MAP_FAILED);
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 16 * 1024));
+    rb_close(f.rb);
+    f.rb = NULL;
+
+    pid_t procs[KH_PRODUCERS + KH_CONSUMERS];
+    uint32_t next_p = 0, prod_kills = 0, cons_kills = 0;
+    /* Producer incarnation p writes messages (p, 0..). */
+    for (int i = 0; i < KH_PRODUCERS + KH_CONSUMERS; i++) {
+        if (i < KH_PRODUCERS) {
+            procs[i] = fork();
+            if (procs[i] == 0) {
+                rb_ring *rb;
+                if (rb_open(f.path, &rb) != RB_OK)
+                    _exit(3);
+                rb_set_stall_timeout(rb, STALL_NS);
+                kh_producer(rb, (void *)(uintptr_t)next_p);
+                _exit(0);
+            }
+            next_p++;
+        } else
+            procs[i] = spawn(f.path, kh_open, (const void *)(uintptr_t)kh_consumer);
+    }
+    uint64_t r = mix64((uint64_t)now_ns());
+    int64_t t_start = now_ns();
+    for (int c = 0; c < cycles && next_p < KH_MAXP - KH_PRODUCERS; c++) {
+        r = mix64(r);
+        usleep((useconds_t)(500 + r % 8000));
+        int victim = (int)((r >> 20) % (KH_PRODUCERS + KH_CONSUMERS));
+        kill(procs[victim], SIGKILL);
+        if (!died_of(procs[victim], SIGKILL))
+            FAILF("cycle %d: process %d did not die of SIGKILL (crashed or exited on its own)", c, victim);
+        if (victim < KH_PRODUCERS) {
+            prod_kills++;
+            uint32_t p = next_p++;
+            procs[victim] = fork();
+            if (procs[victim] == 0) {
+                rb_ring *rb;
+                if (rb_open(f.path, &rb) != RB_OK)
+                    _exit(3);
+                rb_set_stall_timeout(rb, STALL_NS);
+                kh_producer(rb, (void *)(uintptr_t)p);
+                _exit(0);
+            }
+        } else {
+            cons_kills++;
+            procs[victim] = spawn(f.path, kh_open, (const void *)(uintptr_t)kh_consumer);
+        }
+    }
+    /* The end: the consumers are killed, the producers fill the ring and
+     * are killed mid-flight too. A new process opens the file and must find
+     * every committed message. */
+    for (int i = KH_PRODUCERS; i < KH_PRODUCERS + KH_CONSUMERS; i++)
+        kill(procs[i], SIGKILL);
+    usleep(20000);
+    for (int i = 0; i < KH_PRODUCERS; i++)
+        kill(procs[i], SIGKILL);
+    for (int i = 0; i < KH_PRODUCERS + KH_CONSUMERS; i++)
+        died_of(procs[i], SIGKILL);
+    int64_t run_ns = now_ns() - t_start;
+    REQUIRE_EQ(rb_open(f.path, &f.rb), RB_OK);
+    rb_set_stall_timeout(f.rb, STALL_NS);
+    size_t drained = 0;
+    for (;;) {
+        const void *p;
+        size_t len;
+        int rc = rb_peek_wait(f.rb, &p, &len, RECOVERY_BOUND_NS);
+        if (rc != RB_OK) {
+            CHECK_EQ(rc, RB_ETIMEDOUT);
+            break;
+        }
+        kh_check(p, len);
+        rb_release(f.rb);
+        drained++;
+    }
+    expect_empty(f.rb, "after the harness");
+    struct rb_info in;
+    CHECK_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ_U(in.busy, 0);
+    CHECK_EQ_U(in.attached, 1);
+
+    /* Every committed message arrived, none that was never written did, and
+     * a duplicate needs a consumer killed after logging, before release. */
+    uint64_t total = 0, missing = 0, phantom = 0;
+    for (uint32_t p = 0; p < next_p; p++) {
+        uint64_t c = atomic_load(&kh->committed[p]);
+        for (uint64_t s = 0; s < KH_MAXSEQ; s++) {
+            int seen = atomic_load(&kh->seen[p][s]) != 0;
+            total += (uint64_t)seen;
+            if (s < c && !seen)
+                missing++;
+            if (s >= c + 4 && seen)
+                phantom++;
+        }
+    }
+    CHECK_EQ_U(atomic_load(&kh->torn), 0);
+    CHECK_EQ_U(atomic_load(&kh->bad_ids), 0);
+    CHECK_EQ_U(missing, 0);
+    CHECK_EQ_U(phantom, 0);
+    CHECK(atomic_load(&kh->dups) <= cons_kills + KH_CONSUMERS);
+    int64_t longest = atomic_load(&kh->longest_call);
+    CHECK(longest < RECOVERY_BOUND_NS + 200 * MS);
+    printf("    %d kill cycles in %.1f s: %u producers and %u consumers killed, %llu messages delivered "
+           "(%zu after reopening), %llu duplicates, longest successful call %.1f ms\n",
+           cycles, (double)run_ns / 1e9, prod_kills, cons_kills, (unsigned long long)total, drained,
+           (unsigned long long)atomic_load(&kh->dups), (double)longest / MS);
+    munmap(kh, sizeof *kh);
+}
