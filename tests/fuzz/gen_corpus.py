@@ -23,9 +23,15 @@ RAW = 0xF0
 FIELDS = [
     "magic", "version", "header_size", "capacity", "max_message", "state", "flags", "created_ns",
     "tail", "head", "read_turn", "turn_seq", "turn_waiters", "data_seq", "data_waiters", "space_seq",
-    "space_waiters",
+    "space_waiters", "slot_count", "slot_size", "slots_used", "release_start", "release_end",
+    "slot0_gen", "slot0_parked0", "slot0_intent0_start", "slot0_intent0_end",
+    "slot1_gen", "slot1_intent0_start", "slot1_intent0_end",
 ]  # fmt: skip
-WIDTH = {"magic": 8, "capacity": 8, "max_message": 8, "created_ns": 8, "tail": 8, "head": 8}
+WIDTH = {
+    "magic": 8, "capacity": 8, "max_message": 8, "created_ns": 8, "tail": 8, "head": 8,
+    "release_start": 8, "release_end": 8, "slot0_intent0_start": 8, "slot0_intent0_end": 8,
+    "slot1_intent0_start": 8, "slot1_intent0_end": 8,
+}  # fmt: skip
 # enum op
 HEADER_BYTES, DATA_BYTES, FIELD_SET, FIELD_ADD, RECORD, RESIZE, SHIFT, FILL = range(8)
 BIT7 = 0x80
@@ -89,7 +95,7 @@ def seeds():
     yield "full", FULL, params(wr=200, flags=8), b""
     yield "drained", DRAINED, params(wr=255), b""
     yield "magic", MESSAGES, params(), field_set("magic", int.from_bytes(b"RINGBUG\0", "little"))
-    yield "version-2", MESSAGES, params(), field_set("version", 2)
+    yield "version-other", MESSAGES, params(), field_set("version", 1)
     grown = field_set("capacity", 8192) + field_set("max_message", 4096) + resize_data(1)
     yield "capacity-8192", MESSAGES, params(), grown
     yield "capacity-odd", EMPTY, params(), field_set("capacity", 6000)
@@ -104,6 +110,39 @@ def seeds():
     yield "record-busy-ours", EMPTY, params(), record(0, 40, BUSY, ours=True) + field_set("tail", 48)
     yield "record-discard", MESSAGES, params(), record(0, 1, DISCARD)
     yield "read-turn-held", MESSAGES, params(), field_set("read_turn", 12345)
+    # Crash recovery (stall timeout 0 in the harness: it acts at once).
+    gap = field_set("tail", 64) + field_set("slots_used", 2)
+    yield (
+        "gap-with-dead-intent",
+        EMPTY,
+        params(),
+        gap + field_set("slot1_intent0_start", 0) + field_set("slot1_intent0_end", 64),
+    )
+    yield "gap-without-intent", EMPTY, params(), gap
+    yield (
+        "gap-stale-intents",
+        EMPTY,
+        params(),
+        gap
+        + field_set("slot1_intent0_start", 0)
+        + field_set("slot1_intent0_end", 24)
+        + field_set("slot0_intent0_start", 0)
+        + field_set("slot0_intent0_end", 64),
+    )
+    dead_turn = field_set("read_turn", 1 | 1 << 9) + field_set("slots_used", 2)
+    yield (
+        "dead-reader-release",
+        MESSAGES,
+        params(),
+        dead_turn + field_set("release_start", 0) + field_set("release_end", 16),
+    )
+    yield (
+        "dead-reader-bad-release",
+        MESSAGES,
+        params(),
+        dead_turn + field_set("release_start", 0) + field_set("release_end", 1 << 40),
+    )
+    yield "parked-leftover", EMPTY, params(), field_set("data_waiters", 3) + field_set("slot0_parked0", 3)
     yield "garbage-past-tail", EMPTY, params(), fill(0, 64, 0x41)
     yield "state-zero", MESSAGES, params(), header_bytes(32, b"\0\0\0\0")
     yield "data-bytes", WRAPPED, params(), data_bytes(4090, b"\xff" * 12)
