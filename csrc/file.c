@@ -110,6 +110,14 @@ int rb_map_fd(int fd, struct rb_ring *rb)
     if (rc != RB_OK)
         return rc;
 
+    /* A file with holes (a sparse copy, a forgery) would give SIGBUS on the
+     * first write to a hole on a full disk: back every byte now, or fail
+     * with ENOSPC. Already-allocated files are unchanged (fast). A
+     * filesystem without fallocate keeps the old risk. */
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)st.st_size) != 0 && errno != EOPNOTSUPP &&
+        errno != ENOSYS && errno != EINVAL)
+        return RB_ESYS;
+
     unsigned char *base;
     size_t len;
     rc = map_twice(fd, h.header_size, h.capacity, &base, &len);

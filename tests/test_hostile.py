@@ -2260,12 +2260,6 @@ def test_private_queue_on_a_full_dev_shm(small_fs, monkeypatch):
     assert not os.path.exists(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C bug: rb_open maps a sparse ring file without reserving its blocks "
-    "(rb_map_fd checks the size, not the allocation), so writing to it on a full "
-    "file system dies of SIGBUS instead of failing with ENOSPC",
-)
 def test_sparse_ring_file_on_a_full_file_system_does_not_crash_its_writer(small_fs, tmp_path):
     # A valid header on a sparse file (a copy made with cp --sparse=always, or
     # a forgery): the file has the right size but no blocks behind it.
