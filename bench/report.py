@@ -124,6 +124,11 @@ def failures(data: dict[str, Any]) -> list[str]:
     ]
     if "error" in data.get("c", {}):
         out.append(f"C: {data['c']['error']}")
+    if data.get("library_rebuilt_during_run"):
+        out.append(
+            f"the library was rebuilt during the run ({', '.join(data['library_rebuilt_during_run'])}): "
+            "the figures mix two builds; run again"
+        )
     return out
 
 

@@ -466,6 +466,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def library_files() -> dict[str, float]:
+    """Modification times of the library files a run loads: a rebuild in
+    the middle of a run changes what is measured (and crashes the processes
+    that have the old copy mapped, since builds overwrite it in place)."""
+    paths = glob.glob(os.path.join(ROOT, "ringbuffer", "*.so")) + [
+        os.path.join(ROOT, "csrc", "build", "libringbuf.so")
+    ]
+    return {os.path.relpath(p, ROOT): os.stat(p).st_mtime for p in paths if os.path.exists(p)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.suite",
@@ -495,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = tempfile.mkdtemp(prefix="rb-bench-", dir=shm)
     suite = Suite(settings, ctx, folder, missing)
     load_before = os.getloadavg()
+    libs_before = library_files()
     t0 = time.monotonic()
     try:
         for group in opts.only or GROUPS:
@@ -508,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.monotonic() - t0,
         **suite.results,
     }
+    rebuilt = sorted(k for k, v in library_files().items() if libs_before.get(k) != v)
+    if rebuilt:
+        data["library_rebuilt_during_run"] = rebuilt
     data["targets"] = report.targets(data)
     text = report.table(data)
     sys.stdout.write(text)

@@ -108,9 +108,12 @@ RB_API int rb_create_mode(const char *path, size_t size, unsigned flags,
  * before use. Symbolic links are not followed.
  * Returns: RB_OK and *out set; RB_EINVAL (NULL argument); RB_ECORRUPT (not a
  * regular file, too short, wrong magic, impossible capacity or positions);
- * RB_EVERSION (a ring file of another RB_FORMAT_VERSION); RB_ESYS (errno set: ENOENT, EACCES, ELOOP, EUSERS (512 handles
- * already open on the ring), ENOSPC (a sparse file whose holes cannot be
- * backed: it would crash its users with SIGBUS later), ...).
+ * RB_EVERSION (a ring file of another RB_FORMAT_VERSION); RB_ESYS (errno
+ * set: ENOENT, EACCES, ELOOP, EUSERS (512 handles already open on the
+ * ring), ENOSPC (a sparse file whose holes cannot be backed: it would crash
+ * its users with SIGBUS later), ...).
+ * Each handle takes one of the ring's 512 slots and holds a lock on it
+ * until rb_close (docs/design.md, "Crash recovery").
  * Thread-safety: MT-safe. */
 RB_API int rb_open(const char *path, rb_ring **out);
 
