@@ -562,8 +562,9 @@ static void exercise(rb_ring *rb, const uint8_t prm[4])
         else /* the walk checks a BUSY record's size against tail, a read only waits at it */
             CHECK(last == RB_ECORRUPT || (last == RB_EEMPTY && (rb_rec_flags(word_at(rb, p.head)) & RB_REC_BUSY)));
     }
-    if (info0.counted)
-        CHECK(got.messages <= info0.messages);
+    /* With a record still being written (busy), the walk stopped there, but
+     * the reads may deliver more: every slot of a fuzzed file is dead, so
+     * recovery discards that record (or gap) and they go on. */
     if (verbose)
         fprintf(stderr, "  info %s: %llu messages, %llu busy, %llu discarded%s; read %llu, then %s\n",
                 rb_strerror(info_rc), (unsigned long long)info0.messages, (unsigned long long)info0.busy,
