@@ -2,9 +2,13 @@
  * cbench.c - the C part of `invoke bench`, linked against libringbuf.so.
  *
  *   bench/build/cbench [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR]
+ *                      [--case PRODUCERS,SIZE,single|batch]
  *
  * Cases, each repeated --reps times (default 3) in fresh processes (fork)
- * on a new ring file in --dir (default /dev/shm), the median reported:
+ * on a new ring file in --dir (default /dev/shm), the median reported; the
+ * repetitions interleave (every case once, then again), so that a change
+ * in the machine's load weighs on all cases alike. --case runs one
+ * throughput case alone (to profile it):
  *   - throughput: P producer processes (1, 2, 4) and one consumer process,
  *     64-byte and 4 KiB messages; single-message mode (rb_write_wait /
  *     rb_read_wait) and, for one producer, batched mode (rb_write_many_wait
@@ -12,10 +16,11 @@
  *     0.5), then an end marker with their count; the consumer checks every
  *     message's length and per-producer sequence number, the counts and the
  *     total bytes.
- *   - memcpy: the same total bytes as the median 1-producer run, copied in
- *     the same message sizes from the producers' source buffer into a
- *     buffer of the ring's capacity, in one process; and a large-block
- *     memcpy bandwidth figure (64 MiB blocks). The physical reference.
+ *   - memcpy: in each round, the same total bytes as that round's
+ *     1-producer single-message run, copied in the same message sizes from
+ *     a source buffer like the producers' into a buffer of the ring's
+ *     capacity, in one process; and a large-block memcpy bandwidth figure
+ *     (64 MiB blocks). The physical reference.
  *   - ping-pong: 64-byte round trips between two processes over two rings
  *     with rb_write_wait / rb_read_wait, p50 and p99.
  * Times come from CLOCK_MONOTONIC. Prints one JSON object on stdout
@@ -523,12 +528,65 @@ static int pingpong_once(struct pp_shared *out)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: cbench [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR]\n");
+    fprintf(stderr, "usage: cbench [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR] "
+                    "[--case PRODUCERS,SIZE,single|batch]\n");
     exit(2);
+}
+
+/* One throughput case's runs. */
+struct tp_case {
+    int nprod, batched;
+    size_t size;
+    double rate[MAXREPS];
+    uint64_t msgs[MAXREPS];
+    int ok;
+};
+
+static void print_runs(const char *name, const double *v, const char *fmt)
+{
+    printf(", \"%s\": [", name);
+    for (int r = 0; r < reps; r++) {
+        printf(r ? ", " : "");
+        printf(fmt, v[r]);
+    }
+    printf("]");
+}
+
+/* Prints a case's JSON row (the median run) and returns the median run's
+ * message count (for an even number of runs, the rate times the median
+ * time is not a run: the count of the run just above the median). */
+static uint64_t print_case(const struct tp_case *c, const char *sep)
+{
+    double med = median(c->rate, reps);
+    uint64_t med_msgs = 0;
+    double best = -1;
+    for (int r = 0; r < reps; r++)
+        if (c->rate[r] >= med && (best < 0 || c->rate[r] < best)) {
+            best = c->rate[r];
+            med_msgs = c->msgs[r];
+        }
+    fprintf(stderr, "cbench: %d producer(s), %zu B, %s: %.2fM msgs/s%s\n", c->nprod, c->size,
+            c->batched ? "batched" : "single", med / 1e6, c->ok ? "" : " (FAILED)");
+    printf("%s    {\"producers\": %d, \"size\": %zu, \"mode\": \"%s\", \"ok\": %s, \"msgs_per_s\": %.0f, "
+           "\"gb_per_s\": %.4f, \"messages\": %llu",
+           sep, c->nprod, c->size, c->batched ? "batch" : "single", c->ok ? "true" : "false", med,
+           med * c->size / 1e9, (unsigned long long)med_msgs);
+    print_runs("runs_msgs_per_s", c->rate, "%.0f");
+    printf("}");
+    return med_msgs;
+}
+
+static void run_case(struct tp_case *c, int r)
+{
+    struct tp_result res = throughput_once(c->nprod, c->size, c->batched);
+    c->ok &= res.ok;
+    c->rate[r] = res.msgs_per_s;
+    c->msgs[r] = res.messages;
 }
 
 int main(int argc, char **argv)
 {
+    struct tp_case one = {0};
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
             usage();
@@ -540,105 +598,101 @@ int main(int argc, char **argv)
             ring_bytes = (size_t)strtoull(argv[++i], NULL, 0);
         else if (strcmp(argv[i], "--dir") == 0)
             dir = argv[++i];
-        else
+        else if (strcmp(argv[i], "--case") == 0) {
+            char mode[16] = "";
+            if (sscanf(argv[++i], "%d,%zu,%15s", &one.nprod, &one.size, mode) != 3 || one.nprod < 1 ||
+                one.nprod > MAXP || one.size < MARKER_LEN + 1 ||
+                (strcmp(mode, "single") != 0 && strcmp(mode, "batch") != 0))
+                usage();
+            one.batched = strcmp(mode, "batch") == 0;
+        } else
             usage();
     }
-    if (budget_s <= 0 || reps < 1 || reps > MAXREPS || ring_bytes < 4096 || (ring_bytes & (ring_bytes - 1)))
+    if (budget_s <= 0 || reps < 1 || reps > MAXREPS || ring_bytes < 4096 || (ring_bytes & (ring_bytes - 1)) ||
+        one.size > ring_bytes / 4)
         usage();
 
-    static const size_t sizes[] = {64, 4096};
-    static const struct {
-        int nprod, batched;
-    } shapes[] = {{1, 0}, {1, 1}, {2, 0}, {4, 0}};
     printf("{\n  \"budget_s\": %g, \"reps\": %d, \"ring_bytes\": %zu, \"library_version\": %d,\n", budget_s, reps,
            ring_bytes, rb_version());
-
-    /* memcpy of the same sizes needs the median 1-producer run's count. */
-    uint64_t ref_count[2] = {0, 0};
     printf("  \"throughput\": [");
-    const char *sep = "\n";
-    for (size_t s = 0; s < 2; s++) {
-        for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
-            double rate[MAXREPS], secs[MAXREPS];
-            uint64_t msgs[MAXREPS];
-            int ok = 1;
-            for (int r = 0; r < reps; r++) {
-                struct tp_result res = throughput_once(shapes[c].nprod, sizes[s], shapes[c].batched);
-                ok &= res.ok;
-                rate[r] = res.msgs_per_s;
-                secs[r] = res.seconds;
-                msgs[r] = res.messages;
-            }
-            double med = median(rate, reps);
-            uint64_t med_msgs = 0;
-            for (int r = 0; r < reps; r++)
-                if (rate[r] == med)
-                    med_msgs = msgs[r];
-            if (med_msgs == 0) /* an even count of runs: the mean of the middle two */
-                med_msgs = (uint64_t)(med * median(secs, reps));
-            if (shapes[c].nprod == 1 && !shapes[c].batched)
-                ref_count[s] = med_msgs;
-            if (!ok)
-                failures++;
-            fprintf(stderr, "cbench: %d producer(s), %zu B, %s: %.2fM msgs/s%s\n", shapes[c].nprod, sizes[s],
-                    shapes[c].batched ? "batched" : "single", med / 1e6, ok ? "" : " (FAILED)");
-            printf("%s    {\"producers\": %d, \"size\": %zu, \"mode\": \"%s\", \"ok\": %s, \"msgs_per_s\": %.0f, "
-                   "\"gb_per_s\": %.4f, \"messages\": %llu, \"runs_msgs_per_s\": [",
-                   sep, shapes[c].nprod, sizes[s], shapes[c].batched ? "batch" : "single", ok ? "true" : "false",
-                   med, med * sizes[s] / 1e9, (unsigned long long)med_msgs);
-            for (int r = 0; r < reps; r++)
-                printf("%s%.0f", r ? ", " : "", rate[r]);
-            printf("]}");
-            sep = ",\n";
-        }
-    }
-    printf("\n  ],\n  \"memcpy\": [");
-    for (size_t s = 0; s < 2; s++) {
-        size_t size = sizes[s], pool = SRC_BYTES / size;
-        unsigned char *src = malloc(SRC_BYTES), *dst = malloc(ring_bytes);
-        if (src == NULL || dst == NULL)
-            die("out of memory");
-        fill_random(src, SRC_BYTES, 1);
-        memset(dst, 0, ring_bytes);
-        uint64_t count = ref_count[s] ? ref_count[s] : 1000000;
-        double secs[MAXREPS];
+    if (one.nprod > 0) { /* one case, e.g. to profile it */
+        one.ok = 1;
         for (int r = 0; r < reps; r++)
-            secs[r] = memcpy_messages(src, pool, dst, size, count);
-        double t = median(secs, reps);
-        fprintf(stderr, "cbench: memcpy %zu B messages: %.2f GB/s\n", size, count * (double)size / t / 1e9);
-        printf("%s\n    {\"size\": %zu, \"messages\": %llu, \"msgs_per_s\": %.0f, \"gb_per_s\": %.4f}", s ? "," : "",
-               size, (unsigned long long)count, count / t, count * (double)size / t / 1e9);
-        free(src);
-        free(dst);
+            run_case(&one, r);
+        failures += !one.ok;
+        print_case(&one, "\n");
+        printf("\n  ],\n  \"ok\": %s\n}\n", failures ? "false" : "true");
+        return failures ? 1 : 0;
     }
-    double large[MAXREPS];
-    for (int r = 0; r < reps; r++)
-        large[r] = memcpy_large();
-    fprintf(stderr, "cbench: memcpy 64 MiB blocks: %.2f GB/s\n", median(large, reps));
-    printf("\n  ],\n  \"memcpy_large\": {\"block_bytes\": %u, \"gb_per_s\": %.4f},\n", LARGE_BLOCK,
-           median(large, reps));
 
-    double p50[MAXREPS], p99[MAXREPS];
+    /* Every case once, then every case again: a change in the machine's
+     * load during the run weighs on all cases (and their memcpy) alike.
+     * memcpy copies, in each round, what that round's 1-producer
+     * single-message run of the same size moved. */
+    enum { NSIZES = 2, NSHAPES = 4 };
+    static const size_t sizes[NSIZES] = {64, 4096};
+    static const struct {
+        int nprod, batched;
+    } shapes[NSHAPES] = {{1, 0}, {1, 1}, {2, 0}, {4, 0}};
+    static struct tp_case cases[NSIZES][NSHAPES];
+    double copy_rate[NSIZES][MAXREPS], large[MAXREPS], p50[MAXREPS], p99[MAXREPS];
     uint64_t rounds = 0;
-    int ok = 1;
+    int pp_ok = 1;
+    unsigned char *src = malloc(SRC_BYTES), *dst = malloc(ring_bytes);
+    if (src == NULL || dst == NULL)
+        die("out of memory");
+    fill_random(src, SRC_BYTES, 1);
+    memset(dst, 0, ring_bytes);
+    for (int s = 0; s < NSIZES; s++)
+        for (int c = 0; c < NSHAPES; c++)
+            cases[s][c] = (struct tp_case){
+                .nprod = shapes[c].nprod, .batched = shapes[c].batched, .size = sizes[s], .ok = 1};
     for (int r = 0; r < reps; r++) {
+        fprintf(stderr, "cbench: round %d of %d\n", r + 1, reps);
+        for (int s = 0; s < NSIZES; s++) {
+            for (int c = 0; c < NSHAPES; c++)
+                run_case(&cases[s][c], r);
+            uint64_t count = cases[s][0].msgs[r] ? cases[s][0].msgs[r] : 1000000;
+            double t = memcpy_messages(src, SRC_BYTES / sizes[s], dst, sizes[s], count);
+            copy_rate[s][r] = count / t;
+        }
+        large[r] = memcpy_large();
         struct pp_shared pp;
-        ok &= pingpong_once(&pp);
+        pp_ok &= pingpong_once(&pp);
         p50[r] = pp.p50_us;
         p99[r] = pp.p99_us;
         rounds += pp.rounds;
     }
-    if (!ok)
-        failures++;
+    free(src);
+    free(dst);
+
+    const char *sep = "\n";
+    for (int s = 0; s < NSIZES; s++)
+        for (int c = 0; c < NSHAPES; c++) {
+            failures += !cases[s][c].ok;
+            print_case(&cases[s][c], sep);
+            sep = ",\n";
+        }
+    printf("\n  ],\n  \"memcpy\": [");
+    for (int s = 0; s < NSIZES; s++) {
+        double med = median(copy_rate[s], reps);
+        fprintf(stderr, "cbench: memcpy %zu B messages: %.2f GB/s\n", sizes[s], med * sizes[s] / 1e9);
+        printf("%s\n    {\"size\": %zu, \"msgs_per_s\": %.0f, \"gb_per_s\": %.4f", s ? "," : "", sizes[s], med,
+               med * sizes[s] / 1e9);
+        print_runs("runs_msgs_per_s", copy_rate[s], "%.0f");
+        printf("}");
+    }
+    fprintf(stderr, "cbench: memcpy 64 MiB blocks: %.2f GB/s\n", median(large, reps));
+    printf("\n  ],\n  \"memcpy_large\": {\"block_bytes\": %u, \"gb_per_s\": %.4f", LARGE_BLOCK, median(large, reps));
+    print_runs("runs_gb_per_s", large, "%.3f");
+    printf("},\n");
+
+    failures += !pp_ok;
     fprintf(stderr, "cbench: ping-pong p50 %.2f us, p99 %.2f us\n", median(p50, reps), median(p99, reps));
-    printf("  \"pingpong\": {\"ok\": %s, \"size\": 64, \"p50_us\": %.3f, \"p99_us\": %.3f, \"rounds\": %llu, "
-           "\"runs_p50_us\": [",
-           ok ? "true" : "false", median(p50, reps), median(p99, reps), (unsigned long long)rounds);
-    for (int r = 0; r < reps; r++)
-        printf("%s%.3f", r ? ", " : "", p50[r]);
-    printf("], \"runs_p99_us\": [");
-    for (int r = 0; r < reps; r++)
-        printf("%s%.3f", r ? ", " : "", p99[r]);
-    printf("]},\n  \"ok\": %s\n}\n", failures ? "false" : "true");
+    printf("  \"pingpong\": {\"ok\": %s, \"size\": 64, \"p50_us\": %.3f, \"p99_us\": %.3f, \"rounds\": %llu",
+           pp_ok ? "true" : "false", median(p50, reps), median(p99, reps), (unsigned long long)rounds);
+    print_runs("runs_p50_us", p50, "%.3f");
+    print_runs("runs_p99_us", p99, "%.3f");
+    printf("},\n  \"ok\": %s\n}\n", failures ? "false" : "true");
     return failures ? 1 : 0;
 }

@@ -195,23 +195,14 @@ def stream_once(suite: Suite, transport: str, mode: str, kind: str, size: int, n
     return t1 - t0
 
 
-def measure_stream(
-    suite: Suite, transport: str, mode: str, kind: str, size: int, batch: int
-) -> dict[str, Any]:
-    """Calibrates n with one untimed run (also the warm-up), then times
-    --reps runs of about --budget seconds each; returns the median rate."""
-    s = suite.settings
+def calibrate(suite: Suite, transport: str, mode: str, kind: str, size: int, batch: int) -> int:
+    """The message count for a run of about --budget seconds, from one
+    untimed run (also the warm-up); a multiple of the batch."""
     n0 = 20000 if kind == "objects" else max(64, min(20000, (4 << 20) // size))
     n0 = -(-n0 // batch) * batch
     rate0 = n0 / stream_once(suite, transport, mode, kind, size, n0, batch)
-    n = max(2 * batch, 200, int(rate0 * s.budget))
-    n = -(-n // batch) * batch
-    times = [stream_once(suite, transport, mode, kind, size, n, batch) for _ in range(s.reps)]
-    median = statistics.median(times)
-    out: dict[str, Any] = {"messages": n, "runs_s": times, "median_s": median, "msgs_per_s": n / median}
-    if kind != "objects":
-        out["mb_per_s"] = n * size / median / 1e6
-    return out
+    n = max(2 * batch, 200, int(rate0 * suite.settings.budget))
+    return -(-n // batch) * batch
 
 
 def batch_for(size: int) -> int:
@@ -222,24 +213,44 @@ def batch_for(size: int) -> int:
 def run_cases(
     suite: Suite, cases: tuple[tuple[str, str, str], ...], kind: str, size: int, batch: int
 ) -> dict[str, Any]:
-    """Runs each (transport, mode, label) case; returns label -> result,
-    with each result's ratio to multiprocessing.Queue put/get."""
+    """Runs each (transport, mode, label) case --reps times; returns label ->
+    result (median rate), with each result's ratio to multiprocessing.Queue
+    put/get. The runs interleave (every case once, then every case again)
+    so that a change in the machine's load during the run weighs on all
+    cases alike."""
+    what = report.size_label(size) if kind == "bytes" else "objects"
     rows: dict[str, Any] = {}
+    counts: dict[str, int] = {}
     for transport, mode, label in cases:
+        b = batch if mode == "batch" else 1
+        rows[label] = {"transport": transport, "mode": mode, "batch": b}
         if not suite.available(transport):
             rows[label] = {"skipped": suite.missing[transport]}
             continue
-        b = batch if mode == "batch" else 1
-        progress(f"{label}, {report.size_label(size) if kind == 'bytes' else 'objects'}")
+        progress(f"{label}, {what}: calibrating")
         try:
-            rows[label] = {
-                "transport": transport,
-                "mode": mode,
-                "batch": b,
-                **measure_stream(suite, transport, mode, kind, size, b),
-            }
+            counts[label] = calibrate(suite, transport, mode, kind, size, b)
         except CaseError as exc:
-            rows[label] = {"transport": transport, "mode": mode, "error": str(exc)}
+            rows[label]["error"] = str(exc)
+    times: dict[str, list[float]] = {label: [] for label in counts}
+    for rep in range(suite.settings.reps):
+        progress(f"{what}: run {rep + 1} of {suite.settings.reps} of every case")
+        for label, n in counts.items():
+            r = rows[label]
+            if "error" in r:
+                continue
+            try:
+                times[label].append(stream_once(suite, r["transport"], r["mode"], kind, size, n, r["batch"]))
+            except CaseError as exc:
+                r["error"] = str(exc)
+    for label, n in counts.items():
+        r = rows[label]
+        if "error" in r:
+            continue
+        median = statistics.median(times[label])
+        r.update({"messages": n, "runs_s": times[label], "median_s": median, "msgs_per_s": n / median})
+        if kind != "objects":
+            r["mb_per_s"] = n * size / median / 1e6
     base = next((r for r in rows.values() if r.get("transport") == MP_QUEUE and "msgs_per_s" in r), None)
     for r in rows.values():
         if base is not None and "msgs_per_s" in r:
@@ -287,27 +298,34 @@ def pingpong_once(suite: Suite, transport: str) -> list[int]:
 
 
 def group_latency(suite: Suite) -> None:
+    """Ping-pong p50/p99 per transport, the median over --reps runs; the
+    runs interleave across transports, as in run_cases."""
     from ringbuffer.benchmark import summary
 
     rows: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
     for transport in LATENCY_TRANSPORTS:
         label = "ringbuffer put/get" if transport == "ringbuffer" else transport
-        if not suite.available(transport):
+        if suite.available(transport):
+            rows[label] = {"transport": transport}
+            runs[label] = []
+        else:
             rows[label] = {"skipped": suite.missing[transport]}
-            continue
-        progress(f"ping-pong, {label}")
-        try:
-            runs = []
-            for _ in range(suite.settings.reps):
-                rtts = pingpong_once(suite, transport)
-                runs.append({**summary(rtts), "rounds": len(rtts)})
-            rows[label] = {
-                "p50_us": statistics.median(r["p50_us"] for r in runs),
-                "p99_us": statistics.median(r["p99_us"] for r in runs),
-                "runs": runs,
-            }
-        except CaseError as exc:
-            rows[label] = {"error": str(exc)}
+    for rep in range(suite.settings.reps):
+        progress(f"ping-pong: run {rep + 1} of {suite.settings.reps} of every transport")
+        for label, r in rows.items():
+            if "transport" not in r or "error" in r:
+                continue
+            try:
+                rtts = pingpong_once(suite, r["transport"])
+                runs[label].append({**summary(rtts), "rounds": len(rtts)})
+            except CaseError as exc:
+                r["error"] = str(exc)
+    for label, r in rows.items():
+        if "transport" in r and "error" not in r:
+            r["p50_us"] = statistics.median(x["p50_us"] for x in runs[label])
+            r["p99_us"] = statistics.median(x["p99_us"] for x in runs[label])
+            r["runs"] = runs[label]
     pipe = rows.get("multiprocessing.Pipe", {})
     for r in rows.values():
         if "p50_us" in r and "p50_us" in pipe:
