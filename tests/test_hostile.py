@@ -36,7 +36,7 @@ from fractions import Fraction
 from typing import Any, Callable
 
 import pytest
-from _helpers import OFF_VERSION, poke_u32, rec_size
+from _helpers import HEADER_SIZE, OFF_VERSION, poke_u32, rec_size
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -2222,11 +2222,11 @@ def test_ring_larger_than_the_file_system_fails_at_creation(small_fs):
 
 
 def test_ring_that_just_does_not_fit_then_one_that_just_fits(small_fs):
-    leave_free(small_fs, 8192)  # a 4096-byte ring takes 8 KiB (header + data)
+    leave_free(small_fs, HEADER_SIZE + 4096)  # a 4096-byte ring: header and slot table, then data
     path = small_fs / "r.ring"
     assert_enospc(lambda: RingBuffer(path, 8192), path)
     assert_enospc(lambda: RingBuffer(path, 4097), path)
-    assert sorted(os.listdir(small_fs)) == ["filler"] and free_bytes(small_fs) == 8192
+    assert sorted(os.listdir(small_fs)) == ["filler"] and free_bytes(small_fs) == HEADER_SIZE + 4096
     RingBuffer(path, 4096).close()
     assert free_bytes(small_fs) == 0  # every block reserved up front
     work_through_capacity(path)
