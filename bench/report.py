@@ -41,7 +41,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         return ra / rb if ra and rb else None
 
     def at_least(target: str, value: float | None, floor: float) -> None:
-        add(target, None if value is None else f"{value:.1f}x", None if value is None else value >= floor)
+        add(target, None if value is None else f"{value:.2f}x", None if value is None else value >= floor)
 
     at_least(
         "64 B, single-message mode (put/get) >= 10x multiprocessing.Queue", ratio(small, SINGLE, MPQ), 10
@@ -148,6 +148,10 @@ def _rows_table(rows: dict[str, Any], first: str, cells: Callable[[dict[str, Any
     return lines
 
 
+def _batch(rows: dict[str, Any]) -> int | None:
+    return next((r["batch"] for r in rows.values() if r.get("mode") == "batch" and "batch" in r), None)
+
+
 def table(data: dict[str, Any]) -> str:
     s, m = data["settings"], data["machine"]
     out = [
@@ -170,7 +174,16 @@ def table(data: dict[str, Any]) -> str:
         out += [
             "",
             "Python throughput: one producer and one consumer process (forkserver), "
-            f"median of {s['reps']} runs of ~{s['budget']:g} s",
+            f"median of {s['reps']} runs of ~{s['budget']:g} s; the consumer gets one bytes object per "
+            "message",
+            "  batches: "
+            + ", ".join(
+                f"{_batch(rows)} ({size_label(size)})"
+                for size, rows in data["throughput"].items()
+                if _batch(rows)
+            )
+            + " messages; pyzmq copies every message (copy_threshold raised: its default sends 64 KiB "
+            "zero-copy, several times slower here)",
             f"  {'size':<8} {'case':<34} {'msgs/s':>12} {'MB/s':>10} {'vs mp.Queue':>11}",
         ]
         for size, rows in data["throughput"].items():
