@@ -174,16 +174,15 @@ def table(data: dict[str, Any]) -> str:
         out += [
             "",
             "Python throughput: one producer and one consumer process (forkserver), "
-            f"median of {s['reps']} runs of ~{s['budget']:g} s; the consumer gets one bytes object per "
-            "message",
-            "  batches: "
+            f"median of {s['reps']} runs of ~{s['budget']:g} s",
+            "  the consumer gets one bytes object per message; messages per batch: "
             + ", ".join(
                 f"{_batch(rows)} ({size_label(size)})"
                 for size, rows in data["throughput"].items()
                 if _batch(rows)
-            )
-            + " messages; pyzmq copies every message (copy_threshold raised: its default sends 64 KiB "
-            "zero-copy, several times slower here)",
+            ),
+            "  pyzmq copies every message (copy_threshold raised: by default it sends 64 KiB zero-copy, "
+            "several times slower here)",
             f"  {'size':<8} {'case':<34} {'msgs/s':>12} {'MB/s':>10} {'vs mp.Queue':>11}",
         ]
         for size, rows in data["throughput"].items():
