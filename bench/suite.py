@@ -549,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     with open(stem + ".json", "w") as f:
         json.dump(data, f, indent=2)
     chart = report.chart(data, stem + ".png")
+    if chart is None and "throughput" in data:
+        chart = "no chart: matplotlib is not installed (pip install -e '.[bench]')"
     sys.stdout.write(f"\nresults: {stem}.txt, {stem}.json{', ' + chart if chart else ''}\n")
     failed = report.failures(data)
     for line in failed:
