@@ -60,7 +60,12 @@ class BuildExtWithLib(build_ext):
         if getattr(self, "_mirror_to_source", False) and os.path.abspath(pkg_dir) != os.path.abspath(
             "ringbuffer"
         ):
-            shutil.copy2(os.path.join(pkg_dir, "libringbuf.so"), "ringbuffer")
+            # Copy beside, then rename over: a process that has the old
+            # library mapped keeps its inode instead of seeing it rewritten
+            # under it (which crashed running processes during rebuilds).
+            tmp = os.path.join("ringbuffer", f".libringbuf.so.{os.getpid()}")
+            shutil.copy2(os.path.join(pkg_dir, "libringbuf.so"), tmp)
+            os.replace(tmp, os.path.join("ringbuffer", "libringbuf.so"))
             self._install_dev_files("ringbuffer")
 
     @staticmethod

@@ -74,11 +74,12 @@ def test(c, sanitizers=True):
 
 @task
 def lint(c):
-    """Check Python style (ruff) and C warnings (-Werror build of the library and tests)."""
+    """Check Python style (ruff) and C warnings (-Werror build of the library, tests and benchmark)."""
     _run(c, f"{PY} -m ruff check .")
     _run(c, f"{PY} -m ruff format --check .")
     _run(c, "make -s -C csrc")
     _run(c, "make -s -C tests/c all")
+    _run(c, "make -s -C bench")
 
 
 @task(help={"count": "messages per run", "size": "bytes per message (at least 8)"})
@@ -111,6 +112,7 @@ def clean(c):
     _run(c, "make -s -C csrc clean")
     _run(c, "make -s -C tests/c clean")
     _run(c, "make -s -C tests/fuzz clean")
+    _run(c, "make -s -C bench clean")
     for rel in ("build", "dist", "ringbuffer.egg-info", ".pytest_cache", ".hypothesis", ".ruff_cache"):
         shutil.rmtree(os.path.join(ROOT, rel), ignore_errors=True)
     pkg = os.path.join(ROOT, "ringbuffer")

@@ -22,7 +22,7 @@
  * After the first RB_PAUSE_NS, each round also yields the CPU, so that on
  * an oversubscribed machine the process we wait for can run on our core. */
 #define RB_SPIN_NS 50000
-#define RB_PAUSE_NS 5000
+#define RB_PAUSE_NS 500
 /* Longest single park: bounds the damage of a missing wake-up (review found
  * one, since fixed: rb_peek skipping discarded records did not wake space
  * waiters). The Python binding does not rely on it: it waits in 50 ms
