@@ -114,8 +114,9 @@ int rb_map_fd(int fd, struct rb_ring *rb)
      * first write to a hole on a full disk: back every byte now, or fail
      * with ENOSPC. Already-allocated files are unchanged (fast). A
      * filesystem without fallocate keeps the old risk. */
-    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)st.st_size) != 0 && errno != EOPNOTSUPP &&
-        errno != ENOSYS && errno != EINVAL)
+    if ((uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size &&
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)st.st_size) != 0 && errno != EOPNOTSUPP && errno != ENOSYS &&
+        errno != EINVAL)
         return RB_ESYS;
 
     unsigned char *base;
@@ -148,6 +149,7 @@ int rb_map_fd(int fd, struct rb_ring *rb)
     atomic_init(&rb->head_cache, head);
     rb->tail_cache = tail;
     atomic_init(&rb->stall_ns, RB_STALL_DEFAULT_NS);
+    rb_membarrier_register();
     rc = rb_slot_attach(rb);
     if (rc != RB_OK) {
         int e = errno;
@@ -312,8 +314,11 @@ RB_API int rb_close(rb_ring *rb)
     if (rb == NULL)
         return RB_OK;
     /* A peek still open would keep the read turn until the next reader
-     * found us gone: give it back now. */
-    rb_peek_cancel(rb);
+     * found us gone: give it back now (unless the handle was inherited
+     * through fork and never used here: then the peek is the parent's). */
+    if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
+        atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
+        rb_peek_cancel(rb);
     munmap(rb->hdr, rb->map_len);
     /* Closing the descriptor drops our slot's lock: from now on our slot
      * counts as dead, and a reservation we left BUSY is recovered. */

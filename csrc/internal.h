@@ -107,7 +107,10 @@ struct rb_header {
     /* Consumers waiting for data (futex word, bumped by producers). */
     _Atomic uint32_t data_seq;     /* 384 */
     _Atomic uint32_t data_waiters; /* 388 */
-    unsigned char pad3[RB_LINE - 8];
+    /* Set (never cleared) by a process that waits without membarrier():
+     * from then on wakers use full fences (wait.c, rb_waker_fence). */
+    _Atomic uint32_t heavy_waiters;/* 392 */
+    unsigned char pad3[RB_LINE - 12];
     /* Producers waiting for space (futex word, bumped by consumers). */
     _Atomic uint32_t space_seq;    /* 512 */
     _Atomic uint32_t space_waiters;/* 516 */
@@ -144,6 +147,7 @@ _Static_assert(offsetof(struct rb_header, read_turn) == 264, "read_turn offset")
 _Static_assert(offsetof(struct rb_header, turn_seq) == 268, "turn_seq offset");
 _Static_assert(offsetof(struct rb_header, turn_waiters) == 272, "turn_waiters offset");
 _Static_assert(offsetof(struct rb_header, data_seq) == 384, "data_seq offset");
+_Static_assert(offsetof(struct rb_header, heavy_waiters) == 392, "heavy_waiters offset");
 _Static_assert(offsetof(struct rb_header, space_seq) == 512, "space_seq offset");
 _Static_assert(offsetof(struct rb_header, slots_used) == 640, "slots_used offset");
 _Static_assert(offsetof(struct rb_slot, parked) == 8, "parked offset");
@@ -193,6 +197,8 @@ struct rb_ring {
      * reattaching: the epoch being re-attached (0: none). */
     _Atomic uint32_t fork_epoch;
     _Atomic uint32_t reattaching;
+    /* When this handle set heavy_waiters (wait.c). */
+    _Atomic int64_t heavy_since;
 };
 
 /* Maps the ring in fd after validating its header; fills rb. */
@@ -253,6 +259,8 @@ void rb_consume_range(rb_ring *rb, uint64_t s, uint64_t e);
  * compiles to nothing. */
 #ifdef RB_KILLPOINTS
 RB_API void rb_test_killpoint(const char *name, unsigned nth, int sig);
+/* Makes this process's waits behave as if membarrier were unavailable. */
+extern int rb_test_no_membarrier;
 void rb_killpoint(const char *name);
 #define RB_KILLPOINT(name) rb_killpoint(name)
 #else
@@ -282,8 +290,31 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
             int64_t deadline);
 
 /* Wakes whoever is parked on q. The caller has made its state change
- * visible and issued a seq_cst fence after it (see docs/design.md). */
+ * visible and called rb_waker_fence after it (see docs/design.md). */
 void rb_wake(const struct rb_waitq *q);
+
+/* The waker's half of the wake-up handshake, between its state change and
+ * its load of the waiter count. A full fence costs about a third of a
+ * message's time, so when every waiter can make the waker's CPU run one
+ * instead (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), issued by the
+ * waiter before it parks), the waker only stops the compiler: an
+ * asymmetric fence, as in liburcu and folly. light_fences: this process is
+ * registered for that (in its current fork generation). */
+extern _Atomic uint32_t rb_light_epoch;
+static inline void rb_waker_fence(const rb_ring *rb)
+{
+    /* Relaxed: see "Waiting" in docs/design.md: a waiter that cannot use
+     * membarrier sets heavy_waiters before its first park and keeps its
+     * parks short until wakers must have seen it. */
+    if (atomic_load_explicit(&rb_light_epoch, memory_order_relaxed) ==
+            atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed) + 1 &&
+        atomic_load_explicit(&rb->hdr->heavy_waiters, memory_order_relaxed) == 0)
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+}
+/* Registers this process for membarrier (once per fork generation). */
+void rb_membarrier_register(void);
 /* Wakes q's waiters even if none is counted (shutdown). */
 void rb_wake_always(const struct rb_waitq *q);
 

@@ -71,7 +71,7 @@ int rb_take_dead_turn(rb_ring *rb, uint32_t id)
         rb_consume_range(rb, s, e);
         /* Space was freed: the fence and wake-up give_turn would do (our
          * caller may give the turn back without having moved head). */
-        atomic_thread_fence(memory_order_seq_cst);
+        rb_waker_fence(rb);
         struct rb_waitq q = {&rb->hdr->space_seq, &rb->hdr->space_waiters, 1};
         rb_wake(&q);
     }

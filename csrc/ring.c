@@ -227,9 +227,9 @@ static void publish(rb_ring *rb, uint64_t pos, uint64_t len, uint32_t flags)
 /* After publishing: wake consumers parked for data, if any. */
 static void notify_data(rb_ring *rb)
 {
-    /* seq_cst fence between our commit and rb_wake's load of the waiter
-     * count; pairs with the fence in rb_wait (see docs/design.md). */
-    atomic_thread_fence(memory_order_seq_cst);
+    /* Fence between our commit and rb_wake's load of the waiter count;
+     * pairs with the fence in rb_wait (see docs/design.md, "Waiting"). */
+    rb_waker_fence(rb);
     struct rb_waitq q = data_q(rb);
     rb_wake(&q);
 }
@@ -400,9 +400,24 @@ static int finish_reserved(rb_ring *rb, void *ptr, uint32_t flags)
     return RB_OK;
 }
 
-RB_API int rb_commit(rb_ring *rb, void *ptr) { return finish_reserved(rb, ptr, 0); }
+/* In a fork child, a handle's id changes at its first call (rb_check_fork),
+ * so a reservation or a peek inherited from the parent is refused: it is
+ * the parent's to finish. */
+RB_API int rb_commit(rb_ring *rb, void *ptr)
+{
+    if (rb == NULL)
+        return RB_EINVAL;
+    rb_check_fork(rb);
+    return finish_reserved(rb, ptr, 0);
+}
 
-RB_API int rb_abort(rb_ring *rb, void *ptr) { return finish_reserved(rb, ptr, RB_REC_DISCARD); }
+RB_API int rb_abort(rb_ring *rb, void *ptr)
+{
+    if (rb == NULL)
+        return RB_EINVAL;
+    rb_check_fork(rb);
+    return finish_reserved(rb, ptr, RB_REC_DISCARD);
+}
 
 /* ---- consumers --------------------------------------------------------- */
 
@@ -456,9 +471,9 @@ static void give_turn(rb_ring *rb, int released)
 {
     /* Release: our head store and zeroing happen-before the next holder. */
     atomic_store_explicit(&rb->hdr->read_turn, 0, memory_order_release);
-    /* seq_cst fence between our stores (head, turn) and rb_wake's loads of
-     * the waiter counts; pairs with the fence in rb_wait. */
-    atomic_thread_fence(memory_order_seq_cst);
+    /* Fence between our stores (head, turn) and rb_wake's loads of the
+     * waiter counts; pairs with the fence in rb_wait. */
+    rb_waker_fence(rb);
     if (released) {
         struct rb_waitq q = space_q(rb);
         rb_wake(&q);
@@ -514,7 +529,9 @@ void rb_consume_range(rb_ring *rb, uint64_t s, uint64_t e)
     /* Plain stores suffice: only the turn holder reads these words, and the
      * release of head publishes the zeros to producers before they can
      * reuse the bytes. The range is at most a capacity: the double mapping
-     * makes it contiguous. */
+     * makes it contiguous. The compiler must not move the zeroing before
+     * the range stores: a killed process leaves a prefix of its program. */
+    atomic_signal_fence(memory_order_seq_cst);
     memset(rb->data + (s & rb->mask), 0, (size_t)(e - s));
     RB_KILLPOINT("read.zeroed");
     /* Release pairs with the producers' acquire load of head in reserve():
@@ -666,7 +683,7 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
             if (h != start) {
                 /* Space was freed while we keep the turn: the fence and
                  * wake-up give_turn would otherwise do (see give_turn). */
-                atomic_thread_fence(memory_order_seq_cst);
+                rb_waker_fence(rb);
                 struct rb_waitq q = space_q(rb);
                 rb_wake(&q);
             }
@@ -699,6 +716,7 @@ RB_API int rb_peek_cancel(rb_ring *rb)
 {
     if (rb == NULL)
         return RB_EINVAL;
+    rb_check_fork(rb); /* clears a peek inherited through fork: the parent's */
     uint32_t one = 1;
     /* Relaxed: as in rb_release. The message stays for the next reader. */
     if (!atomic_compare_exchange_strong_explicit(&rb->peeking, &one, 0, memory_order_relaxed, memory_order_relaxed))
@@ -711,6 +729,7 @@ RB_API int rb_release(rb_ring *rb)
 {
     if (rb == NULL)
         return RB_EINVAL;
+    rb_check_fork(rb); /* as in rb_peek_cancel */
     uint32_t one = 1;
     /* Relaxed: clears the flag once; the peeking thread holds the turn. */
     if (!atomic_compare_exchange_strong_explicit(&rb->peeking, &one, 0, memory_order_relaxed, memory_order_relaxed))

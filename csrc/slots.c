@@ -100,7 +100,10 @@ static int slot_reusable(rb_ring *rb, uint32_t slot)
     for (unsigned i = 0; i < RB_SLOT_INTENTS; i++) {
         uint64_t end = atomic_load_explicit(&s->intent[i].end, memory_order_relaxed);
         uint64_t start = atomic_load_explicit(&s->intent[i].start, memory_order_relaxed);
-        if (end != 0 && end > head && start < tail)
+        /* A reservation that happened has start < end <= tail (its CAS
+         * moved tail to end; the CAS came before the owner's death, which
+         * came before we found its lock free). Past tail: never reserved. */
+        if (end != 0 && end > head && start < tail && end <= tail)
             return 0;
     }
     return 1;
@@ -200,6 +203,9 @@ int rb_after_fork(rb_ring *rb)
             break;
     }
     if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) != epoch) {
+        /* A peek open in the parent is the parent's: forget it here. */
+        atomic_store_explicit(&rb->peeking, 0, memory_order_relaxed);
+        rb_membarrier_register();
         char path[64];
         snprintf(path, sizeof path, "/proc/self/fd/%d", rb->fd);
         int e = errno;

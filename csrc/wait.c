@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <sched.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -28,6 +29,63 @@
  * waiters). The Python binding does not rely on it: it waits in 50 ms
  * slices, and a signal that interrupts a park ends the wait with RB_EINTR. */
 #define RB_PARK_MAX_NS 100000000
+
+/* A waiter that cannot use membarrier parks at most this long while wakers
+ * may not have seen heavy_waiters yet (it sets it once, before its first
+ * park: a waker that read the old value skipped its fence). */
+#define RB_HEAVY_SETTLE_NS 10000000
+#define RB_HEAVY_PARK_NS 1000000
+
+_Atomic uint32_t rb_light_epoch;
+
+static long membarrier(int cmd) { return syscall(SYS_membarrier, cmd, 0, 0); }
+
+void rb_membarrier_register(void)
+{
+    /* Relaxed: process-local bookkeeping; the registration syscall itself
+     * orders what matters (the kernel applies it before returning). */
+    uint32_t want = atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed) + 1;
+    if (atomic_load_explicit(&rb_light_epoch, memory_order_relaxed) == want)
+        return;
+    int e = errno;
+    long cmds = membarrier(MEMBARRIER_CMD_QUERY);
+    int ok = cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
+             (cmds & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) &&
+             membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+    errno = e;
+    if (ok)
+        atomic_store_explicit(&rb_light_epoch, want, memory_order_relaxed);
+}
+
+/* The waiter's half of the handshake, after counting itself and before its
+ * re-check: a full fence here, and one on every CPU running a registered
+ * process (whose wakers then need only a compiler barrier). Returns 1 if
+ * membarrier is unavailable to us, after making sure wakers fence. */
+#ifdef RB_KILLPOINTS
+int rb_test_no_membarrier;
+#define NO_MEMBARRIER rb_test_no_membarrier
+#else
+#define NO_MEMBARRIER 0
+#endif
+
+static int waiter_fence(rb_ring *rb)
+{
+    int e = errno;
+    long r = NO_MEMBARRIER ? -1 : membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+    errno = e;
+    atomic_thread_fence(memory_order_seq_cst);
+    if (r == 0)
+        return 0;
+    /* Relaxed load, seq_cst store and fence: wakers read the flag with a
+     * relaxed load on their hot path; until they see it (at once, in
+     * practice), our parks are kept short (RB_HEAVY_PARK_NS). */
+    if (atomic_load_explicit(&rb->hdr->heavy_waiters, memory_order_relaxed) == 0) {
+        atomic_store_explicit(&rb->hdr->heavy_waiters, 1, memory_order_seq_cst);
+        atomic_thread_fence(memory_order_seq_cst);
+        atomic_store_explicit(&rb->heavy_since, rb_now_ns(), memory_order_relaxed);
+    }
+    return 1;
+}
 
 int64_t rb_now_ns(void)
 {
@@ -124,10 +182,14 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
         atomic_fetch_add_explicit(q->waiters, 1, memory_order_relaxed);
         struct rb_slot *me = rb->me;
         atomic_fetch_add_explicit(&me->parked[q->index], 1, memory_order_relaxed);
-        /* seq_cst fence, paired with the waker's fence between its state
-         * change and its load of the count: either the re-check below sees
-         * the change, or the waker sees our count and wakes us. */
-        atomic_thread_fence(memory_order_seq_cst);
+        /* Fence (ours, and membarrier's on the wakers' CPUs), paired with
+         * the waker's fence between its state change and its load of the
+         * count: either the re-check below sees the change, or the waker
+         * sees our count and wakes us. */
+        int64_t cap = park_max;
+        if (waiter_fence(rb) &&
+            rb_now_ns() - atomic_load_explicit(&rb->heavy_since, memory_order_relaxed) < RB_HEAVY_SETTLE_NS)
+            cap = RB_HEAVY_PARK_NS;
         int rc = 1;
         if (is_closing(rb))
             rc = RB_ECLOSED;
@@ -137,7 +199,7 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
             int64_t now = rb_now_ns();
             if (now >= deadline)
                 rc = RB_ETIMEDOUT;
-            else if (futex_wait(q->word, seen, deadline - now < park_max ? deadline - now : park_max))
+            else if (futex_wait(q->word, seen, deadline - now < cap ? deadline - now : cap))
                 rc = RB_EINTR;
         }
         /* Relaxed: a stale count only costs a waker one needless syscall. */

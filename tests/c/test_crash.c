@@ -613,6 +613,71 @@ TEST(handle_inherited_through_fork_gets_its_own_slot)
     expect_msg(f.rb, 2, 20, "fork");
 }
 
+/* A peek or a reservation open in the parent when it forks is the parent's:
+ * the child's copy of the handle cannot release, cancel, commit or abort
+ * it, and closing the copy does not give the parent's turn away. */
+TEST(fork_does_not_hand_a_peek_or_reservation_to_the_child)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    for (uint64_t s = 1; s <= 3; s++)
+        CHECK_EQ(put(f.rb, s, 20), RB_OK);
+    const void *p;
+    size_t len;
+    void *res;
+    REQUIRE_EQ(rb_peek(f.rb, &p, &len), RB_OK);
+    REQUIRE_EQ(rb_reserve(f.rb, 40, &res), RB_OK);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int ok = rb_commit(f.rb, res) == RB_EINVAL && rb_abort(f.rb, res) == RB_EINVAL &&
+                 rb_release(f.rb) == RB_EINVAL && rb_peek_cancel(f.rb) == RB_EINVAL;
+        rb_close(f.rb);
+        _exit(ok ? 0 : 1);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_EQ_U(atomic_load(&f.rb->hdr->read_turn), f.rb->id); /* still ours */
+    CHECK_EQ(rb_release(f.rb), RB_OK);
+    make_msg(res, 40, 9);
+    CHECK_EQ(rb_commit(f.rb, res), RB_OK);
+    expect_msg(f.rb, 2, 20, "fork");
+    expect_msg(f.rb, 3, 20, "fork");
+    expect_msg(f.rb, 9, 40, "fork");
+    expect_empty(f.rb, "fork");
+}
+
+/* A waiter that cannot use membarrier() makes every waker use full fences
+ * (heavy_waiters), and is still woken promptly. */
+static void child_heavy_reader(rb_ring *rb, const void *arg)
+{
+    (void)arg;
+    rb_test_no_membarrier = 1;
+    unsigned char buf[64];
+    size_t got;
+    for (uint64_t s = 1; s <= 200; s++) {
+        int64_t t0 = now_ns();
+        if (rb_read_wait(rb, buf, sizeof buf, &got, 5000 * MS) != RB_OK || now_ns() - t0 > 50 * MS)
+            _exit(1);
+    }
+    _exit(0);
+}
+
+TEST(waiters_without_membarrier_get_full_fences)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    pid_t pid = spawn(f.path, child_heavy_reader, NULL);
+    for (uint64_t s = 1; s <= 200; s++) {
+        usleep(s % 7 == 0 ? 3000 : 100); /* often parked, sometimes spinning */
+        CHECK_EQ(put(f.rb, s, 20), RB_OK);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_EQ_U(atomic_load(&f.rb->hdr->heavy_waiters), 1);
+}
+
 /* ---- the random kill harness --------------------------------------------- */
 
 #define KH_PRODUCERS 2
