@@ -298,8 +298,9 @@ void rb_wake(const struct rb_waitq *q);
  * message's time, so when every waiter can make the waker's CPU run one
  * instead (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), issued by the
  * waiter before it parks), the waker only stops the compiler: an
- * asymmetric fence, as in liburcu and folly. light_fences: this process is
- * registered for that (in its current fork generation). */
+ * asymmetric fence, as in liburcu and folly. rb_light_epoch: this process
+ * registered for that (rb_fork_epoch + 1 when it did, in its current fork
+ * generation: a conservative check, registration survives fork). */
 extern _Atomic uint32_t rb_light_epoch;
 static inline void rb_waker_fence(const rb_ring *rb)
 {

@@ -805,6 +805,7 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out)
         in.read_turn = UINT32_MAX; /* a forged holder: no pid on record */
     for (uint32_t i = 0, n = rb_slots_used(rb); i < n; i++)
         in.attached += (uint32_t)rb_slot_alive(rb, i);
+    in.full_fences = atomic_load_explicit(&rb->hdr->heavy_waiters, memory_order_relaxed) != 0;
     in.data_waiters = atomic_load_explicit(&rb->hdr->data_waiters, memory_order_relaxed);
     in.space_waiters = atomic_load_explicit(&rb->hdr->space_waiters, memory_order_relaxed);
     in.turn_waiters = atomic_load_explicit(&rb->hdr->turn_waiters, memory_order_relaxed);

@@ -188,6 +188,9 @@ struct rb_info {
                              * walk needs the read turn, and is skipped when
                              * another consumer keeps it (0)                */
     uint32_t attached;      /* handles open on the ring, in any process     */
+    uint32_t full_fences;   /* 1 once a process waited without membarrier():
+                             * writers and readers then pay a full fence per
+                             * call, until the file is recreated            */
 };
 
 /* Fills *out with a snapshot of the ring: positions, waiters, and (taking

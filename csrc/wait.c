@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <limits.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <string.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
@@ -47,6 +49,11 @@ void rb_membarrier_register(void)
     uint32_t want = atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed) + 1;
     if (atomic_load_explicit(&rb_light_epoch, memory_order_relaxed) == want)
         return;
+    /* RINGBUF_MEMBARRIER=0 opts this process out: its wakers then use full
+     * fences, and other processes' waits do not interrupt its CPUs. */
+    const char *env = getenv("RINGBUF_MEMBARRIER");
+    if (env != NULL && strcmp(env, "0") == 0)
+        return;
     int e = errno;
     long cmds = membarrier(MEMBARRIER_CMD_QUERY);
     int ok = cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
@@ -78,12 +85,14 @@ static int waiter_fence(rb_ring *rb)
         return 0;
     /* Relaxed load, seq_cst store and fence: wakers read the flag with a
      * relaxed load on their hot path; until they see it (at once, in
-     * practice), our parks are kept short (RB_HEAVY_PARK_NS). */
+     * practice), the parks of this handle are kept short for a while
+     * (RB_HEAVY_PARK_NS), from its first wait without membarrier on. */
     if (atomic_load_explicit(&rb->hdr->heavy_waiters, memory_order_relaxed) == 0) {
         atomic_store_explicit(&rb->hdr->heavy_waiters, 1, memory_order_seq_cst);
         atomic_thread_fence(memory_order_seq_cst);
-        atomic_store_explicit(&rb->heavy_since, rb_now_ns(), memory_order_relaxed);
     }
+    if (atomic_load_explicit(&rb->heavy_since, memory_order_relaxed) == 0)
+        atomic_store_explicit(&rb->heavy_since, rb_now_ns(), memory_order_relaxed);
     return 1;
 }
 
@@ -119,8 +128,9 @@ static int futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t ns)
 
 void rb_wake(const struct rb_waitq *q)
 {
-    /* Relaxed: the caller's seq_cst fence orders this load after its state
-     * change; either we see the waiter's count or it sees our change. */
+    /* Relaxed: the caller's rb_waker_fence orders this load after its
+     * state change; either we see the waiter's count or it sees our
+     * change. */
     if (atomic_load_explicit(q->waiters, memory_order_relaxed) != 0)
         rb_wake_always(q);
 }
@@ -168,44 +178,53 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
      * owner of whatever we wait for (recover.c). Relaxed: a setting. */
     int64_t stall = atomic_load_explicit(&rb->stall_ns, memory_order_relaxed);
     int64_t park_max = stall >= 0 && stall < RB_PARK_MAX_NS ? (stall > 1000000 ? stall : 1000000) : RB_PARK_MAX_NS;
+    /* Count ourselves once for the whole wait. Relaxed: the count is
+     * ordered by the fence that follows. Our slot keeps our share of it,
+     * so that if we are killed while parked, the next owner of the slot
+     * takes it back (slots.c): counted first, uncounted last, so a death in
+     * between can only leave a count behind, never take one away. */
+    struct rb_slot *me = rb->me;
+    atomic_fetch_add_explicit(q->waiters, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&me->parked[q->index], 1, memory_order_relaxed);
+    /* Fence (ours, and membarrier's on the wakers' CPUs), paired with the
+     * waker's fence between its state change and its load of the count:
+     * a waker whose load comes after it sees the count (it stays raised
+     * until we return), and a waker whose load came before it made its
+     * change visible to every re-check below. Once per wait: membarrier
+     * interrupts other CPUs. */
+    int heavy = waiter_fence(rb);
+    int rc;
     for (;;) {
         /* Acquire (paired with the waker's release bump): if we read a bump,
          * the re-check below sees the change made before it. If a waker
          * bumps after this load, the word no longer equals seen: FUTEX_WAIT
          * returns at once, or the waker's FUTEX_WAKE ends it. */
         uint32_t seen = atomic_load_explicit(q->word, memory_order_acquire);
-        /* Relaxed: the count is ordered by the fence that follows. Our
-         * slot keeps our share of it, so that if we are killed while
-         * parked, the next owner of the slot takes it back (slots.c):
-         * counted first, uncounted last, so a death in between can only
-         * leave a count behind, never take one away. */
-        atomic_fetch_add_explicit(q->waiters, 1, memory_order_relaxed);
-        struct rb_slot *me = rb->me;
-        atomic_fetch_add_explicit(&me->parked[q->index], 1, memory_order_relaxed);
-        /* Fence (ours, and membarrier's on the wakers' CPUs), paired with
-         * the waker's fence between its state change and its load of the
-         * count: either the re-check below sees the change, or the waker
-         * sees our count and wakes us. */
-        int64_t cap = park_max;
-        if (waiter_fence(rb) &&
-            rb_now_ns() - atomic_load_explicit(&rb->heavy_since, memory_order_relaxed) < RB_HEAVY_SETTLE_NS)
-            cap = RB_HEAVY_PARK_NS;
-        int rc = 1;
-        if (is_closing(rb))
+        if (is_closing(rb)) {
             rc = RB_ECLOSED;
-        else if (ready(rb, arg))
-            rc = RB_OK;
-        else {
-            int64_t now = rb_now_ns();
-            if (now >= deadline)
-                rc = RB_ETIMEDOUT;
-            else if (futex_wait(q->word, seen, deadline - now < cap ? deadline - now : cap))
-                rc = RB_EINTR;
+            break;
         }
-        /* Relaxed: a stale count only costs a waker one needless syscall. */
-        atomic_fetch_sub_explicit(&me->parked[q->index], 1, memory_order_relaxed);
-        atomic_fetch_sub_explicit(q->waiters, 1, memory_order_relaxed);
-        if (rc != 1)
-            return rc;
+        if (ready(rb, arg)) {
+            rc = RB_OK;
+            break;
+        }
+        int64_t now = rb_now_ns();
+        if (now >= deadline) {
+            rc = RB_ETIMEDOUT;
+            break;
+        }
+        /* Without membarrier, park briefly while wakers may not have seen
+         * heavy_waiters yet (waiter_fence). */
+        int64_t cap = park_max;
+        if (heavy && now - atomic_load_explicit(&rb->heavy_since, memory_order_relaxed) < RB_HEAVY_SETTLE_NS)
+            cap = RB_HEAVY_PARK_NS;
+        if (futex_wait(q->word, seen, deadline - now < cap ? deadline - now : cap)) {
+            rc = RB_EINTR;
+            break;
+        }
     }
+    /* Relaxed: a stale count only costs a waker one needless syscall. */
+    atomic_fetch_sub_explicit(&me->parked[q->index], 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(q->waiters, 1, memory_order_relaxed);
+    return rc;
 }

@@ -40,6 +40,7 @@ struct rb_info {
     uint32_t format_version;
     int counted;
     uint32_t attached;
+    uint32_t full_fences;
 };
 
 int rb_version(void);
