@@ -66,6 +66,21 @@ _TIMEOUT_FOREVER = 1e9
 # The C library's default stall timeout (rb_set_stall_timeout), in seconds.
 _STALL_DEFAULT = 0.1
 
+# The C functions and cffi helpers of the hot paths, looked up once: an
+# attribute of ``lib`` or ``ffi`` costs a lookup on every use.
+_rb_read = lib.rb_read
+_rb_write = lib.rb_write
+_rb_read_many = lib.rb_read_many
+_rb_write_many = lib.rb_write_many
+_unpack = ffi.unpack
+_buffer = ffi.buffer
+_rb_reserve = lib.rb_reserve
+_rb_commit = lib.rb_commit
+_rb_abort = lib.rb_abort
+_rb_peek = lib.rb_peek
+_rb_release = lib.rb_release
+_rb_peek_cancel = lib.rb_peek_cancel
+
 _OK = lib.RB_OK
 _EFULL = lib.RB_EFULL
 _EEMPTY = lib.RB_EEMPTY
@@ -140,29 +155,23 @@ def _check_timeout(timeout: float) -> Timeout:
     return None if timeout > _TIMEOUT_FOREVER else timeout
 
 
-def _send(rb: Any, msg: Any, block: bool, timeout: Timeout) -> tuple[int, int]:
-    """Writes one message of any bytes-like type; returns (status, size).
+def _send_buffer(rb: Any, msg: Any, block: bool, timeout: Timeout) -> tuple[int, int]:
+    """Writes one message given as a bytes-like object other than bytes
+    (bytes take the inline paths of put and try_write); returns (status, size).
+    The caller has checked the timeout.
 
-    bytes go as they are (cffi passes them without a view object); other
-    buffers through ``ffi.from_buffer`` (a non-contiguous one is copied),
-    released before returning: an exception that kept a live export of the
-    caller's memoryview in a reference cycle can crash the garbage
+    The buffer goes through ``ffi.from_buffer`` (a non-contiguous one is
+    copied), released before returning: an exception that kept a live export
+    of the caller's memoryview in a reference cycle can crash the garbage
     collector of CPython < 3.12.7 (gh-77894).
     """
-    if block and timeout is not None:
-        _check_timeout(timeout)
-    if type(msg) is bytes:
-        return _send_data(rb, msg, len(msg), block, timeout), len(msg)
     with ffi.from_buffer(_contiguous(msg)) as data:
-        return _send_data(rb, data, len(data), block, timeout), len(data)
-
-
-def _send_data(rb: Any, data: Any, n: int, block: bool, timeout: Timeout) -> int:
-    # One C call when there is space; the waiting loop only when there is not.
-    rc = lib.rb_write(rb, data, n)
-    if rc == _EFULL and block:
-        rc = _wait(lib.rb_write_wait, rb, data, n, timeout=timeout)
-    return rc
+        n = len(data)
+        # One C call when there is space; the waiting loop only when there is not.
+        rc = lib.rb_write(rb, data, n)
+        if rc == _EFULL and block:
+            rc = _wait(lib.rb_write_wait, rb, data, n, timeout=timeout)
+        return rc, n
 
 
 def _size_arg(size: Any) -> int:
@@ -321,7 +330,7 @@ class RingBuffer:
         self._max = int(lib.rb_max_message_size(rb))
         # Pools of read buffers; list.pop/append are atomic under the GIL,
         # so threads never share one.
-        self._bufs: list[tuple[Any, Any]] = []
+        self._bufs: list[tuple[Any, int, Any]] = []
         self._batch_bufs: list[Any] = []
         # Addresses of reservations made through this object and not yet
         # committed or aborted.
@@ -431,9 +440,9 @@ class RingBuffer:
             raise _closed()
         if type(msg) is bytes:  # the hot path, inline
             n = len(msg)
-            rc = lib.rb_write(rb, msg, n)
+            rc = _rb_write(rb, msg, n)
         else:
-            rc, n = _send(rb, msg, False, None)
+            rc, n = _send_buffer(rb, msg, False, None)
         if rc == _OK:
             return True
         if rc == _EFULL:
@@ -450,7 +459,20 @@ class RingBuffer:
         rb = self._rb
         if rb is None:
             raise _closed()
-        rc, n = _send(rb, msg, block, timeout)
+        if block and timeout is not None:
+            _check_timeout(timeout)  # also when no wait is needed, as queue.Queue
+        if type(msg) is bytes:
+            # The hot path, inline as in try_write (a helper call costs about
+            # as much as the C write): bytes go to C as they are, one call
+            # when there is space, the waiting loop only when there is not.
+            n = len(msg)
+            rc = _rb_write(rb, msg, n)
+            if rc == _OK:
+                return
+            if rc == _EFULL and block:
+                rc = _wait(lib.rb_write_wait, rb, msg, n, timeout=timeout)
+        else:
+            rc, n = _send_buffer(rb, msg, block, timeout)
         if rc != _OK:
             raise _full() if rc in (_EFULL, _ETIMEDOUT) else self._write_error(rc, n)
 
@@ -570,11 +592,13 @@ class RingBuffer:
 
     # -- reading -----------------------------------------------------------
 
-    def _take_buf(self) -> tuple[Any, Any]:
+    def _take_buf(self) -> tuple[Any, int, Any]:
+        """A read buffer from the pool: (char[] buffer, its size, size_t *)."""
         try:
             return self._bufs.pop()
         except IndexError:
-            return _alloc("char[]", min(self._max, _READ_BUF_INITIAL)), ffi.new("size_t *")
+            size = min(self._max, _READ_BUF_INITIAL)
+            return _alloc("char[]", size), size, ffi.new("size_t *")
 
     def _recv(self, block: bool, timeout: Timeout) -> bytes | None:
         """The next message, or None if there is none (in time)."""
@@ -583,22 +607,27 @@ class RingBuffer:
             raise _closed()
         if block and timeout is not None:
             _check_timeout(timeout)
-        pooled = buf = None
+        return self._receive(rb, block, timeout)
+
+    def _receive(self, rb: Any, block: bool, timeout: Timeout) -> bytes | None:
+        """_recv after its checks."""
+        pooled = None
         try:
             pooled = self._take_buf()
-            buf, lenp = pooled
+            buf, size, lenp = pooled
             while True:
                 # One C call when a message is there; the waiting loop only
                 # when there is none.
-                rc = lib.rb_read(rb, buf, len(buf), lenp)
+                rc = _rb_read(rb, buf, size, lenp)
                 if rc == _EEMPTY and block:
-                    rc = _wait(lib.rb_read_wait, rb, buf, len(buf), lenp, timeout=timeout)
+                    rc = _wait(lib.rb_read_wait, rb, buf, size, lenp, timeout=timeout)
                 if rc == _OK:
-                    return ffi.unpack(buf, lenp[0])
+                    return _unpack(buf, lenp[0])
                 if rc == _ETRUNC:  # a message larger than the buffer: grow it
-                    buf = _alloc("char[]", int(lenp[0]))
-                    if len(buf) <= _READ_BUF_KEEP:
-                        pooled = (buf, lenp)
+                    size = int(lenp[0])
+                    buf = _alloc("char[]", size)
+                    if size <= _READ_BUF_KEEP:
+                        pooled = (buf, size, lenp)
                     continue
                 if rc in (_EEMPTY, _ETIMEDOUT):
                     return None
@@ -629,7 +658,28 @@ class RingBuffer:
         closed meanwhile. While it waits, the GIL is released and Ctrl-C
         interrupts it.
         """
-        msg = self._recv(block, timeout)
+        rb = self._rb
+        if rb is None:
+            raise _closed()
+        if block and timeout is not None:
+            _check_timeout(timeout)  # also when no wait is needed, as queue.Queue
+        # The hot path, inline: a message is there and fits a pooled buffer
+        # (going through _recv and _take_buf, with their try/finally, cost
+        # more than the C read itself). Anything else goes the general way,
+        # which reads again. A buffer is back in the pool only once its
+        # message is copied out, so threads never share one.
+        bufs = self._bufs
+        try:
+            buf, size, lenp = pooled = bufs.pop()
+        except IndexError:  # none pooled yet, or all in use by other threads
+            pass
+        else:
+            if _rb_read(rb, buf, size, lenp) == _OK:
+                msg = _unpack(buf, lenp[0])
+                bufs.append(pooled)
+                return msg
+            bufs.append(pooled)
+        msg = self._receive(rb, block, timeout)
         if msg is None:
             raise _empty()
         return msg
@@ -658,7 +708,7 @@ class RingBuffer:
         except (BufferError, ValueError) as e:  # numpy says ValueError
             raise TypeError(f"read_into() needs a writable, C-contiguous buffer ({e})") from None
         lenp = ffi.new("size_t *")
-        # Released before anything is raised: see _send().
+        # Released before anything is raised: see _send_buffer().
         with target:
             size = len(target)
             if block:
