@@ -11,11 +11,13 @@ Naming rule: the file-like names (``write``, ``read``, ``read_into``,
 
 from __future__ import annotations
 
+import array
 import contextlib
 import errno
 import numbers
 import operator
 import os
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional, Union
@@ -56,7 +58,13 @@ _READ_BUF_INITIAL = 64 * 1024
 _READ_BUF_KEEP = 1024 * 1024  # larger one-off buffers are not kept
 # read_many() returns at most this many bytes per call (or one larger message).
 _BATCH_BUF_SIZE = 16 * 1024 * 1024
+# get_many() splits a batch of messages of one size with a struct format of
+# up to this many fields (larger ones would take much memory to compile).
+_STRUCT_SPLIT_MAX = 4096
 _SIZE_MAX = 2**64 - 1
+# The array typecode of C's size_t (an array of message lengths is passed as size_t[]).
+_SIZE_T_CODE = "L" if array.array("L").itemsize == ffi.sizeof("size_t") else "Q"
+_ONLY_BYTES = {bytes}
 # A blocking call waits in C for at most this long before coming back to
 # Python, which then runs signal handlers (Ctrl-C) and waits again.
 _SLICE_NS = 50_000_000
@@ -331,7 +339,7 @@ class RingBuffer:
         # Pools of read buffers; list.pop/append are atomic under the GIL,
         # so threads never share one.
         self._bufs: list[tuple[Any, int, Any]] = []
-        self._batch_bufs: list[Any] = []
+        self._batch_bufs: list[tuple[Any, int]] = []
         # Addresses of reservations made through this object and not yet
         # committed or aborted.
         self._reserved: set[int] = set()
@@ -511,27 +519,33 @@ class RingBuffer:
             msgs = list(msgs)
         if not msgs:
             return 0
-        msgs = [_contiguous(m) for m in msgs]
-        lens = [len(m) if type(m) is bytes else memoryview(m).nbytes for m in msgs]
+        if {*map(type, msgs)} == _ONLY_BYTES:
+            # The usual batch: lengths and join at C speed (the general way
+            # below costs a Python call per message).
+            lens = list(map(len, msgs))
+        else:
+            msgs = [_contiguous(m) for m in msgs]
+            lens = [len(m) if type(m) is bytes else memoryview(m).nbytes for m in msgs]
         data = ffi.from_buffer(b"".join(msgs))
-        c_lens = ffi.new("size_t[]", lens)
+        c_lens = ffi.from_buffer("size_t[]", array.array(_SIZE_T_CODE, lens))  # cheaper than ffi.new
         written = ffi.new("size_t *")
+        count = len(lens)
         deadline = None if timeout is None or not block else time.monotonic() + timeout
         done = offset = 0
-        while done < len(lens):
-            if block:
+        while done < count:
+            # One C call when there is space; the waiting loop only when there is not.
+            rc = _rb_write_many(rb, data + offset, c_lens + done, count - done, written)
+            if rc == _EFULL and block:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
                 rc = _wait(
                     lib.rb_write_many_wait,
                     rb,
                     data + offset,
                     c_lens + done,
-                    len(lens) - done,
+                    count - done,
                     written,
                     timeout=left,
                 )
-            else:
-                rc = lib.rb_write_many(rb, data + offset, c_lens + done, len(lens) - done, written)
             if rc in (_EFULL, _ETIMEDOUT):
                 break
             if rc != _OK:
@@ -759,31 +773,38 @@ class RingBuffer:
         try:
             pooled = self._batch_bufs.pop()
         except IndexError:
-            pooled = _alloc("char[]", min(self._capacity, _BATCH_BUF_SIZE))
+            size = min(self._capacity, _BATCH_BUF_SIZE)
+            pooled = (_alloc("char[]", size), size)
         try:
-            buf = pooled
+            buf, size = pooled
             while True:
-                if block:
-                    rc = _wait(lib.rb_read_many_wait, rb, buf, len(buf), lens, want, count, timeout=timeout)
-                else:
-                    rc = lib.rb_read_many(rb, buf, len(buf), lens, want, count)
+                # One C call when messages are there; the waiting loop only
+                # when there are none.
+                rc = _rb_read_many(rb, buf, size, lens, want, count)
+                if rc == _EEMPTY and block:
+                    rc = _wait(lib.rb_read_many_wait, rb, buf, size, lens, want, count, timeout=timeout)
                 if rc != _ETRUNC:
                     break
-                buf = _alloc("char[]", int(lens[0]))  # one message larger than the pooled buffer
+                size = int(lens[0])  # one message larger than the pooled buffer
+                buf = _alloc("char[]", size)
             if rc in (_EEMPTY, _ETIMEDOUT):
                 return []
             if rc != _OK:
                 raise _error(rc, self._path)
-            sizes = ffi.unpack(lens, int(count[0]))
-            raw = ffi.buffer(buf, sum(sizes))[:]
+            # One bytes object per message, sliced straight out of the read
+            # buffer (before it goes back to the pool): no copy of the batch.
+            raw = _buffer(buf)
+            sizes = _unpack(lens, count[0])
+            k = len(sizes)
+            if k <= _STRUCT_SPLIT_MAX and sizes.count(sizes[0]) == k:
+                # Messages of one size (the usual batch): split in C, by a
+                # struct format of k byte strings, in a third of the time of
+                # the loop below.
+                return list(struct.Struct(f"{sizes[0]}s" * k).unpack_from(raw))
+            end = 0
+            return [raw[end : (end := end + n)] for n in sizes]
         finally:
             self._batch_bufs.append(pooled)
-        out = []
-        off = 0
-        for size in sizes:
-            out.append(raw[off : off + size])
-            off += size
-        return out
 
     @contextlib.contextmanager
     def peek(

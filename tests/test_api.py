@@ -57,6 +57,7 @@ from _helpers import (
 )
 
 import ringbuffer
+import ringbuffer.ring as ring_module
 from ringbuffer import (
     BufferClosed,
     BufferEmpty,
@@ -781,6 +782,71 @@ def test_write_many_mixed_contiguous_types(ring):
     expected = [b"bytes", b"bytearray", b"view", array.array("h", [1, 2]).tobytes(), b"234"]
     assert ring.write_many(msgs) == 5
     assert ring.read_many(10) == expected
+
+
+class _LyingBytes(bytes):
+    """A bytes subclass whose len() lies: its real size must be used."""
+
+    def __len__(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize("method", ["write_many", "put_many"])
+def test_batches_of_bytes_and_batches_mixing_types(big_ring, method):
+    # A batch of nothing but bytes takes a fast path; one other object
+    # (bytearray, memoryview, a bytes subclass) anywhere sends the batch the
+    # general way. Both write the same thing.
+    batches = [
+        [b"a", b"bb", b"ccc"],
+        (b"a tuple", b"of bytes"),
+        iter([b"an", b"iterator"]),
+        [b"bytes first", bytearray(b"then a bytearray"), b"bytes again"],
+        [memoryview(b"0123456789")[::2], b"bytes"],
+        [b"plain", _LyingBytes(b"subclass")],
+        [_LyingBytes(b"alone")],
+    ]
+    expected = [
+        [b"a", b"bb", b"ccc"],
+        [b"a tuple", b"of bytes"],
+        [b"an", b"iterator"],
+        [b"bytes first", b"then a bytearray", b"bytes again"],
+        [b"02468", b"bytes"],
+        [b"plain", b"subclass"],
+        [b"alone"],
+    ]
+    for batch, want in zip(batches, expected):
+        assert getattr(big_ring, method)(batch) == len(want)
+        assert big_ring.get_many(100, block=False) == want
+
+
+@pytest.mark.parametrize("bad", [b"", b"x" * 2049], ids=["empty", "too-large"])
+def test_batch_of_bytes_with_a_bad_size_writes_nothing(ring, bad):
+    for batch in ([b"ok", bad], [bad, b"ok"], [b"ok", bad, bytearray(b"mixed")]):
+        with pytest.raises(InvalidSize):
+            ring.write_many(batch)
+        with pytest.raises(InvalidSize):
+            ring.put_many(batch, timeout=1)
+    assert ring.positions() == (0, 0)
+
+
+def test_get_many_splits_batches_of_one_size_and_of_mixed_sizes(big_ring):
+    # One size: split by one struct format (up to ring._STRUCT_SPLIT_MAX
+    # messages, beyond it by the general loop); mixed sizes: the loop.
+    split_max = ring_module._STRUCT_SPLIT_MAX
+    cases = [
+        [bytes([i]) * 64 for i in range(100)],
+        [bytes([i % 256]) * 3 for i in range(split_max)],
+        [bytes([i % 256]) * 2 for i in range(split_max + 1)],
+        [bytes([i % 256]) * (1 + i % 7) for i in range(500)],
+        [b"x" * 64] * 99 + [b"y" * 65],
+        [b"one"],
+        [b"\0" * 1000, b"\0" * 1000],
+    ]
+    for msgs in cases:
+        assert big_ring.put_many(msgs, timeout=1) == len(msgs)
+        got = big_ring.get_many(len(msgs) + 10, block=False)
+        assert type(got) is list and all(type(m) is bytes for m in got)
+        assert got == msgs
 
 
 def test_written_message_is_a_copy(ring):
