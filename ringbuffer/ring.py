@@ -12,7 +12,6 @@ Naming rule: the file-like names (``write``, ``read``, ``read_into``,
 from __future__ import annotations
 
 import array
-import contextlib
 import errno
 import numbers
 import operator
@@ -277,6 +276,7 @@ class RingBuffer:
         "_handle",
         "_max",
         "_path",
+        "_ptrs",
         "_rb",
         "_reserved",
         "_stall",
@@ -340,9 +340,11 @@ class RingBuffer:
         # so threads never share one.
         self._bufs: list[tuple[Any, int, Any]] = []
         self._batch_bufs: list[tuple[Any, int]] = []
-        # Addresses of reservations made through this object and not yet
-        # committed or aborted.
-        self._reserved: set[int] = set()
+        # Reservations (their void * pointers) made through this object and
+        # not yet committed or aborted.
+        self._reserved: set[Any] = set()
+        # (void **, size_t *) pairs for reserve() and peek().
+        self._ptrs: list[tuple[Any, Any]] = []
 
     # -- properties --------------------------------------------------------
 
@@ -564,8 +566,7 @@ class RingBuffer:
             return _error(rc, detail=f"message of {n} bytes (maximum {self._max})")
         return _error(rc)
 
-    @contextlib.contextmanager
-    def reserve(self, size: int, block: bool = False, timeout: Timeout = None) -> Iterator[memoryview]:
+    def reserve(self, size: int, block: bool = False, timeout: Timeout = None) -> _Reservation:
         """Zero-copy write: ``with rb.reserve(n) as buf:`` gives a writable
         memoryview of ``n`` bytes inside the ring, committed (delivered) when
         the block ends and aborted (never delivered) if it raises.
@@ -577,32 +578,7 @@ class RingBuffer:
         them past the block. Raises :class:`BufferFull` (no space, and not
         blocking or timed out) or :class:`InvalidSize`.
         """
-        rb = self._rb
-        if rb is None:
-            raise _closed()
-        n = _size_arg(size)
-        ptr = ffi.new("void **")  # NULL until reserved
-        view = None
-        finish = lib.rb_abort  # unless the block completes and the view is released
-        try:
-            if block:
-                rc = _wait(lib.rb_reserve_wait, rb, n, ptr, timeout=timeout)
-            else:
-                rc = lib.rb_reserve(rb, n, ptr)
-            if rc != _OK:
-                raise _full() if rc in (_EFULL, _ETIMEDOUT) else self._write_error(rc, size)
-            self._reserved.add(_address(ptr[0]))
-            view = memoryview(ffi.buffer(ptr[0], n))
-            yield view
-            if not _release_view(view):
-                raise BufferError("reserve(): the view is still exported (e.g. by ffi.from_buffer); aborted")
-            finish = lib.rb_commit
-        finally:
-            # Whatever happens (an exception in the block, Ctrl-C at any
-            # point after the reservation), the reservation is finished.
-            if view is not None:
-                _release_view(view)
-            self._finish_reservation(rb, ptr[0], finish)
+        return _Reservation(self, size, block, timeout)
 
     # -- reading -----------------------------------------------------------
 
@@ -806,10 +782,7 @@ class RingBuffer:
         finally:
             self._batch_bufs.append(pooled)
 
-    @contextlib.contextmanager
-    def peek(
-        self, block: bool = False, timeout: Timeout = None, consume_on_error: bool = True
-    ) -> Iterator[memoryview]:
+    def peek(self, block: bool = False, timeout: Timeout = None, consume_on_error: bool = True) -> _Peek:
         """Zero-copy read: ``with rb.peek() as view:`` gives a read-only
         memoryview of the next message inside the ring; the message is
         consumed when the block ends, also if it raises, unless
@@ -824,39 +797,7 @@ class RingBuffer:
         Raises :class:`BufferEmpty` if there is no message (after waiting,
         with ``block``).
         """
-        rb = self._rb
-        if rb is None:
-            raise _closed()
-        ptr = ffi.new("void **")  # NULL until peeked
-        lenp = ffi.new("size_t *")
-        released = True
-        finish = lib.rb_peek_cancel  # not consumed unless the block was entered
-        try:
-            rc = (
-                _wait(lib.rb_peek_wait, rb, ptr, lenp, timeout=timeout)
-                if block
-                else lib.rb_peek(rb, ptr, lenp)
-            )
-            if rc in (_EEMPTY, _ETIMEDOUT):
-                raise _empty()
-            if rc != _OK:
-                raise _error(rc, self._path)
-            raw = memoryview(ffi.buffer(ptr[0], lenp[0]))
-            view = raw.toreadonly()
-            try:
-                finish = lib.rb_release if consume_on_error else lib.rb_peek_cancel
-                yield view
-                finish = lib.rb_release
-            finally:
-                released = _release_view(view) and _release_view(raw)
-        finally:
-            # Also when an exception (Ctrl-C) lands between the peek and the
-            # block: never keep the read turn. (If the garbage collector
-            # already finalized this object, rb_close gave the turn back.)
-            if ptr[0] != ffi.NULL and self._handle is not None:
-                finish(rb)
-        if not released:
-            raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")
+        return _Peek(self, block, timeout, consume_on_error)
 
     def drain(self) -> list[bytes]:
         """Reads every message there is now, without blocking."""
@@ -901,15 +842,6 @@ class RingBuffer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _finish_reservation(self, rb: Any, ptr: Any, finish: Callable[[Any, Any], int]) -> None:
-        """Commits or aborts a reservation once (see __del__ for why once)."""
-        if ptr == ffi.NULL:
-            return
-        key = _address(ptr)
-        if key in self._reserved:
-            self._reserved.discard(key)
-            finish(rb, ptr)
-
     def __del__(self) -> None:
         handle = getattr(self, "_handle", None)  # unset if __init__ failed early
         self._handle = None
@@ -920,8 +852,8 @@ class RingBuffer:
         # be finalized after it: abort its reservation now (it then finds
         # nothing to do), and rb_close gives back an open peek's read turn.
         try:
-            for key in self._reserved:
-                lib.rb_abort(handle, ffi.cast("void *", key))
+            for ptr in self._reserved:
+                lib.rb_abort(handle, ptr)
             self._reserved.clear()
             lib.rb_close(handle)
         except Exception:  # interpreter shutdown: the binding may be gone
@@ -935,6 +867,190 @@ class RingBuffer:
     def __repr__(self) -> str:
         state = "closed" if self._rb is None else f"capacity={self._capacity}"
         return f"<RingBuffer {self.path!r} {state}>"
+
+
+class _Reservation:
+    """The block of :meth:`RingBuffer.reserve`. A class rather than a
+    ``@contextlib.contextmanager`` generator, which costs several times as
+    much per block; it keeps the generator's behaviour: everything happens
+    when the block is entered, and the reservation is finished exactly once
+    whatever happens: committed when the block ends normally, aborted if it
+    raises, if an exception (Ctrl-C) lands in ``__enter__`` after the
+    reservation was made, or if the object is garbage-collected with its
+    block still open (as closing the generator did)."""
+
+    __slots__ = ("_block", "_ptr", "_rb", "_ring", "_size", "_timeout", "_view")
+    _what = "a reserve()"
+
+    def __init__(self, ring: RingBuffer, size: int, block: bool, timeout: Timeout) -> None:
+        self._view: memoryview | None = None  # set while the block is open
+        self._rb: Any = None  # set when the block is entered (once only)
+        self._ring = ring
+        self._size = size
+        self._block = block
+        self._timeout = timeout
+
+    def __enter__(self) -> memoryview:
+        if self._rb is not None:
+            raise RuntimeError(f"{self._what} block can be entered only once")
+        ring = self._ring
+        self._rb = rb = ring._rb
+        if rb is None:
+            raise _closed()
+        size = self._size
+        n = size if type(size) is int and 0 <= size <= _SIZE_MAX else _size_arg(size)
+        block, timeout = self._block, self._timeout
+        if block and timeout is not None:
+            _check_timeout(timeout)  # also when no wait is needed
+        ptrs = ring._ptrs
+        try:
+            pooled = ptrs.pop()
+        except IndexError:
+            pooled = (ffi.new("void **"), ffi.new("size_t *"))
+        ptr = pooled[0]
+        ptr[0] = ffi.NULL  # NULL until reserved
+        try:
+            # One C call when there is space; the waiting loop only when there is not.
+            rc = _rb_reserve(rb, n, ptr)
+            if rc == _EFULL and block:
+                rc = _wait(lib.rb_reserve_wait, rb, n, ptr, timeout=timeout)
+            if rc != _OK:
+                raise _full() if rc in (_EFULL, _ETIMEDOUT) else ring._write_error(rc, size)
+            self._ptr = p = ptr[0]
+            ring._reserved.add(p)
+            self._view = view = memoryview(_buffer(p, n))
+        except BaseException:
+            # Ctrl-C (or anything) after the reservation was made: abort it.
+            p = ptr[0]
+            if p != ffi.NULL:
+                ring._reserved.discard(p)
+                _rb_abort(rb, p)
+            raise
+        finally:
+            ptrs.append(pooled)
+        return view
+
+    def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
+        view = self._view
+        if view is None:  # not entered, or already finished
+            return
+        finish = _rb_abort  # unless the block completes and the view is released
+        try:
+            if typ is None:
+                if not _release_view(view):
+                    raise BufferError(
+                        "reserve(): the view is still exported (e.g. by ffi.from_buffer); aborted"
+                    )
+                finish = _rb_commit
+            else:
+                _release_view(view)
+        finally:
+            # Whatever happens (Ctrl-C included), the reservation is finished,
+            # once: by whoever takes it out of _reserved, this block or the
+            # RingBuffer's __del__ (see there).
+            self._view = None
+            ptr = self._ptr
+            reserved = self._ring._reserved
+            if ptr in reserved:
+                reserved.discard(ptr)
+                finish(self._rb, ptr)
+
+    def __del__(self) -> None:
+        # Abandoned with its block open (in a reference cycle, or never left):
+        # aborted, as closing the generator did. If the RingBuffer was
+        # finalized first, it aborted the reservation already (_reserved).
+        if self._view is not None:
+            try:
+                self.__exit__(GeneratorExit, None, None)
+            except Exception:  # interpreter shutdown: the binding may be gone
+                pass
+
+
+class _Peek:
+    """The block of :meth:`RingBuffer.peek`: a class for the same reasons,
+    with the same care as :class:`_Reservation`. The read turn is never kept:
+    given back (message not consumed) if anything goes wrong before the
+    block is entered, given back or consumed (``consume_on_error``) if the
+    block raises or the object is garbage-collected with its block open."""
+
+    __slots__ = ("_block", "_consume", "_finish", "_raw", "_rb", "_ring", "_timeout", "_view")
+    _what = "a peek()"
+
+    def __init__(self, ring: RingBuffer, block: bool, timeout: Timeout, consume_on_error: bool) -> None:
+        self._view: memoryview | None = None  # set while the block is open
+        self._rb: Any = None  # set when the block is entered (once only)
+        self._ring = ring
+        self._block = block
+        self._timeout = timeout
+        self._consume = consume_on_error
+
+    def __enter__(self) -> memoryview:
+        if self._rb is not None:
+            raise RuntimeError(f"{self._what} block can be entered only once")
+        ring = self._ring
+        self._rb = rb = ring._rb
+        if rb is None:
+            raise _closed()
+        block, timeout = self._block, self._timeout
+        if block and timeout is not None:
+            _check_timeout(timeout)  # also when no wait is needed
+        ptrs = ring._ptrs
+        try:
+            pooled = ptrs.pop()
+        except IndexError:
+            pooled = (ffi.new("void **"), ffi.new("size_t *"))
+        ptr, lenp = pooled
+        ptr[0] = ffi.NULL  # NULL until peeked
+        try:
+            # One C call when a message is there; the waiting loop only when there is none.
+            rc = _rb_peek(rb, ptr, lenp)
+            if rc == _EEMPTY and block:
+                rc = _wait(lib.rb_peek_wait, rb, ptr, lenp, timeout=timeout)
+            if rc != _OK:
+                raise _empty() if rc in (_EEMPTY, _ETIMEDOUT) else _error(rc, ring._path)
+            self._raw = raw = memoryview(_buffer(ptr[0], lenp[0]))
+            view = raw.toreadonly()
+            self._finish = _rb_release if self._consume else _rb_peek_cancel
+            self._view = view
+        except BaseException:
+            # Also when an exception (Ctrl-C) lands between the peek and the
+            # block: never keep the read turn.
+            if ptr[0] != ffi.NULL:
+                _rb_peek_cancel(rb)
+            raise
+        finally:
+            ptrs.append(pooled)
+        return view
+
+    def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
+        view = self._view
+        if view is None:  # not entered, or already finished
+            return
+        finish = _rb_release if typ is None else self._finish
+        try:
+            # _release_view() of both views, inline
+            try:
+                view.release()
+                self._raw.release()
+                released = True
+            except BufferError:  # still exported
+                released = False
+        finally:
+            self._view = self._raw = None
+            # (If the garbage collector already finalized the RingBuffer,
+            # rb_close gave the turn back.)
+            if self._ring._handle is not None:
+                finish(self._rb)
+        if not released and typ is None:
+            raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")
+
+    def __del__(self) -> None:
+        # Abandoned with its block open: finished as closing the generator did.
+        if self._view is not None:
+            try:
+                self.__exit__(GeneratorExit, None, None)
+            except Exception:  # interpreter shutdown: the binding may be gone
+                pass
 
 
 def _too_small(needed: int, size: int) -> InvalidSize:
@@ -954,10 +1070,6 @@ def _holds_objects(buffer: Any) -> bool:
             return False
         return "O" in fmt and "O" in "".join(fmt.split(":")[::2])  # struct codes, not field names
     return bool(getattr(getattr(buffer, "dtype", None), "hasobject", False))
-
-
-def _address(ptr: Any) -> int:
-    return int(ffi.cast("uintptr_t", ptr))
 
 
 def _release_view(view: memoryview) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import ctypes
+import gc
 import os
 import subprocess
 import sys
@@ -796,6 +797,60 @@ def test_block_abandoned_in_a_reference_cycle(ring, ring_path, kind):
         assert ring.drain() == [b"hello"]
     ring.write(b"next")
     assert ring.try_read() == b"next"
+
+
+@pytest.mark.parametrize("kind", ["peek", "reserve"])
+def test_block_abandoned_inside_is_finished_when_collected(ring, other, kind):
+    """A block entered and never left (no reference cycle: the ring stays
+    open) is finished when its object goes: a reservation aborted, a peek's
+    message consumed and the read turn given back."""
+    if kind == "peek":
+        ring.write_many([b"first", b"second"])
+        cm = ring.peek()
+        view = cm.__enter__()
+    else:
+        cm = ring.reserve(5)
+        view = cm.__enter__()
+        view[:] = b"never"
+        ring.write_many([b"first", b"second"])
+    assert other.try_read() is None  # the turn is held, or the reservation blocks what follows
+    del cm
+    gc.collect()
+    assert_released(view)
+    assert other.drain() == ([b"second"] if kind == "peek" else [b"first", b"second"])
+    ring.write(b"next")
+    assert other.read() == b"next"
+
+
+@pytest.mark.parametrize("kind", ["peek", "reserve"])
+def test_a_block_object_is_entered_once(ring, kind):
+    ring.write(b"x")
+    cm = ring.peek() if kind == "peek" else ring.reserve(1)
+    with cm as view:
+        if kind == "reserve":
+            view[:] = b"r"
+    with pytest.raises(RuntimeError):
+        enter(cm)
+    cm.__exit__(None, None, None)  # already finished: nothing to do
+    ring.write(b"after")
+    assert ring.drain() == ([b"after"] if kind == "peek" else [b"x", b"r", b"after"])
+
+
+@pytest.mark.parametrize("kind", ["peek", "reserve"])
+def test_interrupt_inside_enter_after_the_c_call(ring, other, monkeypatch, kind):
+    """Ctrl-C landing in __enter__ after the C call succeeded (here: while
+    the view is made) never leaves the read turn taken or a BUSY record."""
+    ring.write(b"kept")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ring_module, "_buffer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        enter(ring.peek() if kind == "peek" else ring.reserve(8))
+    monkeypatch.undo()
+    other.write(b"next")
+    assert other.drain() == [b"kept", b"next"]  # peek: not consumed; reserve: aborted
 
 
 def test_peek_consume_on_error_false_keeps_the_message(ring, other):
