@@ -251,6 +251,12 @@ def _format_info(info: dict[str, Any]) -> str:
         ("waiting producers", f"{info['waiting_producers']} (parked, waiting for space)"),
         ("waiting for turn", f"{info['waiting_for_turn']} (consumers parked, waiting for the read turn)"),
         ("attached handles", f"{info['attached'] - 1} (open in any process, this command's excluded)"),
+        (
+            "wake-up fences",
+            "full (a waiter could not use membarrier; recreate the file to undo)"
+            if info["full_fences"]
+            else "light (waiters use membarrier)",
+        ),
     ]
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]

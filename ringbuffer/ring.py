@@ -18,6 +18,7 @@ import operator
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional, Union
 
@@ -336,15 +337,16 @@ class RingBuffer:
         self._path = bpath
         self._capacity = int(lib.rb_capacity(rb))
         self._max = int(lib.rb_max_message_size(rb))
-        # Pools of read buffers; list.pop/append are atomic under the GIL,
-        # so threads never share one.
-        self._bufs: list[tuple[Any, int, Any]] = []
-        self._batch_bufs: list[tuple[Any, int]] = []
+        # Pools of read buffers; deque.pop/append are atomic (thread-safe),
+        # so threads never share one. A deque, not a list: a list going from
+        # one item to none and back reallocates its array every time.
+        self._bufs: deque[tuple[Any, int, Any]] = deque()
+        self._batch_bufs: deque[tuple[Any, int]] = deque()
         # Reservations (their void * pointers) made through this object and
         # not yet committed or aborted.
         self._reserved: set[Any] = set()
         # (void **, size_t *) pairs for reserve() and peek().
-        self._ptrs: list[tuple[Any, Any]] = []
+        self._ptrs: deque[tuple[Any, Any]] = deque()
 
     # -- properties --------------------------------------------------------
 
@@ -396,8 +398,10 @@ class RingBuffer:
         """A snapshot of the ring for monitoring and debugging: capacity,
         positions, bytes in use, messages waiting (and their bytes), records
         being written (``busy``) or aborted (``discarded``), the pid holding
-        the read turn, the parked waiters and the handles open on the ring
-        in all processes (``attached``).
+        the read turn, the parked waiters, the handles open on the ring
+        in all processes (``attached``), and whether writers and readers pay
+        full memory fences because a waiter could not use ``membarrier``
+        (``full_fences``).
 
         Counting the records takes the read turn briefly, like a read; when
         another consumer keeps it, ``counted`` is False and the counts are 0.
@@ -430,6 +434,7 @@ class RingBuffer:
             "waiting_producers": int(i.space_waiters),
             "waiting_for_turn": int(i.turn_waiters),
             "attached": int(i.attached),
+            "full_fences": bool(i.full_fences),
         }
 
     # -- writing -----------------------------------------------------------

@@ -253,6 +253,7 @@ def test_info_matches_the_api(tmp_path):
     assert got["bytes_used"] == got["tail"] - got["head"] == 3 * 16 + 24
     assert got["read_turn_pid"] == 0 and got["read_turn_alive"] is None
     assert got["attached"] == 2  # the holder and this command
+    assert got["full_fences"] is False
     assert got["file_size"] == os.path.getsize(path)
     assert_ok(human)
     text = human.stdout.decode()
