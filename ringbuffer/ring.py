@@ -587,28 +587,16 @@ class RingBuffer:
 
     # -- reading -----------------------------------------------------------
 
-    def _take_buf(self) -> tuple[Any, int, Any]:
-        """A read buffer from the pool: (char[] buffer, its size, size_t *)."""
-        try:
-            return self._bufs.pop()
-        except IndexError:
-            size = min(self._max, _READ_BUF_INITIAL)
-            return _alloc("char[]", size), size, ffi.new("size_t *")
-
-    def _recv(self, block: bool, timeout: Timeout) -> bytes | None:
-        """The next message, or None if there is none (in time)."""
-        rb = self._rb
-        if rb is None:
-            raise _closed()
-        if block and timeout is not None:
-            _check_timeout(timeout)
-        return self._receive(rb, block, timeout)
-
     def _receive(self, rb: Any, block: bool, timeout: Timeout) -> bytes | None:
-        """_recv after its checks."""
-        pooled = None
+        """The next message, or None if there is none (in time); the caller
+        has checked that the ring is open, and the timeout."""
+        bufs = self._bufs
         try:
-            pooled = self._take_buf()
+            pooled = bufs.pop()
+        except IndexError:  # none pooled yet, or all in use by other threads
+            size = min(self._max, _READ_BUF_INITIAL)
+            pooled = (_alloc("char[]", size), size, ffi.new("size_t *"))
+        try:
             buf, size, lenp = pooled
             while True:
                 # One C call when a message is there; the waiting loop only
@@ -628,22 +616,27 @@ class RingBuffer:
                     return None
                 raise _error(rc, self._path)
         finally:
-            if pooled is not None:
-                self._bufs.append(pooled)
+            bufs.append(pooled)
 
     def read(self) -> bytes:
         """Reads and consumes the next message without blocking.
 
         Raises :class:`BufferEmpty` if there is none.
         """
-        msg = self._recv(False, None)
+        rb = self._rb
+        if rb is None:
+            raise _closed()
+        msg = self._receive(rb, False, None)
         if msg is None:
             raise _empty()
         return msg
 
     def try_read(self) -> bytes | None:
         """Like :meth:`read`, but returns None when the ring is empty."""
-        return self._recv(False, None)
+        rb = self._rb
+        if rb is None:
+            raise _closed()
+        return self._receive(rb, False, None)
 
     def get(self, block: bool = True, timeout: Timeout = None) -> bytes:
         """Reads the next message, waiting for one if needed (as :meth:`queue.Queue.get`).
@@ -659,10 +652,10 @@ class RingBuffer:
         if block and timeout is not None:
             _check_timeout(timeout)  # also when no wait is needed, as queue.Queue
         # The hot path, inline: a message is there and fits a pooled buffer
-        # (going through _recv and _take_buf, with their try/finally, cost
-        # more than the C read itself). Anything else goes the general way,
-        # which reads again. A buffer is back in the pool only once its
-        # message is copied out, so threads never share one.
+        # (a call to _receive, with its try/finally, costs a good part of
+        # the C read itself). Anything else goes the general way, which
+        # reads again. A buffer is back in the pool only once its message
+        # is copied out, so threads never share one.
         bufs = self._bufs
         try:
             buf, size, lenp = pooled = bufs.pop()
