@@ -522,8 +522,10 @@ class RingBuffer:
             raise _closed()
         if block and timeout is not None:
             timeout = _check_timeout(timeout)  # up front, also for an empty batch
-        if not isinstance(msgs, (list, tuple)):
-            msgs = list(msgs)
+        # A private list (an iterator is consumed here): the passes below
+        # (types, lengths, join) must all see the same messages, whatever
+        # another thread does to the caller's list meanwhile.
+        msgs = list(msgs)
         if not msgs:
             return 0
         if {*map(type, msgs)} == _ONLY_BYTES:

@@ -819,6 +819,20 @@ def test_batches_of_bytes_and_batches_mixing_types(big_ring, method):
         assert big_ring.get_many(100, block=False) == want
 
 
+class _IteratesOtherItems(tuple):
+    """A tuple whose iteration yields other items than it holds."""
+
+    def __iter__(self):
+        return iter([b"iterated", b"ones"])
+
+
+def test_batch_is_what_iterating_it_gives(ring):
+    # Lengths and contents come from one snapshot of the iteration, never
+    # from the items a tuple or list subclass holds underneath.
+    assert ring.write_many(_IteratesOtherItems((b"held", b"underneath!"))) == 2
+    assert ring.read_many(10) == [b"iterated", b"ones"]
+
+
 @pytest.mark.parametrize("bad", [b"", b"x" * 2049], ids=["empty", "too-large"])
 def test_batch_of_bytes_with_a_bad_size_writes_nothing(ring, bad):
     for batch in ([b"ok", bad], [bad, b"ok"], [b"ok", bad, bytearray(b"mixed")]):
