@@ -119,11 +119,12 @@ RB_API int rb_open(const char *path, rb_ring **out);
 
 /* Unmaps the ring and frees the handle. The file stays. NULL is a no-op.
  * A peek still open on the handle ends without consuming its message: the
- * read turn is given back and the next reader gets the message. A
- * reservation not yet committed stays BUSY in the ring (consumers stop at
- * it for good); commit or abort reservations first. The library does not
- * call rb_close at process exit: a process that exits with a peek open
- * leaves the read turn taken in the file (docs/design.md, "Crash windows").
+ * read turn is given back and the next reader gets the message. Closing
+ * releases the handle's slot: a reservation not yet committed is then
+ * discarded by readers after their stall timeout (commit or abort
+ * reservations first). A process that exits or dies without rb_close is
+ * recovered from the same way: readers take over its read turn and skip
+ * its unfinished records (docs/design.md, "Crash recovery").
  * Returns: RB_OK.
  * Thread-safety: handle-exclusive (no other call on rb may be running or
  * start afterwards). To stop threads that may be blocked in rb, call
@@ -209,8 +210,8 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out);
  * Thread-safety: MT-safe, multi-producer; lock-free (one CAS reserves space,
  * the copy runs in parallel with other producers). No syscall unless a
  * consumer is counted as parked waiting for data (then one futex wake; a
- * consumer killed while parked stays counted: docs/design.md, "Crash
- * windows"). */
+ * consumer killed while parked stays counted until its slot is reused:
+ * docs/design.md, "Crash recovery"). */
 RB_API int rb_write(rb_ring *rb, const void *msg, size_t len);
 
 /* rb_write that waits for space: timeout_ns < 0 waits forever, 0 does not
@@ -290,8 +291,9 @@ RB_API int rb_abort(rb_ring *rb, void *ptr);
  * call on a word only consumers touch), producers are never blocked. No
  * syscall unless a producer is counted as parked waiting for space or a
  * consumer as parked waiting for the read turn (then one futex wake each; a
- * waiter killed while parked stays counted: docs/design.md, "Crash
- * windows"), or the turn is taken (then sched_yield while waiting for it). */
+ * waiter killed while parked stays counted until its slot is reused:
+ * docs/design.md, "Crash recovery"), or the turn is taken (then
+ * sched_yield while waiting for it). */
 RB_API int rb_read(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len);
 
 /* rb_read that waits for a message (timeout_ns as rb_write_wait), spinning
