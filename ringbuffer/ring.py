@@ -869,34 +869,64 @@ class RingBuffer:
         return f"<RingBuffer {self.path!r} {state}>"
 
 
-class _Reservation:
-    """The block of :meth:`RingBuffer.reserve`. A class rather than a
-    ``@contextlib.contextmanager`` generator, which costs several times as
-    much per block; it keeps the generator's behaviour: everything happens
-    when the block is entered, and the reservation is finished exactly once
-    whatever happens: committed when the block ends normally, aborted if it
-    raises, if an exception (Ctrl-C) lands in ``__enter__`` after the
-    reservation was made, or if the object is garbage-collected with its
-    block still open (as closing the generator did)."""
+class _Block:
+    """What the blocks of :meth:`RingBuffer.reserve` and :meth:`RingBuffer.peek`
+    share. They are classes rather than ``@contextlib.contextmanager``
+    generators, which cost several times as much per block, and keep the
+    generators' behaviour: everything happens when the block is entered
+    (once only), and what the block holds is finished exactly once, also if
+    the object is garbage-collected with its block still open (as closing
+    the generator did)."""
 
-    __slots__ = ("_block", "_ptr", "_rb", "_ring", "_size", "_timeout", "_view")
-    _what = "a reserve()"
+    __slots__ = ("_block", "_rb", "_ring", "_timeout", "_view")
+    _what = ""
 
-    def __init__(self, ring: RingBuffer, size: int, block: bool, timeout: Timeout) -> None:
+    def __init__(self, ring: RingBuffer, block: bool, timeout: Timeout) -> None:
         self._view: memoryview | None = None  # set while the block is open
         self._rb: Any = None  # set when the block is entered (once only)
         self._ring = ring
-        self._size = size
         self._block = block
         self._timeout = timeout
 
-    def __enter__(self) -> memoryview:
+    def _enter(self) -> Any:
+        """The handle, after the checks every block makes first."""
         if self._rb is not None:
             raise RuntimeError(f"{self._what} block can be entered only once")
-        ring = self._ring
-        self._rb = rb = ring._rb
+        self._rb = rb = self._ring._rb
         if rb is None:
             raise _closed()
+        return rb
+
+    def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
+        raise NotImplementedError
+
+    def __del__(self) -> None:
+        # Abandoned with its block open (in a reference cycle, or never
+        # left): finished as closing the generator did. If the RingBuffer
+        # was finalized first, it finished what the block held already.
+        if self._view is not None:
+            try:
+                self.__exit__(GeneratorExit, None, None)
+            except Exception:  # interpreter shutdown: the binding may be gone
+                pass
+
+
+class _Reservation(_Block):
+    """The block of :meth:`RingBuffer.reserve`: the reservation is committed
+    when the block ends normally, aborted if it raises, if an exception
+    (Ctrl-C) lands in ``__enter__`` after the reservation was made, or if
+    the object is garbage-collected with its block still open."""
+
+    __slots__ = ("_ptr", "_size")
+    _what = "a reserve()"
+
+    def __init__(self, ring: RingBuffer, size: int, block: bool, timeout: Timeout) -> None:
+        super().__init__(ring, block, timeout)
+        self._size = size
+
+    def __enter__(self) -> memoryview:
+        rb = self._enter()
+        ring = self._ring
         size = self._size
         n = size if type(size) is int and 0 <= size <= _SIZE_MAX else _size_arg(size)
         block, timeout = self._block, self._timeout
@@ -955,42 +985,23 @@ class _Reservation:
                 reserved.discard(ptr)
                 finish(self._rb, ptr)
 
-    def __del__(self) -> None:
-        # Abandoned with its block open (in a reference cycle, or never left):
-        # aborted, as closing the generator did. If the RingBuffer was
-        # finalized first, it aborted the reservation already (_reserved).
-        if self._view is not None:
-            try:
-                self.__exit__(GeneratorExit, None, None)
-            except Exception:  # interpreter shutdown: the binding may be gone
-                pass
 
-
-class _Peek:
-    """The block of :meth:`RingBuffer.peek`: a class for the same reasons,
-    with the same care as :class:`_Reservation`. The read turn is never kept:
+class _Peek(_Block):
+    """The block of :meth:`RingBuffer.peek`. The read turn is never kept:
     given back (message not consumed) if anything goes wrong before the
     block is entered, given back or consumed (``consume_on_error``) if the
     block raises or the object is garbage-collected with its block open."""
 
-    __slots__ = ("_block", "_consume", "_finish", "_raw", "_rb", "_ring", "_timeout", "_view")
+    __slots__ = ("_consume", "_finish", "_raw")
     _what = "a peek()"
 
     def __init__(self, ring: RingBuffer, block: bool, timeout: Timeout, consume_on_error: bool) -> None:
-        self._view: memoryview | None = None  # set while the block is open
-        self._rb: Any = None  # set when the block is entered (once only)
-        self._ring = ring
-        self._block = block
-        self._timeout = timeout
+        super().__init__(ring, block, timeout)
         self._consume = consume_on_error
 
     def __enter__(self) -> memoryview:
-        if self._rb is not None:
-            raise RuntimeError(f"{self._what} block can be entered only once")
+        rb = self._enter()
         ring = self._ring
-        self._rb = rb = ring._rb
-        if rb is None:
-            raise _closed()
         block, timeout = self._block, self._timeout
         if block and timeout is not None:
             _check_timeout(timeout)  # also when no wait is needed
@@ -1043,14 +1054,6 @@ class _Peek:
                 finish(self._rb)
         if not released and typ is None:
             raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")
-
-    def __del__(self) -> None:
-        # Abandoned with its block open: finished as closing the generator did.
-        if self._view is not None:
-            try:
-                self.__exit__(GeneratorExit, None, None)
-            except Exception:  # interpreter shutdown: the binding may be gone
-                pass
 
 
 def _too_small(needed: int, size: int) -> InvalidSize:
