@@ -277,6 +277,21 @@ struct rb_waitq {
     unsigned index; /* which of our slot's parked[] counters */
 };
 
+/* The three queues: consumers waiting for data, producers for space,
+ * consumers for the read turn (index = their place in rb_slot.parked). */
+static inline struct rb_waitq rb_data_q(rb_ring *rb)
+{
+    return (struct rb_waitq){&rb->hdr->data_seq, &rb->hdr->data_waiters, 0};
+}
+static inline struct rb_waitq rb_space_q(rb_ring *rb)
+{
+    return (struct rb_waitq){&rb->hdr->space_seq, &rb->hdr->space_waiters, 1};
+}
+static inline struct rb_waitq rb_turn_q(rb_ring *rb)
+{
+    return (struct rb_waitq){&rb->hdr->turn_seq, &rb->hdr->turn_waiters, 2};
+}
+
 #define RB_FOREVER INT64_MAX
 
 /* Monotonic clock in ns, and the deadline timeout_ns from now (< 0: never). */

@@ -72,7 +72,7 @@ int rb_take_dead_turn(rb_ring *rb, uint32_t id)
         /* Space was freed: the fence and wake-up give_turn would do (our
          * caller may give the turn back without having moved head). */
         rb_waker_fence(rb);
-        struct rb_waitq q = {&rb->hdr->space_seq, &rb->hdr->space_waiters, 1};
+        struct rb_waitq q = rb_space_q(rb);
         rb_wake(&q);
     }
     return 1;

@@ -37,9 +37,6 @@ static inline int is_closing(const rb_ring *rb)
     return atomic_load_explicit(&rb->closing, memory_order_relaxed) != 0;
 }
 
-static struct rb_waitq data_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->data_seq, &rb->hdr->data_waiters, 0}; }
-static struct rb_waitq space_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->space_seq, &rb->hdr->space_waiters, 1}; }
-static struct rb_waitq turn_q(rb_ring *rb) { return (struct rb_waitq){&rb->hdr->turn_seq, &rb->hdr->turn_waiters, 2}; }
 
 /* ---- readiness tests for rb_wait (hints: the operation re-checks) ------- */
 
@@ -76,7 +73,7 @@ static int data_ready(rb_ring *rb, uint64_t unused)
 /* Waits until a read may make progress (RB_OK), or the deadline passes. */
 static int await_data(rb_ring *rb, int64_t deadline)
 {
-    struct rb_waitq q = data_q(rb);
+    struct rb_waitq q = rb_data_q(rb);
     return rb_wait(rb, &q, data_ready, 0, deadline);
 }
 
@@ -204,7 +201,7 @@ static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t 
         int rc = reserve(rb, lens, count, pos, n, in);
         if (rc != RB_EFULL || deadline == 0)
             return rc;
-        struct rb_waitq q = space_q(rb);
+        struct rb_waitq q = rb_space_q(rb);
         rc = rb_wait(rb, &q, space_ready, rb_rec_size(lens[0]), deadline);
         if (rc != RB_OK)
             return rc;
@@ -230,7 +227,7 @@ static void notify_data(rb_ring *rb)
     /* Fence between our commit and rb_wake's load of the waiter count;
      * pairs with the fence in rb_wait (see docs/design.md, "Waiting"). */
     rb_waker_fence(rb);
-    struct rb_waitq q = data_q(rb);
+    struct rb_waitq q = rb_data_q(rb);
     rb_wake(&q);
 }
 
@@ -447,7 +444,7 @@ static int take_turn(rb_ring *rb, int64_t deadline)
         if (is_closing(rb))
             return RB_ECLOSED;
         if (deadline != 0) {
-            struct rb_waitq q = turn_q(rb);
+            struct rb_waitq q = rb_turn_q(rb);
             int rc = rb_wait(rb, &q, turn_ready, 0, deadline);
             if (rc != RB_OK)
                 return rc;
@@ -475,10 +472,10 @@ static void give_turn(rb_ring *rb, int released)
      * waiter counts; pairs with the fence in rb_wait. */
     rb_waker_fence(rb);
     if (released) {
-        struct rb_waitq q = space_q(rb);
+        struct rb_waitq q = rb_space_q(rb);
         rb_wake(&q);
     }
-    struct rb_waitq q = turn_q(rb);
+    struct rb_waitq q = rb_turn_q(rb);
     rb_wake(&q);
 }
 
@@ -684,7 +681,7 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
                 /* Space was freed while we keep the turn: the fence and
                  * wake-up give_turn would otherwise do (see give_turn). */
                 rb_waker_fence(rb);
-                struct rb_waitq q = space_q(rb);
+                struct rb_waitq q = rb_space_q(rb);
                 rb_wake(&q);
             }
             /* Keep the turn until rb_release. Relaxed: only this turn
@@ -754,7 +751,7 @@ RB_API int rb_shutdown(rb_ring *rb)
     if (atomic_exchange_explicit(&rb->closing, 1, memory_order_release) != 0)
         return RB_OK;
     atomic_thread_fence(memory_order_seq_cst);
-    struct rb_waitq qs[3] = {data_q(rb), space_q(rb), turn_q(rb)};
+    struct rb_waitq qs[3] = {rb_data_q(rb), rb_space_q(rb), rb_turn_q(rb)};
     for (int i = 0; i < 3; i++)
         rb_wake_always(&qs[i]);
     /* The descriptor stays open until rb_close: it holds our slot's lock,

@@ -126,11 +126,11 @@ static void slot_init(rb_ring *rb, uint32_t slot)
     }
     /* A waiter killed while parked left its count behind: take it back, so
      * that wakers stop making needless futex calls. */
-    _Atomic uint32_t *counts[3] = {&rb->hdr->data_waiters, &rb->hdr->space_waiters, &rb->hdr->turn_waiters};
-    for (unsigned q = 0; q < 3; q++) {
-        uint32_t left = atomic_exchange_explicit(&s->parked[q], 0, memory_order_relaxed);
+    struct rb_waitq qs[3] = {rb_data_q(rb), rb_space_q(rb), rb_turn_q(rb)};
+    for (unsigned i = 0; i < 3; i++) {
+        uint32_t left = atomic_exchange_explicit(&s->parked[qs[i].index], 0, memory_order_relaxed);
         if (left != 0)
-            atomic_fetch_sub_explicit(counts[q], left, memory_order_relaxed);
+            atomic_fetch_sub_explicit(qs[i].waiters, left, memory_order_relaxed);
     }
     rb->slot = slot;
     rb->me = s;

@@ -678,6 +678,44 @@ TEST(waiters_without_membarrier_get_full_fences)
     CHECK_EQ_U(atomic_load(&f.rb->hdr->heavy_waiters), 1);
 }
 
+/* RINGBUF_MEMBARRIER=0 opts a process out of membarrier: its own wake-ups
+ * then use full fences, and it still wakes and is woken promptly. */
+TEST(membarrier_opt_out)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("RINGBUF_MEMBARRIER", "0", 1);
+        rb_ring *rb;
+        if (rb_open(f.path, &rb) != RB_OK)
+            _exit(2);
+        int light = atomic_load(&rb_light_epoch) == atomic_load(&rb_fork_epoch) + 1;
+        unsigned char buf[64];
+        size_t got;
+        /* Parked until the parent writes; then a write that wakes it. */
+        int ok = !light && rb_read_wait(rb, buf, sizeof buf, &got, 5000 * MS) == RB_OK && put(rb, 1, 20) == RB_OK;
+        rb_close(rb);
+        _exit(ok ? 0 : 1);
+    }
+    int64_t until = now_ns() + 5000 * MS;
+    while (atomic_load(&f.rb->hdr->data_waiters) == 0 && now_ns() < until)
+        usleep(1000);
+    CHECK_EQ(put(f.rb, 2, 20), RB_OK);
+    uint64_t h = 0, t;
+    while (h == 0 && now_ns() < until) { /* the child reads message 2 ... */
+        usleep(1000);
+        rb_positions(f.rb, &h, &t);
+    }
+    /* ... then we park for its message 1. */
+    expect_msg(f.rb, 1, 20, "opt-out");
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_EQ_U(atomic_load(&rb_light_epoch), atomic_load(&rb_fork_epoch) + 1); /* we are registered */
+    CHECK_EQ_U(atomic_load(&f.rb->hdr->heavy_waiters), 0); /* opting out is not "cannot wait light" */
+}
+
 /* ---- the random kill harness --------------------------------------------- */
 
 #define KH_PRODUCERS 2
