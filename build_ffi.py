@@ -1,9 +1,11 @@
 """cffi builder (out-of-line API mode) for ``ringbuffer._ringbuf``.
 
 The declarations live in ``ringbuffer/_cdef.h``; the extension includes the
-real ``csrc/ringbuf.h``, so the C compiler checks the two against each other,
-and links against the ``libringbuf.so`` that setup.py builds into the package
-(found at run time through ``RUNPATH=$ORIGIN``).
+real ``csrc/ringbuf.h`` and the binding's few C helpers
+(``ringbuffer/_shim.h``, there for speed only), so the C compiler checks the
+declarations against them. It links against the ``libringbuf.so`` that
+setup.py builds into the package (found at run time through
+``RUNPATH=$ORIGIN``).
 """
 
 from pathlib import Path
@@ -16,7 +18,7 @@ ffibuilder = FFI()
 ffibuilder.cdef((ROOT / "ringbuffer" / "_cdef.h").read_text())
 ffibuilder.set_source(
     "ringbuffer._ringbuf",
-    '#include "ringbuf.h"',
+    '#include "ringbuf.h"\n' + (ROOT / "ringbuffer" / "_shim.h").read_text(),
     include_dirs=["csrc"],
     libraries=["ringbuf"],
     extra_compile_args=[

@@ -1,7 +1,8 @@
 /* The declarations the cffi binding uses: a plain subset of csrc/ringbuf.h
- * that cffi's parser accepts. build_ffi.py compiles the binding against the
- * real header, so the C compiler checks these against it, and
- * tests/test_symbols.py checks them against what libringbuf.so exports. */
+ * that cffi's parser accepts, then the binding's own helpers (_shim.h).
+ * build_ffi.py compiles the binding against the real header and _shim.h, so
+ * the C compiler checks these against them, and tests/test_symbols.py checks
+ * the rb_* ones against what libringbuf.so exports. */
 #define RB_VERSION_NUMBER ...
 #define RB_FORMAT_VERSION ...
 #define RB_REMOVE ...
@@ -73,3 +74,13 @@ int rb_peek(rb_ring *rb, const void **ptr, size_t *len);
 int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t timeout_ns);
 int rb_release(rb_ring *rb);
 int rb_peek_cancel(rb_ring *rb);
+
+/* Binding helpers (ringbuffer/_shim.h): compiled into the extension, not
+ * part of libringbuf.so, so not rb_* names. */
+struct rbpy_buf {
+    size_t size;
+    size_t len;
+    char data[];
+};
+int64_t rbpy_read(rb_ring *rb, struct rbpy_buf *buf);
+int64_t rbpy_read_wait(rb_ring *rb, struct rbpy_buf *buf, int64_t timeout_ns);

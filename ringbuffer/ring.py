@@ -76,7 +76,8 @@ _STALL_DEFAULT = 0.1
 
 # The C functions and cffi helpers of the hot paths, looked up once: an
 # attribute of ``lib`` or ``ffi`` costs a lookup on every use.
-_rb_read = lib.rb_read
+_rbpy_read = lib.rbpy_read
+_rbpy_read_wait = lib.rbpy_read_wait
 _rb_write = lib.rb_write
 _rb_read_many = lib.rb_read_many
 _rb_write_many = lib.rb_write_many
@@ -136,6 +137,13 @@ def _contiguous(msg: Any) -> Any:
         return msg
     view = memoryview(msg)
     return msg if view.c_contiguous else view.tobytes()
+
+
+def _read_buf(size: int) -> tuple[Any, Any]:
+    """A read buffer for rbpy_read (``struct rbpy_buf *`` of ``size`` bytes)
+    and an ffi.buffer over its bytes, whose slices are the messages."""
+    buf = _alloc("struct rbpy_buf *", {"size": size, "data": size})
+    return buf, _buffer(buf.data, size)
 
 
 def _path_arg(path: Any) -> bytes:
@@ -340,7 +348,7 @@ class RingBuffer:
         # Pools of read buffers; deque.pop/append are atomic (thread-safe),
         # so threads never share one. A deque, not a list: a list going from
         # one item to none and back reallocates its array every time.
-        self._bufs: deque[tuple[Any, int, Any]] = deque()
+        self._bufs: deque[tuple[Any, Any]] = deque()
         self._batch_bufs: deque[tuple[Any, int]] = deque()
         # Reservations (their void * pointers) made through this object and
         # not yet committed or aborted.
@@ -596,27 +604,25 @@ class RingBuffer:
         try:
             pooled = bufs.pop()
         except IndexError:  # none pooled yet, or all in use by other threads
-            size = min(self._max, _READ_BUF_INITIAL)
-            pooled = (_alloc("char[]", size), size, ffi.new("size_t *"))
+            pooled = _read_buf(min(self._max, _READ_BUF_INITIAL))
         try:
-            buf, size, lenp = pooled
+            buf, view = pooled
             while True:
                 # One C call when a message is there; the waiting loop only
                 # when there is none.
-                rc = _rb_read(rb, buf, size, lenp)
-                if rc == _EEMPTY and block:
-                    rc = _wait(lib.rb_read_wait, rb, buf, size, lenp, timeout=timeout)
-                if rc == _OK:
-                    return _unpack(buf, lenp[0])
-                if rc == _ETRUNC:  # a message larger than the buffer: grow it
-                    size = int(lenp[0])
-                    buf = _alloc("char[]", size)
-                    if size <= _READ_BUF_KEEP:
-                        pooled = (buf, size, lenp)
+                n = _rbpy_read(rb, buf)
+                if n == _EEMPTY and block:
+                    n = _wait(_rbpy_read_wait, rb, buf, timeout=timeout)
+                if n >= 0:
+                    return view[:n]
+                if n == _ETRUNC:  # a message larger than the buffer: grow it
+                    buf, view = grown = _read_buf(buf.len)
+                    if buf.size <= _READ_BUF_KEEP:
+                        pooled = grown
                     continue
-                if rc in (_EEMPTY, _ETIMEDOUT):
+                if n in (_EEMPTY, _ETIMEDOUT):
                     return None
-                raise _error(rc, self._path)
+                raise _error(n, self._path)
         finally:
             bufs.append(pooled)
 
@@ -660,14 +666,14 @@ class RingBuffer:
         # is copied out, so threads never share one.
         bufs = self._bufs
         try:
-            buf, size, lenp = pooled = bufs.pop()
+            buf, view = pooled = bufs.pop()
         except IndexError:  # none pooled yet, or all in use by other threads
             pass
         else:
-            if _rb_read(rb, buf, size, lenp) == _OK:
-                msg = _unpack(buf, lenp[0])
+            n = _rbpy_read(rb, buf)
+            if n >= 0:
                 bufs.append(pooled)
-                return msg
+                return view[:n]  # a bytes copy: slicing an ffi.buffer
             bufs.append(pooled)
         msg = self._receive(rb, block, timeout)
         if msg is None:

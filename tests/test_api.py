@@ -1271,6 +1271,22 @@ def test_read_message_larger_than_64k(big_ring):
     assert [big_ring.try_read() for _ in range(4)] == [payload(4, i, s) for i, s in enumerate(sizes[:4])]
 
 
+def test_get_grows_and_keeps_its_read_buffer(tmp_path):
+    # get()'s pooled read buffer starts at 64 KiB, grows for a larger
+    # message (kept up to 1 MiB, one-off above), and every slice comes from
+    # the buffer that was just read into, whatever size came before.
+    with RingBuffer(tmp_path / "g.ring", 4 << 20) as rb:
+        sizes = [10, 65536, 65537, 3, 900_000, 64, 1_500_000, 7, 1_048_576, 1_048_577, 5, 100_000]
+        for i, s in enumerate(sizes):
+            rb.put(payload(5, i, s))
+            assert rb.get() == payload(5, i, s)
+            rb.put(payload(6, i, s))
+            assert rb.get_nowait() == payload(6, i, s)
+        for i, s in enumerate(sizes[:6]):
+            rb.put(payload(7, i, s))
+        assert [rb.get(timeout=1) for _ in range(6)] == [payload(7, i, s) for i, s in enumerate(sizes[:6])]
+
+
 def test_read_many_large_messages(big_ring):
     sizes = [300 * 1024, 300 * 1024, 10, 300 * 1024, 300 * 1024, 70_000]
     msgs = [payload(5, i, s) for i, s in enumerate(sizes)]
