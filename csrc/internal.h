@@ -175,6 +175,12 @@ struct rb_ring {
     /* Producers' cached copy of head, shared by the threads using this
      * handle: refreshed only when it says "full". */
     _Atomic uint64_t head_cache;
+    /* The thread (pthread_self) that owns intent entry 0 of our slot: the
+     * first that writes through this handle (0: none yet; UINTPTR_MAX:
+     * none ever, a fork child sharing its parent's slot). It claims that
+     * entry with plain stores; other threads claim entries 1.. by CAS
+     * (ring.c, claim_intent). */
+    _Atomic uintptr_t intent_owner;
     /* Consumers' cached copy of tail (a lower bound), used only by the
      * thread holding the read turn, to check that a record ends below it. */
     uint64_t tail_cache;
@@ -298,7 +304,12 @@ static inline struct rb_waitq rb_turn_q(rb_ring *rb)
 int64_t rb_now_ns(void);
 int64_t rb_deadline(int64_t timeout_ns);
 
-/* Spins briefly, then parks until ready(rb, arg) is true (RB_OK: retry the
+/* Spins (about 50 us, less if the deadline comes first) until ready(rb, arg)
+ * is true (RB_OK), the handle is shut down (RB_ECLOSED), or the time is up
+ * (RB_ETIMEDOUT). Never sleeps, so no waker needs to know about it. */
+int rb_spin(rb_ring *rb, int (*ready)(rb_ring *, uint64_t), uint64_t arg, int64_t deadline);
+
+/* rb_spin, then parks until ready(rb, arg) is true (RB_OK: retry the
  * operation), the deadline passes (RB_ETIMEDOUT), the handle is shut down
  * (RB_ECLOSED) or a signal handler interrupts the sleep (RB_EINTR). */
 int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint64_t), uint64_t arg,

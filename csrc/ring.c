@@ -16,6 +16,7 @@
 #endif
 #include "internal.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,6 +24,9 @@
 /* How long a non-blocking call waits for another consumer's turn to end
  * before it reports RB_EEMPTY. */
 #define RB_TURN_SPIN_NS 20000
+/* A writer that finds the ring full spins first until this part of it is
+ * free (reserve_wait). */
+#define RB_REFILL_DIV 16
 
 static inline _Atomic uint64_t *slot(const rb_ring *rb, uint64_t pos)
 {
@@ -100,8 +104,35 @@ static int turn_ready(rb_ring *rb, uint64_t unused)
  * may use one handle: each reservation in flight has its own entry. */
 static struct rb_intent *claim_intent(rb_ring *rb, uint64_t start, uint64_t end)
 {
+    /* Entry 0 belongs to one thread, the first that writes through this
+     * handle, and takes no locked instruction (which would first wait for
+     * our last record's stores to drain; with reserve_wait's refill, 1.2 to
+     * 1.8 times the 64-byte throughput, docs/design.md). Only its owner
+     * writes it, so it is free when its end is 0, and no other thread can
+     * take it between our check and our stores. A signal handler that
+     * writes while the owner holds the entry sees end != 0 and takes
+     * another; one that runs between the check and the stores is done with
+     * the entry before we go on. pthread_self is unique among live
+     * threads; a reused one belongs to a thread that started after the old
+     * owner ended. UINTPTR_MAX: a fork child sharing its parent's slot
+     * (slots.c), whose entry 0 is the parent's. Relaxed loads and CAS: only
+     * this process's threads read the owner, and the entry's own stores
+     * carry the ordering consumers need. */
+    uintptr_t self = (uintptr_t)pthread_self();
+    uintptr_t owner = atomic_load_explicit(&rb->intent_owner, memory_order_relaxed);
+    struct rb_intent *in0 = &rb->me->intent[0];
+    if ((owner == self || (owner == 0 && atomic_compare_exchange_strong_explicit(&rb->intent_owner, &owner, self,
+                                                                                  memory_order_relaxed,
+                                                                                  memory_order_relaxed))) &&
+        atomic_load_explicit(&in0->end, memory_order_relaxed) == 0) {
+        struct rb_intent *in = in0;
+        /* Relaxed end, release start: as in the re-claim in reserve(). */
+        atomic_store_explicit(&in->end, end, memory_order_relaxed);
+        atomic_store_explicit(&in->start, start, memory_order_release);
+        return in;
+    }
     for (;;) {
-        for (unsigned i = 0; i < RB_SLOT_INTENTS; i++) {
+        for (unsigned i = 1; i < RB_SLOT_INTENTS; i++) {
             struct rb_intent *in = &rb->me->intent[i];
             uint64_t free_end = 0;
             /* Relaxed: the CAS only settles which of our threads owns the
@@ -197,12 +228,29 @@ static int reserve(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos,
 static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos, size_t *n,
                         struct rb_intent **in, int64_t deadline)
 {
+    uint64_t need = rb_rec_size(lens[0]), refill = rb->capacity / RB_REFILL_DIV;
     for (;;) {
         int rc = reserve(rb, lens, count, pos, n, in);
         if (rc != RB_EFULL || deadline == 0)
             return rc;
+        /* Full: first spin until a share of the ring is free, not just
+         * what we need. A producer faster than its consumers would
+         * otherwise take the few bytes each read frees, one message at a
+         * time: re-reading head (the consumers' line) for every message,
+         * and taking that line from them for every message too. Measured
+         * with claim_intent's entry 0 (bench/cbench, 64-byte messages,
+         * 1 MiB ring): 1.2 to 1.8 times the throughput. Only a spin, which
+         * no waker has to know about: when that share does not come soon,
+         * we wait for just what we need. */
+        if (refill > need) {
+            rc = rb_spin(rb, space_ready, refill, deadline);
+            if (rc == RB_OK)
+                continue;
+            if (rc == RB_ECLOSED)
+                return rc;
+        }
         struct rb_waitq q = rb_space_q(rb);
-        rc = rb_wait(rb, &q, space_ready, rb_rec_size(lens[0]), deadline);
+        rc = rb_wait(rb, &q, space_ready, need, deadline);
         if (rc != RB_OK)
             return rc;
     }

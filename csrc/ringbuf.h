@@ -15,6 +15,11 @@
  *   MT-safe     any number of threads (and processes, through their own
  *               handles) may call it at the same time on the same ring.
  *   handle-exclusive  no other call may be running on the same handle.
+ * No function is async-signal-safe. From a signal handler that interrupts a
+ * call on the same handle, a non-blocking rb_write (say, a crash logger's
+ * last message) never damages the ring, unless it interrupts rb_close or
+ * the first call after fork() (then it may use a freed handle, or wait
+ * forever); any other call from such a handler may deadlock.
  *
  * The file format is documented in docs/format.md, the concurrency protocol
  * in docs/design.md.

@@ -134,6 +134,9 @@ static void slot_init(rb_ring *rb, uint32_t slot)
     }
     rb->slot = slot;
     rb->me = s;
+    /* A new slot (after fork, a new process's): entry 0 is anyone's.
+     * Relaxed: no other thread writes through the handle meanwhile. */
+    atomic_store_explicit(&rb->intent_owner, 0, memory_order_relaxed);
     rb->id = slot | gen << RB_SLOT_BITS;
     /* Release: whoever learns our id through a release of ours (a record's
      * header via tail, the read turn via its acq_rel CAS) sees the new
@@ -209,14 +212,21 @@ int rb_after_fork(rb_ring *rb)
         char path[64];
         snprintf(path, sizeof path, "/proc/self/fd/%d", rb->fd);
         int e = errno;
-        int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+        int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK), attached = 0;
         if (fd >= 0) {
             int old = rb->fd;
-            if (attach_fd(rb, fd) == RB_OK)
+            if (attach_fd(rb, fd) == RB_OK) {
                 close(old); /* the parent's description: its lock stays with the parent */
-            else
+                attached = 1;
+            } else
                 close(fd);
         }
+        /* Still the parent's slot: its intent entry 0 stays with the
+         * parent's owning thread (whose pthread_self one of ours may have),
+         * so no thread of ours takes the plain-store path (ring.c). Relaxed:
+         * the release of fork_epoch below publishes it to our threads. */
+        if (!attached)
+            atomic_store_explicit(&rb->intent_owner, UINTPTR_MAX, memory_order_relaxed);
         errno = e;
         atomic_store_explicit(&rb->fork_epoch, epoch, memory_order_release);
     }

@@ -152,10 +152,9 @@ static int is_closing(const rb_ring *rb)
     return atomic_load_explicit(&rb->closing, memory_order_acquire) != 0;
 }
 
-int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint64_t), uint64_t arg,
-            int64_t deadline)
+int rb_spin(rb_ring *rb, int (*ready)(rb_ring *, uint64_t), uint64_t arg, int64_t deadline)
 {
-    /* Spin (pause), then spin yielding the CPU, then park. */
+    /* Pause, then yield the CPU between tries. */
     int64_t start = rb_now_ns(), now = start;
     int64_t spin_end = start + RB_SPIN_NS < deadline ? start + RB_SPIN_NS : deadline;
     for (unsigned i = 1;; i++) {
@@ -172,8 +171,17 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
             now = rb_now_ns();
         }
         if (now >= spin_end)
-            break;
+            return RB_ETIMEDOUT;
     }
+}
+
+int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint64_t), uint64_t arg,
+            int64_t deadline)
+{
+    /* Spin, then park. */
+    int rc = rb_spin(rb, ready, arg, deadline);
+    if (rc != RB_ETIMEDOUT)
+        return rc;
     /* Park, waking at least once per stall timeout to check for a dead
      * owner of whatever we wait for (recover.c). Relaxed: a setting. */
     int64_t stall = atomic_load_explicit(&rb->stall_ns, memory_order_relaxed);
@@ -193,7 +201,6 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
      * change visible to every re-check below. Once per wait: membarrier
      * interrupts other CPUs. */
     int heavy = waiter_fence(rb);
-    int rc;
     for (;;) {
         /* Acquire (paired with the waker's release bump): if we read a bump,
          * the re-check below sees the change made before it. If a waker

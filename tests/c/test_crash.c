@@ -5,14 +5,16 @@
  *    child can arm rb_test_killpoint() and die exactly there);
  *  - a stopped (SIGSTOP) writer or reader is waited for, never robbed;
  *  - committed messages survive every process and are read after reopening;
- *  - a random kill harness: producers and consumers at full speed, SIGKILLed
- *    at random moments for RB_KILL_CYCLES cycles (default 200).
+ *  - a random kill harness: producers (each a process of 3 writer threads
+ *    on one handle) and consumers at full speed, SIGKILLed at random
+ *    moments for RB_KILL_CYCLES cycles (default 200).
  */
 #include "runner.h"
 #include "testutil.h"
 #include "../../csrc/internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -716,11 +718,155 @@ TEST(membarrier_opt_out)
     CHECK_EQ_U(atomic_load(&f.rb->hdr->heavy_waiters), 0); /* opting out is not "cannot wait light" */
 }
 
+/* ---- writer threads of one handle, each with its own intent entry ------- */
+
+static _Atomic int parked_in_handler;
+
+/* SIGUSR1 from a kill point: this thread stops there for good (the others
+ * go on) until the process is killed. */
+static void park_thread(int sig)
+{
+    (void)sig;
+    atomic_store(&parked_in_handler, 1);
+    for (;;)
+        pause();
+}
+
+static void *second_writer(void *arg)
+{
+    rb_ring *rb = arg;
+    while (!atomic_load(&parked_in_handler))
+        usleep(100);
+    if (put(rb, 2, 40) != RB_OK)
+        _exit(5);
+    _exit(0); /* the whole process: the first thread never finishes its write */
+}
+
+static void child_two_writer_threads(rb_ring *rb, const void *arg)
+{
+    (void)arg;
+    struct sigaction sa = {.sa_handler = park_thread};
+    sigaction(SIGUSR1, &sa, NULL);
+    if (put(rb, 0, 40) != RB_OK) /* this thread writes first: it owns intent entry 0 */
+        _exit(6);
+    pthread_t th;
+    if (pthread_create(&th, NULL, second_writer, rb) != 0)
+        _exit(4);
+    rb_test_killpoint("write.reserved", 1, SIGUSR1);
+    put(rb, 1, 40); /* stops after its CAS on tail, before its header word */
+    _exit(7);
+}
+
+TEST(writer_threads_of_one_handle_keep_their_intents)
+{
+    /* The first writer thread of a handle owns intent entry 0 and claims it
+     * without a CAS; the others must never take it. Here the owner stops
+     * between its CAS on tail and its header word, while a second thread
+     * of the same handle writes the next message and the process ends. If
+     * the second thread had used (and then cleared) entry 0, the owner's
+     * gap would have no intent left, and readers would report the ring
+     * corrupt instead of skipping it. */
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    pid_t pid = spawn(f.path, child_two_writer_threads, NULL);
+    int st;
+    REQUIRE(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    expect_msg(f.rb, 0, 40, "before the gap");
+    expect_msg(f.rb, 2, 40, "after the dead owner's gap");
+    expect_empty(f.rb, "two writer threads");
+}
+
+static rb_ring *handler_rb;
+
+/* SIGUSR1 from a kill point: log one message through the interrupted
+ * thread's handle, then die (a crash logger). */
+static void log_and_die(int sig)
+{
+    (void)sig;
+    put(handler_rb, 9, 40);
+    signal(SIGKILL, SIG_DFL);
+    raise(SIGKILL);
+}
+
+static void child_logs_from_a_handler(rb_ring *rb, const void *arg)
+{
+    (void)arg;
+    handler_rb = rb;
+    struct sigaction sa = {.sa_handler = log_and_die};
+    sigaction(SIGUSR1, &sa, NULL);
+    if (put(rb, 0, 40) != RB_OK) /* this thread owns intent entry 0 */
+        _exit(6);
+    rb_test_killpoint("write.reserved", 1, SIGUSR1);
+    put(rb, 1, 40); /* the handler runs after its CAS, before its header word */
+    _exit(7);
+}
+
+TEST(writer_in_a_signal_handler_keeps_the_interrupted_intent)
+{
+    /* The handler's write finds intent entry 0 held by the write it
+     * interrupted and takes another: the interrupted write's gap stays
+     * covered and is skipped, the logged message is delivered. */
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    pid_t pid = spawn(f.path, child_logs_from_a_handler, NULL);
+    CHECK(died_of(pid, SIGKILL));
+    expect_msg(f.rb, 0, 40, "before the handler");
+    expect_msg(f.rb, 9, 40, "the handler's message");
+    expect_empty(f.rb, "after the handler");
+}
+
+/* A fork child that cannot take a slot of its own shares its parent's, and
+ * must never use the parent's intent entry 0 (its thread has the same
+ * pthread_self as the parent's owner). Exit status: 0 if all went well. */
+static void child_fills_slots_then_forks(rb_ring *rb, const void *arg)
+{
+    const char *path = arg;
+    if (put(rb, 0, 40) != RB_OK) /* this thread owns intent entry 0 */
+        _exit(10);
+    rb_ring *extra;
+    uint32_t taken = 0;
+    while (taken < RB_SLOTS && rb_open(path, &extra) == RB_OK)
+        taken++; /* kept open: every slot is in use */
+    if (taken == RB_SLOTS || errno != EUSERS)
+        _exit(11);
+    uint32_t parent_slot = rb->slot;
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (put(rb, 1, 40) != RB_OK)
+            _exit(12);
+        if (rb->slot != parent_slot)
+            _exit(13); /* it found a slot after all: the test proves nothing */
+        _exit(atomic_load(&rb->intent_owner) == UINTPTR_MAX ? 0 : 14);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st))
+        _exit(15);
+    _exit(WEXITSTATUS(st));
+}
+
+TEST(fork_child_sharing_the_parents_slot_never_owns_intent_entry_0)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    pid_t pid = spawn(f.path, child_fills_slots_then_forks, f.path);
+    int st;
+    REQUIRE(waitpid(pid, &st, 0) == pid);
+    if (!CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0))
+        printf("    child exit status %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    expect_msg(f.rb, 0, 40, "the parent's message");
+    expect_msg(f.rb, 1, 40, "the child's message");
+    expect_empty(f.rb, "fork fallback");
+}
+
 /* ---- the random kill harness --------------------------------------------- */
 
 #define KH_PRODUCERS 2
 #define KH_CONSUMERS 2
-#define KH_MAXP 4096   /* producer incarnations */
+/* Writer threads per producer process, sharing its handle: the first to
+ * write owns intent entry 0, the others claim entries by CAS. */
+#define KH_THREADS 3
+#define KH_MAXP 16384  /* writer incarnations (KH_THREADS per process) */
 #define KH_MAXSEQ 4096 /* messages per incarnation (it is killed long before) */
 #define KH_HDR 24
 
@@ -797,6 +943,36 @@ static void kh_producer(rb_ring *rb, const void *arg)
         pause(); /* out of sequence numbers: wait to be killed */
 }
 
+struct kh_writer {
+    rb_ring *rb;
+    uint32_t p;
+};
+
+static void *kh_writer_main(void *arg)
+{
+    struct kh_writer *w = arg;
+    kh_producer(w->rb, (const void *)(uintptr_t)w->p);
+    return NULL;
+}
+
+/* A producer process: KH_THREADS writers p0, p0 + 1, ... on one handle. */
+static void kh_producer_process(const char *path, uint32_t p0)
+{
+    rb_ring *rb;
+    if (rb_open(path, &rb) != RB_OK)
+        _exit(3);
+    rb_set_stall_timeout(rb, STALL_NS);
+    struct kh_writer w[KH_THREADS];
+    pthread_t th;
+    for (uint32_t i = 1; i < KH_THREADS; i++) {
+        w[i] = (struct kh_writer){rb, p0 + i};
+        if (pthread_create(&th, NULL, kh_writer_main, &w[i]) != 0)
+            _exit(4);
+    }
+    kh_producer(rb, (const void *)(uintptr_t)p0);
+    _exit(0);
+}
+
 static void kh_check(const unsigned char *m, size_t len)
 {
     uint32_t hdr[2];
@@ -859,25 +1035,19 @@ TEST(random_kill_harness)
 
     pid_t procs[KH_PRODUCERS + KH_CONSUMERS];
     uint32_t next_p = 0, prod_kills = 0, cons_kills = 0;
-    /* Producer incarnation p writes messages (p, 0..). */
+    /* Writer incarnation p writes messages (p, 0..). */
     for (int i = 0; i < KH_PRODUCERS + KH_CONSUMERS; i++) {
         if (i < KH_PRODUCERS) {
             procs[i] = fork();
-            if (procs[i] == 0) {
-                rb_ring *rb;
-                if (rb_open(f.path, &rb) != RB_OK)
-                    _exit(3);
-                rb_set_stall_timeout(rb, STALL_NS);
-                kh_producer(rb, (void *)(uintptr_t)next_p);
-                _exit(0);
-            }
-            next_p++;
+            if (procs[i] == 0)
+                kh_producer_process(f.path, next_p);
+            next_p += KH_THREADS;
         } else
             procs[i] = spawn(f.path, kh_open, (const void *)(uintptr_t)kh_consumer);
     }
     uint64_t r = mix64((uint64_t)now_ns());
     int64_t t_start = now_ns();
-    for (int c = 0; c < cycles && next_p < KH_MAXP - KH_PRODUCERS; c++) {
+    for (int c = 0; c < cycles && next_p <= KH_MAXP - KH_THREADS; c++) {
         r = mix64(r);
         usleep((useconds_t)(500 + r % 8000));
         int victim = (int)((r >> 20) % (KH_PRODUCERS + KH_CONSUMERS));
@@ -886,16 +1056,11 @@ TEST(random_kill_harness)
             FAILF("cycle %d: process %d did not die of SIGKILL (crashed or exited on its own)", c, victim);
         if (victim < KH_PRODUCERS) {
             prod_kills++;
-            uint32_t p = next_p++;
+            uint32_t p = next_p;
+            next_p += KH_THREADS;
             procs[victim] = fork();
-            if (procs[victim] == 0) {
-                rb_ring *rb;
-                if (rb_open(f.path, &rb) != RB_OK)
-                    _exit(3);
-                rb_set_stall_timeout(rb, STALL_NS);
-                kh_producer(rb, (void *)(uintptr_t)p);
-                _exit(0);
-            }
+            if (procs[victim] == 0)
+                kh_producer_process(f.path, p);
         } else {
             cons_kills++;
             procs[victim] = spawn(f.path, kh_open, (const void *)(uintptr_t)kh_consumer);

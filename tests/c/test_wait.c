@@ -2866,6 +2866,45 @@ TEST(peek_skipping_aborted_records_wakes_space_waiters)
     CHECK_EQ(rb_release(rb), RB_OK);
 }
 
+/* A writer that finds the ring full first spins until a sixteenth of it is
+ * free (reserve_wait's refill), but never waits for more than its record
+ * needs: once it has parked, one read that frees a single small record
+ * lets it through. */
+TEST(full_ring_writer_waits_only_for_what_it_needs)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 65536)); /* refill: 4096 bytes */
+    rb_ring *rb = f.rb;
+    uint64_t n = 0;
+    while (put(rb, n, 56) == RB_OK) /* 64-byte records: exactly full */
+        n++;
+    REQUIRE(n == 1024);
+    struct call c;
+    static unsigned char msg[56];
+    make_msg(msg, sizeof msg, 5000);
+    call_init(&c, rb, OP_WRITE_WAIT, -1);
+    c.msg = msg;
+    c.len = sizeof msg;
+    REQUIRE(call_start(&c));
+    REQUIRE(WAIT_PARKED(f.path, OFF_SPACE_WAITERS, 1));
+    unsigned char buf[64];
+    size_t got;
+    int64_t t_read = now_ns();
+    REQUIRE_EQ(rb_read(rb, buf, sizeof buf, &got), RB_OK); /* frees 64 bytes */
+    CHECK(is_msg(buf, got, 0, 56));
+    if (!CALL_FINISH(&c, 10.0))
+        return;
+    CHECK_EQ(c.rc, RB_OK);
+    if (c.t1 - t_read >= SEC)
+        FAILF("the writer returned %.3f s after the read that made room", secs(c.t1 - t_read));
+    for (uint64_t i = 1; i < n; i++) {
+        REQUIRE_EQ(rb_read(rb, buf, sizeof buf, &got), RB_OK);
+        CHECK(is_msg(buf, got, i, 56));
+    }
+    REQUIRE_EQ(rb_read(rb, buf, sizeof buf, &got), RB_OK);
+    CHECK(is_msg(buf, got, 5000, 56));
+}
+
 /* Closing a handle with a peek open gives the read turn back (the message
  * stays for the next reader) instead of leaving it taken in the file. */
 TEST(close_with_an_open_peek_gives_the_turn_back)
