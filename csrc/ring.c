@@ -26,7 +26,7 @@
 #define RB_TURN_SPIN_NS 20000
 /* A writer that finds the ring full spins first until this part of it is
  * free (reserve_wait). */
-#define RB_REFILL_DIV 16
+#define RB_REFILL_DIV 4
 
 static inline _Atomic uint64_t *slot(const rb_ring *rb, uint64_t pos)
 {
@@ -238,10 +238,11 @@ static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t 
          * otherwise take the few bytes each read frees, one message at a
          * time: re-reading head (the consumers' line) for every message,
          * and taking that line from them for every message too. Measured
-         * with claim_intent's entry 0 (bench/cbench, 64-byte messages,
-         * 1 MiB ring): 1.2 to 1.8 times the throughput. Only a spin, which
-         * no waker has to know about: when that share does not come soon,
-         * we wait for just what we need. */
+         * with claim_intent's entry 0 (bench/cbench, 1 MiB ring): 1.2 to
+         * 1.8 times the throughput of 64-byte messages; a quarter rather
+         * than a sixteenth: 1.2 times that of 4 KiB ones (design.md).
+         * Only a spin, which no waker has to know about: when that share
+         * does not come soon, we wait for just what we need. */
         if (refill > need) {
             rc = rb_spin(rb, space_ready, refill, deadline);
             if (rc == RB_OK)

@@ -742,19 +742,34 @@ static void *second_writer(void *arg)
     _exit(0); /* the whole process: the first thread never finishes its write */
 }
 
-static void child_two_writer_threads(rb_ring *rb, const void *arg)
+/* In a child: writes message 0, so that this thread owns intent entry 0,
+ * runs between(rb) if given, then writes message 1, during which SIGUSR1
+ * (caught by handler) arrives after the CAS on tail, before the header
+ * word. The handler must not return. */
+static void signal_in_second_write(rb_ring *rb, void (*handler)(int), void (*between)(rb_ring *))
 {
-    (void)arg;
-    struct sigaction sa = {.sa_handler = park_thread};
+    struct sigaction sa = {.sa_handler = handler};
     sigaction(SIGUSR1, &sa, NULL);
-    if (put(rb, 0, 40) != RB_OK) /* this thread writes first: it owns intent entry 0 */
+    if (put(rb, 0, 40) != RB_OK)
         _exit(6);
+    if (between != NULL)
+        between(rb);
+    rb_test_killpoint("write.reserved", 1, SIGUSR1);
+    put(rb, 1, 40);
+    _exit(7);
+}
+
+static void start_second_writer(rb_ring *rb)
+{
     pthread_t th;
     if (pthread_create(&th, NULL, second_writer, rb) != 0)
         _exit(4);
-    rb_test_killpoint("write.reserved", 1, SIGUSR1);
-    put(rb, 1, 40); /* stops after its CAS on tail, before its header word */
-    _exit(7);
+}
+
+static void child_two_writer_threads(rb_ring *rb, const void *arg)
+{
+    (void)arg;
+    signal_in_second_write(rb, park_thread, start_second_writer);
 }
 
 TEST(writer_threads_of_one_handle_keep_their_intents)
@@ -793,13 +808,7 @@ static void child_logs_from_a_handler(rb_ring *rb, const void *arg)
 {
     (void)arg;
     handler_rb = rb;
-    struct sigaction sa = {.sa_handler = log_and_die};
-    sigaction(SIGUSR1, &sa, NULL);
-    if (put(rb, 0, 40) != RB_OK) /* this thread owns intent entry 0 */
-        _exit(6);
-    rb_test_killpoint("write.reserved", 1, SIGUSR1);
-    put(rb, 1, 40); /* the handler runs after its CAS, before its header word */
-    _exit(7);
+    signal_in_second_write(rb, log_and_die, NULL);
 }
 
 TEST(writer_in_a_signal_handler_keeps_the_interrupted_intent)

@@ -2866,14 +2866,14 @@ TEST(peek_skipping_aborted_records_wakes_space_waiters)
     CHECK_EQ(rb_release(rb), RB_OK);
 }
 
-/* A writer that finds the ring full first spins until a sixteenth of it is
+/* A writer that finds the ring full first spins until a quarter of it is
  * free (reserve_wait's refill), but never waits for more than its record
  * needs: once it has parked, one read that frees a single small record
  * lets it through. */
 TEST(full_ring_writer_waits_only_for_what_it_needs)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 65536)); /* refill: 4096 bytes */
+    REQUIRE(fx_open(&f, 65536)); /* refill: 16384 bytes */
     rb_ring *rb = f.rb;
     uint64_t n = 0;
     while (put(rb, n, 56) == RB_OK) /* 64-byte records: exactly full */
