@@ -1,6 +1,7 @@
 """The wheel ships libringbuf.so, the header and ringbuf.pc, and the extension
 finds the library through RUNPATH=$ORIGIN (so `pip install .` works from any
-directory, not only from an editable checkout)."""
+directory, not only from an editable checkout); an sdist builds the same
+wheel."""
 
 from __future__ import annotations
 
@@ -16,11 +17,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    # A copy without build outputs, so the wheel is built from sources only.
-    src = out / "src"
+def source_copy(dest: Path) -> Path:
+    """A copy of the tree without build outputs, so builds use sources only."""
+    src = dest / "src"
     shutil.copytree(
         ROOT,
         src,
@@ -28,6 +27,13 @@ def wheel(tmp_path_factory) -> Path:
             ".git", ".venv", "build", "*.so", "*.egg-info", "__pycache__", ".*cache"
         ),
     )
+    return src
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    src = source_copy(out)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(src)],
         check=True,
@@ -37,7 +43,7 @@ def wheel(tmp_path_factory) -> Path:
     return found
 
 
-def test_wheel_contents(wheel):
+def check_wheel_contents(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in (
         "ringbuffer/libringbuf.so",
@@ -49,6 +55,31 @@ def test_wheel_contents(wheel):
         assert needed in names
     assert any(n.startswith("ringbuffer/_ringbuf") and n.endswith(".so") for n in names)
     assert not any(n.endswith(".c") or n.endswith(".o") for n in names)
+
+
+def test_wheel_contents(wheel):
+    check_wheel_contents(wheel)
+
+
+def test_sdist_builds_the_wheel(tmp_path):
+    # The sdist must carry what the build reads (MANIFEST.in): csrc/,
+    # build_ffi.py, the cffi declarations and the binding's helpers.
+    src = source_copy(tmp_path)
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--outdir", str(dist), str(src)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (sdist,) = dist.glob("ringbuffer-*.tar.gz")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(sdist)],
+        check=True,
+        timeout=600,
+    )
+    (built,) = dist.glob("ringbuffer-*.whl")
+    check_wheel_contents(built)
 
 
 def test_installed_wheel_works_from_any_directory(wheel, tmp_path):
