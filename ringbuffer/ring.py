@@ -903,6 +903,17 @@ class _Block:
             raise _closed()
         return rb
 
+    def _pointers(self) -> tuple[Any, Any]:
+        """A pooled (void **, size_t *) pair for the C call, its pointer set
+        to NULL (so a failure can tell whether the call got that far); the
+        caller gives it back to ``self._ring._ptrs``."""
+        try:
+            pooled = self._ring._ptrs.pop()
+        except IndexError:
+            pooled = (ffi.new("void **"), ffi.new("size_t *"))
+        pooled[0][0] = ffi.NULL
+        return pooled
+
     def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
         raise NotImplementedError
 
@@ -938,13 +949,8 @@ class _Reservation(_Block):
         block, timeout = self._block, self._timeout
         if block and timeout is not None:
             _check_timeout(timeout)  # also when no wait is needed
-        ptrs = ring._ptrs
-        try:
-            pooled = ptrs.pop()
-        except IndexError:
-            pooled = (ffi.new("void **"), ffi.new("size_t *"))
-        ptr = pooled[0]
-        ptr[0] = ffi.NULL  # NULL until reserved
+        pooled = self._pointers()
+        ptr = pooled[0]  # NULL until reserved
         try:
             # One C call when there is space; the waiting loop only when there is not.
             rc = _rb_reserve(rb, n, ptr)
@@ -963,7 +969,7 @@ class _Reservation(_Block):
                 _rb_abort(rb, p)
             raise
         finally:
-            ptrs.append(pooled)
+            ring._ptrs.append(pooled)
         return view
 
     def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
@@ -1011,13 +1017,8 @@ class _Peek(_Block):
         block, timeout = self._block, self._timeout
         if block and timeout is not None:
             _check_timeout(timeout)  # also when no wait is needed
-        ptrs = ring._ptrs
-        try:
-            pooled = ptrs.pop()
-        except IndexError:
-            pooled = (ffi.new("void **"), ffi.new("size_t *"))
-        ptr, lenp = pooled
-        ptr[0] = ffi.NULL  # NULL until peeked
+        pooled = self._pointers()
+        ptr, lenp = pooled  # ptr: NULL until peeked
         try:
             # One C call when a message is there; the waiting loop only when there is none.
             rc = _rb_peek(rb, ptr, lenp)
@@ -1036,7 +1037,7 @@ class _Peek(_Block):
                 _rb_peek_cancel(rb)
             raise
         finally:
-            ptrs.append(pooled)
+            ring._ptrs.append(pooled)
         return view
 
     def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
