@@ -15,6 +15,7 @@ package; C programs can build against it with :func:`get_include` and
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ringbuffer.exceptions import (
     BufferClosed,
@@ -24,7 +25,7 @@ from ringbuffer.exceptions import (
     InvalidArgument,
     InvalidSize,
     RingBufferError,
-    RingBufferTimeout,
+    Status,
     UnsupportedVersion,
 )
 from ringbuffer.objqueue import Queue
@@ -42,7 +43,7 @@ __all__ = [
     "Queue",
     "RingBuffer",
     "RingBufferError",
-    "RingBufferTimeout",
+    "Status",
     "UnsupportedVersion",
     "__version__",
     "c_version",
@@ -68,3 +69,12 @@ def get_library_dir() -> str:
 def get_pkgconfig_dir() -> str:
     """Folder holding ``ringbuf.pc``, for ``PKG_CONFIG_PATH``."""
     return os.path.join(_HERE, "pkgconfig")
+
+
+def __getattr__(name: str) -> Any:
+    # RingBufferTimeout: deprecated, never raised (see ringbuffer.exceptions).
+    if name == "RingBufferTimeout":
+        from ringbuffer.exceptions import deprecated_timeout_class
+
+        return deprecated_timeout_class(2)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,14 +1,26 @@
-"""Exceptions raised by :mod:`ringbuffer`.
+"""Exceptions raised by :mod:`ringbuffer`, and the one place that turns a
+C status code into one.
 
-Each one also inherits the builtin it resembles, so code written for
+Each exception also inherits the builtin it resembles, so code written for
 :class:`queue.Queue` or plain Python keeps working: ``BufferFull`` is a
 :class:`queue.Full`, ``InvalidSize`` a :class:`ValueError`, and so on. OS
 failures are plain :class:`OSError` subclasses (``FileNotFoundError``, ...).
+
+Timeouts follow :class:`queue.Queue`: a blocking call that runs out of time
+raises :class:`BufferFull` (writing) or :class:`BufferEmpty` (reading), never
+a timeout error of its own. ``RingBufferTimeout`` is kept importable for code
+written against 0.1, is deprecated, and is never raised.
 """
 
 from __future__ import annotations
 
+import enum
+import os
 import queue
+import warnings
+from typing import Any
+
+from ringbuffer._ringbuf import ffi, lib
 
 __all__ = [
     "BufferClosed",
@@ -18,13 +30,34 @@ __all__ = [
     "InvalidArgument",
     "InvalidSize",
     "RingBufferError",
-    "RingBufferTimeout",
+    "Status",
     "UnsupportedVersion",
 ]
+# error() and strerror() are the package's own helpers, not exported.
+
+
+class Status(enum.IntEnum):
+    """The C library's status codes (``enum rb_status`` in ``ringbuf.h``),
+    by name: ``Status.EFULL == -1``. :attr:`RingBufferError.code` is one."""
+
+    OK = lib.RB_OK
+    EFULL = lib.RB_EFULL
+    EEMPTY = lib.RB_EEMPTY
+    ESIZE = lib.RB_ESIZE
+    ECLOSED = lib.RB_ECLOSED
+    ETIMEDOUT = lib.RB_ETIMEDOUT
+    ECORRUPT = lib.RB_ECORRUPT
+    ETRUNC = lib.RB_ETRUNC
+    EINVAL = lib.RB_EINVAL
+    ESYS = lib.RB_ESYS
+    EINTR = lib.RB_EINTR
+    EVERSION = lib.RB_EVERSION
 
 
 class RingBufferError(Exception):
-    """Base class of the library's own errors; ``code`` is the C status code."""
+    """Base class of the library's own errors; ``code`` is the C status code
+    (a :class:`Status`), and the text starts with the C library's message for
+    it (``rb_strerror``)."""
 
     code: int
 
@@ -34,11 +67,13 @@ class RingBufferError(Exception):
 
 
 class BufferFull(RingBufferError, queue.Full):
-    """Not enough free space for the message (``RB_EFULL``)."""
+    """Not enough free space for the message (``RB_EFULL``), now or, for a
+    blocking call, before its timeout."""
 
 
 class BufferEmpty(RingBufferError, queue.Empty):
-    """No message to read (``RB_EEMPTY``)."""
+    """No message to read (``RB_EEMPTY``), now or, for a blocking call,
+    before its timeout."""
 
 
 class InvalidSize(RingBufferError, ValueError):
@@ -61,10 +96,83 @@ class InvalidArgument(RingBufferError, ValueError):
     """A bad argument, such as a ring size of 0 (``RB_EINVAL``)."""
 
 
-class RingBufferTimeout(RingBufferError, TimeoutError):
-    """A wait ran out of time (``RB_ETIMEDOUT``)."""
-
-
 class UnsupportedVersion(CorruptBuffer):
     """The file is a ring of another format version (``RB_EVERSION``); the
     message names the version this library reads."""
+
+
+class _RingBufferTimeout(RingBufferError, TimeoutError):
+    """Deprecated and never raised: a timeout raises :class:`BufferFull` or
+    :class:`BufferEmpty`, as :class:`queue.Queue` does."""
+
+
+_RingBufferTimeout.__name__ = _RingBufferTimeout.__qualname__ = "RingBufferTimeout"
+
+# Status -> exception class. RB_ETIMEDOUT and RB_EINTR never reach this
+# table from the package's calls (a timeout is BufferFull or BufferEmpty, as
+# the caller knows which; an interrupted wait is retried after the signal
+# handler ran): they get the base class. RB_ESYS becomes an OSError.
+_CLASSES: dict[int, type[RingBufferError]] = {
+    Status.EFULL: BufferFull,
+    Status.EEMPTY: BufferEmpty,
+    Status.ESIZE: InvalidSize,
+    Status.ETRUNC: InvalidSize,
+    Status.ECLOSED: BufferClosed,
+    Status.ECORRUPT: CorruptBuffer,
+    Status.EINVAL: InvalidArgument,
+    Status.EVERSION: UnsupportedVersion,
+}
+
+# The C messages of the known codes, read once.
+_MESSAGES: dict[int, str] = {s: ffi.string(lib.rb_strerror(s)).decode() for s in Status}
+
+
+def strerror(code: int) -> str:
+    """The C library's message for a status code (``rb_strerror``); never fails."""
+    message = _MESSAGES.get(code)
+    if message is None:
+        message = ffi.string(lib.rb_strerror(code)).decode()
+    return message
+
+
+def error(code: int, path: bytes | str | None = None, detail: str | None = None) -> Exception:
+    """The exception for a C status code (to be raised by the caller).
+
+    ``RB_ESYS`` gives the :class:`OSError` subclass of the C call's ``errno``
+    (read here: call this right after the failing C call), with ``path`` as
+    its filename. Any other code gives the :class:`RingBufferError` subclass
+    of the table above, whose text is the C message followed by ``detail``,
+    or by ``path`` for the codes that judge a file (corrupt, other version).
+    """
+    if code == Status.ESYS:
+        err = ffi.errno
+        filename = os.fsdecode(path) if path is not None else None
+        return OSError(err, os.strerror(err), filename)
+    message = strerror(code)
+    if detail:
+        message = f"{message}: {detail}"
+    elif path is not None and code in (Status.ECORRUPT, Status.EVERSION):
+        message = f"{message}: {os.fsdecode(path)!r}"
+    try:
+        status: int = Status(code)
+    except ValueError:  # a code this binding does not know (a newer library)
+        status = code
+    return _CLASSES.get(code, RingBufferError)(status, message)
+
+
+def deprecated_timeout_class(stacklevel: int) -> type[RingBufferError]:
+    """``RingBufferTimeout``, with its DeprecationWarning (for the module
+    ``__getattr__`` here and in the package)."""
+    warnings.warn(
+        "ringbuffer.RingBufferTimeout is deprecated and never raised: a timeout raises "
+        "BufferFull (queue.Full) or BufferEmpty (queue.Empty), as queue.Queue does",
+        DeprecationWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return _RingBufferTimeout
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RingBufferTimeout":
+        return deprecated_timeout_class(2)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -44,10 +44,11 @@ import time
 import types
 import weakref
 from collections.abc import Iterable
-from typing import Any, Callable, Union
+from typing import Any, Callable, Union, cast
 
-from ringbuffer.exceptions import BufferClosed, InvalidSize
-from ringbuffer.ring import RingBuffer, StrPath, Timeout, closed_error, size_error
+from ringbuffer._wait import Timeout
+from ringbuffer.exceptions import BufferClosed, InvalidSize, Status, error
+from ringbuffer.ring import RingBuffer, StrPath
 
 __all__ = ["DEFAULT_MAXSIZE_BYTES", "Queue"]
 
@@ -267,10 +268,12 @@ class Queue:
                 f"maximum message size of {self._max} bytes (half its capacity of {self.capacity}; "
                 f"create the queue with a larger maxsize_bytes)"
             )
-        return size_error(detail)
+        return cast(InvalidSize, error(Status.ESIZE, detail=detail))
 
     def _closed_error(self) -> BufferClosed:
-        return closed_error(f"ringbuffer.Queue {self._ring.path!r} is closed")
+        return cast(
+            BufferClosed, error(Status.ECLOSED, detail=f"ringbuffer.Queue {self._ring.path!r} is closed")
+        )
 
     def put(self, obj: Any, block: bool = True, timeout: Timeout = None) -> None:
         """Puts an object into the queue, waiting for space if needed.

@@ -1,7 +1,11 @@
 """The :class:`RingBuffer` class: the Python face of ``libringbuf.so``.
 
-This is the only module that touches the cffi binding (``ffi``/``lib``);
-everything else in the package goes through it.
+The binding (``ffi``/``lib`` of ``ringbuffer._ringbuf``) is imported by these
+modules only, each with one job: this one (the facade and its copying
+paths), ``_zerocopy`` (the ``reserve()``/``peek()`` blocks), ``_handle`` (the
+open handle, and the interface between the facade and the blocks) and
+``exceptions`` (status codes to exceptions). The rest of the package goes
+through them; tests/test_layout.py checks the rule.
 
 Naming rule: the file-like names (``write``, ``read``, ``read_into``,
 ``reserve``, ``peek``) do not block by default; the queue-like names
@@ -13,44 +17,24 @@ from __future__ import annotations
 
 import array
 import errno
-import numbers
 import operator
 import os
 import struct
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Union, cast
 
+from ringbuffer._args import contiguous, path_arg, size_arg
+from ringbuffer._handle import Handle
 from ringbuffer._ringbuf import ffi, lib
-from ringbuffer.exceptions import (
-    BufferClosed,
-    BufferEmpty,
-    BufferFull,
-    CorruptBuffer,
-    InvalidArgument,
-    InvalidSize,
-    RingBufferError,
-    RingBufferTimeout,
-    UnsupportedVersion,
-)
+from ringbuffer._wait import STALL_DEFAULT, Timeout, check_timeout, stall_ns, wait
+from ringbuffer._zerocopy import Peek, Reservation
+from ringbuffer.exceptions import BufferClosed, InvalidSize, Status, error
 
-__all__ = ["RingBuffer", "c_version", "format_version"]
+__all__ = ["RingBuffer", "StrPath", "Timeout", "c_version", "format_version"]
 
 StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-Timeout = Optional[float]
-
-_EXCEPTIONS: dict[int, type[RingBufferError]] = {
-    lib.RB_EFULL: BufferFull,
-    lib.RB_EEMPTY: BufferEmpty,
-    lib.RB_ESIZE: InvalidSize,
-    lib.RB_ETRUNC: InvalidSize,
-    lib.RB_ECLOSED: BufferClosed,
-    lib.RB_ETIMEDOUT: RingBufferTimeout,
-    lib.RB_ECORRUPT: CorruptBuffer,
-    lib.RB_EINVAL: InvalidArgument,
-    lib.RB_EVERSION: UnsupportedVersion,
-}
 
 # Buffers for reads: not zero-filled (they are always overwritten first).
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
@@ -61,82 +45,29 @@ _BATCH_BUF_SIZE = 16 * 1024 * 1024
 # get_many() splits a batch of messages of one size with a struct format of
 # up to this many fields (larger ones would take much memory to compile).
 _STRUCT_SPLIT_MAX = 4096
-_SIZE_MAX = 2**64 - 1
 # The array typecode of C's size_t (an array of message lengths is passed as size_t[]).
 _SIZE_T_CODE = "L" if array.array("L").itemsize == ffi.sizeof("size_t") else "Q"
 _ONLY_BYTES = {bytes}
-# A blocking call waits in C for at most this long before coming back to
-# Python, which then runs signal handlers (Ctrl-C) and waits again.
-_SLICE_NS = 50_000_000
-# A timeout longer than this (about 32 years; also inf, or an int too large
-# for a float) waits forever, like None.
-_TIMEOUT_FOREVER = 1e9
-# The C library's default stall timeout (rb_set_stall_timeout), in seconds.
-_STALL_DEFAULT = 0.1
 
 # The C functions and cffi helpers of the hot paths, looked up once: an
 # attribute of ``lib`` or ``ffi`` costs a lookup on every use.
 _rbpy_read = lib.rbpy_read
 _rbpy_read_wait = lib.rbpy_read_wait
 _rb_write = lib.rb_write
+_rb_write_wait = lib.rb_write_wait
 _rb_read_many = lib.rb_read_many
 _rb_write_many = lib.rb_write_many
 _unpack = ffi.unpack
 _buffer = ffi.buffer
-_rb_reserve = lib.rb_reserve
-_rb_commit = lib.rb_commit
-_rb_abort = lib.rb_abort
-_rb_peek = lib.rb_peek
-_rb_release = lib.rb_release
-_rb_peek_cancel = lib.rb_peek_cancel
 
-_OK = lib.RB_OK
-_EFULL = lib.RB_EFULL
-_EEMPTY = lib.RB_EEMPTY
-_ETIMEDOUT = lib.RB_ETIMEDOUT
-_ETRUNC = lib.RB_ETRUNC
-_EINTR = lib.RB_EINTR
-
-
-def _strerror(code: int) -> str:
-    return ffi.string(lib.rb_strerror(code)).decode()
-
-
-def _error(code: int, path: bytes | None = None, detail: str | None = None) -> Exception:
-    """Turns a C status code into the matching exception."""
-    if code == lib.RB_ESYS:
-        err = ffi.errno
-        filename = os.fsdecode(path) if path is not None else None
-        return OSError(err, os.strerror(err), filename)
-    message = _strerror(code)
-    if detail:
-        message = f"{message}: {detail}"
-    elif path is not None and code in (lib.RB_ECORRUPT, lib.RB_EVERSION):
-        message = f"{message}: {os.fsdecode(path)!r}"
-    return _EXCEPTIONS.get(code, RingBufferError)(code, message)
-
-
-def size_error(detail: str) -> InvalidSize:
-    """An InvalidSize carrying RB_ESIZE, for the package's other modules."""
-    return InvalidSize(lib.RB_ESIZE, detail)
-
-
-def closed_error(detail: str) -> BufferClosed:
-    """A BufferClosed carrying RB_ECLOSED, for the package's other modules."""
-    return BufferClosed(lib.RB_ECLOSED, detail)
-
-
-def _closed() -> BufferClosed:
-    return BufferClosed(lib.RB_ECLOSED, _strerror(lib.RB_ECLOSED))
-
-
-def _contiguous(msg: Any) -> Any:
-    """msg itself if it is a C-contiguous buffer, else a bytes copy of it
-    (TypeError if it is not a bytes-like object at all)."""
-    if type(msg) is bytes:
-        return msg
-    view = memoryview(msg)
-    return msg if view.c_contiguous else view.tobytes()
+# Plain ints (an IntEnum member compares more slowly on the hot paths).
+_OK = int(Status.OK)
+_EFULL = int(Status.EFULL)
+_EEMPTY = int(Status.EEMPTY)
+_ETIMEDOUT = int(Status.ETIMEDOUT)
+_ETRUNC = int(Status.ETRUNC)
+_ECLOSED = int(Status.ECLOSED)
+_EINVAL = int(Status.EINVAL)
 
 
 def _read_buf(size: int) -> tuple[Any, Any]:
@@ -144,31 +75,6 @@ def _read_buf(size: int) -> tuple[Any, Any]:
     and an ffi.buffer over its bytes, whose slices are the messages."""
     buf = _alloc("struct rbpy_buf *", {"size": size, "data": size})
     return buf, _buffer(buf.data, size)
-
-
-def _path_arg(path: Any) -> bytes:
-    bpath = os.fsencode(path)
-    if b"\0" in bpath:
-        raise ValueError("embedded null byte in path")
-    return bpath
-
-
-def _full() -> BufferFull:
-    return BufferFull(_EFULL, _strerror(_EFULL))
-
-
-def _empty() -> BufferEmpty:
-    return BufferEmpty(_EEMPTY, _strerror(_EEMPTY))
-
-
-def _check_timeout(timeout: float) -> Timeout:
-    """queue.Queue's rule: a negative timeout is an error (even when no wait
-    is needed), and so is NaN; a non-number raises TypeError from the
-    comparison. Returns the timeout to wait with: None (forever) for one
-    beyond _TIMEOUT_FOREVER (inf, 10**400), which deadline arithmetic cannot take."""
-    if not timeout >= 0:
-        raise ValueError("'timeout' must be a non-negative number")
-    return None if timeout > _TIMEOUT_FOREVER else timeout
 
 
 def _send_buffer(rb: Any, msg: Any, block: bool, timeout: Timeout) -> tuple[int, int]:
@@ -181,46 +87,13 @@ def _send_buffer(rb: Any, msg: Any, block: bool, timeout: Timeout) -> tuple[int,
     of the caller's memoryview in a reference cycle can crash the garbage
     collector of CPython < 3.12.7 (gh-77894).
     """
-    with ffi.from_buffer(_contiguous(msg)) as data:
+    with ffi.from_buffer(contiguous(msg)) as data:
         n = len(data)
         # One C call when there is space; the waiting loop only when there is not.
-        rc = lib.rb_write(rb, data, n)
+        rc = _rb_write(rb, data, n)
         if rc == _EFULL and block:
-            rc = _wait(lib.rb_write_wait, rb, data, n, timeout=timeout)
+            rc = wait(_rb_write_wait, rb, data, n, timeout=timeout)
         return rc, n
-
-
-def _size_arg(size: Any) -> int:
-    if isinstance(size, bool):
-        raise TypeError("size must be an integer, not bool")
-    n = operator.index(size)  # TypeError for non-integers
-    return n if 0 <= n <= _SIZE_MAX else 0  # 0 makes the C side say EINVAL
-
-
-def _wait(fn: Callable[..., int], *args: Any, timeout: Timeout) -> int:
-    """Calls a C ``*_wait`` function until it succeeds or ``timeout`` seconds
-    (None: forever) pass, in slices so that signal handlers run in between.
-
-    The C call returns ``RB_EINTR`` (having done nothing) when a signal
-    arrives while it sleeps: back here, Python runs the handler before the
-    next call, so Ctrl-C raises KeyboardInterrupt without losing a message.
-    """
-    if timeout is not None:
-        timeout = _check_timeout(timeout)
-    if timeout is None:
-        while True:
-            rc = fn(*args, _SLICE_NS)
-            if rc != _ETIMEDOUT and rc != _EINTR:
-                return rc
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        ns = int(remaining * 1e9) if remaining > 0 else 0
-        rc = fn(*args, min(ns, _SLICE_NS))
-        if rc == _EINTR:
-            continue  # the deadline is checked on the next round
-        if rc != _ETIMEDOUT or ns <= _SLICE_NS:
-            return rc
 
 
 def c_version() -> int:
@@ -233,21 +106,8 @@ def format_version() -> int:
     return int(lib.RB_FORMAT_VERSION)
 
 
-def _reopen(path: str, stall_timeout: float | None = _STALL_DEFAULT) -> RingBuffer:
+def _reopen(path: str, stall_timeout: float | None = STALL_DEFAULT) -> RingBuffer:
     return RingBuffer.open(path, stall_timeout=stall_timeout)
-
-
-def _stall_ns(stall_timeout: float | None) -> int:
-    """Seconds (None: never) as rb_set_stall_timeout's nanoseconds."""
-    if stall_timeout is None:
-        return -1
-    if not isinstance(stall_timeout, numbers.Real):
-        kind = type(stall_timeout).__name__
-        raise TypeError(f"stall_timeout must be a number of seconds or None, not {kind}")
-    seconds = float(stall_timeout)
-    if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError(f"stall_timeout must be a finite number >= 0 or None, not {stall_timeout!r}")
-    return min(int(seconds * 1e9), 2**62)
 
 
 class RingBuffer:
@@ -282,12 +142,10 @@ class RingBuffer:
         "_batch_bufs",
         "_bufs",
         "_capacity",
-        "_handle",
+        "_h",
         "_max",
         "_path",
-        "_ptrs",
         "_rb",
-        "_reserved",
         "_stall",
     )
 
@@ -298,63 +156,58 @@ class RingBuffer:
         remove: bool = False,
         *,
         mode: int = 0o600,
-        stall_timeout: float | None = _STALL_DEFAULT,
+        stall_timeout: float | None = STALL_DEFAULT,
     ) -> None:
         self._rb: Any = None
-        self._handle: Any = None
-        bpath = _path_arg(path)
-        stall_ns = _stall_ns(stall_timeout)
+        bpath = path_arg(path)
+        ns = stall_ns(stall_timeout)
         out = ffi.new("rb_ring **")
         flags = lib.RB_REMOVE if remove else 0
         mode = operator.index(mode)
         if not 0 <= mode <= 0o7777:
-            raise InvalidArgument(lib.RB_EINVAL, f"{_strerror(lib.RB_EINVAL)}: mode {mode:#o}")
-        rc = lib.rb_create_mode(bpath, _size_arg(size), flags, mode, out)
+            raise error(_EINVAL, detail=f"mode {mode:#o}")
+        rc = lib.rb_create_mode(bpath, size_arg(size), flags, mode, out)
         if rc != _OK:
-            detail = (f"size {size!r}" if bpath else "empty path") if rc == lib.RB_EINVAL else None
-            raise _error(rc, bpath, detail)
-        self._attach(out[0], bpath, stall_timeout, stall_ns)
+            detail = (f"size {size!r}" if bpath else "empty path") if rc == _EINVAL else None
+            raise error(rc, bpath, detail)
+        self._attach(out[0], bpath, stall_timeout, ns)
 
     @classmethod
-    def open(cls, path: StrPath, *, stall_timeout: float | None = _STALL_DEFAULT) -> RingBuffer:
+    def open(cls, path: StrPath, *, stall_timeout: float | None = STALL_DEFAULT) -> RingBuffer:
         """Opens an existing ring file; raises :class:`CorruptBuffer` if it is
         not one, :class:`UnsupportedVersion` if it is a ring of another format
         version. ``stall_timeout`` is as for the constructor."""
         self = cls.__new__(cls)
         self._rb = None
-        self._handle = None
-        bpath = _path_arg(path)
-        stall_ns = _stall_ns(stall_timeout)
+        bpath = path_arg(path)
+        ns = stall_ns(stall_timeout)
         out = ffi.new("rb_ring **")
         rc = lib.rb_open(bpath, out)
         if rc != _OK:
-            exc = _error(rc, bpath)
+            exc = error(rc, bpath)
             if isinstance(exc, OSError) and exc.errno == errno.ELOOP and os.path.islink(bpath):
                 # O_NOFOLLOW's ELOOP reads "Too many levels of symbolic links"
                 message = "is a symbolic link (not followed when opening a ring; open its target)"
                 exc = OSError(errno.ELOOP, message, os.fsdecode(bpath))
             raise exc
-        self._attach(out[0], bpath, stall_timeout, stall_ns)
+        self._attach(out[0], bpath, stall_timeout, ns)
         return self
 
-    def _attach(self, rb: Any, bpath: bytes, stall_timeout: float | None, stall_ns: int) -> None:
-        lib.rb_set_stall_timeout(rb, stall_ns)
+    def _attach(self, rb: Any, bpath: bytes, stall_timeout: float | None, ns: int) -> None:
+        lib.rb_set_stall_timeout(rb, ns)
         self._stall = None if stall_timeout is None else float(stall_timeout)
+        # The Handle owns rb (rb_close when the last holder is collected);
+        # self._rb is its copy for the hot paths, None once closed.
+        self._h = Handle(rb, bpath)
         self._rb = rb
-        self._handle = rb  # kept after close() for __del__'s rb_close
         self._path = bpath
         self._capacity = int(lib.rb_capacity(rb))
-        self._max = int(lib.rb_max_message_size(rb))
+        self._max = self._h.max_message
         # Pools of read buffers; deque.pop/append are atomic (thread-safe),
         # so threads never share one. A deque, not a list: a list going from
         # one item to none and back reallocates its array every time.
         self._bufs: deque[tuple[Any, Any]] = deque()
         self._batch_bufs: deque[tuple[Any, int]] = deque()
-        # Reservations (their void * pointers) made through this object and
-        # not yet committed or aborted.
-        self._reserved: set[Any] = set()
-        # (void **, size_t *) pairs for reserve() and peek().
-        self._ptrs: deque[tuple[Any, Any]] = deque()
 
     # -- properties --------------------------------------------------------
 
@@ -381,11 +234,11 @@ class RingBuffer:
 
     @stall_timeout.setter
     def stall_timeout(self, value: float | None) -> None:
-        stall_ns = _stall_ns(value)
+        ns = stall_ns(value)
         rb = self._rb
         if rb is None:
-            raise _closed()
-        lib.rb_set_stall_timeout(rb, stall_ns)
+            raise error(_ECLOSED)
+        lib.rb_set_stall_timeout(rb, ns)
         self._stall = None if value is None else float(value)
 
     @property
@@ -397,7 +250,7 @@ class RingBuffer:
         """A snapshot ``(head, tail)`` of the byte positions; ``tail - head`` bytes are in use."""
         rb = self._rb
         if rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         out = ffi.new("uint64_t[2]")
         lib.rb_positions(rb, out, out + 1)
         return int(out[0]), int(out[1])
@@ -418,11 +271,11 @@ class RingBuffer:
         """
         rb = self._rb
         if rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         out = ffi.new("struct rb_info *")
         rc = lib.rb_info(rb, out)
         if rc != _OK:
-            raise _error(rc, self._path)
+            raise error(rc, self._path)
         i = out[0]
         return {
             "path": self.path,
@@ -454,13 +307,13 @@ class RingBuffer:
         if it is empty or larger than :attr:`max_message_size`.
         """
         if not self.try_write(msg):
-            raise _full()
+            raise error(_EFULL)
 
     def try_write(self, msg: Any) -> bool:
         """Like :meth:`write`, but returns False instead of raising :class:`BufferFull`."""
         rb = self._rb
         if rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         if type(msg) is bytes:  # the hot path, inline
             n = len(msg)
             rc = _rb_write(rb, msg, n)
@@ -470,7 +323,7 @@ class RingBuffer:
             return True
         if rc == _EFULL:
             return False
-        raise self._write_error(rc, n)
+        raise self._h.write_error(rc, n)
 
     def put(self, msg: Any, block: bool = True, timeout: Timeout = None) -> None:
         """Writes one message, waiting for space if needed (as :meth:`queue.Queue.put`).
@@ -481,9 +334,9 @@ class RingBuffer:
         """
         rb = self._rb
         if rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         if block and timeout is not None:
-            _check_timeout(timeout)  # also when no wait is needed, as queue.Queue
+            check_timeout(timeout)  # also when no wait is needed, as queue.Queue
         if type(msg) is bytes:
             # The hot path, inline as in try_write (a helper call costs about
             # as much as the C write): bytes go to C as they are, one call
@@ -493,11 +346,11 @@ class RingBuffer:
             if rc == _OK:
                 return
             if rc == _EFULL and block:
-                rc = _wait(lib.rb_write_wait, rb, msg, n, timeout=timeout)
+                rc = wait(_rb_write_wait, rb, msg, n, timeout=timeout)
         else:
             rc, n = _send_buffer(rb, msg, block, timeout)
         if rc != _OK:
-            raise _full() if rc in (_EFULL, _ETIMEDOUT) else self._write_error(rc, n)
+            raise error(_EFULL) if rc in (_EFULL, _ETIMEDOUT) else self._h.write_error(rc, n)
 
     def put_nowait(self, msg: Any) -> None:
         """``put(msg, block=False)``."""
@@ -527,9 +380,9 @@ class RingBuffer:
     def _put_many(self, msgs: Iterable[Any], block: bool, timeout: Timeout, complete: bool = False) -> int:
         rb = self._rb
         if rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         if block and timeout is not None:
-            timeout = _check_timeout(timeout)  # up front, also for an empty batch
+            timeout = check_timeout(timeout)  # up front, also for an empty batch
         # A private list (an iterator is consumed here): the passes below
         # (types, lengths, join) must all see the same messages, whatever
         # another thread does to the caller's list meanwhile.
@@ -541,7 +394,7 @@ class RingBuffer:
             # below costs a Python call per message).
             lens = list(map(len, msgs))
         else:
-            msgs = [_contiguous(m) for m in msgs]
+            msgs = [contiguous(m) for m in msgs]
             lens = [len(m) if type(m) is bytes else memoryview(m).nbytes for m in msgs]
         data = ffi.from_buffer(b"".join(msgs))
         c_lens = ffi.from_buffer("size_t[]", array.array(_SIZE_T_CODE, lens))  # cheaper than ffi.new
@@ -554,7 +407,7 @@ class RingBuffer:
             rc = _rb_write_many(rb, data + offset, c_lens + done, count - done, written)
             if rc == _EFULL and block:
                 left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                rc = _wait(
+                rc = wait(
                     lib.rb_write_many_wait,
                     rb,
                     data + offset,
@@ -568,7 +421,7 @@ class RingBuffer:
             if rc != _OK:
                 bad = next((n for n in lens if n == 0 or n > self._max), None)
                 detail = f"message of {bad} bytes (maximum {self._max})" if bad is not None else None
-                raise _error(rc, detail=detail)
+                raise error(rc, detail=detail)
             n = int(written[0])
             offset += sum(lens[done : done + n])
             done += n
@@ -576,12 +429,7 @@ class RingBuffer:
                 break
         return done
 
-    def _write_error(self, rc: int, n: int) -> Exception:
-        if rc == lib.RB_ESIZE:
-            return _error(rc, detail=f"message of {n} bytes (maximum {self._max})")
-        return _error(rc)
-
-    def reserve(self, size: int, block: bool = False, timeout: Timeout = None) -> _Reservation:
+    def reserve(self, size: int, block: bool = False, timeout: Timeout = None) -> Reservation:
         """Zero-copy write: ``with rb.reserve(n) as buf:`` gives a writable
         memoryview of ``n`` bytes inside the ring, committed (delivered) when
         the block ends and aborted (never delivered) if it raises.
@@ -593,7 +441,7 @@ class RingBuffer:
         them past the block. Raises :class:`BufferFull` (no space, and not
         blocking or timed out) or :class:`InvalidSize`.
         """
-        return _Reservation(self, size, block, timeout)
+        return Reservation(self._h, size, block, timeout)
 
     # -- reading -----------------------------------------------------------
 
@@ -612,7 +460,7 @@ class RingBuffer:
                 # when there is none.
                 n = _rbpy_read(rb, buf)
                 if n == _EEMPTY and block:
-                    n = _wait(_rbpy_read_wait, rb, buf, timeout=timeout)
+                    n = wait(_rbpy_read_wait, rb, buf, timeout=timeout)
                 if n >= 0:
                     return view[:n]
                 if n == _ETRUNC:  # a message larger than the buffer: grow it
@@ -622,7 +470,7 @@ class RingBuffer:
                     continue
                 if n in (_EEMPTY, _ETIMEDOUT):
                     return None
-                raise _error(n, self._path)
+                raise error(n, self._path)
         finally:
             bufs.append(pooled)
 
@@ -633,17 +481,17 @@ class RingBuffer:
         """
         rb = self._rb
         if rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         msg = self._receive(rb, False, None)
         if msg is None:
-            raise _empty()
+            raise error(_EEMPTY)
         return msg
 
     def try_read(self) -> bytes | None:
         """Like :meth:`read`, but returns None when the ring is empty."""
         rb = self._rb
         if rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         return self._receive(rb, False, None)
 
     def get(self, block: bool = True, timeout: Timeout = None) -> bytes:
@@ -656,9 +504,9 @@ class RingBuffer:
         """
         rb = self._rb
         if rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         if block and timeout is not None:
-            _check_timeout(timeout)  # also when no wait is needed, as queue.Queue
+            check_timeout(timeout)  # also when no wait is needed, as queue.Queue
         # The hot path, inline: a message is there and fits a pooled buffer
         # (a call to _receive, with its try/finally, costs a good part of
         # the C read itself). Anything else goes the general way, which
@@ -677,7 +525,7 @@ class RingBuffer:
             bufs.append(pooled)
         msg = self._receive(rb, block, timeout)
         if msg is None:
-            raise _empty()
+            raise error(_EEMPTY)
         return msg
 
     def get_nowait(self) -> bytes:
@@ -696,7 +544,7 @@ class RingBuffer:
         """
         rb = self._rb
         if rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         if type(buffer) is not bytearray and _holds_objects(buffer):
             raise TypeError("read_into() cannot write bytes over Python objects (an array of dtype object)")
         try:
@@ -708,16 +556,16 @@ class RingBuffer:
         with target:
             size = len(target)
             if block:
-                rc = _wait(lib.rb_read_wait, rb, target, size, lenp, timeout=timeout)
+                rc = wait(lib.rb_read_wait, rb, target, size, lenp, timeout=timeout)
             else:
                 rc = lib.rb_read(rb, target, size, lenp)
         if rc == _OK:
             return int(lenp[0])
         if rc in (_EEMPTY, _ETIMEDOUT):
-            raise _empty()
+            raise error(_EEMPTY)
         if rc == _ETRUNC:
             raise _too_small(int(lenp[0]), size)
-        raise _error(rc, self._path)
+        raise error(rc, self._path)
 
     def read_many(self, max_messages: int) -> list[bytes]:
         """Reads up to ``max_messages`` messages with one C call, without blocking.
@@ -735,18 +583,18 @@ class RingBuffer:
         """
         msgs = self._get_many(max_messages, block=block, timeout=timeout)
         if not msgs and operator.index(max_messages) > 0:
-            raise _empty()
+            raise error(_EEMPTY)
         return msgs
 
     def _get_many(self, max_messages: int, block: bool, timeout: Timeout) -> list[bytes]:
         rb = self._rb
         if rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         if block and timeout is not None:
-            _check_timeout(timeout)  # up front, also for max_messages=0
+            check_timeout(timeout)  # up front, also for max_messages=0
         want = operator.index(max_messages)
         if want < 0:
-            raise InvalidArgument(lib.RB_EINVAL, f"{_strerror(lib.RB_EINVAL)}: max_messages {want}")
+            raise error(_EINVAL, detail=f"max_messages {want}")
         if want == 0:
             return []
         want = min(want, self._capacity // 16)  # a ring holds no more records than that
@@ -764,7 +612,7 @@ class RingBuffer:
                 # when there are none.
                 rc = _rb_read_many(rb, buf, size, lens, want, count)
                 if rc == _EEMPTY and block:
-                    rc = _wait(lib.rb_read_many_wait, rb, buf, size, lens, want, count, timeout=timeout)
+                    rc = wait(lib.rb_read_many_wait, rb, buf, size, lens, want, count, timeout=timeout)
                 if rc != _ETRUNC:
                     break
                 size = int(lens[0])  # one message larger than the pooled buffer
@@ -772,7 +620,7 @@ class RingBuffer:
             if rc in (_EEMPTY, _ETIMEDOUT):
                 return []
             if rc != _OK:
-                raise _error(rc, self._path)
+                raise error(rc, self._path)
             # One bytes object per message, sliced straight out of the read
             # buffer (before it goes back to the pool): no copy of the batch.
             raw = _buffer(buf)
@@ -788,7 +636,7 @@ class RingBuffer:
         finally:
             self._batch_bufs.append(pooled)
 
-    def peek(self, block: bool = False, timeout: Timeout = None, consume_on_error: bool = True) -> _Peek:
+    def peek(self, block: bool = False, timeout: Timeout = None, consume_on_error: bool = True) -> Peek:
         """Zero-copy read: ``with rb.peek() as view:`` gives a read-only
         memoryview of the next message inside the ring; the message is
         consumed when the block ends, also if it raises, unless
@@ -803,7 +651,7 @@ class RingBuffer:
         Raises :class:`BufferEmpty` if there is no message (after waiting,
         with ``block``).
         """
-        return _Peek(self, block, timeout, consume_on_error)
+        return Peek(self._h, block, timeout, consume_on_error)
 
     def drain(self) -> list[bytes]:
         """Reads every message there is now, without blocking."""
@@ -819,7 +667,7 @@ class RingBuffer:
         ring is closed (from another thread). Iterating a ring that is
         already closed raises :class:`BufferClosed`."""
         if self._rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         while True:
             try:
                 yield self.get()
@@ -832,42 +680,27 @@ class RingBuffer:
         """Closes the ring: calls blocked in other threads raise
         :class:`BufferClosed`, and so does every later call. The file stays.
         The file descriptor (which holds this handle's slot in the ring) and
-        the memory mapping are released when the object is garbage-collected,
+        the memory mapping are released when the object, and every
+        ``reserve()``/``peek()`` block made from it, are garbage-collected,
         so that a call still running in another thread never touches
         unmapped memory; until then the handle counts as attached, and a
         reservation it left open is not skipped by readers. Idempotent."""
-        rb, self._rb = self._rb, None
-        if rb is not None:
-            lib.rb_shutdown(rb)
+        self._rb = None
+        h = getattr(self, "_h", None)  # unset if __init__ failed
+        if h is not None:
+            h.shutdown()
 
     def __enter__(self) -> RingBuffer:
         if self._rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        handle = getattr(self, "_handle", None)  # unset if __init__ failed early
-        self._handle = None
-        if handle is None:
-            return
-        # No thread can be inside a call (none holds self), but a reserve()
-        # or peek() block suspended in a reference cycle with this object may
-        # be finalized after it: abort its reservation now (it then finds
-        # nothing to do), and rb_close gives back an open peek's read turn.
-        try:
-            for ptr in self._reserved:
-                lib.rb_abort(handle, ptr)
-            self._reserved.clear()
-            lib.rb_close(handle)
-        except Exception:  # interpreter shutdown: the binding may be gone
-            pass
-
     def __reduce__(self) -> tuple[Callable[[str, float | None], RingBuffer], tuple[str, float | None]]:
         if self._rb is None:
-            raise _closed()
+            raise error(_ECLOSED)
         return _reopen, (self.path, self._stall)
 
     def __repr__(self) -> str:
@@ -875,196 +708,8 @@ class RingBuffer:
         return f"<RingBuffer {self.path!r} {state}>"
 
 
-class _Block:
-    """What the blocks of :meth:`RingBuffer.reserve` and :meth:`RingBuffer.peek`
-    share. They are classes rather than ``@contextlib.contextmanager``
-    generators, which cost several times as much per block, and keep the
-    generators' behaviour: everything happens when the block is entered
-    (once only), and what the block holds is finished exactly once, also if
-    the object is garbage-collected with its block still open (as closing
-    the generator did)."""
-
-    __slots__ = ("_block", "_rb", "_ring", "_timeout", "_view")
-    _what = ""
-
-    def __init__(self, ring: RingBuffer, block: bool, timeout: Timeout) -> None:
-        self._view: memoryview | None = None  # set while the block is open
-        self._rb: Any = None  # set when the block is entered (once only)
-        self._ring = ring
-        self._block = block
-        self._timeout = timeout
-
-    def _enter(self) -> Any:
-        """The handle, after the checks every block makes first."""
-        if self._rb is not None:
-            raise RuntimeError(f"{self._what} block can be entered only once")
-        self._rb = rb = self._ring._rb
-        if rb is None:
-            raise _closed()
-        return rb
-
-    def _pointers(self) -> tuple[Any, Any]:
-        """A pooled (void **, size_t *) pair for the C call, its pointer set
-        to NULL (so a failure can tell whether the call got that far); the
-        caller gives it back to ``self._ring._ptrs``."""
-        try:
-            pooled = self._ring._ptrs.pop()
-        except IndexError:
-            pooled = (ffi.new("void **"), ffi.new("size_t *"))
-        pooled[0][0] = ffi.NULL
-        return pooled
-
-    def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
-        raise NotImplementedError
-
-    def __del__(self) -> None:
-        # Abandoned with its block open (in a reference cycle, or never
-        # left): finished as closing the generator did. If the RingBuffer
-        # was finalized first, it finished what the block held already.
-        if self._view is not None:
-            try:
-                self.__exit__(GeneratorExit, None, None)
-            except Exception:  # interpreter shutdown: the binding may be gone
-                pass
-
-
-class _Reservation(_Block):
-    """The block of :meth:`RingBuffer.reserve`: the reservation is committed
-    when the block ends normally, aborted if it raises, if an exception
-    (Ctrl-C) lands in ``__enter__`` after the reservation was made, or if
-    the object is garbage-collected with its block still open."""
-
-    __slots__ = ("_ptr", "_size")
-    _what = "a reserve()"
-
-    def __init__(self, ring: RingBuffer, size: int, block: bool, timeout: Timeout) -> None:
-        super().__init__(ring, block, timeout)
-        self._size = size
-
-    def __enter__(self) -> memoryview:
-        rb = self._enter()
-        ring = self._ring
-        size = self._size
-        n = size if type(size) is int and 0 <= size <= _SIZE_MAX else _size_arg(size)
-        block, timeout = self._block, self._timeout
-        if block and timeout is not None:
-            _check_timeout(timeout)  # also when no wait is needed
-        pooled = self._pointers()
-        ptr = pooled[0]  # NULL until reserved
-        try:
-            # One C call when there is space; the waiting loop only when there is not.
-            rc = _rb_reserve(rb, n, ptr)
-            if rc == _EFULL and block:
-                rc = _wait(lib.rb_reserve_wait, rb, n, ptr, timeout=timeout)
-            if rc != _OK:
-                raise _full() if rc in (_EFULL, _ETIMEDOUT) else ring._write_error(rc, size)
-            self._ptr = p = ptr[0]
-            ring._reserved.add(p)
-            self._view = view = memoryview(_buffer(p, n))
-        except BaseException:
-            # Ctrl-C (or anything) after the reservation was made: abort it.
-            p = ptr[0]
-            if p != ffi.NULL:
-                ring._reserved.discard(p)
-                _rb_abort(rb, p)
-            raise
-        finally:
-            ring._ptrs.append(pooled)
-        return view
-
-    def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
-        view = self._view
-        if view is None:  # not entered, or already finished
-            return
-        finish = _rb_abort  # unless the block completes and the view is released
-        try:
-            if typ is None:
-                if not _release_view(view):
-                    raise BufferError(
-                        "reserve(): the view is still exported (e.g. by ffi.from_buffer); aborted"
-                    )
-                finish = _rb_commit
-            else:
-                _release_view(view)
-        finally:
-            # Whatever happens (Ctrl-C included), the reservation is finished,
-            # once: by whoever takes it out of _reserved, this block or the
-            # RingBuffer's __del__ (see there).
-            self._view = None
-            ptr = self._ptr
-            reserved = self._ring._reserved
-            if ptr in reserved:
-                reserved.discard(ptr)
-                finish(self._rb, ptr)
-
-
-class _Peek(_Block):
-    """The block of :meth:`RingBuffer.peek`. The read turn is never kept:
-    given back (message not consumed) if anything goes wrong before the
-    block is entered, given back or consumed (``consume_on_error``) if the
-    block raises or the object is garbage-collected with its block open."""
-
-    __slots__ = ("_consume", "_finish", "_raw")
-    _what = "a peek()"
-
-    def __init__(self, ring: RingBuffer, block: bool, timeout: Timeout, consume_on_error: bool) -> None:
-        super().__init__(ring, block, timeout)
-        self._consume = consume_on_error
-
-    def __enter__(self) -> memoryview:
-        rb = self._enter()
-        ring = self._ring
-        block, timeout = self._block, self._timeout
-        if block and timeout is not None:
-            _check_timeout(timeout)  # also when no wait is needed
-        pooled = self._pointers()
-        ptr, lenp = pooled  # ptr: NULL until peeked
-        try:
-            # One C call when a message is there; the waiting loop only when there is none.
-            rc = _rb_peek(rb, ptr, lenp)
-            if rc == _EEMPTY and block:
-                rc = _wait(lib.rb_peek_wait, rb, ptr, lenp, timeout=timeout)
-            if rc != _OK:
-                raise _empty() if rc in (_EEMPTY, _ETIMEDOUT) else _error(rc, ring._path)
-            self._raw = raw = memoryview(_buffer(ptr[0], lenp[0]))
-            view = raw.toreadonly()
-            self._finish = _rb_release if self._consume else _rb_peek_cancel
-            self._view = view
-        except BaseException:
-            # Also when an exception (Ctrl-C) lands between the peek and the
-            # block: never keep the read turn.
-            if ptr[0] != ffi.NULL:
-                _rb_peek_cancel(rb)
-            raise
-        finally:
-            ring._ptrs.append(pooled)
-        return view
-
-    def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
-        view = self._view
-        if view is None:  # not entered, or already finished
-            return
-        finish = _rb_release if typ is None else self._finish
-        try:
-            # _release_view() of both views, inline
-            try:
-                view.release()
-                self._raw.release()
-                released = True
-            except BufferError:  # still exported
-                released = False
-        finally:
-            self._view = self._raw = None
-            # (If the garbage collector already finalized the RingBuffer,
-            # rb_close gave the turn back.)
-            if self._ring._handle is not None:
-                finish(self._rb)
-        if not released and typ is None:
-            raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")
-
-
 def _too_small(needed: int, size: int) -> InvalidSize:
-    exc = InvalidSize(_ETRUNC, f"{_strerror(_ETRUNC)}: the message has {needed} bytes, the buffer {size}")
+    exc = cast(InvalidSize, error(_ETRUNC, detail=f"the message has {needed} bytes, the buffer {size}"))
     exc.needed = needed
     return exc
 
@@ -1080,12 +725,3 @@ def _holds_objects(buffer: Any) -> bool:
             return False
         return "O" in fmt and "O" in "".join(fmt.split(":")[::2])  # struct codes, not field names
     return bool(getattr(getattr(buffer, "dtype", None), "hasobject", False))
-
-
-def _release_view(view: memoryview) -> bool:
-    """Releases a memoryview; False if it is still exported elsewhere."""
-    try:
-        view.release()
-    except BufferError:
-        return False
-    return True

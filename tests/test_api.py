@@ -10,7 +10,6 @@ import multiprocessing
 import os
 import pathlib
 import pickle
-import queue
 import re
 import shutil
 import stat
@@ -60,14 +59,12 @@ import ringbuffer
 import ringbuffer.ring as ring_module
 from ringbuffer import (
     BufferClosed,
-    BufferEmpty,
     BufferFull,
     CorruptBuffer,
     InvalidArgument,
     InvalidSize,
     RingBuffer,
     RingBufferError,
-    RingBufferTimeout,
     UnsupportedVersion,
 )
 from ringbuffer.ring import ffi, lib
@@ -932,87 +929,6 @@ def test_read_many_bad_type_raises_type_error(ring, bad):
     with pytest.raises(TypeError):
         ring.read_many(bad)
     assert ring.read() == b"x"
-
-
-# --- exceptions -------------------------------------------------------------
-
-
-def test_exception_hierarchy():
-    assert issubclass(BufferFull, queue.Full)
-    assert issubclass(BufferEmpty, queue.Empty)
-    assert issubclass(InvalidSize, ValueError)
-    assert issubclass(BufferClosed, ValueError)
-    assert issubclass(InvalidArgument, ValueError)
-    assert issubclass(RingBufferTimeout, TimeoutError)
-    for exc in (
-        BufferFull,
-        BufferEmpty,
-        InvalidSize,
-        BufferClosed,
-        InvalidArgument,
-        CorruptBuffer,
-        RingBufferTimeout,
-    ):
-        assert issubclass(exc, RingBufferError)
-    assert issubclass(RingBufferError, Exception)
-    assert not issubclass(RingBufferError, OSError)
-    assert not issubclass(CorruptBuffer, (ValueError, OSError))
-    for name in ringbuffer.exceptions.__all__:
-        assert getattr(ringbuffer, name) is getattr(ringbuffer.exceptions, name)
-
-
-def test_status_codes_are_the_documented_values():
-    assert (
-        lib.RB_OK,
-        lib.RB_EFULL,
-        lib.RB_EEMPTY,
-        lib.RB_ESIZE,
-        lib.RB_ECLOSED,
-        lib.RB_ETIMEDOUT,
-        lib.RB_ECORRUPT,
-        lib.RB_ETRUNC,
-        lib.RB_EINVAL,
-        lib.RB_ESYS,
-    ) == (0, -1, -2, -3, -4, -5, -6, -7, -8, -9)
-    for code in range(-12, 3):
-        assert isinstance(strerror(code), str) and strerror(code)
-
-
-def test_buffer_full_exception(ring):
-    fill(ring, 100)
-    with pytest.raises(BufferFull) as ei:
-        ring.write(b"x" * 100)
-    assert isinstance(ei.value, queue.Full)
-    assert ei.value.code == lib.RB_EFULL == -1
-    assert "full" in str(ei.value)
-    assert str(ei.value).startswith(strerror(lib.RB_EFULL))
-
-
-def test_buffer_empty_exception(ring):
-    with pytest.raises(BufferEmpty) as ei:
-        ring.read()
-    assert isinstance(ei.value, queue.Empty)
-    assert ei.value.code == lib.RB_EEMPTY == -2
-    assert "empty" in str(ei.value)
-    assert str(ei.value) == strerror(lib.RB_EEMPTY)
-
-
-def test_invalid_size_exception(ring):
-    with pytest.raises(InvalidSize) as ei:
-        ring.write(b"x" * 2049)
-    assert ei.value.code == lib.RB_ESIZE == -3
-    assert str(ei.value).startswith(strerror(lib.RB_ESIZE))
-    assert "2049" in str(ei.value)
-    assert "2048" in str(ei.value)
-
-
-def test_closed_exception(ring):
-    ring.close()
-    with pytest.raises(BufferClosed) as ei:
-        ring.write(b"x")
-    assert isinstance(ei.value, ValueError)
-    assert ei.value.code == lib.RB_ECLOSED == -4
-    assert "closed" in str(ei.value)
 
 
 # --- capacity accounting ----------------------------------------------------------

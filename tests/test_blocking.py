@@ -43,7 +43,7 @@ from _helpers import (
     timed,
 )
 
-import ringbuffer.ring as ring_module
+import ringbuffer._wait as wait_module
 from ringbuffer import (
     BufferClosed,
     BufferEmpty,
@@ -716,7 +716,7 @@ class _Interrupted(Exception):
 
 @contextlib.contextmanager
 def _raising_sigusr1_handler(monkeypatch):
-    monkeypatch.setattr(ring_module, "_SLICE_NS", 10 * 10**9)
+    monkeypatch.setattr(wait_module, "SLICE_NS", 10 * 10**9)
 
     def handler(signum, frame):
         _handled.set()

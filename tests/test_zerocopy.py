@@ -20,7 +20,7 @@ import time
 import pytest
 from _helpers import InThread, later, rec_size, timed
 
-import ringbuffer.ring as ring_module
+import ringbuffer._zerocopy as zerocopy_module
 from ringbuffer import BufferClosed, BufferEmpty, BufferFull, InvalidSize, RingBuffer
 from ringbuffer.ring import ffi, lib
 
@@ -736,7 +736,7 @@ def test_read_into_memoryview_error_does_not_crash_the_gc(tmp_path, case):
 def test_interrupt_after_reserve_block_still_finishes_the_reservation(ring, monkeypatch):
     """Ctrl-C landing after the block body (e.g. while the view is released)
     must not leave a BUSY record that wedges the ring."""
-    real = ring_module._release_view
+    real = zerocopy_module.release_view
     calls = []
 
     def interrupting(view):
@@ -745,7 +745,7 @@ def test_interrupt_after_reserve_block_still_finishes_the_reservation(ring, monk
         if len(calls) == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ring_module, "_release_view", interrupting)
+    monkeypatch.setattr(zerocopy_module, "release_view", interrupting)
     with pytest.raises(KeyboardInterrupt):
         with ring.reserve(5) as buf:
             buf[:] = b"hello"
@@ -845,7 +845,7 @@ def test_interrupt_inside_enter_after_the_c_call(ring, other, monkeypatch, kind)
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ring_module, "_buffer", interrupted)
+    monkeypatch.setattr(zerocopy_module, "_buffer", interrupted)
     with pytest.raises(KeyboardInterrupt):
         enter(ring.peek() if kind == "peek" else ring.reserve(8))
     monkeypatch.undo()
@@ -894,3 +894,20 @@ def test_info_snapshot(ring, other):
     ring.close()
     with pytest.raises(BufferClosed):
         ring.info()
+
+
+@pytest.mark.parametrize("kind", ["peek", "reserve"])
+def test_a_block_keeps_the_ring_mapped_after_its_ring_buffer_is_gone(ring_path, kind):
+    """The block holds the ring's handle: dropping the RingBuffer object
+    (here: never bound to a name) while the block is open unmaps nothing."""
+    RingBuffer(ring_path, 4096).write(b"first")
+    if kind == "peek":
+        with RingBuffer.open(ring_path).peek() as view:
+            gc.collect()
+            assert bytes(view) == b"first"
+    else:
+        with RingBuffer.open(ring_path).reserve(6) as buf:
+            gc.collect()
+            buf[:] = b"second"
+    with RingBuffer.open(ring_path) as rb:
+        assert rb.drain() == ([] if kind == "peek" else [b"first", b"second"])

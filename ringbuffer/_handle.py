@@ -1,0 +1,87 @@
+"""The :class:`Handle`: one open ``rb_ring *`` and what the Python objects
+built on it share. A :class:`~ringbuffer.RingBuffer` and the zero-copy blocks
+it hands out (``reserve()``, ``peek()``) each hold the Handle, and talk to
+each other only through its attributes: the interface between them."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from ringbuffer._ringbuf import ffi, lib
+from ringbuffer.exceptions import Status, error
+
+__all__ = ["Handle"]
+
+
+class Handle:
+    """An open ring handle, closed (``rb_close``) when the last object holding
+    it is garbage-collected, so that a call still running in another thread,
+    or a block still open, never touches unmapped memory.
+
+    Attributes, for the RingBuffer and its blocks:
+
+    - ``rb``: the ``rb_ring *`` while the ring is open; None once
+      :meth:`shutdown` ran (every call then raises BufferClosed).
+    - ``path``: the ring file's path (bytes), for error messages.
+    - ``max_message``: the largest message, for error messages.
+    - ``reserved``: the reservations (``void *``) made through this handle
+      and not yet committed or aborted. Whoever removes a pointer from the
+      set finishes that reservation, exactly once.
+    - ``pointers``: a pool of ``(void **, size_t *)`` pairs for the C calls
+      of the blocks (deque pop/append are atomic: threads never share one).
+    - ``alive``: False once the handle was closed (only in a reference
+      cycle's finalization can a block still see that).
+    """
+
+    __slots__ = ("_closed_rb", "alive", "max_message", "path", "pointers", "rb", "reserved")
+
+    def __init__(self, rb: Any, path: bytes) -> None:
+        self.rb: Any = rb
+        self._closed_rb = rb  # kept after shutdown() for __del__'s rb_close
+        self.alive = True
+        self.path = path
+        self.max_message = int(lib.rb_max_message_size(rb))
+        self.reserved: set[Any] = set()
+        self.pointers: deque[tuple[Any, Any]] = deque()
+
+    def shutdown(self) -> None:
+        """Wakes the calls blocked on this handle and refuses new ones (idempotent)."""
+        rb, self.rb = self.rb, None
+        if rb is not None:
+            lib.rb_shutdown(rb)
+
+    def write_error(self, rc: int, size: Any) -> Exception:
+        """The exception for a failed write of a ``size``-byte message."""
+        if rc == Status.ESIZE:
+            return error(rc, detail=f"message of {size} bytes (maximum {self.max_message})")
+        return error(rc)
+
+    def pointer_pair(self) -> tuple[Any, Any]:
+        """A pooled ``(void **, size_t *)`` pair, its pointer set to NULL (so
+        a failure can tell whether the C call got that far); give it back to
+        ``pointers`` after use."""
+        try:
+            pair = self.pointers.pop()
+        except IndexError:
+            pair = (ffi.new("void **"), ffi.new("size_t *"))
+        pair[0][0] = ffi.NULL
+        return pair
+
+    def __del__(self) -> None:
+        rb = self._closed_rb
+        self._closed_rb = None
+        if rb is None:
+            return
+        self.alive = False
+        # No thread can be inside a call (none holds self), but a reserve()
+        # block suspended in a reference cycle with this object may be
+        # finalized after it: abort its reservation now (it then finds
+        # nothing to do), and rb_close gives back an open peek's read turn.
+        try:
+            for ptr in self.reserved:
+                lib.rb_abort(rb, ptr)
+            self.reserved.clear()
+            lib.rb_close(rb)
+        except Exception:  # interpreter shutdown: the binding may be gone
+            pass

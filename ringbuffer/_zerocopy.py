@@ -1,0 +1,218 @@
+"""The zero-copy blocks: what ``RingBuffer.reserve()`` and
+``RingBuffer.peek()`` return. They hold the ring's :class:`Handle` (never the
+RingBuffer itself) and use only its documented attributes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ringbuffer._args import SIZE_MAX, size_arg
+from ringbuffer._handle import Handle
+from ringbuffer._ringbuf import ffi, lib
+from ringbuffer._wait import Timeout, check_timeout, wait
+from ringbuffer.exceptions import Status, error
+
+__all__ = ["Peek", "Reservation", "release_view"]
+
+# Looked up once: an attribute of ``lib`` or ``ffi`` costs a lookup on every use.
+_buffer = ffi.buffer
+_NULL = ffi.NULL
+_rb_reserve = lib.rb_reserve
+_rb_reserve_wait = lib.rb_reserve_wait
+_rb_commit = lib.rb_commit
+_rb_abort = lib.rb_abort
+_rb_peek = lib.rb_peek
+_rb_peek_wait = lib.rb_peek_wait
+_rb_release = lib.rb_release
+_rb_peek_cancel = lib.rb_peek_cancel
+
+_OK = int(Status.OK)
+_EFULL = int(Status.EFULL)
+_EEMPTY = int(Status.EEMPTY)
+_ETIMEDOUT = int(Status.ETIMEDOUT)
+_SIZE_MAX = SIZE_MAX
+
+
+def release_view(view: memoryview) -> bool:
+    """Releases a memoryview; False if it is still exported elsewhere."""
+    try:
+        view.release()
+    except BufferError:
+        return False
+    return True
+
+
+class _Block:
+    """What the blocks of ``reserve()`` and ``peek()`` share. They are classes
+    rather than ``@contextlib.contextmanager`` generators, which cost several
+    times as much per block, and keep the generators' behaviour: everything
+    happens when the block is entered (once only), and what the block holds
+    is finished exactly once, also if the object is garbage-collected with
+    its block still open (as closing the generator did)."""
+
+    __slots__ = ("_block", "_handle", "_rb", "_timeout", "_view")
+    _what = ""
+
+    def __init__(self, handle: Handle, block: bool, timeout: Timeout) -> None:
+        self._view: memoryview | None = None  # set while the block is open
+        self._rb: Any = None  # set when the block is entered (once only)
+        self._handle = handle
+        self._block = block
+        self._timeout = timeout
+
+    def _enter(self) -> Any:
+        """The ``rb_ring *``, after the checks every block makes first."""
+        if self._rb is not None:
+            raise RuntimeError(f"{self._what} block can be entered only once")
+        self._rb = rb = self._handle.rb
+        if rb is None:
+            raise error(Status.ECLOSED)
+        return rb
+
+    def _check_timeout(self) -> None:
+        if self._block and self._timeout is not None:
+            check_timeout(self._timeout)  # also when no wait is needed
+
+    def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
+        raise NotImplementedError
+
+    def __del__(self) -> None:
+        # Abandoned with its block open (in a reference cycle, or never
+        # left): finished as closing the generator did. If the Handle was
+        # finalized first, it finished what the block held already.
+        if self._view is not None:
+            try:
+                self.__exit__(GeneratorExit, None, None)
+            except Exception:  # interpreter shutdown: the binding may be gone
+                pass
+
+
+class Reservation(_Block):
+    """The block of ``reserve()``: the reservation is committed when the
+    block ends normally, aborted if it raises, if an exception (Ctrl-C) lands
+    in ``__enter__`` after the reservation was made, or if the object is
+    garbage-collected with its block still open."""
+
+    __slots__ = ("_ptr", "_size")
+    _what = "a reserve()"
+
+    def __init__(self, handle: Handle, size: Any, block: bool, timeout: Timeout) -> None:
+        super().__init__(handle, block, timeout)
+        self._size = size
+
+    def __enter__(self) -> memoryview:
+        rb = self._enter()
+        handle = self._handle
+        size = self._size
+        n = size if type(size) is int and 0 <= size <= _SIZE_MAX else size_arg(size)
+        self._check_timeout()
+        pair = handle.pointer_pair()
+        ptr = pair[0]  # NULL until reserved
+        try:
+            # One C call when there is space; the waiting loop only when there is not.
+            rc = _rb_reserve(rb, n, ptr)
+            if rc == _EFULL and self._block:
+                rc = wait(_rb_reserve_wait, rb, n, ptr, timeout=self._timeout)
+            if rc != _OK:
+                raise error(_EFULL) if rc in (_EFULL, _ETIMEDOUT) else handle.write_error(rc, size)
+            self._ptr = p = ptr[0]
+            handle.reserved.add(p)
+            self._view = view = memoryview(_buffer(p, n))
+        except BaseException:
+            # Ctrl-C (or anything) after the reservation was made: abort it.
+            p = ptr[0]
+            if p != _NULL:
+                handle.reserved.discard(p)
+                _rb_abort(rb, p)
+            raise
+        finally:
+            handle.pointers.append(pair)
+        return view
+
+    def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
+        view = self._view
+        if view is None:  # not entered, or already finished
+            return
+        finish = _rb_abort  # unless the block completes and the view is released
+        try:
+            if typ is None:
+                if not release_view(view):
+                    raise BufferError(
+                        "reserve(): the view is still exported (e.g. by ffi.from_buffer); aborted"
+                    )
+                finish = _rb_commit
+            else:
+                release_view(view)
+        finally:
+            # Whatever happens (Ctrl-C included), the reservation is finished,
+            # once: by whoever takes it out of the handle's reserved set, this
+            # block or the Handle's __del__ (see there).
+            self._view = None
+            ptr = self._ptr
+            reserved = self._handle.reserved
+            if ptr in reserved:
+                reserved.discard(ptr)
+                finish(self._rb, ptr)
+
+
+class Peek(_Block):
+    """The block of ``peek()``. The read turn is never kept: given back
+    (message not consumed) if anything goes wrong before the block is
+    entered, given back or consumed (``consume_on_error``) if the block
+    raises or the object is garbage-collected with its block open."""
+
+    __slots__ = ("_consume", "_finish", "_raw")
+    _what = "a peek()"
+
+    def __init__(self, handle: Handle, block: bool, timeout: Timeout, consume_on_error: bool) -> None:
+        super().__init__(handle, block, timeout)
+        self._consume = consume_on_error
+
+    def __enter__(self) -> memoryview:
+        rb = self._enter()
+        handle = self._handle
+        self._check_timeout()
+        pair = handle.pointer_pair()
+        ptr, lenp = pair  # ptr: NULL until peeked
+        try:
+            # One C call when a message is there; the waiting loop only when there is none.
+            rc = _rb_peek(rb, ptr, lenp)
+            if rc == _EEMPTY and self._block:
+                rc = wait(_rb_peek_wait, rb, ptr, lenp, timeout=self._timeout)
+            if rc != _OK:
+                raise error(_EEMPTY) if rc in (_EEMPTY, _ETIMEDOUT) else error(rc, handle.path)
+            self._raw = raw = memoryview(_buffer(ptr[0], lenp[0]))
+            view = raw.toreadonly()
+            self._finish = _rb_release if self._consume else _rb_peek_cancel
+            self._view = view
+        except BaseException:
+            # Also when an exception (Ctrl-C) lands between the peek and the
+            # block: never keep the read turn.
+            if ptr[0] != _NULL:
+                _rb_peek_cancel(rb)
+            raise
+        finally:
+            handle.pointers.append(pair)
+        return view
+
+    def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
+        view = self._view
+        if view is None:  # not entered, or already finished
+            return
+        finish = _rb_release if typ is None else self._finish
+        try:
+            # release_view() of both views, inline
+            try:
+                view.release()
+                self._raw.release()
+                released = True
+            except BufferError:  # still exported
+                released = False
+        finally:
+            self._view = self._raw = None
+            # (If the garbage collector already finalized the Handle,
+            # rb_close gave the turn back.)
+            if self._handle.alive:
+                finish(self._rb)
+        if not released and typ is None:
+            raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")

@@ -1,0 +1,56 @@
+"""The package's seams: which modules may touch the cffi binding, and that
+the zero-copy blocks talk to the ring only through its Handle."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import ringbuffer
+
+PACKAGE = pathlib.Path(ringbuffer.__file__).resolve().parent
+# The rule in ring.py's docstring.
+BINDING_MODULES = {"ring", "_zerocopy", "_handle", "exceptions"}
+
+
+def imported_modules(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def test_only_the_named_modules_import_the_binding():
+    importers = {p.stem for p in PACKAGE.glob("*.py") if "ringbuffer._ringbuf" in imported_modules(p)}
+    assert importers == BINDING_MODULES
+    doc = ringbuffer.ring.__doc__
+    for name in BINDING_MODULES - {"ring"}:
+        assert f"``{name}``" in doc
+
+
+def test_the_blocks_know_the_handle_not_the_ring_buffer():
+    names = imported_modules(PACKAGE / "_zerocopy.py")
+    assert not any(n.startswith("ringbuffer.ring") for n in names)
+    tree = ast.parse((PACKAGE / "_zerocopy.py").read_text())
+    handle_attrs = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in ("handle",)
+    } | {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "_handle"
+    }
+    handle = ringbuffer._handle.Handle
+    assert handle_attrs  # the scan found the uses
+    for attr in handle_attrs:
+        assert not attr.startswith("_"), attr
+        assert attr in handle.__slots__ or callable(getattr(handle, attr, None)), attr
