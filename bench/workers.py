@@ -128,7 +128,7 @@ def make_channel(transport: str, ctx: Any, folder: str, name: str) -> tuple[tupl
         RingBuffer(path, CHANNEL_BYTES).close()
         return ("ring", path), ("ring", path)
     if transport == "ringbuffer.Queue":
-        q = RingQueue(CHANNEL_BYTES, path=os.path.join(folder, f"{name}.queue"))
+        q = RingQueue(maxsize_bytes=CHANNEL_BYTES, path=os.path.join(folder, f"{name}.queue"))
         return ("queue", q), ("queue", q)
     if transport == "multiprocessing.Queue":
         q = ctx.Queue()

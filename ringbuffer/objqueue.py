@@ -10,11 +10,14 @@ that passes pickled objects through a :class:`~ringbuffer.RingBuffer`.
 
 Differences from :class:`multiprocessing.Queue`:
 
-- The first argument is a size in **bytes** (``maxsize_bytes``), not a
-  number of items. The ring's capacity is ``maxsize_bytes`` rounded up to a
-  power of two (at least 4096); each object takes its pickled size plus 8
-  bytes, rounded up to 8; an object whose pickle is larger than half the
-  capacity (:attr:`Queue.max_message_size`) cannot be put at all and raises
+- The queue is bounded in **bytes** (``maxsize_bytes=``, 1 MiB by
+  default), not in items: ``Queue()``, ``Queue(0)`` and ``Queue(maxsize=0)``
+  work as in :mod:`multiprocessing`, and a positive ``maxsize`` (a bound in
+  items) raises :class:`ValueError` saying what to write instead. The ring's
+  capacity is ``maxsize_bytes`` rounded up to a power of two (at least
+  4096); each object takes its pickled size plus 8 bytes, rounded up to 8;
+  an object whose pickle is larger than half the capacity
+  (:attr:`Queue.max_message_size`) cannot be put at all and raises
   :class:`ValueError` (:class:`~ringbuffer.InvalidSize`) at once.
 - There is no feeder thread: the object is pickled in the caller and is in
   the ring when :meth:`Queue.put` returns, so nothing is lost if the
@@ -109,6 +112,24 @@ def _check_callables(dumps: Any, loads: Any) -> None:
         raise TypeError(f"loads must be callable or None, not {type(loads).__name__}")
 
 
+def _check_maxsize(maxsize: Any) -> None:
+    """multiprocessing.Queue's ``maxsize`` (items): 0 or less means no bound
+    and is accepted; a positive one cannot be honoured and is refused."""
+    if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+        raise TypeError(f"maxsize must be an integer, not {type(maxsize).__name__}")
+    if maxsize <= 0:
+        return
+    hint = (
+        f"ringbuffer.Queue is bounded in bytes, not items, and cannot honour maxsize={maxsize}: "
+        f"write Queue(maxsize_bytes=N) for a ring of N bytes (default {DEFAULT_MAXSIZE_BYTES}, which "
+        f"holds objects pickled to up to {DEFAULT_MAXSIZE_BYTES // 2} bytes; each object takes "
+        "its pickled size + 8 bytes, rounded up to 8)"
+    )
+    if maxsize >= 4096:
+        hint += f"; before 0.2 the first argument was maxsize_bytes: write Queue(maxsize_bytes={maxsize})"
+    raise error(Status.EINVAL, detail=hint)
+
+
 def _rebuild(path: str, dumps: Dumps | None, loads: Loads | None) -> Queue:
     """Unpickles a Queue: reopens its ring by path (in a child process, say)."""
     try:
@@ -138,7 +159,7 @@ class Queue:
     Processes that opened it keep working after it is removed, but none can
     open it any more: see :meth:`close`.
 
-    ``Queue(maxsize_bytes, path=...)`` creates a ring at a named path
+    ``Queue(maxsize_bytes=..., path=...)`` creates a ring at a named path
     instead (:class:`FileExistsError` if it exists), which unrelated
     processes open with :meth:`Queue.open`; it is never removed
     automatically.
@@ -146,7 +167,11 @@ class Queue:
     ``maxsize_bytes`` is the ring's size in bytes, rounded up to a power of
     two of at least 4096 (:attr:`capacity`). Each object takes its pickled
     size plus 8 bytes, rounded up to 8; the largest object's pickle is half
-    the capacity (:attr:`max_message_size`).
+    the capacity (:attr:`max_message_size`). ``maxsize``, the only
+    positional argument, is :class:`multiprocessing.Queue`'s bound in items:
+    0 or less (no bound) is accepted, a positive one is refused with a
+    :class:`ValueError` (:class:`~ringbuffer.InvalidArgument`) that says to
+    bound the queue by ``maxsize_bytes`` instead.
 
     Objects are pickled with :func:`pickle.dumps` at the highest protocol,
     unless a ``dumps``/``loads`` pair is given: ``dumps`` returns a
@@ -170,12 +195,14 @@ class Queue:
 
     def __init__(
         self,
+        maxsize: int = 0,
+        *,
         maxsize_bytes: int = DEFAULT_MAXSIZE_BYTES,
         path: StrPath | None = None,
-        *,
         dumps: Dumps | None = None,
         loads: Loads | None = None,
     ) -> None:
+        _check_maxsize(maxsize)
         if isinstance(maxsize_bytes, bool):
             raise TypeError("maxsize_bytes must be an integer, not bool")
         if not isinstance(maxsize_bytes, int):
@@ -266,7 +293,7 @@ class Queue:
             detail = (
                 f"the serialized {type(obj).__qualname__} object is {n} bytes, larger than the queue's "
                 f"maximum message size of {self._max} bytes (half its capacity of {self.capacity}; "
-                f"create the queue with a larger maxsize_bytes)"
+                f"create the queue with a larger maxsize_bytes=)"
             )
         return cast(InvalidSize, error(Status.ESIZE, detail=detail))
 

@@ -580,7 +580,7 @@ class Harness:
     def __init__(self, folder: str, state: State, queue: bool = False) -> None:
         self.path = os.path.join(folder, f"h{time.monotonic_ns()}.ring")
         if queue:
-            self.q: Queue | None = Queue(CAP, path=self.path)
+            self.q: Queue | None = Queue(maxsize_bytes=CAP, path=self.path)
             self.rb = self.q._ring
             self.encode: Callable[[bytes], bytes] = pickled
             self.close_victim = self.q.close
@@ -1320,7 +1320,7 @@ def fill_ring(rb: RingBuffer, size: int = 1000) -> int:
 
 def test_queue_unbounded_timeouts_wait_like_none(tmp_path):
     path = str(tmp_path / "q.ring")
-    with Queue(CAP, path=path) as q:
+    with Queue(maxsize_bytes=CAP, path=path) as q:
         for timeout in UNBOUNDED:
             q.put({"t": 1}, timeout=timeout)
             assert q.get(timeout=timeout) == {"t": 1}
@@ -1363,7 +1363,7 @@ def test_bad_timeouts_are_value_errors_even_when_no_wait_is_needed(ring, name, t
 
 @pytest.mark.parametrize("timeout", [math.nan, -1])
 def test_queue_bad_timeouts_are_value_errors_even_when_no_wait_is_needed(tmp_path, timeout):
-    with Queue(CAP, path=tmp_path / "q.ring") as q:
+    with Queue(maxsize_bytes=CAP, path=tmp_path / "q.ring") as q:
         q.put("waiting")
         for call in (
             lambda: q.put("x", timeout=timeout),
@@ -1778,7 +1778,7 @@ def test_create_and_open_with_hostile_arguments(folder, o):
             path_errors = () if private else create_path_errors(o.path, False)
             errors = o.size.errors + o.dumps.errors + o.loads.errors + path_errors
             kw = kwargs_of(dumps=o.dumps, loads=o.loads)
-            fn = lambda: Queue(o.size.obj, path, **kw)  # noqa: E731
+            fn = lambda: Queue(maxsize_bytes=o.size.obj, path=path, **kw)  # noqa: E731
         else:
             remove = False
             errors = o.dumps.errors + o.loads.errors + open_path_errors(o.path)
@@ -1956,7 +1956,7 @@ def test_open_a_file_that_is_not_a_ring(not_rings, kind):
     if str(path).startswith(("/dev", "/proc")):
         return  # (creating there would put a temporary file in /dev)
     before = os.lstat(path)
-    for create in (lambda: RingBuffer(path, CAP), lambda: Queue(CAP, path=path)):
+    for create in (lambda: RingBuffer(path, CAP), lambda: Queue(maxsize_bytes=CAP, path=path)):
         result, exc = no_hang(create)
         assert type(exc) is FileExistsError and exc.filename == str(path), repr(exc)
     after = os.lstat(path)
@@ -2063,8 +2063,8 @@ def test_create_over_an_existing_ring_in_use_keeps_it_intact(ring_path):
             (lambda: RingBuffer(ring_path, 1, remove=False, mode=0o644), FileExistsError),
             (lambda: RingBuffer(ring_path, 0), InvalidArgument),
             (lambda: RingBuffer(ring_path, 2**40), InvalidArgument),
-            (lambda: Queue(CAP, path=ring_path), FileExistsError),
-            (lambda: Queue(1 << 20, path=str(ring_path)), FileExistsError),
+            (lambda: Queue(maxsize_bytes=CAP, path=ring_path), FileExistsError),
+            (lambda: Queue(maxsize_bytes=1 << 20, path=str(ring_path)), FileExistsError),
         ]
         for attempt, exc_type in attempts:
             with pytest.raises(exc_type):
@@ -2085,7 +2085,7 @@ def test_create_over_an_existing_non_ring_file_keeps_it_intact(tmp_path):
     path = tmp_path / "data.bin"
     data = os.urandom(1 << 20)
     path.write_bytes(data)
-    for attempt in (lambda: RingBuffer(path, CAP), lambda: Queue(CAP, path=path)):
+    for attempt in (lambda: RingBuffer(path, CAP), lambda: Queue(maxsize_bytes=CAP, path=path)):
         with pytest.raises(FileExistsError):
             attempt()
     cli_error("create", path, "--size", "4k")
@@ -2114,7 +2114,7 @@ def test_queue_and_command_line_on_a_ring_of_another_version(ring_path, version)
         err = cli_error(*args)
         assert "format version" in err and ours in err and str(ring_path) in err
     with pytest.raises(FileExistsError):
-        Queue(CAP, path=ring_path)
+        Queue(maxsize_bytes=CAP, path=ring_path)
     assert ring_path.read_bytes() == before  # nothing wrote to it
 
 
@@ -2211,7 +2211,7 @@ def test_ring_larger_than_the_file_system_fails_at_creation(small_fs):
         lambda: RingBuffer(path, 1 << 20, remove=True),
         lambda: RingBuffer(path, free),  # the data fits, not the header
         lambda: RingBuffer(path, 2**32),  # the largest capacity there is
-        lambda: Queue(1 << 20, path=path),
+        lambda: Queue(maxsize_bytes=1 << 20, path=path),
     ):
         assert_enospc(create, path)
         assert os.listdir(small_fs) == []  # no temporary file, no target
@@ -2250,10 +2250,10 @@ def test_replacing_a_ring_on_a_full_file_system_keeps_the_old_one(small_fs):
 def test_private_queue_on_a_full_dev_shm(small_fs, monkeypatch):
     monkeypatch.setattr(objqueue_module, "_private_dir", lambda: str(small_fs))
     with pytest.raises(OSError) as ei:
-        Queue(1 << 20)
+        Queue(maxsize_bytes=1 << 20)
     assert ei.value.errno == errno.ENOSPC
     assert os.listdir(small_fs) == []
-    with Queue(4096) as q:  # one that fits
+    with Queue(maxsize_bytes=4096) as q:  # one that fits
         q.put_many(range(100))
         assert q.get_many(200) == list(range(100))
         path = q.path

@@ -30,7 +30,16 @@ import pytest
 from _helpers import InThread, later
 
 import ringbuffer
-from ringbuffer import BufferClosed, BufferEmpty, BufferFull, InvalidSize, Queue, RingBuffer, objqueue
+from ringbuffer import (
+    BufferClosed,
+    BufferEmpty,
+    BufferFull,
+    InvalidArgument,
+    InvalidSize,
+    Queue,
+    RingBuffer,
+    objqueue,
+)
 from ringbuffer.objqueue import DEFAULT_MAXSIZE_BYTES
 
 AT_ONCE = 1.0  # a call that must not wait returns within this (seconds)
@@ -183,7 +192,7 @@ def test_put_get_objects(obj):
 
 
 def test_fifo():
-    with Queue(4096) as q:
+    with Queue(maxsize_bytes=4096) as q:
         got = []
         for i in range(1000):  # interleaved, wrapping the 4 KiB ring many times
             q.put_nowait(("item", i))
@@ -199,19 +208,54 @@ def test_sizes():
         assert DEFAULT_MAXSIZE_BYTES == 1 << 20
         assert q.capacity == 1 << 20
         assert q.max_message_size == 1 << 19
-    with Queue(5000) as q:
+    with Queue(maxsize_bytes=5000) as q:
         assert q.capacity == 8192
         assert q.max_message_size == 4096
-    with Queue(1) as q:
+    with Queue(maxsize_bytes=1) as q:
         assert q.capacity == 4096
 
 
 @pytest.mark.parametrize("size, exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("1", TypeError)])
-def test_bad_maxsize(size, exc):
+def test_bad_maxsize_bytes(size, exc):
     with pytest.raises(exc):
-        Queue(size)
+        Queue(maxsize_bytes=size)
     with pytest.raises(TypeError):
-        Queue(True)
+        Queue(maxsize_bytes=True)
+
+
+# multiprocessing.Queue's constructor calls: Queue(maxsize=0) is its whole signature.
+@pytest.mark.parametrize(
+    "args, kwargs", [((), {}), ((0,), {}), ((-1,), {}), ((), {"maxsize": 0}), ((), {"maxsize": -5})]
+)
+def test_the_constructor_calls_of_multiprocessing_queue_without_a_bound_work(args, kwargs):
+    mp_q = multiprocessing.Queue(*args, **kwargs)
+    mp_q.close()
+    with Queue(*args, **kwargs) as q:
+        assert q.capacity == DEFAULT_MAXSIZE_BYTES
+        q.put({"x": 1})
+        assert q.get(timeout=JOIN) == {"x": 1}
+
+
+@pytest.mark.parametrize("args, kwargs", [((10,), {}), ((), {"maxsize": 10}), ((1,), {}), ((1 << 20,), {})])
+def test_a_bound_in_items_is_refused_saying_what_to_write_instead(args, kwargs, tmp_path):
+    multiprocessing.Queue(*args, **kwargs).close()  # what multiprocessing accepts
+    n = args[0] if args else kwargs["maxsize"]
+    with pytest.raises(ValueError) as ei:
+        Queue(*args, **kwargs, path=tmp_path / "q.ring")
+    assert isinstance(ei.value, InvalidArgument)
+    assert f"maxsize={n}" in str(ei.value)
+    assert "Queue(maxsize_bytes=N)" in str(ei.value)
+    if n >= 4096:  # probably a 0.1 caller's size in bytes
+        assert f"write Queue(maxsize_bytes={n})" in str(ei.value)
+    assert not (tmp_path / "q.ring").exists()
+
+
+@pytest.mark.parametrize(
+    "bad, exc", [(1.5, TypeError), ("3", TypeError), (True, TypeError), (None, TypeError)]
+)
+def test_a_maxsize_that_is_not_an_integer_is_refused(bad, exc):
+    with pytest.raises(exc):
+        Queue(bad)
 
 
 def test_get_empty():
@@ -248,7 +292,7 @@ def fill(q: Queue) -> int:
 
 
 def test_full():
-    with Queue(4096) as q:
+    with Queue(maxsize_bytes=4096) as q:
         assert not q.full()
         assert q.empty()
         assert q.bytes_used() == 0
@@ -274,7 +318,7 @@ def test_full():
 
 
 def test_put_waits_for_a_get_from_another_thread():
-    with Queue(4096) as q:
+    with Queue(maxsize_bytes=4096) as q:
         fill(q)
         assert rec_size(len(pickled("after"))) == 32  # two Nones must go
         later(0.1, lambda: [q.get(), q.get()])
@@ -341,7 +385,7 @@ def test_unpicklable_raises_in_caller_and_leaves_queue_untouched(obj):
 
 
 def test_oversize_object_raises_valueerror_at_once():
-    with Queue(4096) as q:
+    with Queue(maxsize_bytes=4096) as q:
         big = b"x" * 3000
         n = len(pickled(big))
         fill(q)  # also when full: no wait for space that could never be enough
@@ -355,7 +399,7 @@ def test_oversize_object_raises_valueerror_at_once():
         with pytest.raises(ValueError):
             q.put_many([None, big])
         assert q.bytes_used() == 4096  # nothing changed
-    with Queue(4096, dumps=bytes, loads=bytes) as q:
+    with Queue(maxsize_bytes=4096, dumps=bytes, loads=bytes) as q:
         q.put(b"y" * 2048)  # exactly the maximum fits
         assert q.get_nowait() == b"y" * 2048
         with pytest.raises(ValueError, match="2049 bytes"):
@@ -406,7 +450,9 @@ def test_bad_arguments_create_no_file(tmp_path):
     with pytest.raises(TypeError):
         Queue(path=path, loads=42)
     with pytest.raises(ValueError):
-        Queue(0, path=path)
+        Queue(maxsize_bytes=0, path=path)
+    with pytest.raises(ValueError):
+        Queue(10, path=path)
     assert not path.exists()
 
 
@@ -422,7 +468,7 @@ def test_loads_error_propagates_in_get():
 
 
 def test_threads_share_a_queue():
-    with Queue(4096) as q:
+    with Queue(maxsize_bytes=4096) as q:
         producers = [InThread(q.put_many, [(t, i) for i in range(500)]) for t in range(4)]
         got = [q.get(timeout=JOIN) for _ in range(2000)]
         for th in producers:
@@ -451,7 +497,7 @@ def test_put_many_get_many():
 
 
 def test_put_many_stops_when_full():
-    with Queue(4096) as q:
+    with Queue(maxsize_bytes=4096) as q:
         assert q.put_many([None] * 300, block=False) == 256
         assert q.put_many([None] * 10, block=False) == 0
         t0 = time.monotonic()
@@ -555,7 +601,7 @@ def test_context_manager():
 
 def test_named_path(tmp_path):
     path = str(tmp_path / "named.ring")
-    q = Queue(8192, path=path)
+    q = Queue(maxsize_bytes=8192, path=path)
     assert q.path == path
     assert q.capacity == 8192
     q.put({"left": "behind"})
@@ -668,7 +714,7 @@ def test_private_file_removed_when_the_creator_exits_without_close():
 def test_child_puts_parent_gets(method):
     ctx = multiprocessing.get_context(method)
     items = [{"id": i, "data": "x" * (i % 200)} for i in range(2000)]
-    with Queue(4096) as q:  # small: the child waits for space
+    with Queue(maxsize_bytes=4096) as q:  # small: the child waits for space
         p = ctx.Process(target=child_put, args=(q, items))
         p.start()
         assert get_all(q, len(items)) == items
@@ -680,7 +726,7 @@ def test_child_puts_parent_gets(method):
 def test_parent_puts_child_gets(method):
     ctx = multiprocessing.get_context(method)
     items = [(i, Point(i, -i)) for i in range(2000)]
-    with Queue(4096) as q, Queue() as out:
+    with Queue(maxsize_bytes=4096) as q, Queue() as out:
         p = ctx.Process(target=child_get, args=(q, len(items), out))
         p.start()
         for item in items:
@@ -722,7 +768,7 @@ def test_worker_pool():
     item is processed exactly once; results come back through a second queue."""
     ctx = multiprocessing.get_context("spawn")
     n, consumers = 3000, 3
-    with Queue(16384) as tasks, Queue() as results:
+    with Queue(maxsize_bytes=16384) as tasks, Queue() as results:
         procs = [ctx.Process(target=pool_producer, args=(tasks, n, consumers))]
         procs += [ctx.Process(target=pool_consumer, args=(tasks, results)) for _ in range(consumers)]
         for p in procs:
