@@ -1535,11 +1535,14 @@ def test_get_pkgconfig_dir():
     assert int(m[1]) * 10000 + int(m[2]) * 100 + int(m[3]) == ringbuffer.c_version()
 
 
-def test_versions():
+def test_the_loaded_library_is_the_version_the_binding_was_compiled_against():
+    # c_version() asks the loaded libringbuf.so; RB_VERSION_NUMBER is the
+    # header's, compiled into the extension: a stale library differs.
     assert ringbuffer.c_version() == lib.RB_VERSION_NUMBER
-    assert ringbuffer.c_version() == lib.rb_version()
+
+
+def test_format_version_is_the_documented_one():
     assert ringbuffer.format_version() == 2 == lib.RB_FORMAT_VERSION
-    assert isinstance(ringbuffer.c_version(), int) and isinstance(ringbuffer.format_version(), int)
 
 
 def test_public_names():

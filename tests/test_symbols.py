@@ -8,11 +8,9 @@ import re
 import shutil
 import subprocess
 
-import pytest
-
 import ringbuffer
 
-NM = shutil.which("nm")
+NM = shutil.which("nm") or "nm"  # binutils: .ci/run installs it (a missing nm fails, not skips)
 # The binding's declarations, from the source tree (a wheel does not ship _cdef.h).
 CDEF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ringbuffer", "_cdef.h")
 HEADER = os.path.join(ringbuffer.get_include(), "ringbuf.h")
@@ -52,13 +50,11 @@ def test_cdef_matches_public_header():
     assert declared_functions(CDEF) == declared_functions(HEADER)
 
 
-@pytest.mark.skipif(NM is None, reason="nm (binutils) not installed")
 def test_cdef_functions_equal_exported_symbols():
     exported = {name for kind, name in dynamic_symbols() if kind == "T"}
     assert declared_functions(CDEF) == exported
 
 
-@pytest.mark.skipif(NM is None, reason="nm (binutils) not installed")
 def test_library_exports_only_rb_functions():
     syms = dynamic_symbols()
     assert syms, "nm found no dynamic symbols"
@@ -66,10 +62,3 @@ def test_library_exports_only_rb_functions():
     assert leaked == []
     not_text = [(kind, name) for kind, name in syms if kind != "T"]
     assert not_text == []
-
-
-def test_binding_exposes_every_declared_function():
-    from ringbuffer.ring import lib
-
-    for name in declared_functions(CDEF):
-        assert callable(getattr(lib, name)), name
