@@ -105,8 +105,7 @@ static int recover_busy(rb_ring *rb, uint64_t h, uint64_t w, uint64_t t)
         return 0;
     /* Relaxed: we hold the turn and read the word back ourselves; the CAS
      * (not a store) leaves alone a word that changed after all. */
-    atomic_compare_exchange_strong_explicit((_Atomic uint64_t *)(void *)(rb->data + (h & rb->mask)), &w,
-                                            rb_rec_make(len, RB_REC_DISCARD, rb_rec_writer(w)),
+    atomic_compare_exchange_strong_explicit(rb_rec_word(rb, h), &w, rb_rec_make(len, RB_REC_DISCARD, rb_rec_writer(w)),
                                             memory_order_relaxed, memory_order_relaxed);
     return 1;
 }
@@ -142,7 +141,7 @@ static int recover_gap(rb_ring *rb, uint64_t h, uint64_t t)
     }
     /* The writer may have written its header meanwhile (then its entry may
      * be gone): its release of the entry made the word visible to us. */
-    uint64_t w = atomic_load_explicit((_Atomic uint64_t *)(void *)(rb->data + (h & rb->mask)), memory_order_acquire);
+    uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     if (w != 0)
         return 1;
     /* No entry covers the gap, or a forged one points nowhere sensible. */
@@ -153,8 +152,8 @@ static int recover_gap(rb_ring *rb, uint64_t h, uint64_t t)
      * the only reader; the writer is dead. */
     for (uint64_t p = h; p < end;) {
         uint64_t size = end - p < rb->max_message + RB_REC_HDR ? end - p : rb->max_message + RB_REC_HDR;
-        atomic_store_explicit((_Atomic uint64_t *)(void *)(rb->data + (p & rb->mask)),
-                              rb_rec_make(size - RB_REC_HDR, RB_REC_DISCARD, 0), memory_order_relaxed);
+        uint64_t discard = rb_rec_make(size - RB_REC_HDR, RB_REC_DISCARD, 0);
+        atomic_store_explicit(rb_rec_word(rb, p), discard, memory_order_relaxed);
         p += size;
     }
     return 1;
@@ -173,7 +172,7 @@ int rb_recover_head(rb_ring *rb, uint64_t h)
     if (!head_stuck(rb, h, now))
         return 0;
     /* Relaxed: recover_busy's CAS and recover_gap's acquire re-read it. */
-    uint64_t w = atomic_load_explicit((_Atomic uint64_t *)(void *)(rb->data + (h & rb->mask)), memory_order_relaxed);
+    uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed);
     int rc;
     if (w == 0)
         rc = recover_gap(rb, h, t);

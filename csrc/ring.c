@@ -28,11 +28,6 @@
  * free (reserve_wait). */
 #define RB_REFILL_DIV 4
 
-static inline _Atomic uint64_t *slot(const rb_ring *rb, uint64_t pos)
-{
-    return (_Atomic uint64_t *)(void *)(rb->data + (pos & rb->mask));
-}
-
 static inline int is_closing(const rb_ring *rb)
 {
     /* Relaxed: a call racing rb_shutdown may run to completion either way;
@@ -64,7 +59,7 @@ static int data_ready(rb_ring *rb, uint64_t unused)
         return 1;
     /* Relaxed head, acquire word: as in read_records(). */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
-    uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
+    uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     /* Anything but a zero or BUSY word lets the read decide (a corrupt
      * word is reported by the read). */
     int ready = w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
@@ -260,14 +255,14 @@ static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t 
 static void mark_busy(rb_ring *rb, uint64_t pos, uint64_t len)
 {
     /* Relaxed: BUSY only tells a consumer to wait; it reads nothing else. */
-    atomic_store_explicit(slot(rb, pos), rb_rec_make(len, RB_REC_BUSY, rb->id), memory_order_relaxed);
+    atomic_store_explicit(rb_rec_word(rb, pos), rb_rec_make(len, RB_REC_BUSY, rb->id), memory_order_relaxed);
 }
 
 static void publish(rb_ring *rb, uint64_t pos, uint64_t len, uint32_t flags)
 {
     /* Release: the payload is visible to whoever acquires this word and
      * sees the record committed (or discarded). */
-    atomic_store_explicit(slot(rb, pos), rb_rec_make(len, flags, rb->id), memory_order_release);
+    atomic_store_explicit(rb_rec_word(rb, pos), rb_rec_make(len, flags, rb->id), memory_order_release);
 }
 
 /* After publishing: wake consumers parked for data, if any. */
@@ -296,7 +291,7 @@ static void fill(rb_ring *rb, uint64_t pos, const unsigned char *p, const size_t
     drop_intent(in);
     for (size_t i = 0; i < n; i++) {
         /* The data is mapped twice back to back: the copy never wraps. */
-        unsigned char *dst = rb->data + (pos & rb->mask) + RB_REC_HDR;
+        unsigned char *dst = rb_rec_payload(rb, pos);
 #ifdef RB_KILLPOINTS
         /* Tests die half-way through a payload. */
         size_t half = lens[i] / 2;
@@ -395,7 +390,7 @@ static int reserve_one(rb_ring *rb, size_t len, void **ptr, int64_t deadline)
         return rc;
     mark_busy(rb, pos, len);
     drop_intent(in);
-    *ptr = rb->data + (pos & rb->mask) + RB_REC_HDR;
+    *ptr = rb_rec_payload(rb, pos);
     return RB_OK;
 }
 
@@ -418,11 +413,11 @@ static int reserved_record(const rb_ring *rb, const void *ptr, uint64_t *idx, ui
         return RB_EINVAL;
     uint64_t i = (uint64_t)(p - d) - RB_REC_HDR;
     /* Relaxed: only the reserving producer writes a BUSY word. */
-    uint64_t w = atomic_load_explicit(slot(rb, i), memory_order_relaxed);
+    uint64_t w = atomic_load_explicit(rb_rec_word(rb, i), memory_order_relaxed);
     /* Not reserved, already committed/aborted, or by another process. (A
      * pointer into a payload whose bytes happen to look like one of our
      * BUSY words cannot be told apart: pass only rb_reserve's pointers.) */
-    if (rb_rec_flags(w) != RB_REC_BUSY || (uint32_t)(w >> 40) != (rb->id & RB_WRITER_MASK) ||
+    if (rb_rec_flags(w) != RB_REC_BUSY || rb_rec_writer(w) != rb_id_writer(rb->id) ||
         rb_rec_len(w) == 0 || rb_rec_len(w) > rb->max_message)
         return RB_EINVAL;
     *idx = i;
@@ -439,7 +434,7 @@ static int finish_reserved(rb_ring *rb, void *ptr, uint32_t flags)
     /* CAS from the BUSY word we saw, so that of two racing commit/abort
      * calls on one pointer only one acts. Release on success: as in
      * publish(). */
-    if (!atomic_compare_exchange_strong_explicit(slot(rb, i), &w, rb_rec_make(rb_rec_len(w), flags, rb->id),
+    if (!atomic_compare_exchange_strong_explicit(rb_rec_word(rb, i), &w, rb_rec_make(rb_rec_len(w), flags, rb->id),
                                                  memory_order_release, memory_order_relaxed))
         return RB_EINVAL;
     notify_data(rb);
@@ -534,7 +529,7 @@ static int peek_record(rb_ring *rb, uint64_t h, uint64_t *word)
 {
     /* Acquire pairs with the producer's committing release store: the
      * payload is visible once we see the record committed. */
-    uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
+    uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     if (w == 0)
         return RB_EEMPTY;
     uint32_t flags = rb_rec_flags(w);
@@ -631,7 +626,7 @@ static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t
             }
             break;
         }
-        memcpy(buf + used, rb->data + (h & rb->mask) + RB_REC_HDR, (size_t)len);
+        memcpy(buf + used, rb_rec_payload(rb, h), (size_t)len);
         lens[n++] = (size_t)len;
         used += (size_t)len;
         h += rb_rec_size(len);
@@ -737,7 +732,7 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
              * holder reads peek_pos; peeking just guards misuse. */
             rb->peek_pos = h;
             atomic_store_explicit(&rb->peeking, 1, memory_order_relaxed);
-            *ptr = rb->data + (h & rb->mask) + RB_REC_HDR;
+            *ptr = rb_rec_payload(rb, h);
             *len = (size_t)rb_rec_len(w);
             return RB_OK;
         }
@@ -782,7 +777,7 @@ RB_API int rb_release(rb_ring *rb)
         return RB_EINVAL;
     uint64_t h = rb->peek_pos;
     /* Relaxed: we hold the turn; the word was acquired by rb_peek. */
-    uint64_t size = rb_rec_size(rb_rec_len(atomic_load_explicit(slot(rb, h), memory_order_relaxed)));
+    uint64_t size = rb_rec_size(rb_rec_len(atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed)));
     rb_consume_range(rb, h, h + size);
     give_turn(rb, 1);
     return RB_OK;
@@ -866,7 +861,7 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out)
         in.tail = t;
         while (h < t) {
             /* Acquire: as in peek_record. */
-            uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
+            uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
             uint64_t len = rb_rec_len(w);
             uint32_t flags = rb_rec_flags(w);
             if (w == 0) {

@@ -137,7 +137,7 @@ static void slot_init(rb_ring *rb, uint32_t slot)
     /* A new slot (after fork, a new process's): entry 0 is anyone's.
      * Relaxed: no other thread writes through the handle meanwhile. */
     atomic_store_explicit(&rb->intent_owner, 0, memory_order_relaxed);
-    rb->id = slot | gen << RB_SLOT_BITS;
+    rb->id = rb_id_make(slot, gen);
     /* Release: whoever learns our id through a release of ours (a record's
      * header via tail, the read turn via its acq_rel CAS) sees the new
      * generation in rb_id_alive (acquire fence there). */
