@@ -28,11 +28,12 @@
  * free (reserve_wait). */
 #define RB_REFILL_DIV 4
 
-static inline int is_closing(const rb_ring *rb)
+/* rb_shutdown has been called: the entry check of every call. */
+static inline int is_closing_relaxed(const rb_ring *rb)
 {
-    /* Relaxed: a call racing rb_shutdown may run to completion either way;
-     * the mapping stays valid until rb_close. Waits re-check it with the
-     * ordering they need (wait.c). */
+    /* Relaxed: a call racing rb_shutdown may run to completion either way
+     * (the mapping stays valid until rb_close), and nothing is read through
+     * the flag; waits re-check it themselves (wait.c, is_closing_acquire). */
     return atomic_load_explicit(&rb->closing, memory_order_relaxed) != 0;
 }
 
@@ -324,7 +325,7 @@ static int write_many(rb_ring *rb, const void *data, const size_t *lens, size_t 
         *written = 0;
     if (rb == NULL || written == NULL || (count > 0 && (data == NULL || lens == NULL)))
         return RB_EINVAL;
-    if (is_closing(rb))
+    if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     if (count == 0)
         return RB_OK;
@@ -377,7 +378,7 @@ static int reserve_one(rb_ring *rb, size_t len, void **ptr, int64_t deadline)
 {
     if (rb == NULL || ptr == NULL)
         return RB_EINVAL;
-    if (is_closing(rb))
+    if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     if (len == 0 || len > rb->max_message)
         return RB_ESIZE;
@@ -485,7 +486,7 @@ static int take_turn(rb_ring *rb, int64_t deadline)
             RB_KILLPOINT("read.turn");
             return RB_OK;
         }
-        if (is_closing(rb))
+        if (is_closing_relaxed(rb))
             return RB_ECLOSED;
         if (deadline != 0) {
             struct rb_waitq q = rb_turn_q(rb);
@@ -648,7 +649,7 @@ static int read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size
         *count = 0;
     if (rb == NULL || count == NULL || (max_count > 0 && lens == NULL) || (buf == NULL && buf_size > 0))
         return RB_EINVAL;
-    if (is_closing(rb))
+    if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     if (max_count == 0)
         return RB_OK;
@@ -708,7 +709,7 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
 {
     if (rb == NULL || ptr == NULL || len == NULL)
         return RB_EINVAL;
-    if (is_closing(rb))
+    if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     rb_check_fork(rb);
     for (;;) {
@@ -834,7 +835,7 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out)
 {
     if (rb == NULL || out == NULL)
         return RB_EINVAL;
-    if (is_closing(rb))
+    if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     rb_check_fork(rb);
     struct rb_info in = {.capacity = rb->capacity, .max_message = rb->max_message, .format_version = RB_FORMAT_VERSION};

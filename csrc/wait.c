@@ -145,10 +145,13 @@ void rb_wake_always(const struct rb_waitq *q)
     syscall(SYS_futex, (void *)q->word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
-static int is_closing(const rb_ring *rb)
+/* rb_shutdown has been called: checked before each readiness test. */
+static int is_closing_acquire(const rb_ring *rb)
 {
-    /* Acquire: pairs with rb_shutdown's release; nothing else is read
-     * through it, but it keeps the check from being hoisted. */
+    /* Acquire: pairs with rb_shutdown's release exchange. Stronger than the
+     * wait needs (shutdown publishes nothing else through the flag, and a
+     * parked waiter sees it through the futex word's release/acquire bump:
+     * docs/design.md, "Shutdown"); the same plain load on x86-64. */
     return atomic_load_explicit(&rb->closing, memory_order_acquire) != 0;
 }
 
@@ -158,7 +161,7 @@ int rb_spin(rb_ring *rb, int (*ready)(rb_ring *, uint64_t), uint64_t arg, int64_
     int64_t start = rb_now_ns(), now = start;
     int64_t spin_end = start + RB_SPIN_NS < deadline ? start + RB_SPIN_NS : deadline;
     for (unsigned i = 1;; i++) {
-        if (is_closing(rb))
+        if (is_closing_acquire(rb))
             return RB_ECLOSED;
         if (ready(rb, arg))
             return RB_OK;
@@ -207,7 +210,7 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
          * bumps after this load, the word no longer equals seen: FUTEX_WAIT
          * returns at once, or the waker's FUTEX_WAKE ends it. */
         uint32_t seen = atomic_load_explicit(q->word, memory_order_acquire);
-        if (is_closing(rb)) {
+        if (is_closing_acquire(rb)) {
             rc = RB_ECLOSED;
             break;
         }
