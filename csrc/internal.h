@@ -352,9 +352,9 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
 void rb_wake(const struct rb_waitq *q);
 
 /* The waker's half of the wake-up handshake, between its state change and
- * its load of the waiter count. A full fence costs about a third of a
- * message's time, so when every waiter can make the waker's CPU run one
- * instead (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), issued by the
+ * its load of the waiter count. A full fence would cost every write and
+ * read, while waiters are rare (docs/design.md, "Asymmetric fences"), so
+ * when every waiter can make the waker's CPU run one instead (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), issued by the
  * waiter before it parks), the waker only stops the compiler: an
  * asymmetric fence, as in liburcu and folly. rb_light_epoch: this process
  * registered for that (rb_fork_epoch + 1 when it did, in its current fork

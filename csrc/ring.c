@@ -25,7 +25,7 @@
  * before it reports RB_EEMPTY. */
 #define RB_TURN_SPIN_NS 20000
 /* A writer that finds the ring full spins first until this part of it is
- * free (reserve_wait). */
+ * free (reserve_wait; why a quarter: docs/design.md, "Measured and tried"). */
 #define RB_REFILL_DIV 4
 
 /* rb_shutdown has been called: the entry check of every call. */
@@ -101,9 +101,9 @@ static int turn_ready(rb_ring *rb, uint64_t unused)
 static struct rb_intent *claim_intent(rb_ring *rb, uint64_t start, uint64_t end)
 {
     /* Entry 0 belongs to one thread, the first that writes through this
-     * handle, and takes no locked instruction (which would first wait for
-     * our last record's stores to drain; with reserve_wait's refill, 1.2 to
-     * 1.8 times the 64-byte throughput, docs/design.md). Only its owner
+     * handle, and takes no locked instruction, which would first wait for
+     * our last record's stores to drain (docs/design.md, "Measured and
+     * tried"). Only its owner
      * writes it, so it is free when its end is 0, and no other thread can
      * take it between our check and our stores. A signal handler that
      * writes while the owner holds the entry sees end != 0 and takes
@@ -233,12 +233,10 @@ static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t 
          * what we need. A producer faster than its consumers would
          * otherwise take the few bytes each read frees, one message at a
          * time: re-reading head (the consumers' line) for every message,
-         * and taking that line from them for every message too. Measured
-         * with claim_intent's entry 0 (bench/cbench, 1 MiB ring): 1.2 to
-         * 1.8 times the throughput of 64-byte messages; a quarter rather
-         * than a sixteenth: 1.2 times that of 4 KiB ones (design.md).
-         * Only a spin, which no waker has to know about: when that share
-         * does not come soon, we wait for just what we need. */
+         * and taking that line from them for every message too
+         * (docs/design.md, "Refill"). Only a spin, which no waker has to
+         * know about: when that share does not come soon, we wait for just
+         * what we need. */
         if (refill > need) {
             rc = rb_spin(rb, space_ready, refill, deadline);
             if (rc == RB_OK)

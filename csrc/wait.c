@@ -26,10 +26,10 @@
  * an oversubscribed machine the process we wait for can run on our core. */
 #define RB_SPIN_NS 50000
 #define RB_PAUSE_NS 500
-/* Longest single park: bounds the damage of a missing wake-up (review found
- * one, since fixed: rb_peek skipping discarded records did not wake space
- * waiters). The Python binding does not rely on it: it waits in 50 ms
- * slices, and a signal that interrupts a park ends the wait with RB_EINTR. */
+/* Longest single park: bounds the damage of a wake-up that a bug would miss
+ * (docs/design.md, "Waiting"). The Python binding does not rely on it: it
+ * waits in 50 ms slices, and a signal that interrupts a park ends the wait
+ * with RB_EINTR. */
 #define RB_PARK_MAX_NS 100000000
 
 /* A waiter that cannot use membarrier parks at most this long while wakers
