@@ -260,10 +260,11 @@ extern _Atomic uint32_t rb_fork_epoch;
 int rb_after_fork(rb_ring *rb);
 static inline int rb_check_fork(rb_ring *rb)
 {
-    /* Relaxed: both values are written by this process only (the global by
-     * the atfork handler before any thread exists in the child). */
-    /* Acquire on the handle's epoch: a thread that sees the re-attached
-     * epoch also sees the new id, slot and descriptor (rb_after_fork). */
+    /* Relaxed on the global: written by this process only, by the atfork
+     * handler before any other thread exists in the child. Acquire on the
+     * handle's epoch: pairs with rb_after_fork's release store, so a thread
+     * that sees the re-attached epoch also sees the new id, slot and
+     * descriptor. */
     if (__builtin_expect(atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed) !=
                              atomic_load_explicit(&rb->fork_epoch, memory_order_acquire),
                          0))
@@ -354,8 +355,9 @@ void rb_wake(const struct rb_waitq *q);
 /* The waker's half of the wake-up handshake, between its state change and
  * its load of the waiter count. A full fence would cost every write and
  * read, while waiters are rare (docs/design.md, "Asymmetric fences"), so
- * when every waiter can make the waker's CPU run one instead (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), issued by the
- * waiter before it parks), the waker only stops the compiler: an
+ * when every waiter can make the waker's CPU run one instead
+ * (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), issued by the waiter
+ * before it parks), the waker only stops the compiler: an
  * asymmetric fence, as in liburcu and folly. rb_light_epoch: this process
  * registered for that (rb_fork_epoch + 1 when it did, in its current fork
  * generation: a conservative check, registration survives fork). */

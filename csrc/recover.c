@@ -20,6 +20,7 @@ RB_API int rb_set_stall_timeout(rb_ring *rb, int64_t timeout_ns)
     return RB_OK;
 }
 
+/* Relaxed: a setting, as in rb_set_stall_timeout. */
 static int64_t stall_ns(rb_ring *rb) { return atomic_load_explicit(&rb->stall_ns, memory_order_relaxed); }
 
 /* ---- the read turn ------------------------------------------------------ */
@@ -44,7 +45,8 @@ int rb_take_dead_turn(rb_ring *rb, uint32_t id)
 {
     if (!rb_turn_stuck(rb, id))
         return 0;
-    /* Look again only a full timeout from now, whatever we find. */
+    /* Look again only a full timeout from now, whatever we find (relaxed:
+     * as in rb_turn_stuck). */
     atomic_store_explicit(&rb->turn_stall_since, rb_now_ns(), memory_order_relaxed);
     if (rb_id_alive(rb, id))
         return 0; /* slow, not dead: keep waiting */
@@ -56,7 +58,7 @@ int rb_take_dead_turn(rb_ring *rb, uint32_t id)
                                                  memory_order_relaxed))
         return 0; /* someone else took it over, or it was given back */
     RB_KILLPOINT("turn.taken");
-    atomic_store_explicit(&rb->turn_stall_id, 0, memory_order_relaxed);
+    atomic_store_explicit(&rb->turn_stall_id, 0, memory_order_relaxed); /* relaxed: as in rb_turn_stuck */
     /* If the holder died while zeroing what it had consumed, finish: the
      * header says which range. The range is trusted only if it starts at
      * head (the holder had not released it yet) and is a plausible part of

@@ -58,7 +58,7 @@ static int data_ready(rb_ring *rb, uint64_t unused)
         !atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return 1;
-    /* Relaxed head, acquire word: as in read_records(). */
+    /* Relaxed head: as in read_records(); acquire word: as in peek_record(). */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
     uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     /* Anything but a zero or BUSY word lets the read decide (a corrupt
@@ -79,7 +79,8 @@ static int await_data(rb_ring *rb, int64_t deadline)
 
 static int space_ready(rb_ring *rb, uint64_t need)
 {
-    /* Acquire on head first, so the tail read after it is not older. */
+    /* Acquire on head first, so the tail read after it is not older;
+     * relaxed tail: a hint, reserve()'s CAS decides. */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
     uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
     return t - h <= rb->capacity - need;
@@ -90,6 +91,7 @@ static int space_ready(rb_ring *rb, uint64_t need)
 static int turn_ready(rb_ring *rb, uint64_t unused)
 {
     (void)unused;
+    /* Relaxed: a hint; take_turn's CAS decides. */
     uint32_t id = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
     return id == 0 || rb_turn_stuck(rb, id);
 }
@@ -432,7 +434,7 @@ static int finish_reserved(rb_ring *rb, void *ptr, uint32_t flags)
         return rc;
     /* CAS from the BUSY word we saw, so that of two racing commit/abort
      * calls on one pointer only one acts. Release on success: as in
-     * publish(). */
+     * publish(); relaxed on failure: we give up and read nothing. */
     if (!atomic_compare_exchange_strong_explicit(rb_rec_word(rb, i), &w, rb_rec_make(rb_rec_len(w), flags, rb->id),
                                                  memory_order_release, memory_order_relaxed))
         return RB_EINVAL;
@@ -471,7 +473,8 @@ static int take_turn(rb_ring *rb, int64_t deadline)
         /* Acquire pairs with the previous holder's release in give_turn():
          * its head store and zeroing are visible to us. Release: a reader
          * that finds our id here and checks whether we are alive sees our
-         * slot's generation (rb_id_alive). */
+         * slot's generation (rb_id_alive). Relaxed on failure: the holder's
+         * id is a hint for rb_take_dead_turn, whose own CAS decides. */
         if (atomic_compare_exchange_weak_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
             RB_KILLPOINT("read.turn");
@@ -854,7 +857,10 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out)
         /* Walk under the turn, as a consumer would read (read_records): the
          * words between head and tail are record headers, zero (reserved,
          * not written yet) or committed/BUSY/DISCARD words. */
-        uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed); /* as in read_records */
+        /* Relaxed head: as in read_records. Acquire tail: pairs with the
+         * producers' release CAS, as recovery's load does; the walk needs
+         * only a bound, which the words it acquires check again. */
+        uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
         in.head = h;
         in.tail = t;

@@ -91,6 +91,8 @@ static int waiter_fence(rb_ring *rb)
         atomic_store_explicit(&rb->hdr->heavy_waiters, 1, memory_order_seq_cst);
         atomic_thread_fence(memory_order_seq_cst);
     }
+    /* Relaxed: this handle's own clock reading; a race between its
+     * threads only shifts when its short parks end. */
     if (atomic_load_explicit(&rb->heavy_since, memory_order_relaxed) == 0)
         atomic_store_explicit(&rb->heavy_since, rb_now_ns(), memory_order_relaxed);
     return 1;
@@ -224,7 +226,7 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
             break;
         }
         /* Without membarrier, park briefly while wakers may not have seen
-         * heavy_waiters yet (waiter_fence). */
+         * heavy_waiters yet (waiter_fence; heavy_since relaxed there). */
         int64_t cap = park_max;
         if (heavy && now - atomic_load_explicit(&rb->heavy_since, memory_order_relaxed) < RB_HEAVY_SETTLE_NS)
             cap = RB_HEAVY_PARK_NS;
