@@ -129,7 +129,8 @@ int rb_map_fd(int fd, struct rb_ring *rb)
      * carry the happens-before of the consumers' zeroing (docs/design.md,
      * "Why t >= head_cache"). Head is read again after tail: the pair
      * (head1, tail) shows head <= tail, the pair (tail, head2) shows that
-     * tail was at most a capacity ahead, even while others use the ring. */
+     * tail was at most a capacity ahead, even while others use the ring.
+     * Relaxed tail: after the acquire of head1 it is at least as new. */
     uint64_t head1 = atomic_load_explicit(&mh->head, memory_order_acquire);
     uint64_t tail = atomic_load_explicit(&mh->tail, memory_order_relaxed);
     uint64_t head = atomic_load_explicit(&mh->head, memory_order_acquire);
@@ -315,7 +316,9 @@ RB_API int rb_close(rb_ring *rb)
         return RB_OK;
     /* A peek still open would keep the read turn until the next reader
      * found us gone: give it back now (unless the handle was inherited
-     * through fork and never used here: then the peek is the parent's). */
+     * through fork and never used here: then the peek is the parent's).
+     * Relaxed: as in rb_check_fork; no other thread may call the handle
+     * while it closes. */
     if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
         atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
         rb_peek_cancel(rb);

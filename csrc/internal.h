@@ -48,24 +48,35 @@
 #define RB_REC_HDR 8u
 #define RB_REC_BUSY 0x01u    /* reserved, payload being written */
 #define RB_REC_DISCARD 0x02u /* never delivered; skipped by consumers */
+/* The header word's fields: each is defined here once, and read and written
+ * only through the rb_rec_* helpers below. */
+#define RB_REC_LEN_MASK 0xFFFFFFFFu
+#define RB_REC_FLAGS_SHIFT 32u
+#define RB_REC_FLAGS_MASK 0xFFu
+#define RB_REC_WRITER_SHIFT 40u
 #define RB_WRITER_MASK 0xFFFFFFu
+/* An id: slot index in the low RB_SLOT_BITS, generation above. */
 #define RB_SLOT_BITS 9u
 #define RB_GEN_MASK 0x7FFFu /* 15 bits: never 0 in an id */
 
 static inline uint64_t rb_rec_make(uint64_t len, uint32_t flags, uint32_t writer)
 {
-    return len | ((uint64_t)flags << 32) | ((uint64_t)(writer & RB_WRITER_MASK) << 40);
+    return len | ((uint64_t)flags << RB_REC_FLAGS_SHIFT) |
+           ((uint64_t)(writer & RB_WRITER_MASK) << RB_REC_WRITER_SHIFT);
 }
-static inline uint64_t rb_rec_len(uint64_t word) { return word & 0xFFFFFFFFu; }
-static inline uint32_t rb_rec_flags(uint64_t word) { return (uint32_t)(word >> 32) & 0xFFu; }
-static inline uint32_t rb_rec_writer(uint64_t word) { return (uint32_t)(word >> 40); }
+static inline uint64_t rb_rec_len(uint64_t word) { return word & RB_REC_LEN_MASK; }
+static inline uint32_t rb_rec_flags(uint64_t word)
+{
+    return (uint32_t)(word >> RB_REC_FLAGS_SHIFT) & RB_REC_FLAGS_MASK;
+}
+static inline uint32_t rb_rec_writer(uint64_t word) { return (uint32_t)(word >> RB_REC_WRITER_SHIFT); }
 /* Whether a header word can be a record of a ring with this max_message:
  * known flags, never BUSY and DISCARD together (abort and recovery replace
  * BUSY by DISCARD), a length up to max_message, 0 only when DISCARD. */
 static inline int rb_rec_valid(uint64_t word, uint64_t max_message)
 {
-    uint32_t flags = (uint32_t)(word >> 32) & 0xFFu;
-    uint64_t len = word & 0xFFFFFFFFu;
+    uint32_t flags = rb_rec_flags(word);
+    uint64_t len = rb_rec_len(word);
     return (flags & ~(RB_REC_BUSY | RB_REC_DISCARD)) == 0 && flags != (RB_REC_BUSY | RB_REC_DISCARD) &&
            len <= max_message && (len != 0 || flags == RB_REC_DISCARD);
 }
@@ -74,6 +85,9 @@ static inline uint64_t rb_rec_size(uint64_t len) { return (RB_REC_HDR + len + 7u
 /* An id (writer or read-turn holder): slot index and that slot's generation. */
 static inline uint32_t rb_id_slot(uint32_t id) { return id & (RB_SLOTS - 1); }
 static inline uint32_t rb_id_gen(uint32_t id) { return (id >> RB_SLOT_BITS) & RB_GEN_MASK; }
+static inline uint32_t rb_id_make(uint32_t slot, uint32_t gen) { return slot | gen << RB_SLOT_BITS; }
+/* The writer field of a record made by id (rb_rec_make stores it so). */
+static inline uint32_t rb_id_writer(uint32_t id) { return id & RB_WRITER_MASK; }
 
 /* The header page at offset 0 of the file. Fixed-width fields, little-endian
  * (the host's: a ring is shared on one host). */
@@ -139,6 +153,10 @@ struct rb_slot {
 _Static_assert(sizeof(struct rb_header) == RB_PAGE0, "header is one page");
 _Static_assert(sizeof(struct rb_slot) == RB_SLOT_SIZE, "slot size");
 _Static_assert((RB_SLOTS & (RB_SLOTS - 1)) == 0 && RB_SLOTS == 1u << RB_SLOT_BITS, "slot bits");
+_Static_assert(RB_REC_FLAGS_SHIFT == 32 && RB_REC_WRITER_SHIFT == RB_REC_FLAGS_SHIFT + 8 &&
+                   RB_WRITER_MASK == (1u << (64 - RB_REC_WRITER_SHIFT)) - 1,
+               "header word: length 0-31, flags 32-39, writer 40-63");
+_Static_assert(RB_WRITER_MASK == (1u << RB_SLOT_BITS) * (RB_GEN_MASK + 1) - 1, "an id fills the writer field");
 _Static_assert(RB_HEADER_SIZE % 4096 == 0, "data region is page-aligned");
 _Static_assert(offsetof(struct rb_header, slot_count) == 48, "slot_count offset");
 _Static_assert(offsetof(struct rb_header, tail) == 128, "tail offset");
@@ -207,6 +225,20 @@ struct rb_ring {
     _Atomic int64_t heavy_since;
 };
 
+/* The header word of the record at position pos. Every atomic access to a
+ * header word goes through here: the index is pos & mask, in the first
+ * mapping (a header word never crosses the end of the ring). */
+static inline _Atomic uint64_t *rb_rec_word(const rb_ring *rb, uint64_t pos)
+{
+    return (_Atomic uint64_t *)(void *)(rb->data + (pos & rb->mask));
+}
+/* The payload of the record at position pos: contiguous even where it
+ * crosses the end of the ring (the data region is mapped twice). */
+static inline unsigned char *rb_rec_payload(const rb_ring *rb, uint64_t pos)
+{
+    return rb->data + (pos & rb->mask) + RB_REC_HDR;
+}
+
 /* Maps the ring in fd after validating its header; fills rb. */
 int rb_map_fd(int fd, struct rb_ring *rb);
 
@@ -228,10 +260,11 @@ extern _Atomic uint32_t rb_fork_epoch;
 int rb_after_fork(rb_ring *rb);
 static inline int rb_check_fork(rb_ring *rb)
 {
-    /* Relaxed: both values are written by this process only (the global by
-     * the atfork handler before any thread exists in the child). */
-    /* Acquire on the handle's epoch: a thread that sees the re-attached
-     * epoch also sees the new id, slot and descriptor (rb_after_fork). */
+    /* Relaxed on the global: written by this process only, by the atfork
+     * handler before any other thread exists in the child. Acquire on the
+     * handle's epoch: pairs with rb_after_fork's release store, so a thread
+     * that sees the re-attached epoch also sees the new id, slot and
+     * descriptor. */
     if (__builtin_expect(atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed) !=
                              atomic_load_explicit(&rb->fork_epoch, memory_order_acquire),
                          0))
@@ -320,10 +353,11 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
 void rb_wake(const struct rb_waitq *q);
 
 /* The waker's half of the wake-up handshake, between its state change and
- * its load of the waiter count. A full fence costs about a third of a
- * message's time, so when every waiter can make the waker's CPU run one
- * instead (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), issued by the
- * waiter before it parks), the waker only stops the compiler: an
+ * its load of the waiter count. A full fence would cost every write and
+ * read, while waiters are rare (docs/design.md, "Asymmetric fences"), so
+ * when every waiter can make the waker's CPU run one instead
+ * (membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED), issued by the waiter
+ * before it parks), the waker only stops the compiler: an
  * asymmetric fence, as in liburcu and folly. rb_light_epoch: this process
  * registered for that (rb_fork_epoch + 1 when it did, in its current fork
  * generation: a conservative check, registration survives fork). */

@@ -20,6 +20,7 @@ RB_API int rb_set_stall_timeout(rb_ring *rb, int64_t timeout_ns)
     return RB_OK;
 }
 
+/* Relaxed: a setting, as in rb_set_stall_timeout. */
 static int64_t stall_ns(rb_ring *rb) { return atomic_load_explicit(&rb->stall_ns, memory_order_relaxed); }
 
 /* ---- the read turn ------------------------------------------------------ */
@@ -44,7 +45,8 @@ int rb_take_dead_turn(rb_ring *rb, uint32_t id)
 {
     if (!rb_turn_stuck(rb, id))
         return 0;
-    /* Look again only a full timeout from now, whatever we find. */
+    /* Look again only a full timeout from now, whatever we find (relaxed:
+     * as in rb_turn_stuck). */
     atomic_store_explicit(&rb->turn_stall_since, rb_now_ns(), memory_order_relaxed);
     if (rb_id_alive(rb, id))
         return 0; /* slow, not dead: keep waiting */
@@ -56,7 +58,7 @@ int rb_take_dead_turn(rb_ring *rb, uint32_t id)
                                                  memory_order_relaxed))
         return 0; /* someone else took it over, or it was given back */
     RB_KILLPOINT("turn.taken");
-    atomic_store_explicit(&rb->turn_stall_id, 0, memory_order_relaxed);
+    atomic_store_explicit(&rb->turn_stall_id, 0, memory_order_relaxed); /* relaxed: as in rb_turn_stuck */
     /* If the holder died while zeroing what it had consumed, finish: the
      * header says which range. The range is trusted only if it starts at
      * head (the holder had not released it yet) and is a plausible part of
@@ -105,8 +107,7 @@ static int recover_busy(rb_ring *rb, uint64_t h, uint64_t w, uint64_t t)
         return 0;
     /* Relaxed: we hold the turn and read the word back ourselves; the CAS
      * (not a store) leaves alone a word that changed after all. */
-    atomic_compare_exchange_strong_explicit((_Atomic uint64_t *)(void *)(rb->data + (h & rb->mask)), &w,
-                                            rb_rec_make(len, RB_REC_DISCARD, rb_rec_writer(w)),
+    atomic_compare_exchange_strong_explicit(rb_rec_word(rb, h), &w, rb_rec_make(len, RB_REC_DISCARD, rb_rec_writer(w)),
                                             memory_order_relaxed, memory_order_relaxed);
     return 1;
 }
@@ -142,7 +143,7 @@ static int recover_gap(rb_ring *rb, uint64_t h, uint64_t t)
     }
     /* The writer may have written its header meanwhile (then its entry may
      * be gone): its release of the entry made the word visible to us. */
-    uint64_t w = atomic_load_explicit((_Atomic uint64_t *)(void *)(rb->data + (h & rb->mask)), memory_order_acquire);
+    uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     if (w != 0)
         return 1;
     /* No entry covers the gap, or a forged one points nowhere sensible. */
@@ -153,8 +154,8 @@ static int recover_gap(rb_ring *rb, uint64_t h, uint64_t t)
      * the only reader; the writer is dead. */
     for (uint64_t p = h; p < end;) {
         uint64_t size = end - p < rb->max_message + RB_REC_HDR ? end - p : rb->max_message + RB_REC_HDR;
-        atomic_store_explicit((_Atomic uint64_t *)(void *)(rb->data + (p & rb->mask)),
-                              rb_rec_make(size - RB_REC_HDR, RB_REC_DISCARD, 0), memory_order_relaxed);
+        uint64_t discard = rb_rec_make(size - RB_REC_HDR, RB_REC_DISCARD, 0);
+        atomic_store_explicit(rb_rec_word(rb, p), discard, memory_order_relaxed);
         p += size;
     }
     return 1;
@@ -173,7 +174,7 @@ int rb_recover_head(rb_ring *rb, uint64_t h)
     if (!head_stuck(rb, h, now))
         return 0;
     /* Relaxed: recover_busy's CAS and recover_gap's acquire re-read it. */
-    uint64_t w = atomic_load_explicit((_Atomic uint64_t *)(void *)(rb->data + (h & rb->mask)), memory_order_relaxed);
+    uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed);
     int rc;
     if (w == 0)
         rc = recover_gap(rb, h, t);

@@ -25,19 +25,15 @@
  * before it reports RB_EEMPTY. */
 #define RB_TURN_SPIN_NS 20000
 /* A writer that finds the ring full spins first until this part of it is
- * free (reserve_wait). */
+ * free (reserve_wait; why a quarter: docs/design.md, "Measured and tried"). */
 #define RB_REFILL_DIV 4
 
-static inline _Atomic uint64_t *slot(const rb_ring *rb, uint64_t pos)
+/* rb_shutdown has been called: the entry check of every call. */
+static inline int is_closing_relaxed(const rb_ring *rb)
 {
-    return (_Atomic uint64_t *)(void *)(rb->data + (pos & rb->mask));
-}
-
-static inline int is_closing(const rb_ring *rb)
-{
-    /* Relaxed: a call racing rb_shutdown may run to completion either way;
-     * the mapping stays valid until rb_close. Waits re-check it with the
-     * ordering they need (wait.c). */
+    /* Relaxed: a call racing rb_shutdown may run to completion either way
+     * (the mapping stays valid until rb_close), and nothing is read through
+     * the flag; waits re-check it themselves (wait.c, is_closing_acquire). */
     return atomic_load_explicit(&rb->closing, memory_order_relaxed) != 0;
 }
 
@@ -62,9 +58,9 @@ static int data_ready(rb_ring *rb, uint64_t unused)
         !atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return 1;
-    /* Relaxed head, acquire word: as in read_records(). */
+    /* Relaxed head: as in read_records(); acquire word: as in peek_record(). */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
-    uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
+    uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     /* Anything but a zero or BUSY word lets the read decide (a corrupt
      * word is reported by the read). */
     int ready = w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
@@ -83,7 +79,8 @@ static int await_data(rb_ring *rb, int64_t deadline)
 
 static int space_ready(rb_ring *rb, uint64_t need)
 {
-    /* Acquire on head first, so the tail read after it is not older. */
+    /* Acquire on head first, so the tail read after it is not older;
+     * relaxed tail: a hint, reserve()'s CAS decides. */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
     uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
     return t - h <= rb->capacity - need;
@@ -94,6 +91,7 @@ static int space_ready(rb_ring *rb, uint64_t need)
 static int turn_ready(rb_ring *rb, uint64_t unused)
 {
     (void)unused;
+    /* Relaxed: a hint; take_turn's CAS decides. */
     uint32_t id = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
     return id == 0 || rb_turn_stuck(rb, id);
 }
@@ -105,9 +103,9 @@ static int turn_ready(rb_ring *rb, uint64_t unused)
 static struct rb_intent *claim_intent(rb_ring *rb, uint64_t start, uint64_t end)
 {
     /* Entry 0 belongs to one thread, the first that writes through this
-     * handle, and takes no locked instruction (which would first wait for
-     * our last record's stores to drain; with reserve_wait's refill, 1.2 to
-     * 1.8 times the 64-byte throughput, docs/design.md). Only its owner
+     * handle, and takes no locked instruction, which would first wait for
+     * our last record's stores to drain (docs/design.md, "Measured and
+     * tried"). Only its owner
      * writes it, so it is free when its end is 0, and no other thread can
      * take it between our check and our stores. A signal handler that
      * writes while the owner holds the entry sees end != 0 and takes
@@ -237,12 +235,10 @@ static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t 
          * what we need. A producer faster than its consumers would
          * otherwise take the few bytes each read frees, one message at a
          * time: re-reading head (the consumers' line) for every message,
-         * and taking that line from them for every message too. Measured
-         * with claim_intent's entry 0 (bench/cbench, 1 MiB ring): 1.2 to
-         * 1.8 times the throughput of 64-byte messages; a quarter rather
-         * than a sixteenth: 1.2 times that of 4 KiB ones (design.md).
-         * Only a spin, which no waker has to know about: when that share
-         * does not come soon, we wait for just what we need. */
+         * and taking that line from them for every message too
+         * (docs/design.md, "Refill"). Only a spin, which no waker has to
+         * know about: when that share does not come soon, we wait for just
+         * what we need. */
         if (refill > need) {
             rc = rb_spin(rb, space_ready, refill, deadline);
             if (rc == RB_OK)
@@ -260,14 +256,14 @@ static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t 
 static void mark_busy(rb_ring *rb, uint64_t pos, uint64_t len)
 {
     /* Relaxed: BUSY only tells a consumer to wait; it reads nothing else. */
-    atomic_store_explicit(slot(rb, pos), rb_rec_make(len, RB_REC_BUSY, rb->id), memory_order_relaxed);
+    atomic_store_explicit(rb_rec_word(rb, pos), rb_rec_make(len, RB_REC_BUSY, rb->id), memory_order_relaxed);
 }
 
 static void publish(rb_ring *rb, uint64_t pos, uint64_t len, uint32_t flags)
 {
     /* Release: the payload is visible to whoever acquires this word and
      * sees the record committed (or discarded). */
-    atomic_store_explicit(slot(rb, pos), rb_rec_make(len, flags, rb->id), memory_order_release);
+    atomic_store_explicit(rb_rec_word(rb, pos), rb_rec_make(len, flags, rb->id), memory_order_release);
 }
 
 /* After publishing: wake consumers parked for data, if any. */
@@ -296,7 +292,7 @@ static void fill(rb_ring *rb, uint64_t pos, const unsigned char *p, const size_t
     drop_intent(in);
     for (size_t i = 0; i < n; i++) {
         /* The data is mapped twice back to back: the copy never wraps. */
-        unsigned char *dst = rb->data + (pos & rb->mask) + RB_REC_HDR;
+        unsigned char *dst = rb_rec_payload(rb, pos);
 #ifdef RB_KILLPOINTS
         /* Tests die half-way through a payload. */
         size_t half = lens[i] / 2;
@@ -329,7 +325,7 @@ static int write_many(rb_ring *rb, const void *data, const size_t *lens, size_t 
         *written = 0;
     if (rb == NULL || written == NULL || (count > 0 && (data == NULL || lens == NULL)))
         return RB_EINVAL;
-    if (is_closing(rb))
+    if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     if (count == 0)
         return RB_OK;
@@ -382,7 +378,7 @@ static int reserve_one(rb_ring *rb, size_t len, void **ptr, int64_t deadline)
 {
     if (rb == NULL || ptr == NULL)
         return RB_EINVAL;
-    if (is_closing(rb))
+    if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     if (len == 0 || len > rb->max_message)
         return RB_ESIZE;
@@ -395,7 +391,7 @@ static int reserve_one(rb_ring *rb, size_t len, void **ptr, int64_t deadline)
         return rc;
     mark_busy(rb, pos, len);
     drop_intent(in);
-    *ptr = rb->data + (pos & rb->mask) + RB_REC_HDR;
+    *ptr = rb_rec_payload(rb, pos);
     return RB_OK;
 }
 
@@ -418,11 +414,11 @@ static int reserved_record(const rb_ring *rb, const void *ptr, uint64_t *idx, ui
         return RB_EINVAL;
     uint64_t i = (uint64_t)(p - d) - RB_REC_HDR;
     /* Relaxed: only the reserving producer writes a BUSY word. */
-    uint64_t w = atomic_load_explicit(slot(rb, i), memory_order_relaxed);
+    uint64_t w = atomic_load_explicit(rb_rec_word(rb, i), memory_order_relaxed);
     /* Not reserved, already committed/aborted, or by another process. (A
      * pointer into a payload whose bytes happen to look like one of our
      * BUSY words cannot be told apart: pass only rb_reserve's pointers.) */
-    if (rb_rec_flags(w) != RB_REC_BUSY || (uint32_t)(w >> 40) != (rb->id & RB_WRITER_MASK) ||
+    if (rb_rec_flags(w) != RB_REC_BUSY || rb_rec_writer(w) != rb_id_writer(rb->id) ||
         rb_rec_len(w) == 0 || rb_rec_len(w) > rb->max_message)
         return RB_EINVAL;
     *idx = i;
@@ -438,8 +434,8 @@ static int finish_reserved(rb_ring *rb, void *ptr, uint32_t flags)
         return rc;
     /* CAS from the BUSY word we saw, so that of two racing commit/abort
      * calls on one pointer only one acts. Release on success: as in
-     * publish(). */
-    if (!atomic_compare_exchange_strong_explicit(slot(rb, i), &w, rb_rec_make(rb_rec_len(w), flags, rb->id),
+     * publish(); relaxed on failure: we give up and read nothing. */
+    if (!atomic_compare_exchange_strong_explicit(rb_rec_word(rb, i), &w, rb_rec_make(rb_rec_len(w), flags, rb->id),
                                                  memory_order_release, memory_order_relaxed))
         return RB_EINVAL;
     notify_data(rb);
@@ -477,7 +473,8 @@ static int take_turn(rb_ring *rb, int64_t deadline)
         /* Acquire pairs with the previous holder's release in give_turn():
          * its head store and zeroing are visible to us. Release: a reader
          * that finds our id here and checks whether we are alive sees our
-         * slot's generation (rb_id_alive). */
+         * slot's generation (rb_id_alive). Relaxed on failure: the holder's
+         * id is a hint for rb_take_dead_turn, whose own CAS decides. */
         if (atomic_compare_exchange_weak_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
             RB_KILLPOINT("read.turn");
@@ -490,7 +487,7 @@ static int take_turn(rb_ring *rb, int64_t deadline)
             RB_KILLPOINT("read.turn");
             return RB_OK;
         }
-        if (is_closing(rb))
+        if (is_closing_relaxed(rb))
             return RB_ECLOSED;
         if (deadline != 0) {
             struct rb_waitq q = rb_turn_q(rb);
@@ -534,7 +531,7 @@ static int peek_record(rb_ring *rb, uint64_t h, uint64_t *word)
 {
     /* Acquire pairs with the producer's committing release store: the
      * payload is visible once we see the record committed. */
-    uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
+    uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     if (w == 0)
         return RB_EEMPTY;
     uint32_t flags = rb_rec_flags(w);
@@ -631,7 +628,7 @@ static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t
             }
             break;
         }
-        memcpy(buf + used, rb->data + (h & rb->mask) + RB_REC_HDR, (size_t)len);
+        memcpy(buf + used, rb_rec_payload(rb, h), (size_t)len);
         lens[n++] = (size_t)len;
         used += (size_t)len;
         h += rb_rec_size(len);
@@ -653,7 +650,7 @@ static int read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size
         *count = 0;
     if (rb == NULL || count == NULL || (max_count > 0 && lens == NULL) || (buf == NULL && buf_size > 0))
         return RB_EINVAL;
-    if (is_closing(rb))
+    if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     if (max_count == 0)
         return RB_OK;
@@ -713,7 +710,7 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
 {
     if (rb == NULL || ptr == NULL || len == NULL)
         return RB_EINVAL;
-    if (is_closing(rb))
+    if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     rb_check_fork(rb);
     for (;;) {
@@ -737,7 +734,7 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
              * holder reads peek_pos; peeking just guards misuse. */
             rb->peek_pos = h;
             atomic_store_explicit(&rb->peeking, 1, memory_order_relaxed);
-            *ptr = rb->data + (h & rb->mask) + RB_REC_HDR;
+            *ptr = rb_rec_payload(rb, h);
             *len = (size_t)rb_rec_len(w);
             return RB_OK;
         }
@@ -782,7 +779,7 @@ RB_API int rb_release(rb_ring *rb)
         return RB_EINVAL;
     uint64_t h = rb->peek_pos;
     /* Relaxed: we hold the turn; the word was acquired by rb_peek. */
-    uint64_t size = rb_rec_size(rb_rec_len(atomic_load_explicit(slot(rb, h), memory_order_relaxed)));
+    uint64_t size = rb_rec_size(rb_rec_len(atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed)));
     rb_consume_range(rb, h, h + size);
     give_turn(rb, 1);
     return RB_OK;
@@ -839,7 +836,7 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out)
 {
     if (rb == NULL || out == NULL)
         return RB_EINVAL;
-    if (is_closing(rb))
+    if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     rb_check_fork(rb);
     struct rb_info in = {.capacity = rb->capacity, .max_message = rb->max_message, .format_version = RB_FORMAT_VERSION};
@@ -860,13 +857,16 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out)
         /* Walk under the turn, as a consumer would read (read_records): the
          * words between head and tail are record headers, zero (reserved,
          * not written yet) or committed/BUSY/DISCARD words. */
-        uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed); /* as in read_records */
+        /* Relaxed head: as in read_records. Acquire tail: pairs with the
+         * producers' release CAS, as recovery's load does; the walk needs
+         * only a bound, which the words it acquires check again. */
+        uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
         in.head = h;
         in.tail = t;
         while (h < t) {
             /* Acquire: as in peek_record. */
-            uint64_t w = atomic_load_explicit(slot(rb, h), memory_order_acquire);
+            uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
             uint64_t len = rb_rec_len(w);
             uint32_t flags = rb_rec_flags(w);
             if (w == 0) {

@@ -125,7 +125,8 @@ static void slot_init(rb_ring *rb, uint32_t slot)
         atomic_store_explicit(&s->intent[i].end, 0, memory_order_relaxed);
     }
     /* A waiter killed while parked left its count behind: take it back, so
-     * that wakers stop making needless futex calls. */
+     * that wakers stop making needless futex calls. Relaxed, as in rb_wait:
+     * the counts are ordered by the waiters' and wakers' fences. */
     struct rb_waitq qs[3] = {rb_data_q(rb), rb_space_q(rb), rb_turn_q(rb)};
     for (unsigned i = 0; i < 3; i++) {
         uint32_t left = atomic_exchange_explicit(&s->parked[qs[i].index], 0, memory_order_relaxed);
@@ -137,7 +138,7 @@ static void slot_init(rb_ring *rb, uint32_t slot)
     /* A new slot (after fork, a new process's): entry 0 is anyone's.
      * Relaxed: no other thread writes through the handle meanwhile. */
     atomic_store_explicit(&rb->intent_owner, 0, memory_order_relaxed);
-    rb->id = slot | gen << RB_SLOT_BITS;
+    rb->id = rb_id_make(slot, gen);
     /* Release: whoever learns our id through a release of ours (a record's
      * header via tail, the read turn via its acq_rel CAS) sees the new
      * generation in rb_id_alive (acquire fence there). */
@@ -177,6 +178,8 @@ static int attach_fd(rb_ring *rb, int fd)
 int rb_slot_attach(rb_ring *rb)
 {
     rb->slot = RB_SLOTS; /* none yet: rb_slot_alive must not match it */
+    /* Relaxed: the global as in rb_check_fork; the handle is not shared
+     * with any other thread yet (rb_open has not returned it). */
     atomic_store_explicit(&rb->fork_epoch, atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed),
                           memory_order_relaxed);
     return attach_fd(rb, rb->fd);
@@ -193,7 +196,10 @@ int rb_after_fork(rb_ring *rb)
     /* One thread of this (child) process re-attaches, the others wait until
      * it has. reattaching holds the epoch being re-attached: a value from an
      * older epoch was left by a thread that a fork() did not copy (we are a
-     * grandchild), and is taken over. Acquire/release: as in rb_check_fork. */
+     * grandchild), and is taken over. Relaxed load of reattaching: the CAS
+     * decides (its acquire pairs with nothing: no store of reattaching
+     * releases). Acquire on fork_epoch: pairs with the release store
+     * below, as in rb_check_fork. */
     for (;;) {
         uint32_t cur = atomic_load_explicit(&rb->reattaching, memory_order_relaxed);
         if (cur == epoch) {
@@ -233,6 +239,7 @@ int rb_after_fork(rb_ring *rb)
     return RB_OK;
 }
 
+/* Relaxed: the child runs one thread here, and its threads start later. */
 static void on_fork_child(void) { atomic_fetch_add_explicit(&rb_fork_epoch, 1, memory_order_relaxed); }
 
 __attribute__((constructor)) static void register_fork_handler(void)
@@ -243,6 +250,7 @@ __attribute__((constructor)) static void register_fork_handler(void)
 /* ---- test-only kill points ---------------------------------------------- */
 
 #ifdef RB_KILLPOINTS
+/* Test-only, off every measured path: plain seq_cst atomics. */
 static const char *_Atomic kill_name;
 static _Atomic unsigned kill_left;
 static _Atomic int kill_sig;

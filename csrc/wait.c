@@ -26,10 +26,10 @@
  * an oversubscribed machine the process we wait for can run on our core. */
 #define RB_SPIN_NS 50000
 #define RB_PAUSE_NS 500
-/* Longest single park: bounds the damage of a missing wake-up (review found
- * one, since fixed: rb_peek skipping discarded records did not wake space
- * waiters). The Python binding does not rely on it: it waits in 50 ms
- * slices, and a signal that interrupts a park ends the wait with RB_EINTR. */
+/* Longest single park: bounds the damage of a wake-up that a bug would miss
+ * (docs/design.md, "Waiting"). The Python binding does not rely on it: it
+ * waits in 50 ms slices, and a signal that interrupts a park ends the wait
+ * with RB_EINTR. */
 #define RB_PARK_MAX_NS 100000000
 
 /* A waiter that cannot use membarrier parks at most this long while wakers
@@ -91,6 +91,8 @@ static int waiter_fence(rb_ring *rb)
         atomic_store_explicit(&rb->hdr->heavy_waiters, 1, memory_order_seq_cst);
         atomic_thread_fence(memory_order_seq_cst);
     }
+    /* Relaxed: this handle's own clock reading; a race between its
+     * threads only shifts when its short parks end. */
     if (atomic_load_explicit(&rb->heavy_since, memory_order_relaxed) == 0)
         atomic_store_explicit(&rb->heavy_since, rb_now_ns(), memory_order_relaxed);
     return 1;
@@ -145,10 +147,13 @@ void rb_wake_always(const struct rb_waitq *q)
     syscall(SYS_futex, (void *)q->word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
-static int is_closing(const rb_ring *rb)
+/* rb_shutdown has been called: checked before each readiness test. */
+static int is_closing_acquire(const rb_ring *rb)
 {
-    /* Acquire: pairs with rb_shutdown's release; nothing else is read
-     * through it, but it keeps the check from being hoisted. */
+    /* Acquire: pairs with rb_shutdown's release exchange. Stronger than the
+     * wait needs (shutdown publishes nothing else through the flag, and a
+     * parked waiter sees it through the futex word's release/acquire bump:
+     * docs/design.md, "Shutdown"); the same plain load on x86-64. */
     return atomic_load_explicit(&rb->closing, memory_order_acquire) != 0;
 }
 
@@ -158,7 +163,7 @@ int rb_spin(rb_ring *rb, int (*ready)(rb_ring *, uint64_t), uint64_t arg, int64_
     int64_t start = rb_now_ns(), now = start;
     int64_t spin_end = start + RB_SPIN_NS < deadline ? start + RB_SPIN_NS : deadline;
     for (unsigned i = 1;; i++) {
-        if (is_closing(rb))
+        if (is_closing_acquire(rb))
             return RB_ECLOSED;
         if (ready(rb, arg))
             return RB_OK;
@@ -207,7 +212,7 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
          * bumps after this load, the word no longer equals seen: FUTEX_WAIT
          * returns at once, or the waker's FUTEX_WAKE ends it. */
         uint32_t seen = atomic_load_explicit(q->word, memory_order_acquire);
-        if (is_closing(rb)) {
+        if (is_closing_acquire(rb)) {
             rc = RB_ECLOSED;
             break;
         }
@@ -221,7 +226,7 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
             break;
         }
         /* Without membarrier, park briefly while wakers may not have seen
-         * heavy_waiters yet (waiter_fence). */
+         * heavy_waiters yet (waiter_fence; heavy_since relaxed there). */
         int64_t cap = park_max;
         if (heavy && now - atomic_load_explicit(&rb->heavy_since, memory_order_relaxed) < RB_HEAVY_SETTLE_NS)
             cap = RB_HEAVY_PARK_NS;

@@ -150,7 +150,7 @@ static int wait_stopped(pid_t pid)
 
 static uint64_t word_at(rb_ring *rb, uint64_t pos)
 {
-    return atomic_load((_Atomic uint64_t *)(void *)(rb->data + (pos & rb->mask)));
+    return atomic_load(rb_rec_word(rb, pos));
 }
 
 /* ---- producers killed at each step ------------------------------------- */
@@ -290,7 +290,7 @@ TEST(stale_intent_of_a_dead_loser)
     /* Make its header look unwritten and re-announce it, as between the
      * CAS and the header store. */
     uint64_t w = word_at(f.rb, 32);
-    atomic_store((_Atomic uint64_t *)(void *)(f.rb->data + 32), 0);
+    atomic_store(rb_rec_word(f.rb, 32), 0);
     atomic_store(&f.rb->me->intent[0].start, 32);
     atomic_store(&f.rb->me->intent[0].end, 32 + 216);
     rb_set_stall_timeout(f.rb, 0);
@@ -301,7 +301,7 @@ TEST(stale_intent_of_a_dead_loser)
         CHECK_EQ(rb_read(f.rb, buf, sizeof buf, &got), RB_EEMPTY); /* live: waited for */
     CHECK_EQ_U(word_at(f.rb, 32), 0);
     /* The writer finishes. */
-    atomic_store((_Atomic uint64_t *)(void *)(f.rb->data + 32), w);
+    atomic_store(rb_rec_word(f.rb, 32), w);
     atomic_store(&f.rb->me->intent[0].end, 0);
     make_msg(p, 200, 9);
     CHECK_EQ(rb_commit(f.rb, p), RB_OK);
