@@ -28,20 +28,22 @@ def build(c):
 @task(
     pre=[build],
     help={
-        "scale": "multiplier for the stress tests' message counts (default 1)",
+        "scale": "multiplier for the stress tests' message counts, e.g. 0.5 (default 1)",
         "kill_cycles": "cycles of the random kill harness in test_crash (default 200)",
     },
 )
-def test_c(c, scale=1, kill_cycles=200):
+def test_c(c, scale=1.0, kill_cycles=200):
     """Build and run the C tests."""
-    _run(c, f"make -s -C tests/c check RB_STRESS_SCALE={scale} RB_KILL_CYCLES={int(kill_cycles)}")
+    # A float default: invoke types an option from its default, and an int
+    # one refused --scale 0.5.
+    _run(c, f"make -s -C tests/c check RB_STRESS_SCALE={float(scale):g} RB_KILL_CYCLES={int(kill_cycles)}")
 
 
 @task(help={"scale": "multiplier for the stress tests' message counts (default 0.25 under sanitizers)"})
 def sanitize(c, scale=0.25):
     """Run the C tests under ASan+UBSan and under TSan; replay the fuzzing corpus under ASan+UBSan."""
-    _run(c, f"make -s -C tests/c asan RB_STRESS_SCALE={scale}")
-    _run(c, f"make -s -C tests/c tsan RB_STRESS_SCALE={scale}")
+    _run(c, f"make -s -C tests/c asan RB_STRESS_SCALE={float(scale):g}")
+    _run(c, f"make -s -C tests/c tsan RB_STRESS_SCALE={float(scale):g}")
     _run(c, "make -s -C tests/fuzz replay")
 
 
