@@ -20,7 +20,7 @@ def _run(c: Context, cmd: str, **kw: object):
 
 @task
 def build(c):
-    """Build libringbuf.so and the Python extension in place (editable install)."""
+    """Build libringbuf (csrc/build) and the Python extension in place (editable install)."""
     _run(c, "make -s -C csrc")
     _run(c, f"{PY} -m pip install --quiet --no-deps -e .")
 
@@ -87,7 +87,7 @@ def lint(c):
 @task(help={"count": "messages per run", "size": "bytes per message (at least 8)"})
 def demo(c, count=300_000, size=64):
     """Stream messages between two processes, verify them, compare with multiprocessing.Queue."""
-    if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so")):
+    if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so.0")):
         build(c)
     _run(c, f"{PY} -m ringbuffer demo --count {int(count)} --size {int(size)}")
 
@@ -101,7 +101,7 @@ def demo(c, count=300_000, size=64):
 def bench(c, quick=False, only=""):
     """Run the benchmark suite (bench/): throughput and latency next to multiprocessing,
     faster-fifo and pyzmq, idle CPU, memory, the C benchmark; results in bench/results/."""
-    if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so")):
+    if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so.0")):
         build(c)
     _run(c, "make -s -C bench")
     opts = (" --quick" if quick else "") + (f" --only {' '.join(only.split(','))}" if only else "")
@@ -119,7 +119,7 @@ def clean(c):
         shutil.rmtree(os.path.join(ROOT, rel), ignore_errors=True)
     pkg = os.path.join(ROOT, "ringbuffer")
     for name in os.listdir(pkg):
-        if name.endswith(".so") or name == "_ringbuf.c":
+        if name.endswith(".so") or ".so." in name or name == "_ringbuf.c":
             os.remove(os.path.join(pkg, name))
     for name in ("include", "pkgconfig"):
         shutil.rmtree(os.path.join(pkg, name), ignore_errors=True)

@@ -16,7 +16,7 @@ NM = shutil.which("nm")
 # The binding's declarations, from the source tree (a wheel does not ship _cdef.h).
 CDEF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ringbuffer", "_cdef.h")
 HEADER = os.path.join(ringbuffer.get_include(), "ringbuf.h")
-LIBRARY = os.path.join(ringbuffer.get_library_dir(), "libringbuf.so")
+LIBRARY = os.path.join(ringbuffer.get_library_dir(), "libringbuf.so.0")
 
 
 def strip_comments(text: str) -> str:
