@@ -420,7 +420,7 @@ class RingBuffer:
         if rb is None:
             raise _closed()
         out = ffi.new("struct rb_info *")
-        rc = lib.rb_info(rb, out)
+        rc = lib.rb_info_sized(rb, out, ffi.sizeof("struct rb_info"))
         if rc != _OK:
             raise _error(rc, self._path)
         i = out[0]

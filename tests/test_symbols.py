@@ -25,7 +25,8 @@ def strip_comments(text: str) -> str:
 
 def declared_functions(path: str) -> set[str]:
     """Names of the rb_* functions a header declares (comments ignored)."""
-    return set(re.findall(r"\b(rb_\w+)\s*\(", strip_comments(open(path).read())))
+    # Preprocessor lines skipped: rb_info() is a macro over rb_info_sized().
+    return set(re.findall(r"\b(rb_\w+)\s*\(", re.sub(r"(?m)^\s*#.*", "", strip_comments(open(path).read()))))
 
 
 def dynamic_symbols() -> list[tuple[str, str]]:
