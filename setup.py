@@ -107,6 +107,7 @@ class BuildExtWithLib(build_ext):
 
 
 setup(
+    version=_header_version(),
     cffi_modules=["build_ffi.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithLib},
 )

@@ -43,7 +43,7 @@ extern "C" {
 /* Library version. rb_version() returns the number the running library was
  * built with; compare it with RB_VERSION_NUMBER to detect a mismatched .so. */
 #define RB_VERSION_MAJOR 0
-#define RB_VERSION_MINOR 1
+#define RB_VERSION_MINOR 2
 #define RB_VERSION_PATCH 0
 #define RB_VERSION_NUMBER \
     (RB_VERSION_MAJOR * 10000 + RB_VERSION_MINOR * 100 + RB_VERSION_PATCH)
