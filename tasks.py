@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
 
-from invoke import Context, task
+from invoke import Context, Exit, task
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -76,12 +77,31 @@ def test(c, sanitizers=True):
 
 @task
 def lint(c):
-    """Check Python style (ruff) and C warnings (-Werror build of the library, tests and benchmark)."""
+    """Check Python style (ruff), Python 3.9 compatibility (vermin) and C warnings (-Werror builds)."""
     _run(c, f"{PY} -m ruff check .")
     _run(c, f"{PY} -m ruff format --check .")
+    # The README promises Python 3.9+ and only a newer Python runs here: no
+    # 3.10+ syntax, module, function or keyword argument in what 3.9 runs.
+    _run(c, f"{PY} -m vermin -q --target=3.9- --no-tips --violations ringbuffer setup.py build_ffi.py tests")
     _run(c, "make -s -C csrc")
     _run(c, "make -s -C tests/c all")
     _run(c, "make -s -C bench")
+
+
+@task
+def dist(c):
+    """Build the sdist and wheel into dist/ (python -m build) and check the wheel's manylinux tag."""
+    out = os.path.join(ROOT, "dist")
+    shutil.rmtree(out, ignore_errors=True)
+    # The wheel is built from the sdist, so a file missing from MANIFEST.in fails here.
+    _run(c, f"{PY} -m build --outdir dist .")
+    wheels = glob.glob(os.path.join(out, "*.whl"))
+    if len(wheels) != 1:
+        raise Exit(f"expected one wheel in dist/, found {wheels}")
+    shown = _run(c, f"{PY} -m auditwheel show {wheels[0]}", hide="out")
+    print(shown.stdout.strip())
+    if "manylinux" not in shown.stdout:
+        raise Exit("auditwheel finds no manylinux tag the wheel is consistent with")
 
 
 @task(help={"count": "messages per run", "size": "bytes per message (at least 8)"})
