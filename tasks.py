@@ -82,7 +82,8 @@ def lint(c):
     _run(c, f"{PY} -m ruff format --check .")
     # The README promises Python 3.9+ and only a newer Python runs here: no
     # 3.10+ syntax, module, function or keyword argument in what 3.9 runs.
-    _run(c, f"{PY} -m vermin -q --target=3.9- --no-tips --violations ringbuffer setup.py build_ffi.py tests")
+    vermin = f"{PY} -c 'import sys, vermin; sys.exit(vermin.main())'"  # it has no __main__
+    _run(c, f"{vermin} -q --target=3.9- --no-tips --violations ringbuffer setup.py build_ffi.py tests")
     _run(c, "make -s -C csrc")
     _run(c, "make -s -C tests/c all")
     _run(c, "make -s -C bench")

@@ -22,7 +22,8 @@
  * forever); any other call from such a handler may deadlock.
  *
  * The file format is documented in docs/format.md, the concurrency protocol
- * in docs/design.md.
+ * in docs/design.md, what a release may change (versions, SONAME, ABI) in
+ * docs/abi.md.
  */
 #ifndef RINGBUF_H
 #define RINGBUF_H
@@ -40,8 +41,10 @@ extern "C" {
 #define RB_API
 #endif
 
-/* Library version. rb_version() returns the number the running library was
- * built with; compare it with RB_VERSION_NUMBER to detect a mismatched .so. */
+/* Library version, the single source of the release version (the Python
+ * package takes it from here). rb_version() returns the number the running
+ * library was built with; compare it with RB_VERSION_NUMBER to detect a
+ * mismatched .so. */
 #define RB_VERSION_MAJOR 0
 #define RB_VERSION_MINOR 2
 #define RB_VERSION_PATCH 0
