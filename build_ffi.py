@@ -3,9 +3,10 @@
 The declarations live in ``ringbuffer/_cdef.h``; the extension includes the
 real ``csrc/ringbuf.h`` and the binding's few C helpers
 (``ringbuffer/_shim.h``, there for speed only), so the C compiler checks the
-declarations against them. It links against the ``libringbuf.so`` that
-setup.py builds into the package (found at run time through
-``RUNPATH=$ORIGIN``).
+declarations against them. It links with ``-lringbuf`` against what
+setup.py builds into the package: ``libringbuf.so`` there is the linker
+script ``INPUT(libringbuf.so.0)``, so the extension records NEEDED
+``libringbuf.so.0`` and finds it at run time through ``RUNPATH=$ORIGIN``.
 """
 
 from pathlib import Path

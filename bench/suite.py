@@ -488,8 +488,8 @@ def library_files() -> dict[str, float]:
     """Modification times of the library files a run loads: a rebuild in
     the middle of a run changes what is measured (and crashes the processes
     that have the old copy mapped, since builds overwrite it in place)."""
-    paths = glob.glob(os.path.join(ROOT, "ringbuffer", "*.so"))
-    paths.append(os.path.join(ROOT, "csrc", "build", "libringbuf.so"))
+    paths = glob.glob(os.path.join(ROOT, "ringbuffer", "*.so*"))
+    paths.append(os.path.join(ROOT, "csrc", "build", "libringbuf.so.0"))
     return {os.path.relpath(p, ROOT): os.stat(p).st_mtime for p in paths if os.path.exists(p)}
 
 

@@ -832,9 +832,9 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail)
     return RB_OK;
 }
 
-RB_API int rb_info(rb_ring *rb, struct rb_info *out)
+RB_API int rb_info_sized(rb_ring *rb, struct rb_info *out, size_t size)
 {
-    if (rb == NULL || out == NULL)
+    if (rb == NULL || out == NULL || size == 0)
         return RB_EINVAL;
     if (is_closing_relaxed(rb))
         return RB_ECLOSED;
@@ -890,6 +890,10 @@ RB_API int rb_info(rb_ring *rb, struct rb_info *out)
         give_turn(rb, 0);
         in.counted = 1;
     }
-    *out = in;
+    /* The caller's struct may be older (shorter) or newer (longer) than
+     * ours: write exactly its size (docs/abi.md). */
+    size_t n = size < sizeof in ? size : sizeof in;
+    memcpy(out, &in, n);
+    memset((char *)out + n, 0, size - n);
     return rc;
 }

@@ -22,7 +22,8 @@
  * forever); any other call from such a handler may deadlock.
  *
  * The file format is documented in docs/format.md, the concurrency protocol
- * in docs/design.md.
+ * in docs/design.md, what a release may change (versions, SONAME, ABI) in
+ * docs/abi.md.
  */
 #ifndef RINGBUF_H
 #define RINGBUF_H
@@ -40,10 +41,12 @@ extern "C" {
 #define RB_API
 #endif
 
-/* Library version. rb_version() returns the number the running library was
- * built with; compare it with RB_VERSION_NUMBER to detect a mismatched .so. */
+/* Library version, the single source of the release version (the Python
+ * package takes it from here). rb_version() returns the number the running
+ * library was built with; compare it with RB_VERSION_NUMBER to detect a
+ * mismatched .so. */
 #define RB_VERSION_MAJOR 0
-#define RB_VERSION_MINOR 1
+#define RB_VERSION_MINOR 2
 #define RB_VERSION_PATCH 0
 #define RB_VERSION_NUMBER \
     (RB_VERSION_MAJOR * 10000 + RB_VERSION_MINOR * 100 + RB_VERSION_PATCH)
@@ -176,7 +179,10 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
  * Thread-safety: MT-safe; calls already waiting may use the old value. */
 RB_API int rb_set_stall_timeout(rb_ring *rb, int64_t timeout_ns);
 
-/* A snapshot of a ring's state, for monitoring and debugging (rb_info). */
+/* A snapshot of a ring's state, for monitoring and debugging (rb_info).
+ * Fields are only ever added at the end, never moved, resized or removed
+ * (docs/abi.md): a program compiled against an older, shorter struct keeps
+ * working with a newer library. */
 struct rb_info {
     uint64_t capacity;      /* bytes                                        */
     uint64_t max_message;   /* bytes                                        */
@@ -203,10 +209,17 @@ struct rb_info {
  * the read turn briefly, as a consumer would) the records waiting between
  * head and tail. Counting stops at a record whose header is not written
  * yet (it counts as busy). Nothing is consumed.
- * Returns: RB_OK; RB_EINVAL (NULL argument); RB_ECLOSED; RB_ECORRUPT (an
- * impossible record on the way: the counts stop there).
+ * size is the caller's sizeof(struct rb_info); call it as rb_info(rb, &info),
+ * the macro below, which passes the size this program was compiled with.
+ * Exactly size bytes at out are written: the library's first
+ * min(size, its sizeof(struct rb_info)) bytes, then zeros (fields of a newer
+ * header that this library does not know read as 0). An older caller's
+ * shorter struct gets its own fields and nothing past them.
+ * Returns: RB_OK; RB_EINVAL (NULL argument, size 0); RB_ECLOSED;
+ * RB_ECORRUPT (an impossible record on the way: the counts stop there).
  * Thread-safety: MT-safe; counts are a snapshot, stale at once. */
-RB_API int rb_info(rb_ring *rb, struct rb_info *out);
+RB_API int rb_info_sized(rb_ring *rb, struct rb_info *out, size_t size);
+#define rb_info(rb, out) rb_info_sized((rb), (out), sizeof(struct rb_info))
 
 /* Writes one message of len bytes (1 to rb_max_message_size). Never blocks.
  * Returns: RB_OK (the message will be delivered); RB_EFULL (not enough free

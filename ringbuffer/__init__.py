@@ -15,6 +15,8 @@ package; C programs can build against it with :func:`get_include` and
 from __future__ import annotations
 
 import os
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _distribution_version
 from typing import Any
 
 from ringbuffer.exceptions import (
@@ -31,7 +33,11 @@ from ringbuffer.exceptions import (
 from ringbuffer.objqueue import Queue
 from ringbuffer.ring import RingBuffer, c_version, format_version
 
-__version__ = "0.1.0"
+try:
+    # The distribution's version, which the build takes from csrc/ringbuf.h.
+    __version__ = _distribution_version("ringbuffer-ipc")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BufferClosed",

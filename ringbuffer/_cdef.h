@@ -55,7 +55,7 @@ int rb_set_stall_timeout(rb_ring *rb, int64_t timeout_ns);
 size_t rb_capacity(const rb_ring *rb);
 size_t rb_max_message_size(const rb_ring *rb);
 int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
-int rb_info(rb_ring *rb, struct rb_info *out);
+int rb_info_sized(rb_ring *rb, struct rb_info *out, size_t size);
 int rb_write(rb_ring *rb, const void *msg, size_t len);
 int rb_write_wait(rb_ring *rb, const void *msg, size_t len, int64_t timeout_ns);
 int rb_write_many(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written);

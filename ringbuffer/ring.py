@@ -273,7 +273,7 @@ class RingBuffer:
         if rb is None:
             raise error(_ECLOSED)
         out = ffi.new("struct rb_info *")
-        rc = lib.rb_info(rb, out)
+        rc = lib.rb_info_sized(rb, out, ffi.sizeof("struct rb_info"))
         if rc != _OK:
             raise error(rc, self._path)
         i = out[0]

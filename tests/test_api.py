@@ -1518,7 +1518,7 @@ def test_get_include():
 def test_get_library_dir():
     d = ringbuffer.get_library_dir()
     assert os.path.isabs(d)
-    so = pathlib.Path(d, "libringbuf.so")
+    so = pathlib.Path(d, "libringbuf.so.0")
     assert so.is_file()
     assert so.read_bytes()[:4] == b"\x7fELF"
 

@@ -328,7 +328,7 @@ MODULE_FUNCTIONS = {
     "c_version": lambda v: isinstance(v, int) and v > 0,
     "format_version": lambda v: isinstance(v, int) and v > 0,
     "get_include": lambda v: os.path.isfile(os.path.join(v, "ringbuf.h")),
-    "get_library_dir": lambda v: os.path.isfile(os.path.join(v, "libringbuf.so")),
+    "get_library_dir": lambda v: os.path.isfile(os.path.join(v, "libringbuf.so.0")),
     "get_pkgconfig_dir": lambda v: os.path.isfile(os.path.join(v, "ringbuf.pc")),
 }
 

@@ -14,7 +14,7 @@ NM = shutil.which("nm") or "nm"  # binutils: .ci/run installs it (a missing nm f
 # The binding's declarations, from the source tree (a wheel does not ship _cdef.h).
 CDEF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ringbuffer", "_cdef.h")
 HEADER = os.path.join(ringbuffer.get_include(), "ringbuf.h")
-LIBRARY = os.path.join(ringbuffer.get_library_dir(), "libringbuf.so")
+LIBRARY = os.path.join(ringbuffer.get_library_dir(), "libringbuf.so.0")
 
 
 def strip_comments(text: str) -> str:
@@ -23,7 +23,8 @@ def strip_comments(text: str) -> str:
 
 def declared_functions(path: str) -> set[str]:
     """Names of the rb_* functions a header declares (comments ignored)."""
-    return set(re.findall(r"\b(rb_\w+)\s*\(", strip_comments(open(path).read())))
+    # Preprocessor lines skipped: rb_info() is a macro over rb_info_sized().
+    return set(re.findall(r"\b(rb_\w+)\s*\(", re.sub(r"(?m)^\s*#.*", "", strip_comments(open(path).read()))))
 
 
 def dynamic_symbols() -> list[tuple[str, str]]:
