@@ -20,66 +20,12 @@ static void dir_cleanup(char **p)
     }
 }
 
-static void ring_cleanup(rb_ring **p)
-{
-    if (*p != NULL)
-        rb_close(*p);
-}
-
 /* A fresh temporary directory, removed when the variable goes out of scope. */
 #define AUTO_DIR(d) __attribute__((cleanup(dir_cleanup))) char *d = tu_mkdtemp()
-/* A ring handle, closed when the variable goes out of scope. */
-#define AUTO_RING(r) __attribute__((cleanup(ring_cleanup))) rb_ring *r = NULL
 #define CLOSE(r) (rb_close(r), (r) = NULL)
 
 /* A recognisable non-NULL pointer that must come back untouched. */
 #define SENTINEL ((rb_ring *)(uintptr_t)0x5e5e5e5e)
-
-static uint64_t g_head, g_tail;
-static int positions(rb_ring *rb)
-{
-    return rb_positions(rb, &g_head, &g_tail);
-}
-
-/* Message number seq: length from the caller, bytes from seq. */
-static void make_msg(unsigned char *buf, size_t len, uint64_t seq) { fill_pattern(buf, len, seq * 0x10001u + len); }
-
-/* Writes message seq of length len; returns the status. */
-static int put(rb_ring *rb, uint64_t seq, size_t len)
-{
-    unsigned char *b = malloc(len ? len : 1);
-    make_msg(b, len, seq);
-    int rc = rb_write(rb, b, len);
-    free(b);
-    return rc;
-}
-
-/* Reads one message and checks it is message seq of length len. */
-static int get_check(rb_ring *rb, uint64_t seq, size_t len, const char *file, int line)
-{
-    size_t cap = len + 64;
-    unsigned char *b = malloc(cap), *e = malloc(len ? len : 1);
-    size_t got = (size_t)-1;
-    int rc = rb_read(rb, b, cap, &got);
-    int ok = 1;
-    if (rc != RB_OK) {
-        rt_fail(file, line, "rb_read for seq %llu -> %d (%s)", (unsigned long long)seq, rc, rb_strerror(rc));
-        ok = 0;
-    } else if (got != len) {
-        rt_fail(file, line, "seq %llu: length %zu, expected %zu", (unsigned long long)seq, got, len);
-        ok = 0;
-    } else {
-        make_msg(e, len, seq);
-        if (memcmp(b, e, len) != 0) {
-            rt_fail(file, line, "seq %llu: payload of %zu bytes differs", (unsigned long long)seq, len);
-            ok = 0;
-        }
-    }
-    free(b);
-    free(e);
-    return ok;
-}
-#define GET_CHECK(rb, seq, len) get_check((rb), (seq), (len), __FILE__, __LINE__)
 
 /* Is the data region of the ring file at path all zero in [from, to)
  * (positions, taken modulo capacity)? */
@@ -1877,4 +1823,52 @@ TEST(wrap_every_size)
     size_t len;
     unsigned char b[8];
     CHECK_EQ(rb_read(rb, b, sizeof b, &len), RB_EEMPTY);
+}
+
+/* ---- rb_info ------------------------------------------------------------------- */
+
+/* rb_info: a snapshot that counts the records between head and tail
+ * without consuming them. */
+TEST(info_counts_records)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    struct rb_info in;
+    CHECK_EQ(rb_info(NULL, &in), RB_EINVAL);
+    CHECK_EQ(rb_info(f.rb, NULL), RB_EINVAL);
+    CHECK_EQ(put(f.rb, 1, 100), RB_OK);
+    CHECK_EQ(put(f.rb, 2, 50), RB_OK);
+    void *p, *p2;
+    REQUIRE_EQ(rb_reserve(f.rb, 10, &p), RB_OK);
+    REQUIRE_EQ(rb_reserve(f.rb, 20, &p2), RB_OK);
+    REQUIRE_EQ(rb_abort(f.rb, p2), RB_OK);
+    REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ(in.counted, 1);
+    CHECK_EQ_U(in.attached, 1);
+    CHECK_EQ_U(in.capacity, 4096);
+    CHECK_EQ_U(in.max_message, 2048);
+    CHECK_EQ_U(in.format_version, RB_FORMAT_VERSION);
+    CHECK_EQ_U(in.head, 0);
+    CHECK_EQ_U(in.tail, rec_size(100) + rec_size(50) + rec_size(10) + rec_size(20));
+    CHECK_EQ_U(in.messages, 2);
+    CHECK_EQ_U(in.message_bytes, 150);
+    CHECK_EQ_U(in.busy, 1);
+    CHECK_EQ_U(in.discarded, 1);
+    CHECK_EQ_U(in.read_turn, 0);
+    /* While another handle holds the turn (a peek), nothing is counted. */
+    AUTO_RING(h2);
+    REQUIRE_EQ(rb_open(f.path, &h2), RB_OK);
+    const void *q;
+    size_t len;
+    REQUIRE_EQ(rb_peek(h2, &q, &len), RB_OK);
+    REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ(in.counted, 0);
+    CHECK_EQ_U(in.read_turn, (uint32_t)getpid()); /* the holder's pid */
+    CHECK_EQ_U(in.attached, 2);
+    CHECK_EQ(rb_release(h2), RB_OK);
+    CHECK_EQ(rb_commit(f.rb, p), RB_OK);
+    REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ_U(in.messages, 2); /* 2 and the committed reservation */
+    CHECK_EQ_U(in.busy, 0);
+    GET_CHECK(f.rb, 2, 50);
 }
