@@ -132,6 +132,72 @@ TEST(strerror_every_code)
     }
 }
 
+/* ---- the file layout ------------------------------------------------------ */
+
+/* testutil.h's layout table is the one the C tests read and patch files
+ * with; each entry must be the row of docs/format.md it names (the library
+ * is held to the same numbers by csrc/internal.h's static asserts). */
+TEST(layout_table_matches_docs_format_md)
+{
+    size_t n = 0;
+    unsigned char *raw = tu_slurp(RB_FORMAT_MD, &n);
+    if (raw == NULL) {
+        FAILF("cannot read %s", RB_FORMAT_MD);
+        return;
+    }
+    char *doc = malloc(n + 1);
+    memcpy(doc, raw, n);
+    doc[n] = '\0';
+    free(raw);
+    static const struct {
+        int off, size;
+        const char *field;
+    } rows[] = {
+        {OFF_MAGIC, 8, "magic"},
+        {OFF_VERSION, 4, "version"},
+        {OFF_HEADER_SIZE, 4, "header_size"},
+        {OFF_CAPACITY, 8, "capacity"},
+        {OFF_MAX_MESSAGE, 8, "max_message"},
+        {OFF_STATE, 4, "state"},
+        {OFF_FLAGS, 4, "flags"},
+        {OFF_CREATED_NS, 8, "created_ns"},
+        {OFF_SLOT_COUNT, 4, "slot_count"},
+        {OFF_SLOT_SIZE, 4, "slot_size"},
+        {OFF_TAIL, 8, "tail"},
+        {OFF_HEAD, 8, "head"},
+        {OFF_READ_TURN, 4, "read_turn"},
+        {OFF_TURN_SEQ, 4, "turn_seq"},
+        {OFF_TURN_WAITERS, 4, "turn_waiters"},
+        {OFF_DATA_SEQ, 4, "data_seq"},
+        {OFF_DATA_WAITERS, 4, "data_waiters"},
+        {OFF_SPACE_SEQ, 4, "space_seq"},
+        {OFF_SPACE_WAITERS, 4, "space_waiters"},
+        {OFF_SLOTS_USED, 4, "slots_used"},
+        {SLOT_OFF_GEN, 4, "gen"}, /* offsets in a slot */
+        {SLOT_OFF_PID, 4, "pid"},
+    };
+    char want[256];
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        snprintf(want, sizeof want, "\n| %d | %d | `%s` |", rows[i].off, rows[i].size, rows[i].field);
+        if (strstr(doc, want) == NULL)
+            FAILF("docs/format.md has no row \"%s\"", want + 1);
+    }
+    snprintf(want, sizeof want, "\n| %d | %d | slot table: %d slots of %d bytes", (int)OFF_SLOTS,
+             (int)(SLOT_COUNT * SLOT_SIZE), (int)SLOT_COUNT, (int)SLOT_SIZE);
+    if (strstr(doc, want) == NULL)
+        FAILF("docs/format.md has no row \"%s\"", want + 1);
+    snprintf(want, sizeof want, "\n| %d | capacity | data region", (int)HEADER_SIZE);
+    if (strstr(doc, want) == NULL)
+        FAILF("docs/format.md has no row \"%s\"", want + 1);
+    snprintf(want, sizeof want, "| `state` | `0x%08x`", STATE_READY);
+    CHECK(strstr(doc, want) != NULL);
+    snprintf(want, sizeof want, "bit %d `BUSY`", __builtin_ctz(REC_BUSY));
+    CHECK(strstr(doc, want) != NULL);
+    snprintf(want, sizeof want, "bit %d `DISCARD`", __builtin_ctz(REC_DISCARD));
+    CHECK(strstr(doc, want) != NULL);
+    free(doc);
+}
+
 /* ---- rb_create ------------------------------------------------------------- */
 
 TEST(create_capacity_rounding)
