@@ -392,12 +392,16 @@ static TU_UNUSED int positions(rb_ring *rb) { return rb_positions(rb, &g_head, &
 /* Message number seq: length from the caller, bytes from seq. */
 static TU_UNUSED void make_msg(void *buf, size_t len, uint64_t seq) { fill_pattern(buf, len, seq * 0x10001u + len); }
 
+/* Writes message seq of length len; returns the status. Up to 4 KiB it
+ * does not allocate: test_crash writes from a signal handler. */
 static TU_UNUSED int put(rb_ring *rb, uint64_t seq, size_t len)
 {
-    unsigned char *b = malloc(len ? len : 1);
+    unsigned char small[4096];
+    unsigned char *b = len <= sizeof small ? small : malloc(len);
     make_msg(b, len, seq);
     int rc = rb_write(rb, b, len);
-    free(b);
+    if (b != small)
+        free(b);
     return rc;
 }
 
