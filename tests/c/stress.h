@@ -1,8 +1,8 @@
 /*
- * stress.h - what the stress runs of test_stress.c and test_wait.c share:
- * producers and consumers on one ring, as threads or as processes, each
- * consumer logging every message it gets, and at the end the exactly-once
- * and per-producer order checks over those logs.
+ * stress.h - what the stress runs of test_stress.c and test_wait_stress.c
+ * share: producers and consumers on one ring, as threads or as processes,
+ * each consumer logging every message it gets, and at the end the
+ * exactly-once and per-producer order checks over those logs.
  *
  * A test embeds struct st_run as the first member of its own run state and
  * keeps its own message format, producers and consumers. Log entries are
@@ -29,24 +29,6 @@
 #define ST_MAX_REPORTS 10
 #define ST_TINY (1ull << 55)
 #define ST_SEQ_MASK (ST_TINY - 1)
-
-static TU_UNUSED int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-/* A positive number from the environment, else dflt. */
-static TU_UNUSED double env_double(const char *name, double dflt)
-{
-    const char *v = getenv(name);
-    if (v == NULL || *v == '\0')
-        return dflt;
-    char *end;
-    double d = strtod(v, &end);
-    return (end != v && d > 0) ? d : dflt;
-}
 
 /* Shared by all workers: in a MAP_SHARED anonymous mapping (st_map) so that
  * forked children write into the parent's copy. */

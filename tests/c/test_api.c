@@ -20,66 +20,12 @@ static void dir_cleanup(char **p)
     }
 }
 
-static void ring_cleanup(rb_ring **p)
-{
-    if (*p != NULL)
-        rb_close(*p);
-}
-
 /* A fresh temporary directory, removed when the variable goes out of scope. */
 #define AUTO_DIR(d) __attribute__((cleanup(dir_cleanup))) char *d = tu_mkdtemp()
-/* A ring handle, closed when the variable goes out of scope. */
-#define AUTO_RING(r) __attribute__((cleanup(ring_cleanup))) rb_ring *r = NULL
 #define CLOSE(r) (rb_close(r), (r) = NULL)
 
 /* A recognisable non-NULL pointer that must come back untouched. */
 #define SENTINEL ((rb_ring *)(uintptr_t)0x5e5e5e5e)
-
-static uint64_t g_head, g_tail;
-static int positions(rb_ring *rb)
-{
-    return rb_positions(rb, &g_head, &g_tail);
-}
-
-/* Message number seq: length from the caller, bytes from seq. */
-static void make_msg(unsigned char *buf, size_t len, uint64_t seq) { fill_pattern(buf, len, seq * 0x10001u + len); }
-
-/* Writes message seq of length len; returns the status. */
-static int put(rb_ring *rb, uint64_t seq, size_t len)
-{
-    unsigned char *b = malloc(len ? len : 1);
-    make_msg(b, len, seq);
-    int rc = rb_write(rb, b, len);
-    free(b);
-    return rc;
-}
-
-/* Reads one message and checks it is message seq of length len. */
-static int get_check(rb_ring *rb, uint64_t seq, size_t len, const char *file, int line)
-{
-    size_t cap = len + 64;
-    unsigned char *b = malloc(cap), *e = malloc(len ? len : 1);
-    size_t got = (size_t)-1;
-    int rc = rb_read(rb, b, cap, &got);
-    int ok = 1;
-    if (rc != RB_OK) {
-        rt_fail(file, line, "rb_read for seq %llu -> %d (%s)", (unsigned long long)seq, rc, rb_strerror(rc));
-        ok = 0;
-    } else if (got != len) {
-        rt_fail(file, line, "seq %llu: length %zu, expected %zu", (unsigned long long)seq, got, len);
-        ok = 0;
-    } else {
-        make_msg(e, len, seq);
-        if (memcmp(b, e, len) != 0) {
-            rt_fail(file, line, "seq %llu: payload of %zu bytes differs", (unsigned long long)seq, len);
-            ok = 0;
-        }
-    }
-    free(b);
-    free(e);
-    return ok;
-}
-#define GET_CHECK(rb, seq, len) get_check((rb), (seq), (len), __FILE__, __LINE__)
 
 /* Is the data region of the ring file at path all zero in [from, to)
  * (positions, taken modulo capacity)? */
@@ -110,24 +56,55 @@ TEST(version)
     CHECK_EQ(RB_FORMAT_VERSION, 2);
 }
 
+/* Every member of enum rb_status: its value and its exact message (csrc/
+ * status.c). The values are ABI and the binding shows the messages: a
+ * change here must be deliberate. */
+TEST(status_codes_have_stable_values_and_messages)
+{
+    static const struct {
+        const char *name;
+        int code, value;
+        const char *text;
+    } st[] = {
+        {"RB_OK", RB_OK, 0, "success"},
+        {"RB_EFULL", RB_EFULL, -1, "ring buffer is full"},
+        {"RB_EEMPTY", RB_EEMPTY, -2, "ring buffer is empty"},
+        {"RB_ESIZE", RB_ESIZE, -3, "message size is 0 or larger than the maximum message size"},
+        {"RB_ECLOSED", RB_ECLOSED, -4, "ring buffer is closed"},
+        {"RB_ETIMEDOUT", RB_ETIMEDOUT, -5, "timed out"},
+        {"RB_ECORRUPT", RB_ECORRUPT, -6, "not a valid ring buffer file (damaged, forged or not a ring)"},
+        {"RB_ETRUNC", RB_ETRUNC, -7, "buffer too small for the message"},
+        {"RB_EINVAL", RB_EINVAL, -8, "invalid argument"},
+        {"RB_ESYS", RB_ESYS, -9, "system call failed (see errno)"},
+        {"RB_EINTR", RB_EINTR, -10, "interrupted by a signal"},
+        /* RB_FORMAT_VERSION is pinned to 2 by the version test. */
+        {"RB_EVERSION", RB_EVERSION, -11, "ring file of another format version than this library's (2)"},
+    };
+    for (size_t i = 0; i < sizeof st / sizeof st[0]; i++) {
+        if (st[i].code != st[i].value)
+            FAILF("%s is %d, expected %d", st[i].name, st[i].code, st[i].value);
+        const char *m = rb_strerror(st[i].code);
+        if (m == NULL || strcmp(m, st[i].text) != 0)
+            FAILF("rb_strerror(%s) is \"%s\", expected \"%s\"", st[i].name, m ? m : "(null)", st[i].text);
+    }
+    /* The codes are 0 .. -11 with no gaps: one past either end is unknown. */
+    static const int unknown[] = {1, -12, 2, -100, 12345, INT_MAX, INT_MIN, INT_MIN + 1};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        const char *m = rb_strerror(unknown[i]);
+        if (!CHECK(m != NULL))
+            continue;
+        CHECK(m[0] != '\0');
+        CHECK_STR_EQ(m, "unknown ring buffer status code");
+    }
+}
+
 TEST(strerror_every_code)
 {
-    static const int codes[] = {RB_OK,        RB_EFULL,    RB_EEMPTY, RB_ESIZE,  RB_ECLOSED,
-                                RB_ETIMEDOUT, RB_ECORRUPT, RB_ETRUNC, RB_EINVAL, RB_ESYS};
+    static const int codes[] = {RB_OK,       RB_EFULL,  RB_EEMPTY, RB_ESIZE, RB_ECLOSED, RB_ETIMEDOUT,
+                                RB_ECORRUPT, RB_ETRUNC, RB_EINVAL, RB_ESYS,  RB_EINTR,   RB_EVERSION};
     const size_t n = sizeof codes / sizeof codes[0];
-    /* The documented values are stable. */
-    CHECK_EQ(RB_OK, 0);
-    CHECK_EQ(RB_EFULL, -1);
-    CHECK_EQ(RB_EEMPTY, -2);
-    CHECK_EQ(RB_ESIZE, -3);
-    CHECK_EQ(RB_ECLOSED, -4);
-    CHECK_EQ(RB_ETIMEDOUT, -5);
-    CHECK_EQ(RB_ECORRUPT, -6);
-    CHECK_EQ(RB_ETRUNC, -7);
-    CHECK_EQ(RB_EINVAL, -8);
-    CHECK_EQ(RB_ESYS, -9);
-
-    const char *unknown = rb_strerror(-10);
+    /* The values themselves: status_codes_have_stable_values_and_messages. */
+    const char *unknown = rb_strerror(1);
     REQUIRE(unknown != NULL);
     CHECK(unknown[0] != '\0');
     for (size_t i = 0; i < n; i++) {
@@ -143,7 +120,7 @@ TEST(strerror_every_code)
                 FAILF("codes %d and %d share the message \"%s\"", codes[i], codes[j], m);
         }
     }
-    static const int others[] = {1, 2, -10, -11, 100, -100, 12345, INT_MAX, INT_MIN};
+    static const int others[] = {1, 2, -12, -13, 100, -100, 12345, INT_MAX, INT_MIN};
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
         const char *m = rb_strerror(others[i]);
         if (!CHECK(m != NULL))
@@ -153,6 +130,72 @@ TEST(strerror_every_code)
             if (strcmp(m, rb_strerror(codes[j])) == 0)
                 FAILF("unknown code %d reads like code %d: \"%s\"", others[i], codes[j], m);
     }
+}
+
+/* ---- the file layout ------------------------------------------------------ */
+
+/* testutil.h's layout table is the one the C tests read and patch files
+ * with; each entry must be the row of docs/format.md it names (the library
+ * is held to the same numbers by csrc/internal.h's static asserts). */
+TEST(layout_table_matches_docs_format_md)
+{
+    size_t n = 0;
+    unsigned char *raw = tu_slurp(RB_FORMAT_MD, &n);
+    if (raw == NULL) {
+        FAILF("cannot read %s", RB_FORMAT_MD);
+        return;
+    }
+    char *doc = malloc(n + 1);
+    memcpy(doc, raw, n);
+    doc[n] = '\0';
+    free(raw);
+    static const struct {
+        int off, size;
+        const char *field;
+    } rows[] = {
+        {OFF_MAGIC, 8, "magic"},
+        {OFF_VERSION, 4, "version"},
+        {OFF_HEADER_SIZE, 4, "header_size"},
+        {OFF_CAPACITY, 8, "capacity"},
+        {OFF_MAX_MESSAGE, 8, "max_message"},
+        {OFF_STATE, 4, "state"},
+        {OFF_FLAGS, 4, "flags"},
+        {OFF_CREATED_NS, 8, "created_ns"},
+        {OFF_SLOT_COUNT, 4, "slot_count"},
+        {OFF_SLOT_SIZE, 4, "slot_size"},
+        {OFF_TAIL, 8, "tail"},
+        {OFF_HEAD, 8, "head"},
+        {OFF_READ_TURN, 4, "read_turn"},
+        {OFF_TURN_SEQ, 4, "turn_seq"},
+        {OFF_TURN_WAITERS, 4, "turn_waiters"},
+        {OFF_DATA_SEQ, 4, "data_seq"},
+        {OFF_DATA_WAITERS, 4, "data_waiters"},
+        {OFF_SPACE_SEQ, 4, "space_seq"},
+        {OFF_SPACE_WAITERS, 4, "space_waiters"},
+        {OFF_SLOTS_USED, 4, "slots_used"},
+        {SLOT_OFF_GEN, 4, "gen"}, /* offsets in a slot */
+        {SLOT_OFF_PID, 4, "pid"},
+    };
+    char want[256];
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        snprintf(want, sizeof want, "\n| %d | %d | `%s` |", rows[i].off, rows[i].size, rows[i].field);
+        if (strstr(doc, want) == NULL)
+            FAILF("docs/format.md has no row \"%s\"", want + 1);
+    }
+    snprintf(want, sizeof want, "\n| %d | %d | slot table: %d slots of %d bytes", (int)OFF_SLOTS,
+             (int)(SLOT_COUNT * SLOT_SIZE), (int)SLOT_COUNT, (int)SLOT_SIZE);
+    if (strstr(doc, want) == NULL)
+        FAILF("docs/format.md has no row \"%s\"", want + 1);
+    snprintf(want, sizeof want, "\n| %d | capacity | data region", (int)HEADER_SIZE);
+    if (strstr(doc, want) == NULL)
+        FAILF("docs/format.md has no row \"%s\"", want + 1);
+    snprintf(want, sizeof want, "| `state` | `0x%08x`", STATE_READY);
+    CHECK(strstr(doc, want) != NULL);
+    snprintf(want, sizeof want, "bit %d `BUSY`", __builtin_ctz(REC_BUSY));
+    CHECK(strstr(doc, want) != NULL);
+    snprintf(want, sizeof want, "bit %d `DISCARD`", __builtin_ctz(REC_DISCARD));
+    CHECK(strstr(doc, want) != NULL);
+    free(doc);
 }
 
 /* ---- rb_create ------------------------------------------------------------- */
@@ -1877,4 +1920,52 @@ TEST(wrap_every_size)
     size_t len;
     unsigned char b[8];
     CHECK_EQ(rb_read(rb, b, sizeof b, &len), RB_EEMPTY);
+}
+
+/* ---- rb_info ------------------------------------------------------------------- */
+
+/* rb_info: a snapshot that counts the records between head and tail
+ * without consuming them. */
+TEST(info_counts_records)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    struct rb_info in;
+    CHECK_EQ(rb_info(NULL, &in), RB_EINVAL);
+    CHECK_EQ(rb_info(f.rb, NULL), RB_EINVAL);
+    CHECK_EQ(put(f.rb, 1, 100), RB_OK);
+    CHECK_EQ(put(f.rb, 2, 50), RB_OK);
+    void *p, *p2;
+    REQUIRE_EQ(rb_reserve(f.rb, 10, &p), RB_OK);
+    REQUIRE_EQ(rb_reserve(f.rb, 20, &p2), RB_OK);
+    REQUIRE_EQ(rb_abort(f.rb, p2), RB_OK);
+    REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ(in.counted, 1);
+    CHECK_EQ_U(in.attached, 1);
+    CHECK_EQ_U(in.capacity, 4096);
+    CHECK_EQ_U(in.max_message, 2048);
+    CHECK_EQ_U(in.format_version, RB_FORMAT_VERSION);
+    CHECK_EQ_U(in.head, 0);
+    CHECK_EQ_U(in.tail, rec_size(100) + rec_size(50) + rec_size(10) + rec_size(20));
+    CHECK_EQ_U(in.messages, 2);
+    CHECK_EQ_U(in.message_bytes, 150);
+    CHECK_EQ_U(in.busy, 1);
+    CHECK_EQ_U(in.discarded, 1);
+    CHECK_EQ_U(in.read_turn, 0);
+    /* While another handle holds the turn (a peek), nothing is counted. */
+    AUTO_RING(h2);
+    REQUIRE_EQ(rb_open(f.path, &h2), RB_OK);
+    const void *q;
+    size_t len;
+    REQUIRE_EQ(rb_peek(h2, &q, &len), RB_OK);
+    REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ(in.counted, 0);
+    CHECK_EQ_U(in.read_turn, (uint32_t)getpid()); /* the holder's pid */
+    CHECK_EQ_U(in.attached, 2);
+    CHECK_EQ(rb_release(h2), RB_OK);
+    CHECK_EQ(rb_commit(f.rb, p), RB_OK);
+    REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ_U(in.messages, 2); /* 2 and the committed reservation */
+    CHECK_EQ_U(in.busy, 0);
+    GET_CHECK(f.rb, 2, 50);
 }

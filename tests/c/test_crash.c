@@ -23,53 +23,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MS 1000000LL
 /* Stall timeout for these tests, and the longest a survivor may take to get
  * past a dead process's leftovers: the timeout plus generous slack for a
  * shared 2-core machine. */
 #define STALL_NS (20 * MS)
 #define RECOVERY_BOUND_NS (STALL_NS + 480 * MS)
 
-static int64_t now_ns(void)
+/* The shared fixture (testutil.h), with the stall timeout of these tests. */
+static int fx_open_stall(struct fx *f, size_t cap)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void make_msg(void *buf, size_t len, uint64_t seq) { fill_pattern(buf, len, seq * 0x10001u + len); }
-
-static int put(rb_ring *rb, uint64_t seq, size_t len)
-{
-    unsigned char b[4096];
-    make_msg(b, len, seq);
-    return rb_write(rb, b, len);
-}
-
-struct ring_fx {
-    char *dir;
-    char path[512];
-    rb_ring *rb;
-};
-
-static void ring_fx_cleanup(struct ring_fx *f)
-{
-    if (f->rb != NULL)
-        rb_close(f->rb);
-    if (f->dir != NULL) {
-        tu_rmtree(f->dir);
-        free(f->dir);
-    }
-}
-#define AUTO_FX(f) __attribute__((cleanup(ring_fx_cleanup))) struct ring_fx f = {0}
-
-static int fx_open(struct ring_fx *f, size_t cap)
-{
-    f->dir = tu_mkdtemp();
-    if (f->dir == NULL)
-        return 0;
-    snprintf(f->path, sizeof f->path, "%s/ring", f->dir);
-    if (rb_create(f->path, cap, 0, &f->rb) != RB_OK)
+    if (!fx_open(f, cap))
         return 0;
     rb_set_stall_timeout(f->rb, STALL_NS);
     return 1;
@@ -199,7 +162,7 @@ TEST(producer_killed_at_each_step)
         char what[96];
         snprintf(what, sizeof what, "%s #%u %s", c->point, c->nth, c->batch ? "write_many" : "write");
         AUTO_FX(f);
-        REQUIRE(fx_open(&f, 4096));
+        REQUIRE(fx_open_stall(&f, 4096));
         CHECK_EQ(put(f.rb, 1, 20), RB_OK);
         CHECK_EQ(put(f.rb, 2, 30), RB_OK);
         if (!died_of(spawn(f.path, child_write, c), SIGKILL)) {
@@ -257,7 +220,7 @@ TEST(zero_copy_writer_gone)
     child_fn fns[2] = {child_reserve_half, child_reserve_close};
     for (int i = 0; i < 2; i++) {
         AUTO_FX(f);
-        REQUIRE(fx_open(&f, 4096));
+        REQUIRE(fx_open_stall(&f, 4096));
         CHECK_EQ(put(f.rb, 1, 20), RB_OK);
         pid_t pid = spawn(f.path, fns[i], NULL);
         if (i == 0)
@@ -277,7 +240,7 @@ TEST(zero_copy_writer_gone)
 TEST(stale_intent_of_a_dead_loser)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     CHECK_EQ(put(f.rb, 1, 20), RB_OK); /* [0, 32) */
     /* A dead slot (never attached, no lock) claims [32, 32 + 64). */
     struct rb_slot *dead = &f.rb->slots[7];
@@ -324,7 +287,7 @@ TEST(stale_intent_of_a_dead_loser)
 TEST(gap_without_intent_is_corrupt)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     atomic_store(&f.rb->hdr->tail, 64); /* forged: 64 bytes in use, all zero */
     rb_set_stall_timeout(f.rb, 0);
     unsigned char buf[64];
@@ -376,7 +339,7 @@ TEST(consumer_killed_at_each_step)
         snprintf(what, sizeof what, "%s %s", c->point ? c->point : "peek held",
                  c->mode == 0 ? "read" : c->mode == 1 ? "read_many" : "peek");
         AUTO_FX(f);
-        REQUIRE(fx_open(&f, 4096));
+        REQUIRE(fx_open_stall(&f, 4096));
         for (uint64_t s = 1; s <= 6; s++)
             CHECK_EQ(put(f.rb, s, 10 * s), RB_OK);
         if (!died_of(spawn(f.path, child_read, c), SIGKILL)) {
@@ -422,7 +385,7 @@ TEST(reader_taking_over_a_dead_one_dies_too)
     static const struct rcase zeroed = {"read.zeroed", 1, 3};
     for (int stop = 0; stop < 2; stop++) {
         AUTO_FX(f);
-        REQUIRE(fx_open(&f, 4096));
+        REQUIRE(fx_open_stall(&f, 4096));
         for (uint64_t s = 1; s <= 6; s++)
             CHECK_EQ(put(f.rb, s, 10 * s), RB_OK);
         REQUIRE(died_of(spawn(f.path, child_read, &zeroed), SIGKILL));
@@ -460,7 +423,7 @@ TEST(stopped_writer_is_waited_for)
     const char *points[] = {"write.reserved", "write.copying"};
     for (int i = 0; i < 2; i++) {
         AUTO_FX(f);
-        REQUIRE(fx_open(&f, 4096));
+        REQUIRE(fx_open_stall(&f, 4096));
         rb_set_stall_timeout(f.rb, 5 * MS);
         CHECK_EQ(put(f.rb, 1, 20), RB_OK);
         pid_t pid = spawn(f.path, child_write_stopped, points[i]);
@@ -496,7 +459,7 @@ static void child_peek_stopped(rb_ring *rb, const void *arg)
 TEST(stopped_reader_keeps_its_turn)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     rb_set_stall_timeout(f.rb, 5 * MS);
     CHECK_EQ(put(f.rb, 1, 20), RB_OK);
     CHECK_EQ(put(f.rb, 2, 20), RB_OK);
@@ -529,7 +492,7 @@ static void child_write_50_then_die(rb_ring *rb, const void *arg)
 TEST(committed_survives_everyone)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 64 * 1024));
+    REQUIRE(fx_open_stall(&f, 64 * 1024));
     rb_close(f.rb);
     f.rb = NULL;
     /* Every handle is gone: only the file remains. */
@@ -555,7 +518,7 @@ static void child_read_forever(rb_ring *rb, const void *arg)
 TEST(dead_waiters_count_is_taken_back)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     pid_t pid = spawn(f.path, child_read_forever, NULL);
     int64_t until = now_ns() + 5000 * MS;
     while (atomic_load(&f.rb->hdr->data_waiters) == 0 && now_ns() < until)
@@ -573,7 +536,7 @@ TEST(dead_waiters_count_is_taken_back)
 TEST(slots_are_per_handle_and_reused)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     rb_ring *a, *b;
     REQUIRE_EQ(rb_open(f.path, &a), RB_OK);
     REQUIRE_EQ(rb_open(f.path, &b), RB_OK);
@@ -595,7 +558,7 @@ TEST(slots_are_per_handle_and_reused)
 TEST(handle_inherited_through_fork_gets_its_own_slot)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     CHECK_EQ(put(f.rb, 1, 20), RB_OK);
     uint32_t parent_id = f.rb->id;
     pid_t pid = fork();
@@ -621,7 +584,7 @@ TEST(handle_inherited_through_fork_gets_its_own_slot)
 TEST(fork_does_not_hand_a_peek_or_reservation_to_the_child)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     for (uint64_t s = 1; s <= 3; s++)
         CHECK_EQ(put(f.rb, s, 20), RB_OK);
     const void *p;
@@ -668,7 +631,7 @@ static void child_heavy_reader(rb_ring *rb, const void *arg)
 TEST(waiters_without_membarrier_get_full_fences)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     pid_t pid = spawn(f.path, child_heavy_reader, NULL);
     for (uint64_t s = 1; s <= 200; s++) {
         usleep(s % 7 == 0 ? 3000 : 100); /* often parked, sometimes spinning */
@@ -685,7 +648,7 @@ TEST(waiters_without_membarrier_get_full_fences)
 TEST(membarrier_opt_out)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     pid_t pid = fork();
     if (pid == 0) {
         setenv("RINGBUF_MEMBARRIER", "0", 1);
@@ -782,7 +745,7 @@ TEST(writer_threads_of_one_handle_keep_their_intents)
      * gap would have no intent left, and readers would report the ring
      * corrupt instead of skipping it. */
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     pid_t pid = spawn(f.path, child_two_writer_threads, NULL);
     int st;
     REQUIRE(waitpid(pid, &st, 0) == pid);
@@ -817,7 +780,7 @@ TEST(writer_in_a_signal_handler_keeps_the_interrupted_intent)
      * interrupted and takes another: the interrupted write's gap stays
      * covered and is skipped, the logged message is delivered. */
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     pid_t pid = spawn(f.path, child_logs_from_a_handler, NULL);
     CHECK(died_of(pid, SIGKILL));
     expect_msg(f.rb, 0, 40, "before the handler");
@@ -857,7 +820,7 @@ static void child_fills_slots_then_forks(rb_ring *rb, const void *arg)
 TEST(fork_child_sharing_the_parents_slot_never_owns_intent_entry_0)
 {
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 4096));
+    REQUIRE(fx_open_stall(&f, 4096));
     pid_t pid = spawn(f.path, child_fills_slots_then_forks, f.path);
     int st;
     REQUIRE(waitpid(pid, &st, 0) == pid);
@@ -1051,7 +1014,7 @@ TEST(random_kill_harness)
     kh = mmap(NULL, sizeof *kh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(kh != MAP_FAILED);
     AUTO_FX(f);
-    REQUIRE(fx_open(&f, 16 * 1024));
+    REQUIRE(fx_open_stall(&f, 16 * 1024));
     rb_close(f.rb);
     f.rb = NULL;
 

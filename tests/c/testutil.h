@@ -1,19 +1,30 @@
 /*
- * testutil.h - helpers shared by the C tests: temporary directories, file
- * patching, hashing. Include after runner.h.
+ * testutil.h - helpers shared by the C tests: the file layout, temporary
+ * directories, file patching, hashing, a ring in a temporary directory,
+ * numbered messages, and a library call run in a thread of its own (to
+ * block in it while the test goes on). Include after runner.h.
  */
 #ifndef RB_TESTUTIL_H
 #define RB_TESTUTIL_H
 
+#include "ringbuf.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TU_UNUSED __attribute__((unused))
@@ -33,6 +44,13 @@ enum {
     OFF_TAIL = 128,
     OFF_HEAD = 256,
     OFF_READ_TURN = 264,
+    /* The wait queues: a futex word and a count of the sleepers on it. */
+    OFF_TURN_SEQ = 268,
+    OFF_TURN_WAITERS = 272,
+    OFF_DATA_SEQ = 384,
+    OFF_DATA_WAITERS = 388,
+    OFF_SPACE_SEQ = 512,
+    OFF_SPACE_WAITERS = 516,
     OFF_SLOTS_USED = 640,
     /* The slot table follows the header page: one slot per open handle. */
     OFF_SLOTS = 4096,
@@ -271,5 +289,398 @@ static inline void fill_pattern(unsigned char *buf, size_t len, uint64_t seed)
         memcpy(buf + i, &s, len - i);
     }
 }
+
+/* ---- time ------------------------------------------------------------------- */
+
+static TU_UNUSED int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* A positive number from the environment, else dflt. */
+static TU_UNUSED double env_double(const char *name, double dflt)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0')
+        return dflt;
+    char *end;
+    double d = strtod(v, &end);
+    return (end != v && d > 0) ? d : dflt;
+}
+
+/* ---- rings and messages ----------------------------------------------------- */
+
+#define MS 1000000LL
+#define SEC 1000000000LL
+/* A blocking call this long is suspicious: about one park cap (100 ms). */
+#define SLOW_NS (90 * MS)
+
+/* Recognisable non-NULL pointers that must come back untouched. */
+#define PSENT ((const void *)(uintptr_t)0x5e5e5e58)
+#define WSENT ((void *)(uintptr_t)0x5e5e5e58)
+
+static TU_UNUSED int64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * SEC + ts.tv_nsec;
+}
+
+static TU_UNUSED void sleep_ns(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / SEC, .tv_nsec = ns % SEC};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static TU_UNUSED int verbose(void)
+{
+    const char *v = getenv("RT_VERBOSE");
+    return v != NULL && *v != '\0' && strcmp(v, "0") != 0;
+}
+
+/* The id that the fixture's handle (the first opened on its ring: slot 0)
+ * writes into record words and the read turn. */
+static TU_UNUSED uint32_t writer_id(const char *path) { return tu_slot_id(path, 0); }
+
+/* A ring in a fresh temporary directory, both removed at scope exit. */
+struct fx {
+    char *dir;
+    char path[512];
+    rb_ring *rb;
+};
+
+static TU_UNUSED void fx_cleanup(struct fx *f)
+{
+    if (f->rb != NULL)
+        rb_close(f->rb);
+    if (f->dir != NULL) {
+        tu_rmtree(f->dir);
+        free(f->dir);
+    }
+}
+
+static TU_UNUSED int fx_open(struct fx *f, size_t cap)
+{
+    f->dir = tu_mkdtemp();
+    if (f->dir == NULL)
+        return 0;
+    snprintf(f->path, sizeof f->path, "%s/ring", f->dir);
+    int rc = rb_create(f->path, cap, 0, &f->rb);
+    if (rc != RB_OK) {
+        FAILF("rb_create(%s) -> %d (%s)", f->path, rc, rb_strerror(rc));
+        f->rb = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+#define AUTO_FX(f) __attribute__((cleanup(fx_cleanup))) struct fx f = {0}
+
+static TU_UNUSED void ring_cleanup(rb_ring **p)
+{
+    if (*p != NULL)
+        rb_close(*p);
+}
+#define AUTO_RING(r) __attribute__((cleanup(ring_cleanup))) rb_ring *r = NULL
+
+static TU_UNUSED uint64_t g_head, g_tail;
+static TU_UNUSED int positions(rb_ring *rb) { return rb_positions(rb, &g_head, &g_tail); }
+
+/* Message number seq: length from the caller, bytes from seq. */
+static TU_UNUSED void make_msg(void *buf, size_t len, uint64_t seq) { fill_pattern(buf, len, seq * 0x10001u + len); }
+
+/* Writes message seq of length len; returns the status. Up to 4 KiB it
+ * does not allocate: test_crash writes from a signal handler. */
+static TU_UNUSED int put(rb_ring *rb, uint64_t seq, size_t len)
+{
+    unsigned char small[4096];
+    unsigned char *b = len <= sizeof small ? small : malloc(len);
+    make_msg(b, len, seq);
+    int rc = rb_write(rb, b, len);
+    if (b != small)
+        free(b);
+    return rc;
+}
+
+/* Is buf message seq of length len? */
+static TU_UNUSED int is_msg(const void *buf, size_t got, uint64_t seq, size_t len)
+{
+    if (got != len)
+        return 0;
+    unsigned char *e = malloc(len ? len : 1);
+    make_msg(e, len, seq);
+    int ok = memcmp(buf, e, len) == 0;
+    free(e);
+    return ok;
+}
+
+/* Reads one message (non-blocking) and checks it is message seq of len. */
+static TU_UNUSED int get_check(rb_ring *rb, uint64_t seq, size_t len, const char *file, int line)
+{
+    size_t cap = len + 64, got = (size_t)-1;
+    unsigned char *b = malloc(cap);
+    int rc = rb_read(rb, b, cap, &got);
+    int ok = rc == RB_OK && is_msg(b, got, seq, len);
+    if (rc != RB_OK)
+        rt_fail(file, line, "rb_read for seq %llu -> %d (%s)", (unsigned long long)seq, rc, rb_strerror(rc));
+    else if (!ok)
+        rt_fail(file, line, "seq %llu: got %zu bytes, expected message of %zu (or its bytes differ)",
+                (unsigned long long)seq, got, len);
+    free(b);
+    return ok;
+}
+#define GET_CHECK(rb, seq, len) get_check((rb), (seq), (len), __FILE__, __LINE__)
+
+/* Writes messages seq0, seq0 + 1, ... until the ring is exactly full (not
+ * even a 1-byte message fits); returns how many, their lengths in lens. */
+static TU_UNUSED int fill_exact(rb_ring *rb, uint64_t seq0, size_t *lens, int max)
+{
+    uint64_t h, t;
+    if (rb_positions(rb, &h, &t) != RB_OK)
+        return -1;
+    uint64_t free_b = rb_capacity(rb) - (t - h), maxrec = rec_size(rb_max_message_size(rb));
+    int n = 0;
+    while (free_b >= 16 && n < max) {
+        uint64_t rec = free_b < maxrec ? free_b : maxrec;
+        if (free_b - rec == 8)
+            rec -= 8; /* leave 16, not 8 */
+        size_t len = (size_t)(rec - 8);
+        if (put(rb, seq0 + (uint64_t)n, len) != RB_OK)
+            return -1;
+        lens[n++] = len;
+        free_b -= rec;
+    }
+    return free_b == 0 ? n : -1;
+}
+
+/* Polls the 32-bit word at off of the file until it is >= n. */
+static TU_UNUSED int wait_word(const char *path, off_t off, uint32_t n, double seconds)
+{
+    int64_t end = now_ns() + (int64_t)(seconds * 1e9);
+    for (;;) {
+        if (tu_read_u32(path, off) >= n)
+            return 1;
+        if (now_ns() > end)
+            return 0;
+        sleep_ns(200000);
+    }
+}
+#define WAIT_PARKED(path, off, n)                                                                   \
+    (wait_word((path), (off), (n), 10.0)                                                            \
+         ? 1                                                                                        \
+         : (FAILF("no %u waiter(s) parked at offset %d within 10 s", (unsigned)(n), (int)(off)), 0))
+
+/* Waits for a child for up to seconds; kills it if it is still running.
+ * Returns its status, or -1 if it had to be killed. */
+static TU_UNUSED int wait_child(pid_t pid, double seconds)
+{
+    int64_t end = now_ns() + (int64_t)(seconds * 1e9);
+    for (;;) {
+        int status;
+        pid_t p = waitpid(pid, &status, WNOHANG);
+        if (p == pid)
+            return status;
+        if (p < 0 && errno != EINTR)
+            return -2;
+        if (now_ns() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return -1;
+        }
+        sleep_ns(MS);
+    }
+}
+
+static TU_UNUSED int child_alive(pid_t pid)
+{
+    int status;
+    return waitpid(pid, &status, WNOHANG) == 0;
+}
+
+#define CHECK_CHILD_OK(st, what)                                                                    \
+    do {                                                                                            \
+        int st_ = (st);                                                                             \
+        if (st_ == -1)                                                                              \
+            FAILF("%s: child still running at the time limit; killed", what);                       \
+        else if (st_ < 0 || !WIFEXITED(st_) || WEXITSTATUS(st_) != 0)                               \
+            FAILF("%s: child ended with status 0x%x (exit code %d)", what, st_,                     \
+                  st_ >= 0 && WIFEXITED(st_) ? WEXITSTATUS(st_) : -1);                              \
+    } while (0)
+
+/* ---- a call in a thread of its own ------------------------------------------ */
+
+enum op {
+    OP_READ_WAIT,
+    OP_READ_MANY_WAIT,
+    OP_PEEK_WAIT,
+    OP_WRITE_WAIT,
+    OP_WRITE_MANY_WAIT,
+    OP_RESERVE_WAIT,
+    OP_READ,  /* non-blocking */
+    OP_WRITE, /* non-blocking */
+    OP_PEEK   /* non-blocking, then rb_release */
+};
+static TU_UNUSED const char *const op_names[] = {"rb_read_wait",    "rb_read_many_wait", "rb_peek_wait",
+                                       "rb_write_wait",   "rb_write_many_wait", "rb_reserve_wait",
+                                       "rb_read",         "rb_write",          "rb_peek"};
+
+struct call {
+    rb_ring *rb;
+    enum op op;
+    int64_t timeout_ns;
+    int64_t delay_ns;         /* sleep this long first */
+    int idle_cpu;             /* > 0: run on CPU idle_cpu - 1 under SCHED_IDLE */
+    const unsigned char *msg; /* writes: the message (write_many: packed) */
+    size_t len;               /* writes: its length; reads: buffer size (0: all of buf) */
+    const size_t *lens;       /* write_many */
+    size_t nlens;
+    /* results */
+    int rc;
+    int fin_rc;       /* rb_commit after a reservation, rb_release after a peek */
+    size_t got;       /* read length / peek length */
+    size_t count;     /* read_many count, write_many written */
+    size_t rlens[16]; /* read_many lengths */
+    void *ptr;        /* reservation */
+    const void *pptr; /* peek */
+    unsigned char buf[8192];
+    int64_t t0, t1, cpu_ns;
+    long nvcsw, nivcsw;
+    pthread_t th;
+    int started;
+    atomic_int done;
+};
+
+static TU_UNUSED void call_init(struct call *c, rb_ring *rb, enum op op, int64_t timeout_ns)
+{
+    memset(c, 0, sizeof *c);
+    c->rb = rb;
+    c->op = op;
+    c->timeout_ns = timeout_ns;
+    c->rc = c->fin_rc = 12345;
+    c->got = 777;
+    c->count = 99;
+    c->ptr = WSENT;
+    c->pptr = PSENT;
+}
+
+/* Runs the call in the calling thread. A successful reservation is filled
+ * with msg and committed, a successful peek copied to buf and released. */
+static TU_UNUSED void *call_main(void *arg)
+{
+    struct call *c = arg;
+    if (c->idle_cpu > 0) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(c->idle_cpu - 1, &one);
+        struct sched_param sp = {0};
+        if (pthread_setaffinity_np(pthread_self(), sizeof one, &one) != 0 ||
+            pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
+            c->idle_cpu = -1; /* tell the caller */
+    }
+    if (c->delay_ns > 0)
+        sleep_ns(c->delay_ns);
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_THREAD, &ru0);
+    int64_t cpu0 = thread_cpu_ns();
+    c->t0 = now_ns();
+    const size_t bsize = c->len && c->len < sizeof c->buf ? c->len : sizeof c->buf;
+    switch (c->op) {
+    case OP_READ_WAIT:
+        c->rc = rb_read_wait(c->rb, c->buf, bsize, &c->got, c->timeout_ns);
+        break;
+    case OP_READ:
+        c->rc = rb_read(c->rb, c->buf, bsize, &c->got);
+        break;
+    case OP_READ_MANY_WAIT:
+        c->rc = rb_read_many_wait(c->rb, c->buf, bsize, c->rlens, 16, &c->count, c->timeout_ns);
+        if (c->rc == RB_OK)
+            c->got = c->rlens[0];
+        break;
+    case OP_PEEK_WAIT:
+    case OP_PEEK:
+        c->rc = c->op == OP_PEEK ? rb_peek(c->rb, &c->pptr, &c->got)
+                                 : rb_peek_wait(c->rb, &c->pptr, &c->got, c->timeout_ns);
+        if (c->rc == RB_OK) {
+            memcpy(c->buf, c->pptr, c->got < sizeof c->buf ? c->got : sizeof c->buf);
+            c->fin_rc = rb_release(c->rb);
+        }
+        break;
+    case OP_WRITE_WAIT:
+        c->rc = rb_write_wait(c->rb, c->msg, c->len, c->timeout_ns);
+        break;
+    case OP_WRITE:
+        c->rc = rb_write(c->rb, c->msg, c->len);
+        break;
+    case OP_WRITE_MANY_WAIT:
+        c->rc = rb_write_many_wait(c->rb, c->msg, c->lens, c->nlens, &c->count, c->timeout_ns);
+        break;
+    case OP_RESERVE_WAIT:
+        c->rc = rb_reserve_wait(c->rb, c->len, &c->ptr, c->timeout_ns);
+        if (c->rc == RB_OK) {
+            memcpy(c->ptr, c->msg, c->len);
+            c->fin_rc = rb_commit(c->rb, c->ptr);
+        }
+        break;
+    }
+    c->t1 = now_ns();
+    c->cpu_ns = thread_cpu_ns() - cpu0;
+    getrusage(RUSAGE_THREAD, &ru1);
+    c->nvcsw = ru1.ru_nvcsw - ru0.ru_nvcsw;
+    c->nivcsw = ru1.ru_nivcsw - ru0.ru_nivcsw;
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+static TU_UNUSED int call_start(struct call *c)
+{
+    atomic_store(&c->done, 0);
+    c->started = pthread_create(&c->th, NULL, call_main, c) == 0;
+    if (!c->started)
+        FAILF("pthread_create failed");
+    return c->started;
+}
+
+static TU_UNUSED int call_done(struct call *c) { return atomic_load(&c->done); }
+
+/* Waits up to seconds for the call to return; joins it if it did. */
+static TU_UNUSED int call_join(struct call *c, double seconds)
+{
+    if (!c->started)
+        return 0;
+    int64_t end = now_ns() + (int64_t)(seconds * 1e9);
+    while (!atomic_load(&c->done)) {
+        if (now_ns() > end)
+            return 0;
+        sleep_ns(500000);
+    }
+    pthread_join(c->th, NULL);
+    c->started = 0;
+    return 1;
+}
+
+/* Joins the call; a call that does not return within seconds is a failure,
+ * and is then ended with rb_shutdown on its handle. */
+static TU_UNUSED int call_finish(struct call *c, double seconds, const char *file, int line)
+{
+    if (!c->started)
+        return 0;
+    if (call_join(c, seconds))
+        return 1;
+    rt_fail(file, line, "%s did not return within %.1f s", op_names[c->op], seconds);
+    rb_shutdown(c->rb);
+    if (!call_join(c, 10.0)) {
+        fprintf(stdout, "%s:%d: %s still blocked 10 s after rb_shutdown; giving up\n", file, line,
+                op_names[c->op]);
+        fflush(stdout);
+        _exit(3);
+    }
+    return 0;
+}
+#define CALL_FINISH(c, s) call_finish((c), (s), __FILE__, __LINE__)
+
+static TU_UNUSED double secs(int64_t ns) { return (double)ns / 1e9; }
 
 #endif /* RB_TESTUTIL_H */
