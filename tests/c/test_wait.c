@@ -886,7 +886,11 @@ TEST(nonblocking_read_is_bounded_while_the_turn_is_held)
     atomic_store(&g_spin_stop, 1);
     for (int i = 0; i < 4; i++)
         pthread_join(spin[i], NULL);
-    if (worst > 60 * MS)
+    /* The turn is held for the whole test: a read that waited for it would
+     * never return. The bound only has to tell "gave up" from "waited": it
+     * is loose because one sched_yield among 4 spinners on a loaded 2-core
+     * machine can cost a scheduler slice (60 ms was seen to fail there). */
+    if (worst > 250 * MS)
         FAILF("a non-blocking rb_read took %.1f ms to give up", (double)worst / 1e6);
     CHECK_EQ(rb_release(f.rb), RB_OK);
 }
