@@ -317,8 +317,9 @@ RB_API int rb_close(rb_ring *rb)
     /* A peek still open would keep the read turn until the next reader
      * found us gone: give it back now (unless the handle was inherited
      * through fork and never used here: then the peek is the parent's).
-     * Relaxed: as in rb_check_fork; no other thread may call the handle
-     * while it closes. */
+     * Relaxed: no other thread may call the handle while it closes, and
+     * both epochs were last written by this process (rb_slot_attach, the
+     * fork handler) before any call that could race this one. */
     if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
         atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
         rb_peek_cancel(rb);

@@ -474,7 +474,9 @@ static int take_turn(rb_ring *rb, int64_t deadline)
          * its head store and zeroing are visible to us. Release: a reader
          * that finds our id here and checks whether we are alive sees our
          * slot's generation (rb_id_alive). Relaxed on failure: the holder's
-         * id is a hint for rb_take_dead_turn, whose own CAS decides. */
+         * id is only a hint for rb_take_dead_turn; what makes acting on it
+         * safe is rb_id_alive's acquire fence, which pairs with the
+         * holder's release here (its generation, not a stale one, is seen). */
         if (atomic_compare_exchange_weak_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
             RB_KILLPOINT("read.turn");
@@ -791,8 +793,10 @@ RB_API int rb_shutdown(rb_ring *rb)
 {
     if (rb == NULL)
         return RB_EINVAL;
-    /* Release, then a seq_cst fence before the wake-ups: a waiter either
-     * sees closing in its re-check or has its futex word bumped. Only the
+    /* The seq_cst fence before the wake-ups is what matters: a waiter
+     * either sees closing in its re-check or has its futex word bumped
+     * (by a release bump, which orders closing before it). The release on
+     * the exchange itself is more than needed (free on x86). Only the
      * first shutdown goes on. */
     if (atomic_exchange_explicit(&rb->closing, 1, memory_order_release) != 0)
         return RB_OK;
@@ -858,8 +862,10 @@ RB_API int rb_info_sized(rb_ring *rb, struct rb_info *out, size_t size)
          * words between head and tail are record headers, zero (reserved,
          * not written yet) or committed/BUSY/DISCARD words. */
         /* Relaxed head: as in read_records. Acquire tail: pairs with the
-         * producers' release CAS, as recovery's load does; the walk needs
-         * only a bound, which the words it acquires check again. */
+         * producers' release CAS, as recovery's load does. More than
+         * needed: the walk needs only a bound (the turn's acquire chain
+         * already gives tail >= head, and each word it reads is acquired
+         * and checked on its own). */
         uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
         in.head = h;

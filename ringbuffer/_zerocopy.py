@@ -106,8 +106,9 @@ class Reservation(_Block):
         size = self._size
         n = size if type(size) is int and 0 <= size <= _SIZE_MAX else size_arg(size)
         self._check_timeout()
-        pair = handle.pointer_pair()
+        pair: Any = handle.pointer_pair()
         ptr = pair[0]  # NULL until reserved
+        p = _NULL  # the reservation, once read out of the pair
         try:
             # One C call when there is space; the waiting loop only when there is not.
             rc = _rb_reserve(rb, n, ptr)
@@ -115,19 +116,28 @@ class Reservation(_Block):
                 rc = wait(_rb_reserve_wait, rb, n, ptr, timeout=self._timeout)
             if rc != _OK:
                 raise error(_EFULL) if rc in (_EFULL, _ETIMEDOUT) else handle.write_error(rc, size)
-            self._ptr = p = ptr[0]
+            p = ptr[0]
+            # Back in the pool only once p is read, and at most once: an
+            # interrupt right after the append must not append it again
+            # (a pair lost to an interrupt is only garbage).
+            back, pair = pair, None
+            handle.pointers.append(back)
             handle.reserved.add(p)
-            self._view = view = memoryview(_buffer(p, n))
+            self._ptr = p
+            view = memoryview(_buffer(p, n))
+            self._view = view  # the last step: from here on, __exit__ finishes it
+            return view
         except BaseException:
             # Ctrl-C (or anything) after the reservation was made: abort it.
-            p = ptr[0]
+            self._view = None
+            if pair is not None:
+                if p == _NULL:
+                    p = ptr[0]
+                handle.pointers.append(pair)
             if p != _NULL:
                 handle.reserved.discard(p)
                 _rb_abort(rb, p)
             raise
-        finally:
-            handle.pointers.append(pair)
-        return view
 
     def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
         view = self._view
@@ -148,11 +158,12 @@ class Reservation(_Block):
             # once: by whoever takes it out of the handle's reserved set, this
             # block or the Handle's __del__ (see there).
             self._view = None
-            ptr = self._ptr
-            reserved = self._handle.reserved
-            if ptr in reserved:
-                reserved.discard(ptr)
-                finish(self._rb, ptr)
+            try:
+                self._handle.reserved.remove(self._ptr)
+            except KeyError:
+                pass  # finished already, by the Handle's __del__
+            else:
+                finish(self._rb, self._ptr)
 
 
 class Peek(_Block):
@@ -172,8 +183,9 @@ class Peek(_Block):
         rb = self._enter()
         handle = self._handle
         self._check_timeout()
-        pair = handle.pointer_pair()
+        pair: Any = handle.pointer_pair()
         ptr, lenp = pair  # ptr: NULL until peeked
+        peeked = False  # set once the message is read out of the pair
         try:
             # One C call when a message is there; the waiting loop only when there is none.
             rc = _rb_peek(rb, ptr, lenp)
@@ -181,19 +193,28 @@ class Peek(_Block):
                 rc = wait(_rb_peek_wait, rb, ptr, lenp, timeout=self._timeout)
             if rc != _OK:
                 raise error(_EEMPTY) if rc in (_EEMPTY, _ETIMEDOUT) else error(rc, handle.path)
-            self._raw = raw = memoryview(_buffer(ptr[0], lenp[0]))
+            p, n = ptr[0], lenp[0]
+            peeked = True
+            # Back in the pool only once p is read, and at most once: an
+            # interrupt right after the append must not append it again
+            # (a pair lost to an interrupt is only garbage).
+            back, pair = pair, None
+            handle.pointers.append(back)
+            self._raw = raw = memoryview(_buffer(p, n))
             view = raw.toreadonly()
             self._finish = _rb_release if self._consume else _rb_peek_cancel
-            self._view = view
+            self._view = view  # the last step: from here on, __exit__ finishes it
+            return view
         except BaseException:
             # Also when an exception (Ctrl-C) lands between the peek and the
             # block: never keep the read turn.
-            if ptr[0] != _NULL:
+            self._view = None
+            if pair is not None:
+                peeked = peeked or ptr[0] != _NULL
+                handle.pointers.append(pair)
+            if peeked:
                 _rb_peek_cancel(rb)
             raise
-        finally:
-            handle.pointers.append(pair)
-        return view
 
     def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
         view = self._view

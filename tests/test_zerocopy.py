@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import deque
 
 import pytest
 from _helpers import InThread, later, rec_size, timed
@@ -911,3 +912,35 @@ def test_a_block_keeps_the_ring_mapped_after_its_ring_buffer_is_gone(ring_path, 
             buf[:] = b"second"
     with RingBuffer.open(ring_path) as rb:
         assert rb.drain() == ([] if kind == "peek" else [b"first", b"second"])
+
+
+class _InterruptOnFirstAppend(deque):
+    """A pointer pool whose first append raises KeyboardInterrupt (a Ctrl-C
+    landing while __enter__ gives its pointer pair back to the pool)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def append(self, item):
+        self.calls += 1
+        super().append(item)
+        if self.calls == 1:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("kind", ["peek", "reserve"])
+def test_interrupt_while_enter_returns_its_pointers_finishes_at_once(ring, other, kind):
+    """The block object stays referenced (as a traceback keeps it): the
+    reservation is aborted, or the peek's turn given back, in __enter__
+    itself, not later by the garbage collector."""
+    ring.write(b"kept")
+    ring._h.pointers = pool = _InterruptOnFirstAppend()
+    block = ring.peek() if kind == "peek" else ring.reserve(8)
+    with pytest.raises(KeyboardInterrupt):
+        block.__enter__()
+    assert pool.calls >= 1 and len(pool) == 1  # the pair is back in the pool, once
+    other.write(b"next")
+    assert other.drain() == [b"kept", b"next"]  # peek: not consumed; reserve: aborted
+    assert block._view is None
+    del block
