@@ -168,9 +168,12 @@ static int open_fd(int fd, rb_ring **out)
         errno = ENOMEM;
         return RB_ESYS;
     }
+    pthread_mutex_init(&rb->notify_lock, NULL);
+    rb->notify_epfd = -1;
     int rc = rb_map_fd(fd, rb);
     if (rc != RB_OK) {
         int e = errno;
+        pthread_mutex_destroy(&rb->notify_lock);
         free(rb);
         close(fd);
         errno = e;
@@ -323,6 +326,11 @@ RB_API int rb_close(rb_ring *rb)
     if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
         atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
         rb_peek_cancel(rb);
+    /* Notifier threads use the mapping: stop them first. They end on
+     * closing (rb_event_close wakes them); relaxed: no other thread calls
+     * the handle any more, and the wake-up orders the rest. */
+    atomic_store_explicit(&rb->closing, 1, memory_order_relaxed);
+    rb_event_close(rb);
     munmap(rb->hdr, rb->map_len);
     /* Closing the descriptor drops our slot's lock: from now on our slot
      * counts as dead, and a reservation we left BUSY is recovered. */

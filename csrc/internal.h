@@ -9,6 +9,7 @@
 #include "ringbuf.h"
 
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #if ATOMIC_LLONG_LOCK_FREE != 2 || ATOMIC_INT_LOCK_FREE != 2
@@ -223,6 +224,19 @@ struct rb_ring {
     _Atomic uint32_t reattaching;
     /* When this handle set heavy_waiters (wait.c). */
     _Atomic int64_t heavy_since;
+    /* Event descriptors (event.c): the readable and writable notifiers
+     * (NULL until rb_event_fd asks for one), the epoll descriptor over both
+     * (-1: none) and the fork epoch it was made in; notify_lock serializes
+     * rb_event_fd. */
+    struct rb_notifier *_Atomic notify[2];
+    pthread_mutex_t notify_lock;
+    int notify_epfd;
+    uint32_t notify_epoch;
+    /* Wake-ups that found nobody parked although waiters were counted, and
+     * whether a thread of this handle is reaping dead waiters' counts
+     * (wait.c, slots.c). Relaxed: process-local heuristics. */
+    _Atomic uint32_t empty_wakes;
+    _Atomic uint32_t reaping;
 };
 
 /* The header word of the record at position pos. Every atomic access to a
@@ -253,6 +267,16 @@ int rb_slot_alive(rb_ring *rb, uint32_t slot);
 int rb_id_alive(rb_ring *rb, uint32_t id);
 /* Number of slots to scan: the high-water mark, clamped. */
 uint32_t rb_slots_used(const rb_ring *rb);
+
+/* rb_shutdown has been called: the entry check of every call (ring.c,
+ * event.c). */
+static inline int is_closing_relaxed(const rb_ring *rb)
+{
+    /* Relaxed: a call racing rb_shutdown may run to completion either way
+     * (the mapping stays valid until rb_close), and nothing is read through
+     * the flag; waits re-check it themselves (wait.c, is_closing_acquire). */
+    return atomic_load_explicit(&rb->closing, memory_order_relaxed) != 0;
+}
 
 /* Incremented in a fork child (pthread_atfork); a handle whose fork_epoch
  * differs was inherited and takes a slot of its own first. */
@@ -349,8 +373,15 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
             int64_t deadline);
 
 /* Wakes whoever is parked on q. The caller has made its state change
- * visible and called rb_waker_fence after it (see docs/design.md). */
-void rb_wake(const struct rb_waitq *q);
+ * visible and called rb_waker_fence after it (see docs/design.md). When
+ * counted waiters keep not being there (killed while parked), takes their
+ * counts back (rb_reap_parked), so that wakers stop making needless
+ * futex calls. */
+void rb_wake(rb_ring *rb, const struct rb_waitq *q);
+
+/* Takes back the waiter counts that dead handles left on q's queue (slots
+ * whose lock is free): slots.c. */
+void rb_reap_parked(rb_ring *rb, const struct rb_waitq *q);
 
 /* The waker's half of the wake-up handshake, between its state change and
  * its load of the waiter count. A full fence would cost every write and
@@ -376,7 +407,31 @@ static inline void rb_waker_fence(const rb_ring *rb)
 }
 /* Registers this process for membarrier (once per fork generation). */
 void rb_membarrier_register(void);
-/* Wakes q's waiters even if none is counted (shutdown). */
-void rb_wake_always(const struct rb_waitq *q);
+/* Wakes q's waiters even if none is counted (shutdown). Returns how many
+ * the kernel woke. */
+long rb_wake_always(const struct rb_waitq *q);
+
+/* ---- event descriptors (event.c) ---------------------------------------- */
+
+/* Waits until a read may make progress, or until need bytes are free, as
+ * the blocking calls do (ring.c): RB_OK, RB_ETIMEDOUT, RB_ECLOSED. */
+int rb_await_data(rb_ring *rb, int64_t deadline);
+int rb_await_space(rb_ring *rb, uint64_t need, int64_t deadline);
+
+/* A non-blocking call of rb found the ring empty (RB_EV_READABLE) or too
+ * full for a record of need bytes (RB_EV_WRITABLE): if an event
+ * descriptor of that kind exists, it stops polling ready until that
+ * changes. Costs a relaxed load when there is none. */
+void rb_event_rearm_slow(rb_ring *rb, unsigned kind, uint64_t need);
+static inline void rb_event_rearm(rb_ring *rb, unsigned kind, uint64_t need)
+{
+    /* Relaxed: a hint; the slow path loads it again with acquire. */
+    if (atomic_load_explicit(&rb->notify[kind == RB_EV_WRITABLE], memory_order_relaxed) != NULL)
+        rb_event_rearm_slow(rb, kind, need);
+}
+
+/* Stops the handle's notifier threads and closes its event descriptors
+ * (rb_close). */
+void rb_event_close(rb_ring *rb);
 
 #endif /* RB_INTERNAL_H */

@@ -75,7 +75,7 @@ int rb_take_dead_turn(rb_ring *rb, uint32_t id)
          * caller may give the turn back without having moved head). */
         rb_waker_fence(rb);
         struct rb_waitq q = rb_space_q(rb);
-        rb_wake(&q);
+        rb_wake(rb, &q);
     }
     return 1;
 }

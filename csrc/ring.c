@@ -28,14 +28,6 @@
  * free (reserve_wait; why a quarter: docs/design.md, "Measured and tried"). */
 #define RB_REFILL_DIV 4
 
-/* rb_shutdown has been called: the entry check of every call. */
-static inline int is_closing_relaxed(const rb_ring *rb)
-{
-    /* Relaxed: a call racing rb_shutdown may run to completion either way
-     * (the mapping stays valid until rb_close), and nothing is read through
-     * the flag; waits re-check it themselves (wait.c, is_closing_acquire). */
-    return atomic_load_explicit(&rb->closing, memory_order_relaxed) != 0;
-}
 
 
 /* ---- readiness tests for rb_wait (hints: the operation re-checks) ------- */
@@ -77,6 +69,8 @@ static int await_data(rb_ring *rb, int64_t deadline)
     return rb_wait(rb, &q, data_ready, 0, deadline);
 }
 
+int rb_await_data(rb_ring *rb, int64_t deadline) { return await_data(rb, deadline); }
+
 static int space_ready(rb_ring *rb, uint64_t need)
 {
     /* Acquire on head first, so the tail read after it is not older;
@@ -84,6 +78,12 @@ static int space_ready(rb_ring *rb, uint64_t need)
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
     uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
     return t - h <= rb->capacity - need;
+}
+
+int rb_await_space(rb_ring *rb, uint64_t need, int64_t deadline)
+{
+    struct rb_waitq q = rb_space_q(rb);
+    return rb_wait(rb, &q, space_ready, need, deadline);
 }
 
 /* The turn is free, or its holder has kept it for the stall timeout (then
@@ -229,8 +229,12 @@ static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t 
     uint64_t need = rb_rec_size(lens[0]), refill = rb->capacity / RB_REFILL_DIV;
     for (;;) {
         int rc = reserve(rb, lens, count, pos, n, in);
-        if (rc != RB_EFULL || deadline == 0)
+        if (rc != RB_EFULL)
             return rc;
+        if (deadline == 0) {
+            rb_event_rearm(rb, RB_EV_WRITABLE, need); /* found full: the writable fd stops polling ready */
+            return rc;
+        }
         /* Full: first spin until a share of the ring is free, not just
          * what we need. A producer faster than its consumers would
          * otherwise take the few bytes each read frees, one message at a
@@ -273,7 +277,7 @@ static void notify_data(rb_ring *rb)
      * pairs with the fence in rb_wait (see docs/design.md, "Waiting"). */
     rb_waker_fence(rb);
     struct rb_waitq q = rb_data_q(rb);
-    rb_wake(&q);
+    rb_wake(rb, &q);
 }
 
 /* Writes records for a reserved prefix: every header word first (BUSY,
@@ -521,10 +525,10 @@ static void give_turn(rb_ring *rb, int released)
     rb_waker_fence(rb);
     if (released) {
         struct rb_waitq q = rb_space_q(rb);
-        rb_wake(&q);
+        rb_wake(rb, &q);
     }
     struct rb_waitq q = rb_turn_q(rb);
-    rb_wake(&q);
+    rb_wake(rb, &q);
 }
 
 /* Looks at the record at head h (we hold the turn). Returns RB_OK with its
@@ -664,8 +668,12 @@ static int read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size
         int released;
         rc = read_records(rb, buf, buf_size, lens, max_count, count, &released);
         give_turn(rb, released);
-        if (rc != RB_EEMPTY || deadline == 0)
+        if (rc != RB_EEMPTY)
             return rc;
+        if (deadline == 0) {
+            rb_event_rearm(rb, RB_EV_READABLE, 0); /* found empty: the readable fd stops polling ready */
+            return rc;
+        }
         rc = await_data(rb, deadline);
         if (rc != RB_OK)
             return rc;
@@ -730,7 +738,7 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
                  * wake-up give_turn would otherwise do (see give_turn). */
                 rb_waker_fence(rb);
                 struct rb_waitq q = rb_space_q(rb);
-                rb_wake(&q);
+                rb_wake(rb, &q);
             }
             /* Keep the turn until rb_release. Relaxed: only this turn
              * holder reads peek_pos; peeking just guards misuse. */
@@ -741,8 +749,12 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
             return RB_OK;
         }
         give_turn(rb, h != start);
-        if (rc != RB_EEMPTY || deadline == 0)
+        if (rc != RB_EEMPTY)
             return rc;
+        if (deadline == 0) {
+            rb_event_rearm(rb, RB_EV_READABLE, 0); /* as in read_many */
+            return rc;
+        }
         rc = await_data(rb, deadline);
         if (rc != RB_OK)
             return rc;

@@ -133,6 +133,7 @@ RB_API int rb_open(const char *path, rb_ring **out);
  * reservations first). A process that exits or dies without rb_close is
  * recovered from the same way: readers take over its read turn and skip
  * its unfinished records (docs/design.md, "Crash recovery").
+ * Event descriptors (rb_event_fd) are closed and their threads joined.
  * Returns: RB_OK.
  * Thread-safety: handle-exclusive (no other call on rb may be running or
  * start afterwards). To stop threads that may be blocked in rb, call
@@ -375,6 +376,38 @@ RB_API int rb_release(rb_ring *rb);
  * Returns: RB_OK; RB_EINVAL (no peek outstanding on this handle).
  * Thread-safety: call from the thread that peeked. */
 RB_API int rb_peek_cancel(rb_ring *rb);
+
+/* ---- event loops ---------------------------------------------------------- */
+
+#define RB_EV_READABLE 0x1u /* a non-blocking read through the handle would succeed */
+#define RB_EV_WRITABLE 0x2u /* a non-blocking write through the handle would succeed */
+
+/* A file descriptor for epoll, poll or select that polls readable while
+ * the handle's non-blocking calls of the asked kind would succeed:
+ * RB_EV_READABLE (rb_read, rb_read_many, rb_peek would find a message),
+ * RB_EV_WRITABLE (rb_write, rb_write_many, rb_reserve would find room), or
+ * both (the descriptor then polls readable when either does). The rules:
+ * - While such a call would succeed, the descriptor polls readable within
+ *   a wake-up's latency of the change that made it so, whichever process
+ *   made it.
+ * - Once a non-blocking call of that kind through this handle has found
+ *   the ring empty (or full, for the size it wanted), it stops polling
+ *   readable until that changes: an idle loop does not spin.
+ * - Readiness may be spurious (another consumer took the message): follow
+ *   every wake-up with non-blocking calls until they report empty (full).
+ * - Never read from or write to the descriptor; never close it.
+ * It is made at the first call for its kind (one thread per kind then
+ * waits on the ring's futex for the handle, and writers pay one futex
+ * wake-up per change from empty to not empty, none while nobody watches)
+ * and the same descriptor is returned afterwards. rb_close closes it.
+ * After rb_shutdown it polls readable for good. A process that inherited
+ * the handle through fork() gets its own descriptor here, not the
+ * parent's. Linux only (eventfd, futex).
+ * Returns: RB_OK and *fd set; RB_EINVAL (NULL argument, no or unknown
+ * events); RB_ECLOSED; RB_ESYS (eventfd, epoll or thread creation failed;
+ * errno set).
+ * Thread-safety: MT-safe. */
+RB_API int rb_event_fd(rb_ring *rb, unsigned events, int *fd);
 
 #ifdef __cplusplus
 }

@@ -128,23 +128,41 @@ static int futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t ns)
     return interrupted;
 }
 
-void rb_wake(const struct rb_waitq *q)
+/* Wake-ups in a row that found nobody parked, although waiters were
+ * counted, before this handle looks for counts left by dead waiters. A
+ * live waiter is counted a little before it parks (and after it wakes), so
+ * an empty wake-up now and then is normal; a count that never goes away
+ * makes every wake-up empty. */
+#define RB_EMPTY_WAKES_REAP 64
+
+void rb_wake(rb_ring *rb, const struct rb_waitq *q)
 {
     /* Relaxed: the caller's rb_waker_fence orders this load after its
      * state change; either we see the waiter's count or it sees our
      * change. */
-    if (atomic_load_explicit(q->waiters, memory_order_relaxed) != 0)
-        rb_wake_always(q);
+    if (atomic_load_explicit(q->waiters, memory_order_relaxed) == 0)
+        return;
+    /* Relaxed empty_wakes: a process-local heuristic; a race only moves
+     * the moment of a (harmless) reaping scan. */
+    if (rb_wake_always(q) > 0)
+        atomic_store_explicit(&rb->empty_wakes, 0, memory_order_relaxed);
+    else if (atomic_fetch_add_explicit(&rb->empty_wakes, 1, memory_order_relaxed) + 1 >= RB_EMPTY_WAKES_REAP) {
+        atomic_store_explicit(&rb->empty_wakes, 0, memory_order_relaxed);
+        rb_reap_parked(rb, q);
+    }
 }
 
-void rb_wake_always(const struct rb_waitq *q)
+long rb_wake_always(const struct rb_waitq *q)
 {
     /* Release (paired with the acquire of `seen` in rb_wait): a waiter that
      * read this bump also sees the change made before it. A parked waiter
      * compares the word in the kernel; any change makes its FUTEX_WAIT
      * return, also one about to start. */
     atomic_fetch_add_explicit(q->word, 1, memory_order_release);
-    syscall(SYS_futex, (void *)q->word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    int e = errno;
+    long woken = syscall(SYS_futex, (void *)q->word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+    errno = e;
+    return woken;
 }
 
 /* rb_shutdown has been called: checked before each readiness test. */

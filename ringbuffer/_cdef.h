@@ -75,6 +75,10 @@ int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t timeout_ns)
 int rb_release(rb_ring *rb);
 int rb_peek_cancel(rb_ring *rb);
 
+#define RB_EV_READABLE ...
+#define RB_EV_WRITABLE ...
+int rb_event_fd(rb_ring *rb, unsigned events, int *fd);
+
 /* Binding helpers (ringbuffer/_shim.h): compiled into the extension, not
  * part of libringbuf.so, so not rb_* names. */
 struct rbpy_buf {

@@ -32,9 +32,11 @@ class Handle:
       of the blocks (deque pop/append are atomic: threads never share one).
     - ``alive``: False once the handle was closed (only in a reference
       cycle's finalization can a block still see that).
+    - ``fd_waiters``: the coroutines waiting on an event descriptor of this
+      handle, by (event loop, descriptor): ``ringbuffer._aio``'s.
     """
 
-    __slots__ = ("_closed_rb", "alive", "max_message", "path", "pointers", "rb", "reserved")
+    __slots__ = ("_closed_rb", "alive", "fd_waiters", "max_message", "path", "pointers", "rb", "reserved")
 
     def __init__(self, rb: Any, path: bytes) -> None:
         self.rb: Any = rb
@@ -44,6 +46,7 @@ class Handle:
         self.max_message = int(lib.rb_max_message_size(rb))
         self.reserved: set[Any] = set()
         self.pointers: deque[tuple[Any, Any]] = deque()
+        self.fd_waiters: dict[tuple[Any, int], set[Any]] = {}
 
     def shutdown(self) -> None:
         """Wakes the calls blocked on this handle and refuses new ones (idempotent)."""
@@ -56,6 +59,19 @@ class Handle:
         if rc == Status.ESIZE:
             return error(rc, detail=f"message of {size} bytes (maximum {self.max_message})")
         return error(rc)
+
+    def event_fd(self, events: int) -> int:
+        """The handle's event descriptor for ``events`` (``rb_event_fd``):
+        made at the first call, the same one afterwards, closed with the
+        handle. Raises BufferClosed once the ring is closed."""
+        rb = self.rb
+        if rb is None:
+            raise error(Status.ECLOSED)
+        out = ffi.new("int *")
+        rc = lib.rb_event_fd(rb, events, out)
+        if rc != Status.OK:
+            raise error(rc, self.path)
+        return int(out[0])
 
     def pointer_pair(self) -> tuple[Any, Any]:
         """A pooled ``(void **, size_t *)`` pair, its pointer set to NULL (so

@@ -46,7 +46,7 @@ import tempfile
 import time
 import types
 import weakref
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Callable, Union, cast
 
 from ringbuffer._wait import Timeout
@@ -385,6 +385,66 @@ class Queue:
             raise self._closed_error()
         loads = self._loads or _pickle_loads
         return [loads(m) for m in ring.get_many(max_items, block, timeout)]
+
+    # -- event loops -------------------------------------------------------
+
+    def fileno(self) -> int:
+        """The ring's readable event descriptor (:meth:`RingBuffer.fileno`),
+        so a Queue works with ``select``, ``selectors`` and
+        ``multiprocessing.connection.wait`` next to pipes and sockets."""
+        if self._ring.closed:
+            raise self._closed_error()
+        return self._ring.fileno()
+
+    async def aget(self, timeout: Timeout = None) -> Any:
+        """Coroutine: removes and returns the next object, waiting without
+        blocking the event loop (:meth:`RingBuffer.aget`); :class:`queue.Empty`
+        on timeout. Cancelling it never loses an object."""
+        ring = self._ring
+        if ring.closed:
+            raise self._closed_error()
+        loads = self._loads or _pickle_loads
+        return loads(await ring.aget(timeout))
+
+    async def aget_many(self, max_items: int, timeout: Timeout = None) -> list[Any]:
+        """Coroutine: waits for the first object, then takes up to
+        ``max_items`` of what is there (:meth:`get_many`)."""
+        ring = self._ring
+        if ring.closed:
+            raise self._closed_error()
+        loads = self._loads or _pickle_loads
+        return [loads(m) for m in await ring.aget_many(max_items, timeout)]
+
+    async def aput(self, obj: Any, timeout: Timeout = None) -> None:
+        """Coroutine: puts an object, waiting for room without blocking the
+        event loop; :class:`queue.Full` on timeout. The object is serialized
+        first, in the caller (as :meth:`put`)."""
+        ring = self._ring
+        if ring.closed:
+            raise self._closed_error()
+        await ring.aput(self._serialize(obj), timeout)
+
+    async def aput_many(self, objs: Iterable[Any], timeout: Timeout = None) -> int:
+        """Coroutine: puts objects in order, waiting for room as needed;
+        returns how many were put, fewer only when ``timeout`` passed."""
+        ring = self._ring
+        if ring.closed:
+            raise self._closed_error()
+        return await ring.aput_many([self._serialize(obj) for obj in objs], timeout)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for obj in q:`` awaits each next object; ends when the
+        queue is closed (from another task or thread)."""
+        if self._ring.closed:
+            raise self._closed_error()
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                yield await self.aget()
+            except BufferClosed:
+                return
 
     # -- state -------------------------------------------------------------
 

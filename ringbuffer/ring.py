@@ -22,9 +22,10 @@ import os
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, Callable, Union, cast
 
+from ringbuffer import _aio
 from ringbuffer._args import contiguous, path_arg, size_arg
 from ringbuffer._handle import Handle
 from ringbuffer._ringbuf import ffi, lib
@@ -673,6 +674,74 @@ class RingBuffer:
                 yield self.get()
             except BufferClosed:
                 return
+
+    # -- event loops -------------------------------------------------------
+
+    def fileno(self) -> int:
+        """A file descriptor that polls readable while a non-blocking read
+        would find a message (``rb_event_fd``), for ``select``,
+        ``selectors``, ``loop.add_reader`` and
+        ``multiprocessing.connection.wait``. Once a non-blocking read through
+        this object found the ring empty, it stops polling readable until a
+        message comes; readiness may be spurious (another consumer was
+        faster): follow it with non-blocking reads (``try_read``,
+        ``read_many``). Made at the first call (a thread then waits on the
+        ring for this object), closed with the object; never read from it or
+        close it yourself."""
+        return self._h.event_fd(_aio.READABLE)
+
+    async def aget(self, timeout: Timeout = None) -> bytes:
+        """Coroutine: the next message, waiting for one without blocking the
+        event loop; :class:`BufferEmpty` if ``timeout`` seconds pass. Returns
+        at once, without suspending, when a message is there. Cancelling it
+        never loses a message."""
+        if timeout is not None:
+            check_timeout(timeout)
+        msg = self.try_read()
+        if msg is not None:
+            return msg
+        return await _aio.aget(self, self._h, timeout)
+
+    async def aget_many(self, max_messages: int, timeout: Timeout = None) -> list[bytes]:
+        """Coroutine: waits for the first message (as :meth:`aget`), then takes
+        up to ``max_messages`` of what is there (as :meth:`get_many`)."""
+        if timeout is not None:
+            check_timeout(timeout)
+        msgs = self.read_many(max_messages)
+        if msgs or operator.index(max_messages) == 0:
+            return msgs
+        return await _aio.aget_many(self, self._h, max_messages, timeout)
+
+    async def aput(self, msg: Any, timeout: Timeout = None) -> None:
+        """Coroutine: writes one message, waiting for room without blocking
+        the event loop; :class:`BufferFull` if ``timeout`` seconds pass.
+        Returns at once when there is room. If cancelled, the message was
+        either written (and will be delivered) or not written at all."""
+        if timeout is not None:
+            check_timeout(timeout)
+        if not self.try_write(msg):
+            await _aio.aput(self, self._h, msg, timeout)
+
+    async def aput_many(self, msgs: Iterable[Any], timeout: Timeout = None) -> int:
+        """Coroutine: writes all messages in order, waiting for room as
+        needed; returns how many were written, fewer only when ``timeout``
+        passed. Raises :class:`InvalidSize` (and writes nothing) if any
+        message is empty or too large. If cancelled, the messages written
+        before stay written (a prefix of ``msgs``)."""
+        if timeout is not None:
+            check_timeout(timeout)
+        batch = list(msgs)
+        done = self.write_many(batch)
+        if done == len(batch):
+            return done
+        return await _aio.aput_many(self, self._h, batch, done, timeout)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """``async for msg in rb:`` awaits each next message; ends when the
+        ring is closed (from another task or thread)."""
+        if self._rb is None:
+            raise error(_ECLOSED)
+        return _aio.iterate(self)
 
     # -- lifetime ----------------------------------------------------------
 
