@@ -62,12 +62,12 @@ static void signal_efd(struct rb_notifier *n)
     errno = e; /* EAGAIN: the count is at its maximum, still readable */
 }
 
-static int space_for(rb_ring *rb, uint64_t need)
+/* rb_wait's readiness test for the writable notifier: room for the record
+ * size in n->need, read at every test (a re-arm may lower it meanwhile). */
+static int room_for_need(rb_ring *rb, uint64_t arg)
 {
-    /* Relaxed: a hint, as space_ready in ring.c (the write re-checks). */
-    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
-    uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-    return t - h <= rb->capacity && rb->capacity - (t - h) >= need;
+    struct rb_notifier *n = (struct rb_notifier *)(uintptr_t)arg;
+    return rb_space_ready(rb, atomic_load(&n->need));
 }
 
 static void *notifier_main(void *arg)
@@ -88,8 +88,8 @@ static void *notifier_main(void *arg)
         if (n->kind == RB_EV_READABLE)
             rc = rb_await_data(rb, RB_FOREVER);
         else {
-            uint64_t need = atomic_load(&n->need);
-            rc = space_for(rb, need) ? RB_OK : rb_await_space(rb, need, RB_FOREVER);
+            struct rb_waitq q = rb_space_q(rb);
+            rc = rb_wait(rb, &q, room_for_need, (uint64_t)(uintptr_t)n, RB_FOREVER);
         }
         if (atomic_load(&n->stop) != 0)
             return NULL;
@@ -119,8 +119,20 @@ void rb_event_rearm_slow(rb_ring *rb, unsigned kind, uint64_t need)
      * fork() has no thread in this process: nothing to arm. */
     if (n == NULL || n->epoch != atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
         return;
-    if (kind == RB_EV_WRITABLE)
-        atomic_store(&n->need, need);
+    /* Writable: the thread waits for the room the refused write needed. A
+     * fresh arming sets it; while armed (another thread of the handle was
+     * refused too), it only goes down, to the smallest refused record. */
+    int lowered = 0;
+    if (kind == RB_EV_WRITABLE) {
+        if (atomic_load(&n->armed) == 0)
+            atomic_store(&n->need, need);
+        else {
+            uint64_t cur = atomic_load(&n->need);
+            while (need < cur && !atomic_compare_exchange_weak(&n->need, &cur, need))
+                ;
+            lowered = need < cur;
+        }
+    }
     /* Drain, then arm: see the thread's disarm-then-signal above. */
     if (atomic_exchange(&n->signalled, 0) != 0) {
         uint64_t count;
@@ -131,6 +143,13 @@ void rb_event_rearm_slow(rb_ring *rb, unsigned kind, uint64_t need)
     }
     if (atomic_exchange(&n->armed, 1) == 0)
         futex_private(&n->armed, FUTEX_WAKE, 1);
+    else if (lowered) {
+        /* The thread may be parked testing a larger need: make it test
+         * again (a bump of the space queue; others parked there re-check
+         * and park again). */
+        struct rb_waitq q = rb_space_q(rb);
+        rb_wake_always(&q);
+    }
 }
 
 static int start_notifier(rb_ring *rb, unsigned kind, struct rb_notifier **out)

@@ -413,10 +413,12 @@ long rb_wake_always(const struct rb_waitq *q);
 
 /* ---- event descriptors (event.c) ---------------------------------------- */
 
-/* Waits until a read may make progress, or until need bytes are free, as
- * the blocking calls do (ring.c): RB_OK, RB_ETIMEDOUT, RB_ECLOSED. */
+/* Waits until a read may make progress, as the blocking reads do (ring.c):
+ * RB_OK, RB_ETIMEDOUT, RB_ECLOSED. */
 int rb_await_data(rb_ring *rb, int64_t deadline);
-int rb_await_space(rb_ring *rb, uint64_t need, int64_t deadline);
+/* True when need bytes are free (a hint: the write re-checks); the
+ * readiness test of the blocking writes (ring.c). */
+int rb_space_ready(rb_ring *rb, uint64_t need);
 
 /* A non-blocking call of rb found the ring empty (RB_EV_READABLE) or too
  * full for a record of need bytes (RB_EV_WRITABLE): if an event

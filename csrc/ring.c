@@ -80,11 +80,7 @@ static int space_ready(rb_ring *rb, uint64_t need)
     return t - h <= rb->capacity - need;
 }
 
-int rb_await_space(rb_ring *rb, uint64_t need, int64_t deadline)
-{
-    struct rb_waitq q = rb_space_q(rb);
-    return rb_wait(rb, &q, space_ready, need, deadline);
-}
+int rb_space_ready(rb_ring *rb, uint64_t need) { return space_ready(rb, need); }
 
 /* The turn is free, or its holder has kept it for the stall timeout (then
  * take_turn checks whether the holder is alive). */
