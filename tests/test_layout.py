@@ -54,3 +54,10 @@ def test_the_blocks_know_the_handle_not_the_ring_buffer():
     for attr in handle_attrs:
         assert not attr.startswith("_"), attr
         assert attr in handle.__slots__ or callable(getattr(handle, attr, None)), attr
+
+
+def test_the_event_kinds_of_the_coroutines_are_the_headers():
+    from ringbuffer import _aio
+    from ringbuffer.ring import lib
+
+    assert (_aio.READABLE, _aio.WRITABLE) == (lib.RB_EV_READABLE, lib.RB_EV_WRITABLE)
