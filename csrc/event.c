@@ -187,6 +187,9 @@ static int start_notifier(rb_ring *rb, unsigned kind, struct rb_notifier **out)
 static void stop_notifier(rb_ring *rb, struct rb_notifier *n)
 {
     atomic_store(&n->stop, 1);
+    /* armed = 1 too: a thread between its test of stop and its FUTEX_WAIT
+     * on armed == 0 then finds the word changed and does not sleep. */
+    atomic_store(&n->armed, 1);
     futex_private(&n->armed, FUTEX_WAKE, 1);
     futex_private(&n->stop, FUTEX_WAKE, 1);
     /* A thread parked on the ring's queue: end its wait. rb->closing is
