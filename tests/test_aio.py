@@ -1,0 +1,442 @@
+"""asyncio and event loops (issue 13): the coroutines of RingBuffer and Queue
+(aget, aput, aget_many, aput_many, async for), fileno() with select,
+selectors and multiprocessing.connection.wait, on the default asyncio loop
+and on uvloop, with writers in other handles, threads, processes and C."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import queue
+import select
+import time
+
+import pytest
+from _helpers import fill, later
+
+from ringbuffer import BufferClosed, BufferEmpty, BufferFull, InvalidSize, Queue, RingBuffer
+
+try:
+    import uvloop
+except ImportError:  # not on Windows (the dev extra leaves it out there)
+    uvloop = None
+
+# The header's count of consumers sleeping on data_seq (docs/format.md,
+# tests/c/testutil.h OFF_DATA_WAITERS).
+OFF_DATA_WAITERS = 388
+
+# Generous bounds: a loaded 2-core machine may be slow, never this slow.
+WAIT = 30.0
+
+
+def _run_uvloop(coro):
+    if hasattr(asyncio, "Runner"):
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    loop = uvloop.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+@pytest.fixture(
+    params=["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="no uvloop"))]
+)
+def run(request):
+    """Runs a coroutine to its end on a fresh event loop of the kind named
+    by the parameter (the default asyncio loop, or uvloop)."""
+    if request.param == "uvloop":
+        return _run_uvloop
+    return asyncio.run
+
+
+@pytest.fixture
+def q(tmp_path):
+    """A fresh ringbuffer.Queue of 4096 bytes at a named path, closed afterwards."""
+    qu = Queue(maxsize_bytes=4096, path=tmp_path / "q.ring")
+    yield qu
+    qu.close()
+
+
+@pytest.fixture
+def q_other(q):
+    """A second handle on `q`'s ring."""
+    qu = Queue.open(q.path)
+    yield qu
+    qu.close()
+
+
+def ready(obj, timeout: float) -> bool:
+    """True if obj's fileno() polls readable within `timeout` seconds."""
+    r, _, _ = select.select([obj], [], [], timeout)
+    return bool(r)
+
+
+def wait_until(cond, timeout: float = WAIT, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.005)
+
+
+async def bounded(aw, timeout: float = WAIT):
+    """Awaits aw, failing the test (not hanging) if it takes longer than timeout."""
+    return await asyncio.wait_for(aw, timeout)
+
+
+# --------------------------------------------------------------------------
+# aget, aget_many
+
+
+def test_aget_returns_a_waiting_message(run, ring):
+    ring.write(b"one")
+    ring.write(b"two")
+    assert run(ring.aget()) == b"one"
+    assert run(ring.aget(timeout=0)) == b"two"
+    assert ring.try_read() is None
+
+
+def test_aget_waits_until_another_handle_writes_from_a_task(run, ring, other):
+    async def main():
+        asyncio.get_running_loop().call_later(0.1, other.write, b"late")
+        return await bounded(ring.aget())
+
+    assert run(main()) == b"late"
+
+
+def test_aget_with_a_timeout_is_woken_by_a_write_from_another_thread(run, ring, other):
+    writer = later(0.2, other.write, b"from a thread")
+    assert run(ring.aget(timeout=WAIT)) == b"from a thread"
+    assert writer.join(WAIT) and writer.exc is None
+
+
+def test_aget_timeout_raises_buffer_empty(run, ring):
+    for timeout in (0, 0.2):
+        with pytest.raises(BufferEmpty) as e:
+            run(ring.aget(timeout=timeout))
+        assert isinstance(e.value, queue.Empty)
+
+
+@pytest.mark.parametrize("bad", [-1, math.nan])
+def test_bad_timeouts_raise_value_error_even_when_no_wait_is_needed(run, ring, other, bad):
+    ring.write(b"waiting")
+    with pytest.raises(ValueError):
+        run(ring.aget(timeout=bad))
+    with pytest.raises(ValueError):
+        run(ring.aget_many(5, timeout=bad))
+    with pytest.raises(ValueError):
+        run(ring.aget_many(0, timeout=bad))
+    with pytest.raises(ValueError):
+        run(ring.aput(b"room", timeout=bad))
+    with pytest.raises(ValueError):
+        run(ring.aput_many([b"room"], timeout=bad))
+    with pytest.raises(ValueError):
+        run(ring.aput_many([], timeout=bad))
+    assert other.drain() == [b"waiting"]  # nothing read, nothing written
+
+
+def test_aget_many_takes_up_to_max_of_what_is_waiting(run, ring):
+    ring.write_many([b"a", b"b", b"c"])
+    assert run(ring.aget_many(2)) == [b"a", b"b"]
+    assert run(ring.aget_many(10, timeout=0)) == [b"c"]
+
+
+def test_aget_many_of_zero_returns_nothing_at_once_and_consumes_nothing(run, ring):
+    assert run(bounded(ring.aget_many(0), 10)) == []
+    ring.write(b"kept")
+    assert run(bounded(ring.aget_many(0, timeout=5), 10)) == []
+    assert ring.drain() == [b"kept"]
+
+
+def test_aget_many_waits_for_the_first_message_from_another_thread(run, ring, other):
+    writer = later(0.2, other.write_many, [b"x", b"y", b"z"])
+    got = run(ring.aget_many(10, timeout=WAIT))
+    assert writer.join(WAIT)
+    assert got and [b"x", b"y", b"z"][: len(got)] == got
+    assert got + ring.drain() == [b"x", b"y", b"z"]
+
+
+def test_aget_many_timeout_raises_buffer_empty(run, ring):
+    with pytest.raises(BufferEmpty) as e:
+        run(ring.aget_many(3, timeout=0.2))
+    assert isinstance(e.value, queue.Empty)
+
+
+# --------------------------------------------------------------------------
+# aput, aput_many
+
+
+def test_aput_writes_at_once_when_there_is_room(run, ring, other):
+    run(ring.aput(b"m1"))
+    run(ring.aput(bytearray(b"m2"), timeout=0))
+    assert other.drain() == [b"m1", b"m2"]
+
+
+def test_aput_waits_for_room_freed_by_another_thread(run, full_ring, other):
+    reader = later(0.2, other.read)
+    run(full_ring.aput(b"n" * 1000, timeout=WAIT))
+    assert reader.join(WAIT) and reader.exc is None
+    assert [len(m) for m in other.drain()] == [1000] * 4
+
+
+def test_aput_waits_for_room_freed_by_another_task(run, full_ring, other):
+    async def main():
+        asyncio.get_running_loop().call_later(0.1, other.read)
+        await bounded(full_ring.aput(b"n" * 1000))
+
+    run(main())
+    assert other.drain()[-1] == b"n" * 1000
+
+
+def test_aput_timeout_raises_buffer_full(run, full_ring):
+    for timeout in (0, 0.2):
+        with pytest.raises(BufferFull) as e:
+            run(full_ring.aput(b"n" * 1000, timeout=timeout))
+        assert isinstance(e.value, queue.Full)
+
+
+def test_aput_many_writes_everything_waiting_for_room_as_needed(run, ring, other):
+    msgs = [bytes([i]) * 1000 for i in range(10)]  # a 4096-byte ring holds 4
+    got = []
+
+    def drain_slowly():
+        deadline = time.monotonic() + WAIT
+        while len(got) < len(msgs) and time.monotonic() < deadline:
+            m = other.try_read()
+            if m is None:
+                time.sleep(0.01)
+            else:
+                got.append(m)
+
+    reader = later(0.1, drain_slowly)
+    assert run(ring.aput_many(iter(msgs), timeout=WAIT)) == len(msgs)
+    assert reader.join(WAIT)
+    assert got == msgs
+
+
+def test_aput_many_returns_a_partial_count_on_timeout_having_written_exactly_that_prefix(run, ring, other):
+    msgs = [bytes([i]) * 1000 for i in range(7)]
+    assert run(ring.aput_many(msgs, timeout=0.2)) == 4
+    assert other.drain() == msgs[:4]
+    fill(ring)
+    assert run(ring.aput_many(msgs, timeout=0.1)) == 0
+    assert run(ring.aput_many(msgs, timeout=0)) == 0
+
+
+def test_oversize_messages_raise_invalid_size_and_write_nothing(run, ring, other):
+    big = b"x" * (ring.max_message_size + 1)
+    with pytest.raises(InvalidSize):
+        run(ring.aput(big))
+    with pytest.raises(InvalidSize):
+        run(ring.aput(big, timeout=1))
+    with pytest.raises(InvalidSize):
+        run(ring.aput_many([b"fits", big], timeout=1))
+    with pytest.raises(InvalidSize):
+        run(ring.aput_many([b"fits", b""]))
+    assert ring.positions() == (0, 0)
+    assert other.try_read() is None
+
+
+# --------------------------------------------------------------------------
+# async for, closing
+
+
+def test_async_for_ends_when_the_ring_is_closed_from_another_task(run, ring, other):
+    other.write_many([b"1", b"2", b"3"])
+
+    async def main():
+        got = []
+
+        async def consume():
+            async for m in ring:
+                got.append(m)
+
+        task = asyncio.create_task(consume())
+        while len(got) < 3:
+            await bounded(asyncio.sleep(0.01))
+        await asyncio.sleep(0.1)  # the consumer now waits for a fourth
+        assert not task.done()
+        ring.close()
+        await bounded(task)
+        return got
+
+    assert run(main()) == [b"1", b"2", b"3"]
+
+
+def test_async_for_ends_when_the_ring_is_closed_from_another_thread(run, ring, other):
+    other.write(b"only")
+
+    async def main():
+        return [m async for m in ring]
+
+    closer = later(0.3, ring.close)
+    assert run(bounded(main())) == [b"only"]
+    assert closer.join(WAIT)
+
+
+def test_async_for_over_a_closed_ring_raises_buffer_closed(ring):
+    ring.close()
+    with pytest.raises(BufferClosed):
+        ring.__aiter__()
+
+
+@pytest.mark.parametrize("closer", ["task", "thread"])
+def test_closing_the_ring_ends_waiting_coroutines_with_buffer_closed(run, ring_path, tmp_path, closer):
+    empty = RingBuffer(ring_path, 4096)
+    full = RingBuffer(tmp_path / "full.ring", 4096)
+    fill(full)
+
+    async def main():
+        waiting = [
+            asyncio.create_task(empty.aget()),
+            asyncio.create_task(empty.aget(timeout=WAIT)),
+            asyncio.create_task(empty.aget_many(5, timeout=WAIT)),
+            asyncio.create_task(full.aput(b"n" * 1000)),
+            asyncio.create_task(full.aput(b"n" * 1000, timeout=WAIT)),
+            asyncio.create_task(full.aput_many([b"n" * 1000], timeout=WAIT)),
+        ]
+        await asyncio.sleep(0.2)
+        assert not any(t.done() for t in waiting)
+        if closer == "task":
+            empty.close()
+            full.close()
+        else:
+            t = later(0, lambda: (empty.close(), full.close()))
+        results = await bounded(asyncio.gather(*waiting, return_exceptions=True))
+        if closer == "thread":
+            assert t.join(WAIT)
+        return results
+
+    try:
+        results = run(main())
+    finally:
+        empty.close()
+        full.close()
+    assert [type(r) for r in results] == [BufferClosed] * 6, results
+
+
+# --------------------------------------------------------------------------
+# ringbuffer.Queue
+
+
+def test_queue_coroutines_return_at_once_when_they_can(run, q, q_other):
+    run(q.aput({"a": 1}))
+    assert run(q.aput_many([[2], (3,), "4"], timeout=1)) == 3
+    assert run(q_other.aget(timeout=0)) == {"a": 1}
+    assert run(q_other.aget_many(5)) == [[2], (3,), "4"]
+
+
+def test_queue_aget_and_aget_many_are_woken_by_a_put_from_another_thread(run, q, q_other):
+    putter = later(0.2, q_other.put, ("obj", 1))
+    assert run(q.aget(timeout=WAIT)) == ("obj", 1)
+    assert putter.join(WAIT)
+    putter = later(0.2, q_other.put_many, [1, 2])
+    got = run(q.aget_many(5))
+    assert putter.join(WAIT)
+    rest = q.get_many(5, block=False) if len(got) < 2 else []
+    assert got + rest == [1, 2]
+
+
+def test_queue_aput_and_aput_many_are_woken_by_a_get_from_another_thread(run, q, q_other):
+    blob = b"z" * 900
+    while True:
+        try:
+            q.put_nowait(blob)
+        except queue.Full:
+            break
+    getter = later(0.2, q_other.get)
+    run(q.aput(blob, timeout=WAIT))
+    assert getter.join(WAIT)
+    getter = later(0.2, q_other.get)
+    assert run(q.aput_many([blob], timeout=WAIT)) == 1
+    assert getter.join(WAIT)
+
+
+def test_queue_timeouts_raise_queue_empty_and_queue_full(run, q):
+    with pytest.raises(queue.Empty):
+        run(q.aget(timeout=0.1))
+    with pytest.raises(queue.Empty):
+        run(q.aget_many(3, timeout=0.1))
+    n = 0
+    while True:
+        try:
+            q.put_nowait(b"z" * 900)
+            n += 1
+        except queue.Full:
+            break
+    with pytest.raises(queue.Full):
+        run(q.aput(b"z" * 900, timeout=0.1))
+    assert run(q.aput_many([b"z" * 900] * 2, timeout=0.1)) == 0
+    with pytest.raises(InvalidSize):
+        run(q.aput(b"z" * 5000))
+    assert len(q.get_many(100, block=False)) == n
+
+
+@pytest.mark.parametrize("bad", [-1, math.nan])
+def test_queue_bad_timeouts_raise_value_error(run, q, bad):
+    q.put("there")
+    for coro in (q.aget(timeout=bad), q.aget_many(1, timeout=bad), q.aput(1, timeout=bad)):
+        with pytest.raises(ValueError):
+            run(coro)
+    with pytest.raises(ValueError):
+        run(q.aput_many([1], timeout=bad))
+    assert q.get_many(10, block=False) == ["there"]
+
+
+def test_queue_async_for_ends_when_the_queue_is_closed_from_another_thread(run, q, q_other):
+    q_other.put_many(["a", "b"])
+
+    async def main():
+        return [obj async for obj in q]
+
+    closer = later(0.3, q.close)
+    assert run(bounded(main())) == ["a", "b"]
+    assert closer.join(WAIT)
+
+
+def test_closing_a_queue_ends_a_waiting_aget_with_buffer_closed(run, q):
+    async def main():
+        task = asyncio.create_task(q.aget())
+        await asyncio.sleep(0.1)
+        q.close()
+        return await bounded(asyncio.gather(task, return_exceptions=True))
+
+    assert [type(r) for r in run(main())] == [BufferClosed]
+
+
+# --------------------------------------------------------------------------
+# no round through the loop when a message (or room) is there
+
+
+def finish_at_first_send(coro):
+    """Drives a coroutine by hand, outside any event loop: its value if it
+    completed at the first send (it never suspended), else the test fails."""
+    try:
+        with pytest.raises(StopIteration) as e:
+            coro.send(None)
+    finally:
+        coro.close()
+    return e.value.value
+
+
+def test_aget_returns_a_waiting_message_without_suspending(ring):
+    ring.write_many([b"a", b"b", b"c", b"d"])
+    assert finish_at_first_send(ring.aget()) == b"a"
+    assert finish_at_first_send(ring.aget(timeout=5)) == b"b"
+    assert finish_at_first_send(ring.aget_many(10)) == [b"c", b"d"]
+    assert finish_at_first_send(ring.aget_many(0)) == []
+
+
+def test_aput_with_room_returns_without_suspending(ring, other):
+    assert finish_at_first_send(ring.aput(b"a")) is None
+    assert finish_at_first_send(ring.aput(b"b", timeout=5)) is None
+    assert finish_at_first_send(ring.aput_many([b"c", b"d"])) == 2
+    assert other.drain() == [b"a", b"b", b"c", b"d"]
+
+
+def test_queue_coroutines_do_not_suspend_when_they_can_finish(q):
+    assert finish_at_first_send(q.aput("x")) is None
+    assert finish_at_first_send(q.aput_many(["y", "z"])) == 2
+    assert finish_at_first_send(q.aget()) == "x"
+    assert finish_at_first_send(q.aget_many(5)) == ["y", "z"]
