@@ -6,9 +6,14 @@ and on uvloop, with writers in other handles, threads, processes and C."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import queue
+import random
 import select
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -440,3 +445,248 @@ def test_queue_coroutines_do_not_suspend_when_they_can_finish(q):
     assert finish_at_first_send(q.aput_many(["y", "z"])) == 2
     assert finish_at_first_send(q.aget()) == "x"
     assert finish_at_first_send(q.aget_many(5)) == ["y", "z"]
+
+
+# --------------------------------------------------------------------------
+# other processes: children are `python -c` scripts (nothing to pickle)
+
+PY = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else [])]
+
+# argv: path tag count seed pause. Writes count messages b"tag:i:" plus 0..39
+# padding bytes, sleeping up to `pause` seconds before about half of them.
+PRODUCER = textwrap.dedent(
+    """
+    import random, sys, time
+    from ringbuffer import RingBuffer
+    path, tag, count, seed, pause = sys.argv[1], *map(int, sys.argv[2:5]), float(sys.argv[5])
+    rng = random.Random(seed)
+    with RingBuffer.open(path) as rb:
+        for i in range(count):
+            if rng.random() < 0.5:
+                time.sleep(rng.uniform(0, pause))
+            rb.put(b"%d:%d:" % (tag, i) + bytes(rng.randrange(40)), timeout=60)
+    """
+)
+
+# argv: path. Reads with get() until b"STOP", pausing now and then; prints
+# the ids (the number before the first b":") of what it read, as JSON.
+READER = textwrap.dedent(
+    """
+    import json, random, sys, time
+    from ringbuffer import RingBuffer
+    rng = random.Random(2)
+    ids = []
+    with RingBuffer.open(sys.argv[1]) as rb:
+        while True:
+            m = rb.get(timeout=60)
+            if m == b"STOP":
+                break
+            ids.append(int(m.split(b":")[0]))
+            if rng.random() < 0.1:
+                time.sleep(rng.uniform(0, 0.002))
+    print(json.dumps(ids))
+    """
+)
+
+
+def spawn(script: str, *args) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*PY, "-c", script, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(procs, timeout: float = WAIT) -> list[str]:
+    """Waits for the processes (killing any still running after `timeout`
+    seconds in all); asserts each exited with status 0; returns their stdout."""
+    deadline = time.monotonic() + timeout
+    outs = []
+    try:
+        for p in procs:
+            try:
+                out, err = p.communicate(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+                raise AssertionError(f"{p.args[-6:]} still running after {timeout} s: {err}") from None
+            assert p.returncode == 0, f"{p.args[-6:]}: exit {p.returncode}\n{err}"
+            outs.append(out)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return outs
+
+
+def seq_of(msg: bytes) -> int:
+    return int(msg.split(b":")[1])
+
+
+HAS_TIMEOUT_CM = hasattr(asyncio, "timeout")  # Python 3.11+
+
+
+def test_cancelled_agets_lose_nothing_while_a_producer_process_writes(run, tmp_path):
+    n = 3000
+    rb = RingBuffer(tmp_path / "storm.ring", 1 << 16)
+    producer = spawn(PRODUCER, rb.path, 0, n, 1, 0.001)
+    got: list[bytes] = []
+    stats = {"tasks": 0, "cancelled": 0, "timed out": 0}
+
+    async def aget_in_timeout_block(timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            got.append(await rb.aget())  # recorded here: the block may still cancel the task
+
+    def harvest(t: asyncio.Task) -> None:
+        if t.cancelled():
+            stats["cancelled"] += 1
+            return
+        e = t.exception()
+        if e is None:
+            r = t.result()
+            if isinstance(r, list):
+                got.extend(r)
+            elif r is not None:
+                got.append(r)
+        elif isinstance(e, (BufferEmpty, asyncio.TimeoutError)):
+            stats["timed out"] += 1
+        else:
+            raise e
+
+    async def storm() -> None:
+        rng = random.Random(1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        pending: dict[asyncio.Task, bool] = {}  # task: may be cancelled from outside
+        while producer.poll() is None:
+            assert loop.time() < deadline, "the producer did not finish"
+            for _ in range(rng.randint(1, 8)):
+                kind = rng.randrange(5 if HAS_TIMEOUT_CM else 4)
+                tiny = rng.uniform(0, 0.002)
+                if kind == 0:
+                    coro = rb.aget()
+                elif kind == 1:
+                    coro = rb.aget(timeout=tiny)
+                elif kind == 2:
+                    coro = rb.aget_many(rng.randint(1, 4))
+                elif kind == 3:
+                    # Never cancelled from outside: before Python 3.12 a
+                    # wait_for cancelled as its inner task finishes drops the result.
+                    coro = asyncio.wait_for(rb.aget(), tiny)
+                else:
+                    coro = aget_in_timeout_block(tiny)
+                pending[asyncio.create_task(coro)] = kind < 3
+                stats["tasks"] += 1
+            await asyncio.sleep(rng.uniform(0, 0.002))
+            for t, cancellable in list(pending.items()):
+                if t.done():
+                    del pending[t]
+                    harvest(t)
+                elif cancellable and rng.random() < 0.5:
+                    t.cancel()
+        for t, cancellable in pending.items():
+            if cancellable:
+                t.cancel()
+        await bounded(asyncio.gather(*pending, return_exceptions=True))
+        for t in pending:
+            harvest(t)
+
+    try:
+        run(storm())
+        finish([producer])
+        rest = rb.drain()
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+            producer.communicate()
+        rb.close()
+    seqs = sorted(map(seq_of, got + rest))
+    assert seqs == list(range(n)), f"{len(seqs)} messages, {len(set(seqs))} distinct"
+    assert stats["tasks"] > 1000 and stats["cancelled"] > 100, stats
+    assert len(got) > n // 2, (len(got), stats)  # most came through the coroutines
+
+
+def test_a_cancelled_aput_either_wrote_its_message_or_did_not(run, ring):
+    reader = spawn(READER, ring.path)
+    total = 3000
+    outcomes: list[tuple[list[int], str, int]] = []  # (ids, outcome, count returned)
+
+    def msg(i: int, rng: random.Random) -> bytes:
+        return b"%d:" % i + bytes(rng.randrange(300))
+
+    def harvest(t: asyncio.Task, ids: list[int]) -> None:
+        if t.cancelled():
+            outcomes.append((ids, "cancelled", 0))
+            return
+        e = t.exception()
+        if e is None:
+            r = t.result()
+            outcomes.append((ids, "returned", len(ids) if r is None else r))
+        elif isinstance(e, BufferFull):
+            outcomes.append((ids, "full", 0))
+        elif isinstance(e, asyncio.TimeoutError):
+            outcomes.append((ids, "cancelled", 0))  # wait_for cancelled it
+        else:
+            raise e
+
+    async def storm() -> None:
+        rng = random.Random(3)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        pending: dict[asyncio.Task, tuple[list[int], bool]] = {}
+        i = 0
+        while i < total:
+            assert loop.time() < deadline and reader.poll() is None
+            for _ in range(rng.randint(1, 6)):
+                kind = rng.randrange(5)
+                tiny = rng.uniform(0, 0.002)
+                ids = [i] if kind < 3 else list(range(i, i + rng.randint(1, 4)))
+                i += len(ids)
+                batch = [msg(k, rng) for k in ids]
+                if kind == 0:
+                    coro = ring.aput(batch[0])
+                elif kind == 1:
+                    coro = ring.aput(batch[0], timeout=tiny)
+                elif kind == 2:
+                    coro = asyncio.wait_for(ring.aput(batch[0]), tiny)
+                elif kind == 3:
+                    coro = ring.aput_many(batch)
+                else:
+                    coro = ring.aput_many(batch, timeout=tiny)
+                pending[asyncio.create_task(coro)] = (ids, kind != 2)
+            await asyncio.sleep(rng.uniform(0, 0.002))
+            for t, (ids, cancellable) in list(pending.items()):
+                if t.done():
+                    del pending[t]
+                    harvest(t, ids)
+                elif cancellable and rng.random() < 0.5:
+                    t.cancel()
+        for t, (_, cancellable) in pending.items():
+            if cancellable:
+                t.cancel()
+        await bounded(asyncio.gather(*pending, return_exceptions=True))
+        for t, (ids, _) in pending.items():
+            harvest(t, ids)
+
+    try:
+        run(storm())
+        ring.put(b"STOP", timeout=WAIT)
+        (out,) = finish([reader])
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.communicate()
+    received = json.loads(out)
+    assert len(received) == len(set(received)), "a message delivered twice"
+    position = {k: j for j, k in enumerate(received)}
+    assert set(received) <= {k for ids, _, _ in outcomes for k in ids}
+    kinds = {"returned": 0, "cancelled": 0, "full": 0}
+    for ids, outcome, count in outcomes:
+        kinds[outcome] += 1
+        written = [k for k in ids if k in position]
+        assert written == ids[: len(written)], f"not a prefix: {ids} {outcome}, delivered {written}"
+        assert [position[k] for k in written] == sorted(position[k] for k in written), "out of order"
+        if outcome == "returned":
+            assert len(written) == count, f"{ids} returned {count}, delivered {written}"
+        elif outcome == "full":
+            assert written == [], f"{ids} raised BufferFull, delivered {written}"
+    assert kinds["returned"] > 100 and kinds["cancelled"] > 100, kinds
