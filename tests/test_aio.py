@@ -8,16 +8,21 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import multiprocessing.connection
+import os
 import queue
 import random
+import resource
 import select
+import selectors
+import signal
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
-from _helpers import fill, later
+from _helpers import fill, later, peek_u32
 
 from ringbuffer import BufferClosed, BufferEmpty, BufferFull, InvalidSize, Queue, RingBuffer
 
@@ -468,6 +473,22 @@ PRODUCER = textwrap.dedent(
     """
 )
 
+# Put before PRODUCER: the producer opens the ring, prints "ready", and
+# writes only once a line comes on its stdin.
+GATED = textwrap.dedent(
+    """
+    import sys
+    from ringbuffer import RingBuffer
+    _open = RingBuffer.open
+    def _gated_open(path):
+        rb = _open(path)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        return rb
+    RingBuffer.open = _gated_open
+    """
+)
+
 # argv: path. Reads with get() until b"STOP", pausing now and then; prints
 # the ids (the number before the first b":") of what it read, as JSON.
 READER = textwrap.dedent(
@@ -489,9 +510,13 @@ READER = textwrap.dedent(
 )
 
 
-def spawn(script: str, *args) -> subprocess.Popen:
+def spawn(script: str, *args, stdin=None) -> subprocess.Popen:
     return subprocess.Popen(
-        [*PY, "-c", script, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*PY, "-c", script, *map(str, args)],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -690,3 +715,354 @@ def test_a_cancelled_aput_either_wrote_its_message_or_did_not(run, ring):
         elif outcome == "full":
             assert written == [], f"{ids} raised BufferFull, delivered {written}"
     assert kinds["returned"] > 100 and kinds["cancelled"] > 100, kinds
+
+
+# --------------------------------------------------------------------------
+# many rings, readiness
+
+
+def ten_rings_from_ten_processes(tmp_path, consume) -> None:
+    """Ten rings, each written by its own process (200 numbered messages at
+    random moments); consume(rings, got) must fill got[i] with ring i's
+    messages. Asserts each ring gave exactly its 200, in order."""
+    n, count = 10, 200
+    rings = [RingBuffer(tmp_path / f"r{i}.ring", 1 << 14) for i in range(n)]
+    got: list[list[bytes]] = [[] for _ in range(n)]
+    procs = [spawn(PRODUCER, rb.path, i, count, 10 + i, 0.005) for i, rb in enumerate(rings)]
+    try:
+        consume(rings, got, count)
+        finish(procs, 60)
+        assert [rb.try_read() for rb in rings] == [None] * n, "a message beyond the count"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        for rb in rings:
+            rb.close()
+    for i in range(n):
+        assert [m.split(b":")[:2] for m in got[i]] == [[b"%d" % i, b"%d" % k] for k in range(count)]
+
+
+def test_one_event_loop_waits_on_ten_rings_written_by_ten_processes(run, tmp_path):
+    def consume(rings, got, count):
+        async def one(i: int) -> None:
+            while len(got[i]) < count:
+                got[i].append(await rings[i].aget(timeout=WAIT))
+
+        async def main() -> None:
+            await bounded(asyncio.gather(*map(one, range(len(rings)))), 60)
+
+        run(main())
+
+    ten_rings_from_ten_processes(tmp_path, consume)
+
+
+def test_one_connection_wait_loop_waits_on_ten_rings_written_by_ten_processes(tmp_path):
+    def consume(rings, got, count):
+        deadline = time.monotonic() + 60
+        while sum(map(len, got)) < len(rings) * count:
+            assert time.monotonic() < deadline, [len(g) for g in got]
+            for rb in multiprocessing.connection.wait(rings, timeout=WAIT):
+                i = rings.index(rb)
+                while msgs := rb.read_many(7):
+                    got[i].extend(msgs)
+
+    ten_rings_from_ten_processes(tmp_path, consume)
+
+
+def test_select_selectors_and_connection_wait_report_a_ring_ready_after_a_write_and_not_after_an_empty_read(
+    ring, other, tmp_path
+):
+    rb2 = RingBuffer(tmp_path / "second.ring", 4096)
+    q2 = Queue(maxsize_bytes=4096, path=tmp_path / "q.ring")
+    r_conn, w_conn = multiprocessing.Pipe(duplex=False)
+    sel = selectors.DefaultSelector()
+    try:
+        for obj in (ring, rb2, q2, r_conn):
+            sel.register(obj, selectors.EVENT_READ)
+        everything = [ring, rb2, q2, r_conn]
+
+        def ready_by_all(timeout: float) -> list[list]:
+            by_select = select.select(everything, [], [], timeout)[0]
+            by_selectors = [key.fileobj for key, _ in sel.select(timeout)]
+            by_wait = multiprocessing.connection.wait(everything, timeout)
+            return [sorted(map(id, r)) for r in (by_select, by_selectors, by_wait)]
+
+        assert ready_by_all(0.1) == [[]] * 3
+        other.write(b"m")
+        wait_until(lambda: ready(ring, 0.1), what="ring readable after a write")
+        assert ready_by_all(0.1) == [[id(ring)]] * 3
+        assert ring.try_read() == b"m"
+        assert ring.try_read() is None  # found the ring empty: the descriptor stops polling readable
+        assert ready_by_all(0.1) == [[]] * 3
+        q2.put("obj")
+        w_conn.send("ping")
+        wait_until(lambda: ready(q2, 0.1), what="queue readable after a put")
+        assert ready_by_all(0.1) == [sorted([id(q2), id(r_conn)])] * 3
+        assert q2.get_nowait() == "obj" and r_conn.recv() == "ping"
+        with pytest.raises(queue.Empty):
+            q2.get_nowait()
+        assert ready_by_all(0.1) == [[]] * 3
+        fd2 = rb2.fileno()
+        rb2.close()  # a closed ring polls readable for good (loops notice)
+        assert select.select([fd2], [], [], WAIT)[0] == [fd2]
+    finally:
+        sel.close()
+        rb2.close()
+        q2.close()
+        r_conn.close()
+        w_conn.close()
+
+
+def test_fileno_is_one_descriptor_per_object_and_fails_once_closed(ring, other, q):
+    assert ring.fileno() == ring.fileno() != other.fileno()
+    assert q.fileno() == q.fileno()
+    ring.close()
+    q.close()
+    with pytest.raises(BufferClosed):
+        ring.fileno()
+    with pytest.raises(BufferClosed):
+        q.fileno()
+
+
+def test_an_event_loop_waiting_on_ten_empty_rings_uses_under_one_percent_of_a_core(run, tmp_path):
+    rings = [RingBuffer(tmp_path / f"idle{i}.ring", 4096) for i in range(10)]
+
+    async def main() -> float:
+        tasks = [asyncio.create_task(rb.aget(timeout=10)) for rb in rings]
+        await asyncio.sleep(0.5)  # warm-up: the notifier threads start and park
+        t0 = resource.getrusage(resource.RUSAGE_SELF)
+        await asyncio.sleep(3)
+        t1 = resource.getrusage(resource.RUSAGE_SELF)
+        assert not any(t.done() for t in tasks)
+        for rb in rings:
+            rb.close()
+        results = await bounded(asyncio.gather(*tasks, return_exceptions=True))
+        assert [type(r) for r in results] == [BufferClosed] * 10
+        return (t1.ru_utime - t0.ru_utime) + (t1.ru_stime - t0.ru_stime)
+
+    try:
+        cpu = run(main())
+    finally:
+        for rb in rings:
+            rb.close()
+    assert cpu < 0.03, f"{cpu * 1000:.1f} ms of CPU in 3 s"
+
+
+# --------------------------------------------------------------------------
+# a watcher killed while watching
+
+# argv: path want. Opens the ring, polls its fileno() with select; prints
+# "ready" first, then reads what comes until it has `want` messages (0:
+# never), printing "got N" at the end.
+WATCHER = textwrap.dedent(
+    """
+    import select, sys, time
+    from ringbuffer import RingBuffer
+    want = int(sys.argv[2])
+    with RingBuffer.open(sys.argv[1]) as rb:
+        fd = rb.fileno()
+        assert rb.try_read() is None
+        print("ready", flush=True)
+        got, deadline = 0, time.monotonic() + 60
+        while (want == 0 or got < want) and time.monotonic() < deadline:
+            if select.select([fd], [], [], 1)[0]:
+                while rb.try_read() is not None:
+                    got += 1
+    print("got", got, flush=True)
+    """
+)
+
+
+def test_a_watcher_killed_while_watching_leaves_writers_and_other_watchers_unaffected(ring, ring_path):
+    # Every handle opens before the kill: a handle opened later may take
+    # the dead watcher's slot, and with it the count it left behind; here
+    # only wakers can take that back.
+    waiters = lambda: peek_u32(ring_path, OFF_DATA_WAITERS)  # noqa: E731
+    first = spawn(WATCHER, ring.path, 0)
+    procs = [first]
+    try:
+        assert first.stdout.readline() == "ready\n"
+        wait_until(lambda: waiters() >= 1, what="the first watcher's notifier parked")
+        second = spawn(WATCHER, ring.path, 20)
+        procs.append(second)
+        assert second.stdout.readline() == "ready\n"
+        wait_until(lambda: waiters() >= 2, what="the second watcher's notifier parked")
+        writer = spawn(GATED + PRODUCER, ring.path, 0, 20, 5, 0.05, stdin=subprocess.PIPE)
+        procs.append(writer)
+        assert writer.stdout.readline() == "ready\n"
+        first.send_signal(signal.SIGKILL)
+        first.wait(WAIT)
+        assert waiters() >= 2  # the dead watcher's count stays behind
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        out = finish([writer, second])
+        assert out[1] == "got 20\n"
+        # Wakers take back what the dead watcher left after 64 empty wake-ups.
+        for i in range(1000):
+            ring.write(b"after %d" % i)
+            assert ring.try_read() == b"after %d" % i
+            if waiters() == 0:
+                break
+        assert waiters() == 0, f"still {waiters()} after 1000 writes"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+# --------------------------------------------------------------------------
+# a C producer
+
+C_PRODUCER = r"""
+#define _POSIX_C_SOURCE 200809L
+#include <ringbuf.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+/* argv: path count delay_ms. Sleeps delay_ms before each message "c:i". */
+int main(int argc, char **argv)
+{
+    if (argc != 4)
+        return 2;
+    rb_ring *rb;
+    int rc = rb_open(argv[1], &rb);
+    if (rc != RB_OK) {
+        fprintf(stderr, "rb_open: %s\n", rb_strerror(rc));
+        return 3;
+    }
+    int count = atoi(argv[2]);
+    long ms = atol(argv[3]);
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    for (int i = 0; i < count; i++) {
+        nanosleep(&ts, NULL);
+        char msg[32];
+        int n = snprintf(msg, sizeof msg, "c:%d", i);
+        rc = rb_write_wait(rb, msg, (size_t)n, 30000000000LL);
+        if (rc != RB_OK) {
+            fprintf(stderr, "rb_write_wait: %s\n", rb_strerror(rc));
+            return 4;
+        }
+    }
+    return rb_close(rb) == RB_OK ? 0 : 5;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def c_producer(tmp_path_factory):
+    """The compiled C_PRODUCER (with test_interop's way of building)."""
+    from test_interop import CC, build_direct
+
+    if CC is None:
+        pytest.skip("no C compiler (cc) on PATH")
+    d = tmp_path_factory.mktemp("c-producer")
+    src = d / "producer.c"
+    src.write_text(C_PRODUCER)
+    exe = str(d / "producer")
+    try:
+        build_direct(str(src), exe)
+    except subprocess.CalledProcessError as e:
+        pytest.fail(f"compiling the C producer failed:\n{e.stderr}")
+    return exe
+
+
+def c_messages(count: int) -> list[bytes]:
+    return [b"c:%d" % i for i in range(count)]
+
+
+def test_a_c_producer_wakes_a_coroutine(run, ring, c_producer):
+    proc = subprocess.Popen([c_producer, ring.path, "5", "100"], stderr=subprocess.PIPE, text=True)
+
+    async def main() -> list[bytes]:
+        return [await ring.aget(timeout=WAIT) for _ in range(5)]
+
+    try:
+        assert run(main()) == c_messages(5)
+    finally:
+        finish([proc])
+
+
+def test_a_c_producer_wakes_a_selectors_loop_that_does_not_spin(ring, c_producer):
+    proc = subprocess.Popen([c_producer, ring.path, "5", "100"], stderr=subprocess.PIPE, text=True)
+    got: list[bytes] = []
+    wakeups = 0
+    with selectors.DefaultSelector() as sel:
+        sel.register(ring, selectors.EVENT_READ)
+        try:
+            deadline = time.monotonic() + WAIT
+            while len(got) < 5 and time.monotonic() < deadline:
+                if sel.select(WAIT):
+                    wakeups += 1
+                    while (m := ring.try_read()) is not None:
+                        got.append(m)
+        finally:
+            finish([proc])
+    assert got == c_messages(5)
+    # One wake-up per message, give or take spurious ones; a descriptor that
+    # stayed readable after the empty read would wake the loop thousands of times.
+    assert wakeups <= 50, wakeups
+
+
+# --------------------------------------------------------------------------
+# fork
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_gets_its_own_working_fileno(ring, other):
+    parent_fd = ring.fileno()
+    assert ring.try_read() is None
+    other.write(b"before fork")
+    assert ready(ring, WAIT)
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report by exit status, never return into pytest
+        status = 1
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            child_fd = ring.fileno()
+            status = 2
+            if not select.select([child_fd], [], [], WAIT)[0]:  # its own notifier saw the message
+                os._exit(status)
+            status = 3
+            if ring.try_read() != b"before fork" or ring.try_read() is not None:
+                os._exit(status)
+            status = 4
+            if select.select([child_fd], [], [], 0.1)[0]:  # re-armed: not readable now
+                os._exit(status)
+            os.write(to_parent_w, b"1")
+            status = 5
+            if asyncio.run(ring.aget(timeout=WAIT)) != b"after fork":
+                os._exit(status)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    try:
+        assert select.select([to_parent_r], [], [], WAIT)[0] and os.read(to_parent_r, 1) == b"1"
+        # The child emptied the ring and its descriptor is idle; the parent's
+        # is its own: still readable, as the parent never found the ring empty.
+        assert ready(ring, 0.1)
+        assert ring.try_read() is None
+        assert not ready(ring, 0.1)
+        assert ring.fileno() == parent_fd
+        os.write(to_child_w, b"go")
+        other.write(b"after fork")
+        deadline = time.monotonic() + WAIT
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+    finally:
+        os.close(to_child_w)
+        os.close(to_parent_r)
