@@ -33,12 +33,27 @@ struct rb_notifier {
      * and then signal; stop = 1 ends it. */
     _Atomic uint32_t armed;
     _Atomic uint32_t stop;
-    /* 1 while the eventfd may hold a count (written by the thread, drained
-     * by a re-arm): lets a re-arm skip its read() when nothing is there. */
-    _Atomic uint32_t signalled;
-    /* Writable: the bytes the last refused write needed (a record size). */
+    /* Writable: the room the thread waits for (a record size). */
     _Atomic uint64_t need;
+    /* Serializes a re-arm's decisions (need, drain, arming) with the
+     * thread's disarming: two threads of the handle re-arming at once
+     * must not leave need above the smaller refused record. */
+    pthread_mutex_t lock;
+    /* In a fork child: the next notifier inherited from the parent, kept
+     * (not freed) until rb_close, since another thread of the child may
+     * still be looking at it. */
+    struct rb_notifier *stale_next;
 };
+
+/* Serializes rb_event_fd (rare) for every handle; held across fork() by
+ * the handlers below, so that a child never inherits it locked. */
+static pthread_mutex_t event_lock = PTHREAD_MUTEX_INITIALIZER;
+static void event_lock_take(void) { pthread_mutex_lock(&event_lock); }
+static void event_lock_give(void) { pthread_mutex_unlock(&event_lock); }
+__attribute__((constructor)) static void register_event_fork_handlers(void)
+{
+    pthread_atfork(event_lock_take, event_lock_give, event_lock_give);
+}
 
 static void futex_private(_Atomic uint32_t *word, int op, uint32_t val)
 {
@@ -49,10 +64,6 @@ static void futex_private(_Atomic uint32_t *word, int op, uint32_t val)
 
 static void signal_efd(struct rb_notifier *n)
 {
-    /* seq_cst, as every access to signalled and armed: the argument in
-     * docs/design.md orders a re-arm's drain and arming against the
-     * thread's disarming and signal; these are off the hot path. */
-    atomic_store(&n->signalled, 1);
     uint64_t one = 1;
     int e = errno;
     ssize_t r;
@@ -68,6 +79,27 @@ static int room_for_need(rb_ring *rb, uint64_t arg)
 {
     struct rb_notifier *n = (struct rb_notifier *)(uintptr_t)arg;
     return rb_space_ready(rb, atomic_load(&n->need));
+}
+
+/* The readable thread's wait: until a non-blocking read through the
+ * handle may succeed. data_ready says "ready" while another handle holds
+ * the read turn (the blocking reads then wait on the turn queue); a
+ * non-blocking read would find the ring empty, so wait for the turn too,
+ * unless its holder is dead (then a read takes the turn over). */
+static int await_readable(rb_ring *rb)
+{
+    for (;;) {
+        int rc = rb_await_data(rb, RB_FOREVER);
+        if (rc != RB_OK)
+            return rc;
+        /* Relaxed: a hint, as turn_ready's (ring.c). */
+        uint32_t id = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
+        if (id == 0 || rb_turn_dead(rb, id))
+            return RB_OK;
+        rc = rb_await_turn(rb, RB_FOREVER);
+        if (rc != RB_OK)
+            return rc;
+    }
 }
 
 static void *notifier_main(void *arg)
@@ -86,7 +118,7 @@ static void *notifier_main(void *arg)
          * that test wakes us (docs/design.md). */
         int rc;
         if (n->kind == RB_EV_READABLE)
-            rc = rb_await_data(rb, RB_FOREVER);
+            rc = await_readable(rb);
         else {
             struct rb_waitq q = rb_space_q(rb);
             rc = rb_wait(rb, &q, room_for_need, (uint64_t)(uintptr_t)n, RB_FOREVER);
@@ -96,16 +128,15 @@ static void *notifier_main(void *arg)
         if (rc == RB_OK || rc == RB_ECLOSED) {
             /* Disarm first, then signal: a re-arm after our disarm makes
              * us test again; one before it is undone by our signal, which
-             * makes its caller call again (and re-arm if it must). */
+             * makes its caller call again (and re-arm if it must). After
+             * rb_shutdown (RB_ECLOSED) we go on the same way: a re-arm
+             * racing the shutdown may drain this signal, and then its
+             * arming makes us test (RB_ECLOSED at once) and signal again,
+             * so the fd polls readable for good. */
+            pthread_mutex_lock(&n->lock);
             atomic_store(&n->armed, 0);
+            pthread_mutex_unlock(&n->lock);
             signal_efd(n);
-        }
-        if (rc == RB_ECLOSED) {
-            /* Shut down: the fd stays readable so that loops notice; the
-             * thread parks until rb_close stops it. */
-            while (atomic_load(&n->stop) == 0)
-                futex_private(&n->stop, FUTEX_WAIT, 0);
-            return NULL;
         }
     }
 }
@@ -119,29 +150,36 @@ void rb_event_rearm_slow(rb_ring *rb, unsigned kind, uint64_t need)
      * fork() has no thread in this process: nothing to arm. */
     if (n == NULL || n->epoch != atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
         return;
+    pthread_mutex_lock(&n->lock);
     /* Writable: the thread waits for the room the refused write needed. A
      * fresh arming sets it; while armed (another thread of the handle was
      * refused too), it only goes down, to the smallest refused record. */
     int lowered = 0;
     if (kind == RB_EV_WRITABLE) {
+        uint64_t cur = atomic_load(&n->need);
         if (atomic_load(&n->armed) == 0)
             atomic_store(&n->need, need);
-        else {
-            uint64_t cur = atomic_load(&n->need);
-            while (need < cur && !atomic_compare_exchange_weak(&n->need, &cur, need))
-                ;
-            lowered = need < cur;
+        else if (need < cur) {
+            atomic_store(&n->need, need);
+            lowered = 1;
         }
     }
-    /* Drain, then arm: see the thread's disarm-then-signal above. */
-    if (atomic_exchange(&n->signalled, 0) != 0) {
-        uint64_t count;
-        int e = errno;
-        while (read(n->efd, &count, sizeof count) < 0 && errno == EINTR)
-            ;
-        errno = e;
-    }
-    if (atomic_exchange(&n->armed, 1) == 0)
+    /* Drain, then arm: see the thread's disarm-then-signal above. Always
+     * a read(), even when nothing may be there: a flag saying "signalled"
+     * would be set either before the thread's write (then a drain between
+     * the two could leave a count that no re-arm ever drains: a loop
+     * spinning on an empty ring) or after it (then a re-arm in between
+     * skips its drain, and a loop spins until the thread runs again, which
+     * on a loaded machine can take milliseconds). One system call per
+     * empty (full) result, and only while a descriptor exists. */
+    uint64_t count;
+    int e = errno;
+    while (read(n->efd, &count, sizeof count) < 0 && errno == EINTR)
+        ;
+    errno = e;
+    uint32_t was_armed = atomic_exchange(&n->armed, 1);
+    pthread_mutex_unlock(&n->lock);
+    if (was_armed == 0)
         futex_private(&n->armed, FUTEX_WAKE, 1);
     else if (lowered) {
         /* The thread may be parked testing a larger need: make it test
@@ -167,6 +205,7 @@ static int start_notifier(rb_ring *rb, unsigned kind, struct rb_notifier **out)
         free(n);
         return RB_ESYS;
     }
+    pthread_mutex_init(&n->lock, NULL);
     /* The thread takes no signals: they belong to the caller's threads
      * (Python runs its handlers on the main thread). */
     sigset_t all, old;
@@ -175,6 +214,7 @@ static int start_notifier(rb_ring *rb, unsigned kind, struct rb_notifier **out)
     int err = pthread_create(&n->thread, NULL, notifier_main, n);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (err != 0) {
+        pthread_mutex_destroy(&n->lock);
         close(n->efd);
         free(n);
         errno = err;
@@ -199,20 +239,24 @@ static void stop_notifier(rb_ring *rb, struct rb_notifier *n)
     struct rb_waitq q = n->kind == RB_EV_READABLE ? rb_data_q(rb) : rb_space_q(rb);
     rb_wake_always(&q);
     pthread_join(n->thread, NULL);
+    pthread_mutex_destroy(&n->lock);
     close(n->efd);
     free(n);
 }
 
 /* A notifier inherited through fork(): its thread stayed in the parent.
  * Forget it here (closing our copy of its eventfd; the parent's is its
- * own), so that this process can make its own. */
+ * own), so that this process can make its own. The struct (our copy of
+ * the parent's) is kept until rb_close: a re-arm in another thread may
+ * have loaded the pointer and be about to read its epoch. */
 static void drop_inherited(rb_ring *rb, unsigned i, uint32_t epoch)
 {
     struct rb_notifier *n = atomic_load_explicit(&rb->notify[i], memory_order_acquire);
     if (n != NULL && n->epoch != epoch) {
         atomic_store_explicit(&rb->notify[i], NULL, memory_order_relaxed);
         close(n->efd);
-        free(n); /* our copy of the parent's memory */
+        n->stale_next = rb->notify_stale;
+        rb->notify_stale = n;
     }
 }
 
@@ -224,7 +268,7 @@ RB_API int rb_event_fd(rb_ring *rb, unsigned events, int *fd)
         return RB_ECLOSED;
     rb_check_fork(rb);
     int rc = RB_OK;
-    pthread_mutex_lock(&rb->notify_lock);
+    pthread_mutex_lock(&event_lock);
     uint32_t epoch = atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed);
     for (unsigned i = 0; i < 2; i++)
         drop_inherited(rb, i, epoch);
@@ -270,7 +314,7 @@ RB_API int rb_event_fd(rb_ring *rb, unsigned events, int *fd)
         else
             *fd = rb->notify_epfd;
     }
-    pthread_mutex_unlock(&rb->notify_lock);
+    pthread_mutex_unlock(&event_lock);
     return rc;
 }
 
@@ -289,8 +333,12 @@ void rb_event_close(rb_ring *rb)
             free(n);
         }
     }
+    while (rb->notify_stale != NULL) {
+        struct rb_notifier *n = rb->notify_stale;
+        rb->notify_stale = n->stale_next;
+        free(n);
+    }
     if (rb->notify_epfd >= 0)
         close(rb->notify_epfd);
     rb->notify_epfd = -1;
-    pthread_mutex_destroy(&rb->notify_lock);
 }

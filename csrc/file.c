@@ -168,12 +168,10 @@ static int open_fd(int fd, rb_ring **out)
         errno = ENOMEM;
         return RB_ESYS;
     }
-    pthread_mutex_init(&rb->notify_lock, NULL);
     rb->notify_epfd = -1;
     int rc = rb_map_fd(fd, rb);
     if (rc != RB_OK) {
         int e = errno;
-        pthread_mutex_destroy(&rb->notify_lock);
         free(rb);
         close(fd);
         errno = e;

@@ -226,17 +226,15 @@ struct rb_ring {
     _Atomic int64_t heavy_since;
     /* Event descriptors (event.c): the readable and writable notifiers
      * (NULL until rb_event_fd asks for one), the epoll descriptor over both
-     * (-1: none) and the fork epoch it was made in; notify_lock serializes
-     * rb_event_fd. */
+     * (-1: none) and the fork epoch it was made in, and (in a fork child)
+     * the parent's notifiers, kept until rb_close. */
     struct rb_notifier *_Atomic notify[2];
-    pthread_mutex_t notify_lock;
     int notify_epfd;
     uint32_t notify_epoch;
-    /* Wake-ups that found nobody parked although waiters were counted, and
-     * whether a thread of this handle is reaping dead waiters' counts
-     * (wait.c, slots.c). Relaxed: process-local heuristics. */
+    struct rb_notifier *notify_stale;
+    /* Wake-ups in a row that found nobody parked although waiters were
+     * counted (wait.c). Relaxed: a process-local heuristic. */
     _Atomic uint32_t empty_wakes;
-    _Atomic uint32_t reaping;
 };
 
 /* The header word of the record at position pos. Every atomic access to a
@@ -305,6 +303,10 @@ int rb_take_dead_turn(rb_ring *rb, uint32_t id);
 /* 1 if id has held the read turn for the stall timeout, as far as this
  * handle has watched (no syscall: a hint for waiters to look closer). */
 int rb_turn_stuck(rb_ring *rb, uint32_t id);
+/* True if the read turn's holder id has kept it for the stall timeout and
+ * is dead (a read would take the turn over); the liveness check is made
+ * once per timeout, as rb_take_dead_turn's. Takes nothing. */
+int rb_turn_dead(rb_ring *rb, uint32_t id);
 /* We hold the turn and the record at head h is not ready. If it has been
  * stuck for the stall timeout and its writer is dead, marks it (or the gap
  * it left) DISCARD and returns 1: look again. 0: nothing to do yet.
@@ -416,6 +418,9 @@ long rb_wake_always(const struct rb_waitq *q);
 /* Waits until a read may make progress, as the blocking reads do (ring.c):
  * RB_OK, RB_ETIMEDOUT, RB_ECLOSED. */
 int rb_await_data(rb_ring *rb, int64_t deadline);
+/* Waits until the read turn is free or its holder has kept it for the
+ * stall timeout, as a blocking read waits for the turn (ring.c). */
+int rb_await_turn(rb_ring *rb, int64_t deadline);
 /* True when need bytes are free (a hint: the write re-checks); the
  * readiness test of the blocking writes (ring.c). */
 int rb_space_ready(rb_ring *rb, uint64_t need);

@@ -41,6 +41,16 @@ int rb_turn_stuck(rb_ring *rb, uint32_t id)
     return now - atomic_load_explicit(&rb->turn_stall_since, memory_order_relaxed) >= limit;
 }
 
+int rb_turn_dead(rb_ring *rb, uint32_t id)
+{
+    if (!rb_turn_stuck(rb, id))
+        return 0;
+    /* As rb_take_dead_turn: look again only a full timeout from now
+     * (relaxed: as in rb_turn_stuck). */
+    atomic_store_explicit(&rb->turn_stall_since, rb_now_ns(), memory_order_relaxed);
+    return !rb_id_alive(rb, id);
+}
+
 int rb_take_dead_turn(rb_ring *rb, uint32_t id)
 {
     if (!rb_turn_stuck(rb, id))

@@ -92,6 +92,12 @@ static int turn_ready(rb_ring *rb, uint64_t unused)
     return id == 0 || rb_turn_stuck(rb, id);
 }
 
+int rb_await_turn(rb_ring *rb, int64_t deadline)
+{
+    struct rb_waitq q = rb_turn_q(rb);
+    return rb_wait(rb, &q, turn_ready, 0, deadline);
+}
+
 /* ---- producers --------------------------------------------------------- */
 
 /* Claims a free intent entry of our slot for [start, end). Several threads
@@ -659,8 +665,11 @@ static int read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size
     rb_check_fork(rb);
     for (;;) {
         int rc = take_turn(rb, deadline);
-        if (rc != RB_OK)
+        if (rc != RB_OK) {
+            if (rc == RB_EEMPTY) /* the turn stayed taken: found empty too */
+                rb_event_rearm(rb, RB_EV_READABLE, 0);
             return rc;
+        }
         int released;
         rc = read_records(rb, buf, buf_size, lens, max_count, count, &released);
         give_turn(rb, released);
@@ -721,8 +730,11 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
     rb_check_fork(rb);
     for (;;) {
         int rc = take_turn(rb, deadline);
-        if (rc != RB_OK)
+        if (rc != RB_OK) {
+            if (rc == RB_EEMPTY) /* the turn stayed taken: found empty too */
+                rb_event_rearm(rb, RB_EV_READABLE, 0);
             return rc;
+        }
         /* Relaxed: as in read_records. */
         uint64_t start = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed), h = start, w;
         rc = next_record(rb, &h, &w);

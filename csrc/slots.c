@@ -153,35 +153,43 @@ static void slot_init(rb_ring *rb, uint32_t slot)
 
 void rb_reap_parked(rb_ring *rb, const struct rb_waitq *q)
 {
-    /* One thread of this handle at a time: two threads share its open
-     * file description, whose OFD locks do not conflict with each other,
-     * so both could think they hold a dead slot's lock while one releases
-     * it. Relaxed: the exchange is the whole guard. */
-    if (atomic_exchange_explicit(&rb->reaping, 1, memory_order_relaxed) != 0)
+    if (atomic_load_explicit(&rb->closing, memory_order_relaxed) != 0)
         return;
-    if (atomic_load_explicit(&rb->closing, memory_order_relaxed) == 0) {
-        uint32_t used = rb_slots_used(rb);
-        for (uint32_t slot = 0; slot < used; slot++) {
-            struct rb_slot *s = &rb->slots[slot];
-            /* Relaxed: a hint; the exchange below, under the slot's lock, decides. */
-            if (slot == rb->slot || atomic_load_explicit(&s->parked[q->index], memory_order_relaxed) == 0)
-                continue;
-            /* Holding the slot's lock, as an owner would: its owner is gone
-             * (the lock was free) and nobody can take the slot and park
-             * meanwhile; slot_init takes the counts back the same way. */
-            if (lock_cmd(rb->fd, F_OFD_SETLK, F_WRLCK, slot, NULL) != 0)
-                continue; /* a live handle owns it */
-            struct rb_waitq qs[3] = {rb_data_q(rb), rb_space_q(rb), rb_turn_q(rb)};
-            for (unsigned i = 0; i < 3; i++) {
-                /* Relaxed, as in slot_init. */
-                uint32_t left = atomic_exchange_explicit(&s->parked[qs[i].index], 0, memory_order_relaxed);
-                if (left != 0)
-                    atomic_fetch_sub_explicit(qs[i].waiters, left, memory_order_relaxed);
-            }
-            lock_cmd(rb->fd, F_OFD_SETLK, F_UNLCK, slot, NULL);
-        }
+    /* Through an open file description of our own for this scan: its
+     * locks conflict with every other description's, our handle's (and so
+     * our own slot) included, and with those of other threads or of a fork
+     * child sharing our handle's description, which reap through their
+     * own. So while we hold a dead slot's lock, nobody else holds it. */
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", rb->fd);
+    int e = errno;
+    int fd = open(path, O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        errno = e;
+        return;
     }
-    atomic_store_explicit(&rb->reaping, 0, memory_order_relaxed);
+    uint32_t used = rb_slots_used(rb);
+    for (uint32_t slot = 0; slot < used; slot++) {
+        struct rb_slot *s = &rb->slots[slot];
+        /* Relaxed: a hint; the exchanges below, under the slot's lock, decide. */
+        if (atomic_load_explicit(&s->parked[q->index], memory_order_relaxed) == 0)
+            continue;
+        /* Holding the slot's lock, as an owner would: its owner is gone
+         * (the lock was free) and nobody can take the slot and park
+         * meanwhile; slot_init takes the counts back the same way. */
+        if (lock_cmd(fd, F_OFD_SETLK, F_WRLCK, slot, NULL) != 0)
+            continue; /* a live handle owns it (or the lock failed: leave it) */
+        struct rb_waitq qs[3] = {rb_data_q(rb), rb_space_q(rb), rb_turn_q(rb)};
+        for (unsigned i = 0; i < 3; i++) {
+            /* Relaxed, as in slot_init. */
+            uint32_t left = atomic_exchange_explicit(&s->parked[qs[i].index], 0, memory_order_relaxed);
+            if (left != 0)
+                atomic_fetch_sub_explicit(qs[i].waiters, left, memory_order_relaxed);
+        }
+        lock_cmd(fd, F_OFD_SETLK, F_UNLCK, slot, NULL);
+    }
+    close(fd); /* drops any lock still held through it */
+    errno = e;
 }
 
 /* Takes the first free, reusable slot with the lock held on fd. */
