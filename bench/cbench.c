@@ -2,7 +2,7 @@
  * cbench.c - the C part of `invoke bench`, linked against libringbuf.so.
  *
  *   bench/build/cbench [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR]
- *                      [--case PRODUCERS,SIZE,single|batch]
+ *                      [--case PRODUCERS,SIZE,single|batch | --latency]
  *
  * Cases, each repeated --reps times (default 3) in fresh processes (fork)
  * on a new ring file in --dir (default /dev/shm), the median reported; the
@@ -23,6 +23,17 @@
  *     (64 MiB blocks). The physical reference.
  *   - ping-pong: 64-byte round trips between two processes over two rings
  *     with rb_write_wait / rb_read_wait, p50 and p99.
+ * --latency runs only the wake-up latency case (--reps is ignored;
+ * --budget is the time per kind of consumer, default 2 s in this mode):
+ *   - latency: how long a sleeping consumer takes to get a message, from
+ *     before the producer's rb_write to after the consumer's rb_read
+ *     returns, p50 and p99, for a consumer in epoll_wait on rb_event_fd
+ *     (then rb_read until RB_EEMPTY) and one blocked in rb_read_wait, in
+ *     the same run: the producer alternates between them, one message at a
+ *     time, LAT_GAP_NS apart (longer than the blocking calls' spin, so
+ *     that both consumers are asleep when it comes), and waits for the
+ *     consumer's acknowledgement (carrying the time it read the message)
+ *     on a third ring. At most LAT_MAX rounds.
  * Times come from CLOCK_MONOTONIC. Prints one JSON object on stdout
  * (progress on stderr); exits 1 if any case failed its checks.
  */
@@ -36,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,6 +65,9 @@
 #define LARGE_BLOCK (64u << 20)
 #define PING_WARMUP 5000
 #define PING_MAX 2000000
+#define LAT_MAX 20000   /* latency rounds, both kinds together */
+#define LAT_WARMUP 200  /* first rounds not counted */
+#define LAT_GAP_NS 200000
 
 static double budget_s = 0.5;
 static int reps = 3;
@@ -524,12 +539,169 @@ static int pingpong_once(struct pp_shared *out)
     return !bad && out->rounds > 0;
 }
 
+/* ---- wake-up latency ------------------------------------------------------- */
+
+enum { LAT_WAIT, LAT_EPOLL, LAT_KINDS };
+static const char *const lat_names[LAT_KINDS] = {"rb_read_wait", "epoll"};
+
+struct lat_shared {
+    double p50_us[LAT_KINDS], p99_us[LAT_KINDS];
+    uint64_t rounds[LAT_KINDS];
+};
+
+/* A message: the producer's clock before its write. The acknowledgement:
+ * the consumer's clock after its read (CLOCK_MONOTONIC: one clock for all
+ * processes). */
+struct lat_msg {
+    int64_t t;
+};
+
+static void ack(rb_ring *tx, int64_t t)
+{
+    struct lat_msg a = {t};
+    check(rb_write_wait(tx, &a, sizeof a, -1), "rb_write_wait (ack)");
+}
+
+/* Blocked in rb_read_wait: wakes on the ring's futex. */
+static void lat_wait_consumer(const char *data, const char *acks, struct gate *g)
+{
+    rb_ring *rx = open_ring(data), *tx = open_ring(acks);
+    struct lat_msg m;
+    size_t len;
+    child_ready_and_wait(g);
+    for (;;) {
+        check(rb_read_wait(rx, &m, sizeof m, &len, -1), "rb_read_wait");
+        int64_t t1 = now_ns();
+        if (len != sizeof m)
+            break; /* the stop message */
+        ack(tx, t1);
+    }
+    _exit(0);
+}
+
+/* In epoll_wait on the handle's readable descriptor: wakes on the eventfd
+ * that the handle's notifier thread signals. */
+static void lat_epoll_consumer(const char *data, const char *acks, struct gate *g)
+{
+    rb_ring *rx = open_ring(data), *tx = open_ring(acks);
+    int fd, ep = epoll_create1(EPOLL_CLOEXEC);
+    check(rb_event_fd(rx, RB_EV_READABLE, &fd), "rb_event_fd");
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+        _exit(6);
+    child_ready_and_wait(g);
+    for (;;) {
+        if (epoll_wait(ep, &ev, 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(7);
+        }
+        struct lat_msg m;
+        size_t len;
+        int rc;
+        while ((rc = rb_read(rx, &m, sizeof m, &len)) == RB_OK) {
+            int64_t t1 = now_ns();
+            if (len != sizeof m)
+                _exit(0); /* the stop message */
+            ack(tx, t1);
+        }
+        if (rc != RB_EEMPTY)
+            check(rc, "rb_read");
+    }
+}
+
+static void lat_producer(const char *const data[LAT_KINDS], const char *acks, struct gate *g,
+                         struct lat_shared *sh)
+{
+    rb_ring *tx[LAT_KINDS], *rx = open_ring(acks);
+    for (int k = 0; k < LAT_KINDS; k++)
+        tx[k] = open_ring(data[k]);
+    int64_t *lat[LAT_KINDS];
+    uint64_t n[LAT_KINDS] = {0};
+    for (int k = 0; k < LAT_KINDS; k++)
+        if ((lat[k] = malloc(LAT_MAX * sizeof *lat[k])) == NULL)
+            die("out of memory");
+    child_ready_and_wait(g);
+    /* Both kinds share the time: each gets budget_s. */
+    int64_t end = now_ns() + (int64_t)(2 * budget_s * 1e9);
+    for (uint64_t i = 0; i < LAT_MAX + LAT_WARMUP; i++) {
+        int k = (int)(i & 1); /* alternate: load changes weigh on both alike */
+        struct timespec gap = {0, LAT_GAP_NS};
+        nanosleep(&gap, NULL);
+        struct lat_msg m = {now_ns()}, a;
+        size_t len;
+        check(rb_write(tx[k], &m, sizeof m), "rb_write");
+        check(rb_read_wait(rx, &a, sizeof a, &len, -1), "rb_read_wait (ack)");
+        if (len != sizeof a || a.t < m.t)
+            _exit(5);
+        if (i >= LAT_WARMUP)
+            lat[k][n[k]++] = a.t - m.t;
+        if (i >= LAT_WARMUP && now_ns() >= end)
+            break;
+    }
+    for (int k = 0; k < LAT_KINDS; k++) {
+        check(rb_write_wait(tx[k], "!", 1, -1), "rb_write_wait (stop)");
+        qsort(lat[k], n[k], sizeof *lat[k], cmp_i64);
+        sh->rounds[k] = n[k];
+        if (n[k] > 0) {
+            sh->p50_us[k] = lat[k][n[k] / 2] / 1e3;
+            sh->p99_us[k] = lat[k][n[k] * 99 / 100] / 1e3;
+        }
+    }
+    _exit(0);
+}
+
+static int latency_run(void)
+{
+    char data[LAT_KINDS][600], acks[600];
+    const char *dp[LAT_KINDS];
+    for (int k = 0; k < LAT_KINDS; k++) {
+        snprintf(data[k], sizeof data[k], "%s/cbench-%d.lat%d", dir, (int)getpid(), k);
+        create_ring(data[k]);
+        dp[k] = data[k];
+    }
+    snprintf(acks, sizeof acks, "%s/cbench-%d.ack", dir, (int)getpid());
+    create_ring(acks);
+    struct lat_shared *sh = shared_map(sizeof *sh);
+    memset(sh, 0, sizeof *sh);
+    struct gate g;
+    gate_init(&g);
+    pid_t pids[3];
+    for (int i = 0; i < 3; i++) {
+        pids[i] = spawn();
+        if (pids[i] == 0) {
+            if (i == 0)
+                lat_producer(dp, acks, &g, sh);
+            if (i == 1)
+                lat_wait_consumer(data[LAT_WAIT], acks, &g);
+            lat_epoll_consumer(data[LAT_EPOLL], acks, &g);
+        }
+    }
+    /* Worst case: every round takes a whole park cap (100 ms). */
+    int bad = gate_run(&g, pids, 3, (int64_t)((budget_s * 20 + 30) * 1e9));
+    for (int k = 0; k < LAT_KINDS; k++)
+        unlink(data[k]);
+    unlink(acks);
+    int ok = !bad && sh->rounds[LAT_WAIT] > 0 && sh->rounds[LAT_EPOLL] > 0;
+    printf("{\n  \"library_version\": %d, \"ok\": %s, \"gap_us\": %d, \"size\": %zu,\n  \"latency\": {",
+           rb_version(), ok ? "true" : "false", LAT_GAP_NS / 1000, sizeof(struct lat_msg));
+    for (int k = 0; k < LAT_KINDS; k++) {
+        fprintf(stderr, "cbench: wake-up latency, %s: p50 %.2f us, p99 %.2f us (%llu rounds)\n", lat_names[k],
+                sh->p50_us[k], sh->p99_us[k], (unsigned long long)sh->rounds[k]);
+        printf("%s\n    \"%s\": {\"p50_us\": %.3f, \"p99_us\": %.3f, \"rounds\": %llu}", k ? "," : "",
+               lat_names[k], sh->p50_us[k], sh->p99_us[k], (unsigned long long)sh->rounds[k]);
+    }
+    printf("\n  }\n}\n");
+    munmap(sh, sizeof *sh);
+    return ok ? 0 : 1;
+}
+
 /* ---- main ----------------------------------------------------------------- */
 
 static void usage(void)
 {
     fprintf(stderr, "usage: cbench [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR] "
-                    "[--case PRODUCERS,SIZE,single|batch]\n");
+                    "[--case PRODUCERS,SIZE,single|batch | --latency]\n");
     exit(2);
 }
 
@@ -587,12 +759,18 @@ static void run_case(struct tp_case *c, int r)
 int main(int argc, char **argv)
 {
     struct tp_case one = {0};
+    int latency = 0, budget_set = 0;
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--latency") == 0) {
+            latency = 1;
+            continue;
+        }
         if (i + 1 >= argc)
             usage();
-        if (strcmp(argv[i], "--budget") == 0)
+        if (strcmp(argv[i], "--budget") == 0) {
             budget_s = atof(argv[++i]);
-        else if (strcmp(argv[i], "--reps") == 0)
+            budget_set = 1;
+        } else if (strcmp(argv[i], "--reps") == 0)
             reps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--ring") == 0)
             ring_bytes = (size_t)strtoull(argv[++i], NULL, 0);
@@ -609,8 +787,13 @@ int main(int argc, char **argv)
             usage();
     }
     if (budget_s <= 0 || reps < 1 || reps > MAXREPS || ring_bytes < 4096 || (ring_bytes & (ring_bytes - 1)) ||
-        one.size > ring_bytes / 4)
+        one.size > ring_bytes / 4 || (latency && one.nprod > 0))
         usage();
+    if (latency) {
+        if (!budget_set)
+            budget_s = 2.0;
+        return latency_run();
+    }
 
     printf("{\n  \"budget_s\": %g, \"reps\": %d, \"ring_bytes\": %zu, \"library_version\": %d,\n", budget_s, reps,
            ring_bytes, rb_version());
