@@ -37,8 +37,11 @@ struct rb_notifier {
     _Atomic uint64_t need;
     /* Serializes a re-arm's decisions (need, drain, arming) with the
      * thread's disarming: two threads of the handle re-arming at once
-     * must not leave need above the smaller refused record. */
+     * must not leave need above the smaller refused record. need_fresh
+     * (under the lock): the next refused write sets need (since the
+     * start, or the thread's last disarm) rather than lowering it. */
     pthread_mutex_t lock;
+    int need_fresh;
     /* In a fork child: the next notifier inherited from the parent, kept
      * (not freed) until rb_close, since another thread of the child may
      * still be looking at it. */
@@ -135,6 +138,7 @@ static void *notifier_main(void *arg)
              * so the fd polls readable for good. */
             pthread_mutex_lock(&n->lock);
             atomic_store(&n->armed, 0);
+            n->need_fresh = 1;
             pthread_mutex_unlock(&n->lock);
             signal_efd(n);
         }
@@ -157,9 +161,11 @@ void rb_event_rearm_slow(rb_ring *rb, unsigned kind, uint64_t need)
     int lowered = 0;
     if (kind == RB_EV_WRITABLE) {
         uint64_t cur = atomic_load(&n->need);
-        if (atomic_load(&n->armed) == 0)
+        if (n->need_fresh) {
             atomic_store(&n->need, need);
-        else if (need < cur) {
+            n->need_fresh = 0;
+            lowered = need < cur;
+        } else if (need < cur) {
             atomic_store(&n->need, need);
             lowered = 1;
         }
@@ -206,6 +212,7 @@ static int start_notifier(rb_ring *rb, unsigned kind, struct rb_notifier **out)
         return RB_ESYS;
     }
     pthread_mutex_init(&n->lock, NULL);
+    n->need_fresh = 1;
     /* The thread takes no signals: they belong to the caller's threads
      * (Python runs its handlers on the main thread). */
     sigset_t all, old;

@@ -503,13 +503,10 @@ TEST(writable_waits_for_the_size_the_refused_write_needed)
     CHECK_EQ(put(f.rb, 0, 1000), RB_OK);
 }
 
-#ifdef RB_TEST_KNOWN_BUGS
 /* A refused write re-arms with what it needed; a notifier already parked
- * for a larger record keeps waiting for that (event.c loads need once per
- * arming, and a re-arm of an armed notifier does not wake it). So after a
- * refused large write, a refused small one is not signalled when room for
- * it appears: the fd stays quiet while rb_write would succeed. Compiled
- * with -DRB_TEST_KNOWN_BUGS only, until event.c is fixed. */
+ * for a larger record must test again for the smaller one (the re-arm
+ * lowers need and bumps the space queue): the fd polls readable as soon as
+ * the smaller write would succeed. */
 TEST(writable_after_a_smaller_refused_write_polls_readable_when_it_fits)
 {
     AUTO_FX(f);
@@ -529,7 +526,6 @@ TEST(writable_after_a_smaller_refused_write_polls_readable_when_it_fits)
     CHECK_READY(fd, "16 bytes free, 16 wanted by the last refused write");
     CHECK_EQ(put(f.rb, 0, 8), RB_OK);
 }
-#endif
 
 /* ---- cost ------------------------------------------------------------------- */
 
