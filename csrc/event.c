@@ -245,6 +245,11 @@ static void stop_notifier(rb_ring *rb, struct rb_notifier *n)
      * park again. */
     struct rb_waitq q = n->kind == RB_EV_READABLE ? rb_data_q(rb) : rb_space_q(rb);
     rb_wake_always(&q);
+    if (n->kind == RB_EV_READABLE) {
+        /* It may be waiting for the read turn instead (await_readable). */
+        struct rb_waitq t = rb_turn_q(rb);
+        rb_wake_always(&t);
+    }
     pthread_join(n->thread, NULL);
     pthread_mutex_destroy(&n->lock);
     close(n->efd);

@@ -304,8 +304,10 @@ int rb_take_dead_turn(rb_ring *rb, uint32_t id);
  * handle has watched (no syscall: a hint for waiters to look closer). */
 int rb_turn_stuck(rb_ring *rb, uint32_t id);
 /* True if the read turn's holder id has kept it for the stall timeout and
- * is dead (a read would take the turn over); the liveness check is made
- * once per timeout, as rb_take_dead_turn's. Takes nothing. */
+ * is dead (a read would take the turn over: the stall clock is left as it
+ * is, so that the read finds the turn stuck too). For a live holder the
+ * check is made again only a timeout later, as rb_take_dead_turn's. Takes
+ * nothing. */
 int rb_turn_dead(rb_ring *rb, uint32_t id);
 /* We hold the turn and the record at head h is not ready. If it has been
  * stuck for the stall timeout and its writer is dead, marks it (or the gap

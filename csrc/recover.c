@@ -45,10 +45,14 @@ int rb_turn_dead(rb_ring *rb, uint32_t id)
 {
     if (!rb_turn_stuck(rb, id))
         return 0;
-    /* As rb_take_dead_turn: look again only a full timeout from now
+    /* Dead: leave the stall clock alone, so that the read this answer
+     * leads to finds the turn stuck too and takes it over at once. */
+    if (!rb_id_alive(rb, id))
+        return 1;
+    /* Alive: as rb_take_dead_turn, look again only a full timeout from now
      * (relaxed: as in rb_turn_stuck). */
     atomic_store_explicit(&rb->turn_stall_since, rb_now_ns(), memory_order_relaxed);
-    return !rb_id_alive(rb, id);
+    return 0;
 }
 
 int rb_take_dead_turn(rb_ring *rb, uint32_t id)

@@ -395,6 +395,11 @@ RB_API int rb_peek_cancel(rb_ring *rb);
  *   readable until that changes: an idle loop does not spin.
  * - Readiness may be spurious (another consumer took the message): follow
  *   every wake-up with non-blocking calls until they report empty (full).
+ * - Writable readiness is for the size that was refused: the first refused
+ *   write since the last readiness sets it, later ones only lower it. A
+ *   thread whose smaller write is pending while another thread of the
+ *   handle is refused a larger one may wait for the larger room: give such
+ *   writers a handle each, or retry every pending write on each wake-up.
  * - Never read from or write to the descriptor; never close it.
  * It is made at the first call for its kind (one thread per kind then
  * waits on the ring's futex for the handle, and writers pay one futex

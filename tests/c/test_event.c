@@ -354,6 +354,91 @@ TEST(write_from_another_process_makes_it_readable)
     CHECK_QUIET(fd, "read empty again");
 }
 
+/* A peek held by another live handle: a non-blocking read here finds the
+ * turn taken, so the fd must not keep polling readable (a loop would spin)
+ * until the peek ends; then it polls readable for the message. */
+TEST(a_peek_held_elsewhere_does_not_make_the_fd_spin)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, RING));
+    AUTO_RING(peeker);
+    REQUIRE_EQ(rb_open(f.path, &peeker), RB_OK);
+    int fd = -1;
+    REQUIRE_EQ(rb_event_fd(f.rb, RB_EV_READABLE, &fd), RB_OK);
+    CHECK_EQ(put(peeker, 5, 50), RB_OK);
+    const void *p;
+    size_t len;
+    REQUIRE_EQ(rb_peek(peeker, &p, &len), RB_OK);
+    unsigned char buf[256];
+    int quiet_rounds = 0;
+    for (int i = 0; i < 20 && quiet_rounds < 3; i++) {
+        if (quiet(fd)) {
+            quiet_rounds++;
+            continue;
+        }
+        CHECK_EQ(rb_read(f.rb, buf, sizeof buf, &len), RB_EEMPTY); /* the turn is the peek's */
+    }
+    CHECK(quiet_rounds >= 3);
+    CHECK_EQ(rb_peek_cancel(peeker), RB_OK); /* the message stays */
+    CHECK_READY(fd, "after the peek ended");
+    GET_CHECK(f.rb, 5, 50);
+}
+
+/* A peek held by a process that is then killed: the event loop is woken and
+ * its non-blocking read takes the dead process's turn over (after the
+ * stall timeout), getting the message. */
+TEST(a_dead_peekers_turn_is_taken_over_by_the_event_loops_read)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, RING));
+    rb_set_stall_timeout(f.rb, 20 * MS);
+    int fd = -1;
+    REQUIRE_EQ(rb_event_fd(f.rb, RB_EV_READABLE, &fd), RB_OK);
+    CHECK_EQ(put(f.rb, 7, 70), RB_OK);
+    int go[2];
+    REQUIRE(pipe(go) == 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        rb_ring *mine;
+        const void *p;
+        size_t len;
+        if (rb_open(f.path, &mine) != RB_OK || rb_peek_wait(mine, &p, &len, 5 * SEC) != RB_OK)
+            _exit(10);
+        char c = 1;
+        if (write(go[1], &c, 1) != 1)
+            _exit(11);
+        for (;;)
+            pause(); /* holding the turn until killed */
+    }
+    char c;
+    REQUIRE(read(go[0], &c, 1) == 1);
+    kill(pid, SIGKILL);
+    int st;
+    waitpid(pid, &st, 0);
+    close(go[0]);
+    close(go[1]);
+    /* An event loop: wait for readiness, then non-blocking reads. */
+    unsigned char buf[256];
+    size_t len = 0;
+    int got = 0, wakeups = 0;
+    int64_t end = now_ns() + 5 * SEC;
+    while (!got && now_ns() < end) {
+        if (poll_in(fd, 1000) != 1)
+            continue;
+        wakeups++;
+        int rc = rb_read(f.rb, buf, sizeof buf, &len);
+        if (rc == RB_OK)
+            got = 1;
+        else
+            CHECK_EQ(rc, RB_EEMPTY);
+    }
+    CHECK(got);
+    CHECK_EQ(len, 70);
+    CHECK(wakeups <= 20); /* a few stall timeouts' worth, not a spin */
+}
+
 /* One way of reading through the watched handle until it reports empty. */
 enum read_kind { RK_READ, RK_READ_MANY, RK_PEEK };
 static const char *const read_kind_names[] = {"rb_read", "rb_read_many", "rb_peek"};
