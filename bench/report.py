@@ -1,5 +1,5 @@
-"""The suite's outputs from its results: the terminal table, the issue-5
-targets checked against the same run's figures, and the chart."""
+"""The suite's outputs from its results: the terminal table, the targets of
+issues 5 and 13 checked against the same run's figures, and the chart."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ MPQ = "multiprocessing.Queue put/get"
 FF_SINGLE = "faster-fifo put/get"
 FF_BATCH = "faster-fifo put_many/get_many"
 PYZMQ = "pyzmq PUSH/PULL ipc://"
+# The "async" group's rows (bench/suite.py).
+A_RING = "ringbuffer aput/aget"
+A_ZMQ = "zmq.asyncio PAIR ipc://"
+A_EXECUTOR = "mp.Queue get in run_in_executor"
+A_SYNC_GET = "ringbuffer get loop (no loop)"
+A_AGET = "ringbuffer aget"
 
 
 def size_label(size: int | str) -> str:
@@ -23,16 +29,18 @@ def _rate(row: dict[str, Any] | None) -> float | None:
     return None if row is None else row.get("msgs_per_s")
 
 
-# -- the issue-5 targets -----------------------------------------------------------
+# -- the targets of issues 5 and 13 ---------------------------------------------------
 
 
 def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue 5 with the figure measured in this run and
-    whether it is met (None: not measured in this run)."""
+    """Each target of issues 5 and 13 with the figure measured in this run
+    and whether it is met (None: not measured in this run); figures that
+    issue 13 asks to report without a bar have met "info"."""
     out: list[dict[str, Any]] = []
+    issue = 5
 
-    def add(target: str, measured: str | None, met: bool | None) -> None:
-        out.append({"target": target, "measured": measured or "not measured", "met": met})
+    def add(target: str, measured: str | None, met: bool | str | None) -> None:
+        out.append({"issue": issue, "target": target, "measured": measured or "not measured", "met": met})
 
     tp = data.get("throughput", {})
     small, page = tp.get("64", {}), tp.get("4096", {})
@@ -112,6 +120,49 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         None if not grown else f"largest RSS growth {max(grown)} KiB over {n:,} messages",
         None if not grown or n < 10_000_000 else max(grown) < 1024,
     )
+
+    issue = 13
+    aio = data.get("async", {})
+    pp, atp = aio.get("pingpong", {}), aio.get("throughput", {})
+    ring, zmq, executor = pp.get(A_RING, {}), pp.get(A_ZMQ, {}), pp.get(A_EXECUTOR, {})
+    for peer, row, bar in ((A_ZMQ, zmq, 3.0), (A_EXECUTOR, executor, None)):
+        key = "zmq_p50_ratio" if peer == A_ZMQ else "executor_p50_ratio"
+        value = ring.get(key)
+        measured = None
+        if value is not None:
+            measured = (
+                f"p50 {ring['p50_us']:.1f} us against {row['p50_us']:.1f} us: 1/{value:.1f} "
+                f"(p99 {ring['p99_us']:.1f} against {row['p99_us']:.1f} us)"
+            )
+        if bar is None:
+            add(
+                f"asyncio ping-pong aput/aget p50 next to {peer} (reported)",
+                measured,
+                None if value is None else "info",
+            )
+        else:
+            add(
+                f"asyncio ping-pong aput/aget p50 <= 1/3 of {peer}'s",
+                measured,
+                None if value is None else value >= bar,
+            )
+    aget = atp.get(A_AGET, {}).get("vs_sync_get")
+    add(
+        "asyncio throughput, 64 B, aget >= 0.7x the synchronous get loop",
+        None
+        if aget is None
+        else f"{aget:.2f}x ({atp[A_AGET]['msgs_per_s']:,.0f} against "
+        f"{atp[A_SYNC_GET]['msgs_per_s']:,.0f} msgs/s)",
+        None if aget is None else aget >= 0.7,
+    )
+    many = next((r for k, r in atp.items() if k.startswith("ringbuffer aget_many")), {})
+    add(
+        "asyncio throughput, 64 B, aget_many against the synchronous get loop (reported)",
+        None
+        if "vs_sync_get" not in many
+        else f"{many['vs_sync_get']:.2f}x ({many['msgs_per_s']:,.0f} msgs/s)",
+        None if "vs_sync_get" not in many else "info",
+    )
     return out
 
 
@@ -127,6 +178,9 @@ def failures(data: dict[str, Any]) -> list[str]:
         for k, r in data.get("objects", {}).get("rows", {}).items()
         if "error" in r
     ]
+    for part in ("pingpong", "throughput"):
+        rows = data.get("async", {}).get(part, {})
+        out += [f"async {part}, {label}: {r['error']}" for label, r in rows.items() if "error" in r]
     if "error" in data.get("c", {}):
         out.append(f"C: {data['c']['error']}")
     if data.get("library_rebuilt_during_run"):
@@ -234,14 +288,55 @@ def table(data: dict[str, Any]) -> str:
             f"  {'':<8} {'case':<34} {'items/s':>12} {'':>10} {'vs mp.Queue':>11}",
         ]
         out += _rows_table(data["objects"]["rows"], "", rate_cells)
+    if "async" in data:
+        out += _async_table(data["async"], s)
     if "c" in data:
         out += _c_table(data["c"])
     if "targets" in data:
-        out += ["", "Issue 5 targets, from this run"]
-        for t in data["targets"]:
-            mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
-            out.append(f"  [{mark:>6}] {t['target']}: {t['measured']}")
+        for issue in sorted({t.get("issue", 5) for t in data["targets"]}):
+            mine = [t for t in data["targets"] if t.get("issue", 5) == issue]
+            if all(t["met"] is None for t in mine):
+                out += ["", f"Issue {issue} targets: none measured in this run"]
+                continue
+            out += ["", f"Issue {issue} targets, from this run"]
+            for t in mine:
+                mark = {True: "met", False: "MISSED", None: "n/a", "info": "info"}[t["met"]]
+                out.append(f"  [{mark:>6}] {t['target']}: {t['measured']}")
     return "\n".join(out) + "\n"
+
+
+def _async_table(aio: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    out = [
+        "",
+        f"asyncio: 64-byte ping-pong round trips between two processes, each in an event loop (asyncio's "
+        f"unless named), microseconds, median of {s['reps']} runs",
+        f"  {'':<8} {'case':<34} {'p50':>8} {'p99':>8} {'zmq.asyncio/this p50':>21} {'p99':>6} "
+        f"{'executor/this p50':>18} {'p99':>6}",
+    ]
+
+    def lat_cells(r: dict[str, Any]) -> str:
+        cells = f"{r['p50_us']:>8.2f} {r['p99_us']:>8.2f}"
+        for key, width in (("zmq", 20), ("executor", 17)):
+            if f"{key}_p50_ratio" in r:
+                cells += f" {r[f'{key}_p50_ratio']:>{width}.1f}x {r[f'{key}_p99_ratio']:>5.1f}x"
+            else:
+                cells += f" {'':>{width + 1}} {'':>6}"
+        return cells.rstrip()
+
+    out += _rows_table(aio["pingpong"], "", lat_cells)
+    out += [
+        "",
+        f"asyncio: throughput, {size_label(aio['size'])}, a producer process (put loop) and a consumer "
+        f"process (get loop or coroutine), median of {s['reps']} runs of ~{s['budget']:g} s",
+        f"  {'size':<8} {'case':<34} {'msgs/s':>12} {'MB/s':>10} {'vs get loop':>11}",
+    ]
+
+    def rate_cells(r: dict[str, Any]) -> str:
+        vs = f"{r['vs_sync_get']:>10.2f}x" if "vs_sync_get" in r else ""
+        return f"{r['msgs_per_s']:>12,.0f} {r['mb_per_s']:>10,.1f} {vs}"
+
+    out += _rows_table(aio["throughput"], size_label(aio["size"]), rate_cells)
+    return out
 
 
 def _c_table(c: dict[str, Any]) -> list[str]:

@@ -1,13 +1,16 @@
 """The benchmark suite of ``invoke bench``: Python throughput between two
 processes next to multiprocessing.Queue/Pipe, faster-fifo and pyzmq; ping-pong
 latency; CPU of an idle blocked consumer; memory over many messages;
-ringbuffer.Queue with small objects; and the C benchmark (bench/cbench.c).
+ringbuffer.Queue with small objects; asyncio (aget/aput ping-pong next to
+zmq.asyncio and run_in_executor, a consumer coroutine next to the get loop,
+on asyncio's loop and uvloop); and the C benchmark (bench/cbench.c).
 
     python -m bench.suite [--quick] [--out DIR] [--only GROUP ...]
 
 Every case runs in fresh processes (forkserver start method), bounded in
 time (a budget per run), repeated (median of --reps runs), with ratios to
-multiprocessing.Queue (Python) and memcpy (C) taken from the same run.
+multiprocessing.Queue (Python), memcpy (C) and, for asyncio, zmq.asyncio,
+run_in_executor and the synchronous get loop taken from the same run.
 Producers build their messages before the clock starts; consumers end with
 one ``bytes`` object per message and check the count, the total bytes and
 the last message. A peer that is not installed is skipped with a note
@@ -60,9 +63,32 @@ OBJECT_CASES = (
     ("ringbuffer.Queue", "batch", "ringbuffer.Queue put_many/get_many"),
 )
 OBJECT_BATCH = 256
+# The "async" group (issue 13). Ping-pong: (transport, event loop, label),
+# both processes in an event loop; "blocking" is put/get with no loop.
+ASYNC_PINGPONG = (
+    ("ringbuffer", "asyncio", "ringbuffer aput/aget"),
+    ("ringbuffer", "uvloop", "ringbuffer aput/aget, uvloop"),
+    ("pyzmq", "asyncio", "zmq.asyncio PAIR ipc://"),
+    (MP_QUEUE, "asyncio", "mp.Queue get in run_in_executor"),
+    ("ringbuffer", "blocking", "ringbuffer put/get (no loop)"),
+)
+ZMQ_ASYNC = "zmq.asyncio PAIR ipc://"
+EXECUTOR = "mp.Queue get in run_in_executor"
+# Throughput, 64 B: a plain put loop in the producer process; the consumer
+# process runs the synchronous get loop or a coroutine (workers.ASYNC_MODES,
+# ":uvloop" for that loop).
+ASYNC_SIZE = 64
+ASYNC_THROUGHPUT = (
+    ("ringbuffer", "single", "ringbuffer get loop (no loop)"),
+    ("ringbuffer", "aget", "ringbuffer aget"),
+    ("ringbuffer", "aget:uvloop", "ringbuffer aget, uvloop"),
+    ("ringbuffer", "async-for", "ringbuffer async for"),
+    ("ringbuffer", "aget_many", f"ringbuffer aget_many({workers.ASYNC_MANY})"),
+)
+SYNC_GET = "ringbuffer get loop (no loop)"
 # Optional peers: transport -> the module it needs.
-PEERS = {"faster-fifo": "faster_fifo", "pyzmq": "zmq"}
-GROUPS = ("throughput", "latency", "idle", "memory", "objects", "c")
+PEERS = {"faster-fifo": "faster_fifo", "pyzmq": "zmq", "uvloop": "uvloop"}
+GROUPS = ("throughput", "latency", "idle", "memory", "objects", "async", "c")
 
 
 @dataclass
@@ -334,6 +360,94 @@ def group_latency(suite: Suite) -> None:
     suite.results["latency"] = rows
 
 
+# -- asyncio ---------------------------------------------------------------------
+
+
+def async_pingpong_once(suite: Suite, transport: str, loop_kind: str) -> list[int]:
+    s = suite.settings
+    if loop_kind == "blocking":
+        return pingpong_once(suite, transport)
+    name = suite.name()
+    ping_spec, echo_spec = workers.make_duplex(transport, suite.ctx, suite.folder, name)
+    try:
+        rtts, echoed = run_children(
+            suite,
+            [
+                (
+                    workers.async_pinger,
+                    (ping_spec, loop_kind, s.latency_rounds, s.latency_warmup, s.latency_budget),
+                ),
+                (workers.async_echo, (echo_spec, loop_kind)),
+            ],
+            timeout=60 + 20 * s.latency_budget,
+        )
+    finally:
+        if ping_spec[0] == "mpq-executor":
+            for q in ping_spec[1:]:
+                q.close()
+        for path in glob.glob(os.path.join(suite.folder, f"{name}.*")):
+            os.remove(path)
+    if echoed != len(rtts) + s.latency_warmup:
+        raise CaseError(f"{echoed} messages echoed for {len(rtts) + s.latency_warmup} sent")
+    return rtts
+
+
+def group_async(suite: Suite) -> None:
+    """Issue 13's figures: asyncio ping-pong (aput/aget on two rings) next
+    to zmq.asyncio PAIR over ipc:// and to multiprocessing.Queue with get in
+    run_in_executor, plus blocking put/get for reference; then a consumer
+    coroutine (aget, async for, aget_many) against a plain put loop, next to
+    the synchronous get loop. Medians over --reps interleaved runs; ratios
+    from this run."""
+    from ringbuffer.benchmark import summary
+
+    pp: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for transport, loop_kind, label in ASYNC_PINGPONG:
+        if not suite.available(transport):
+            pp[label] = {"skipped": suite.missing[transport]}
+        elif loop_kind == "uvloop" and not suite.available("uvloop"):
+            pp[label] = {"skipped": suite.missing["uvloop"]}
+        else:
+            pp[label] = {"transport": transport, "loop": loop_kind}
+            runs[label] = []
+    for rep in range(suite.settings.reps):
+        progress(f"async ping-pong: run {rep + 1} of {suite.settings.reps} of every case")
+        for label in runs:
+            r = pp[label]
+            if "error" in r:
+                continue
+            try:
+                rtts = async_pingpong_once(suite, r["transport"], r["loop"])
+                runs[label].append({**summary(rtts), "rounds": len(rtts)})
+            except CaseError as exc:
+                r["error"] = str(exc)
+    for label, r in pp.items():
+        if label in runs and "error" not in r:
+            r["p50_us"] = statistics.median(x["p50_us"] for x in runs[label])
+            r["p99_us"] = statistics.median(x["p99_us"] for x in runs[label])
+            r["runs"] = runs[label]
+    for peer, key in ((ZMQ_ASYNC, "zmq"), (EXECUTOR, "executor")):
+        base = pp.get(peer, {})
+        for r in pp.values():
+            if "p50_us" in r and "p50_us" in base:
+                r[f"{key}_p50_ratio"] = base["p50_us"] / r["p50_us"]
+                r[f"{key}_p99_ratio"] = base["p99_us"] / r["p99_us"]
+
+    cases = tuple(c for c in ASYNC_THROUGHPUT if not c[1].endswith(":uvloop") or suite.available("uvloop"))
+    tp = run_cases(suite, cases, "bytes", ASYNC_SIZE, 1)
+    for _, _, label in ASYNC_THROUGHPUT:
+        if label not in tp:
+            tp[label] = {"skipped": suite.missing["uvloop"]}
+    tp = {label: tp[label] for _, _, label in ASYNC_THROUGHPUT}  # the table's order
+    sync = tp.get(SYNC_GET, {})
+    for r in tp.values():
+        r.pop("vs_mp_queue", None)
+        if "msgs_per_s" in r and "msgs_per_s" in sync:
+            r["vs_sync_get"] = r["msgs_per_s"] / sync["msgs_per_s"]
+    suite.results["async"] = {"size": ASYNC_SIZE, "pingpong": pp, "throughput": tp}
+
+
 # -- idle consumer -------------------------------------------------------------
 
 
@@ -515,9 +629,10 @@ def main(argv: list[str] | None = None) -> int:
     for transport, module in PEERS.items():
         if importlib.util.find_spec(module) is None:
             missing[transport] = f"skipped: {module} is not installed (pip install -e '.[bench]')"
-    ctx.set_forkserver_preload(
-        ["bench.workers", "ringbuffer.benchmark"] + [m for t, m in PEERS.items() if t not in missing]
-    )
+    preload = [m for t, m in PEERS.items() if t not in missing]
+    if "pyzmq" not in missing:
+        preload.append("zmq.asyncio")
+    ctx.set_forkserver_preload(["bench.workers", "ringbuffer.benchmark", "asyncio", *preload])
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     folder = tempfile.mkdtemp(prefix="rb-bench-", dir=shm)
     suite = Suite(settings, ctx, folder, missing)

@@ -1,6 +1,6 @@
 """What runs inside the benchmark's child processes: every transport (ours
 and the peers) behind one small interface, and the producer, consumer,
-ping-pong, idle and memory workers.
+ping-pong, idle, memory and asyncio workers.
 
 A worker is a *setup* function: it opens its end of the channel and builds
 its messages, then returns the *timed part* as a closure. :func:`child`
@@ -14,6 +14,7 @@ so each case runs in fresh processes that start in milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import random
@@ -229,7 +230,7 @@ def producer(spec: Any, mode: str, kind: str, size: int, n: int, batch: int) -> 
                     buf[:] = msg
             return t0, time.monotonic()
 
-    else:
+    else:  # "single", and the plain put loop that feeds an async consumer
         send = end.send
 
         def work() -> tuple[float, float]:
@@ -249,6 +250,10 @@ def consumer(spec: Any, mode: str, kind: str, size: int, n: int, batch: int) -> 
     last_expected = expected_last(kind, size, batch, n)
     measure = (lambda m: 1) if kind == "objects" else len
 
+    amode = async_mode(mode)
+    if amode is not None:
+        assert end.ring is not None and kind == "bytes"
+        return async_consumer(end.ring, amode[0], amode[1], n, last_expected)
     if mode == "batch":
         assert end.recv_many is not None
         recv_many = end.recv_many
@@ -404,3 +409,174 @@ def rss_consumer(path: str, size: int, n: int, batch: int, checkpoint: int) -> W
         return before, rss_kib(), n, total
 
     return work
+
+
+# -- asyncio ---------------------------------------------------------------------
+#
+# The "async" group: a consumer coroutine (aget, aget_many, async for) against
+# a plain put loop, and ping-pong between two processes that both run an
+# event loop, on our rings (aput/aget), on pyzmq's zmq.asyncio PAIR sockets
+# and on multiprocessing.Queue with get in a thread pool (run_in_executor).
+# The loop, the sockets and our event descriptors (with their notifier
+# threads) are made in the setup, before the clock starts.
+
+ASYNC_MODES = ("aget", "aget_many", "async-for")
+# Messages asked for per aget_many call.
+ASYNC_MANY = 1024
+# Timed ping-pong rounds at least, whatever the budget (for a p99).
+MIN_ROUNDS = 200
+
+
+def new_loop(kind: str) -> Any:
+    """A new event loop: "asyncio" (the default loop) or "uvloop"."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def async_mode(mode: str) -> tuple[str, str] | None:
+    """("aget", "uvloop") for the consumer mode "aget:uvloop"; None for a
+    synchronous mode."""
+    name, _, loop = mode.partition(":")
+    return (name, loop or "asyncio") if name in ASYNC_MODES else None
+
+
+def async_consumer(ring: RingBuffer, mode: str, loop_kind: str, n: int, last_expected: bytes) -> Work:
+    """The consumer of a throughput case in a coroutine: n messages with
+    ``aget``, ``aget_many`` (ASYNC_MANY at most per call) or ``async for``;
+    returns what :func:`consumer` returns."""
+    loop = new_loop(loop_kind)
+    ring.fileno()  # the event descriptor and its notifier thread, made now
+
+    async def receive() -> tuple[int, bytes]:
+        total = count = 0
+        msg = b""
+        if mode == "aget":
+            aget = ring.aget
+            for _ in range(n):
+                msg = await aget()
+                total += len(msg)
+        elif mode == "aget_many":
+            aget_many = ring.aget_many
+            msgs: list[bytes] = []
+            while count < n:
+                msgs = await aget_many(min(ASYNC_MANY, n - count))
+                count += len(msgs)
+                total += sum(map(len, msgs))
+            msg = msgs[-1]
+        else:
+            async for msg in ring:
+                total += len(msg)
+                count += 1
+                if count == n:
+                    break
+        return total, msg
+
+    def work() -> tuple[int, int, bool, float]:
+        total, msg = loop.run_until_complete(receive())
+        t1 = time.monotonic()
+        return n, total, _check_last("bytes", msg, last_expected), t1
+
+    return work
+
+
+def make_duplex(transport: str, ctx: Any, folder: str, name: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """A two-way channel for async ping-pong: returns the pinger's and the
+    echo's specs for :func:`_open_duplex`."""
+    if transport == "ringbuffer":
+        ping, pong = (os.path.join(folder, f"{name}.{k}.ring") for k in ("ping", "pong"))
+        for path in (ping, pong):
+            RingBuffer(path, CHANNEL_BYTES).close()
+        return ("ring", ping, pong), ("ring", pong, ping)
+    if transport == "pyzmq":
+        addr = f"ipc://{os.path.join(folder, name)}.sock"
+        return ("zmq-pair", addr, False), ("zmq-pair", addr, True)
+    if transport == "multiprocessing.Queue":
+        ping, pong = ctx.Queue(), ctx.Queue()
+        return ("mpq-executor", ping, pong), ("mpq-executor", pong, ping)
+    raise ValueError(f"no async ping-pong for {transport!r}")
+
+
+async def _open_duplex(spec: tuple[Any, ...]) -> tuple[Callable[[bytes], Any], Callable[[], Any]]:
+    """(send, recv) of one end, both returning awaitables; called inside the
+    running loop (zmq.asyncio sockets belong to it)."""
+    kind = spec[0]
+    if kind == "ring":
+        tx, rx = RingBuffer.open(spec[1]), RingBuffer.open(spec[2])
+        rx.fileno()  # made now, not in the first timed aget
+        return tx.aput, rx.aget
+    if kind == "zmq-pair":
+        import zmq
+        import zmq.asyncio
+
+        sock = zmq.asyncio.Context.instance().socket(zmq.PAIR)
+        sock.copy_threshold = 1 << 24
+        if spec[2]:
+            sock.bind(spec[1])
+        else:
+            sock.connect(spec[1])
+        return sock.send, sock.recv
+    if kind == "mpq-executor":
+        from concurrent.futures import ThreadPoolExecutor
+
+        tx_q, rx_q = spec[1], spec[2]
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(1)
+        pool.submit(int).result()  # the thread is started now
+
+        async def send(msg: bytes) -> None:
+            tx_q.put(msg)  # never blocks: the queue's feeder thread writes
+
+        return send, lambda: loop.run_in_executor(pool, rx_q.get)
+    raise ValueError(f"unknown duplex {kind!r}")
+
+
+def async_pinger(spec: Any, loop_kind: str, rounds: int, warmup: int, seconds: float) -> Work:
+    """:func:`pinger` in a coroutine: times 64-byte round trips (await send,
+    await the reply) after ``warmup`` untimed ones, until ``rounds`` are
+    done or, after MIN_ROUNDS at least, ``seconds`` pass; returns them in ns."""
+    from ringbuffer.benchmark import MSG
+
+    loop = new_loop(loop_kind)
+    send, recv = loop.run_until_complete(_open_duplex(spec))
+
+    async def run() -> list[int]:
+        out: list[int] = []
+        clock = time.perf_counter_ns
+        deadline = 0
+        try:
+            for i in range(rounds + warmup):
+                if i == warmup:  # the budget is for timed rounds (warm-up can be slow here)
+                    deadline = clock() + int(seconds * 1e9)
+                t0 = clock()
+                await send(MSG)
+                await recv()
+                if i >= warmup:
+                    t1 = clock()
+                    out.append(t1 - t0)
+                    if t1 > deadline and len(out) >= MIN_ROUNDS:
+                        break
+        finally:
+            await send(STOP)
+        return out
+
+    return lambda: loop.run_until_complete(run())
+
+
+def async_echo(spec: Any, loop_kind: str) -> Work:
+    """:func:`echo` in a coroutine; returns how many messages it echoed."""
+    loop = new_loop(loop_kind)
+    send, recv = loop.run_until_complete(_open_duplex(spec))
+
+    async def run() -> int:
+        count = 0
+        while True:
+            msg = await recv()
+            if msg == STOP:
+                return count
+            await send(msg)
+            count += 1
+
+    return lambda: loop.run_until_complete(run())
