@@ -155,6 +155,16 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         f"{atp[A_SYNC_GET]['msgs_per_s']:,.0f} msgs/s)",
         None if aget is None else aget >= 0.7,
     )
+    lat = aio.get("c", {}).get("latency", {})
+    ep, rw = lat.get("epoll", {}), lat.get("rb_read_wait", {})
+    add(
+        "C wake-up latency, epoll on rb_event_fd next to rb_read_wait (reported)",
+        None
+        if "p50_us" not in ep or "p50_us" not in rw
+        else f"epoll p50 {ep['p50_us']:.1f} us, p99 {ep['p99_us']:.1f} us; rb_read_wait p50 "
+        f"{rw['p50_us']:.1f} us, p99 {rw['p99_us']:.1f} us",
+        None if "p50_us" not in ep else "info",
+    )
     many = next((r for k, r in atp.items() if k.startswith("ringbuffer aget_many")), {})
     add(
         "asyncio throughput, 64 B, aget_many against the synchronous get loop (reported)",
@@ -336,6 +346,17 @@ def _async_table(aio: dict[str, Any], s: dict[str, Any]) -> list[str]:
         return f"{r['msgs_per_s']:>12,.0f} {r['mb_per_s']:>10,.1f} {vs}"
 
     out += _rows_table(aio["throughput"], size_label(aio["size"]), rate_cells)
+    c = aio.get("c", {})
+    if "latency" in c:
+        out += [
+            "",
+            "C: wake-up latency of a sleeping consumer process, one 8-byte message every "
+            f"{c.get('gap_us', '?')} us, microseconds",
+        ]
+        for name, r in c["latency"].items():
+            out.append(f"  {name:<14} p50 {r['p50_us']:>8.2f}  p99 {r['p99_us']:>9.2f}  ({r['rounds']} rounds)")
+    elif "error" in c:
+        out += ["", f"C wake-up latency: FAILED: {c['error']}"]
     return out
 
 

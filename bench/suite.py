@@ -445,7 +445,26 @@ def group_async(suite: Suite) -> None:
         r.pop("vs_mp_queue", None)
         if "msgs_per_s" in r and "msgs_per_s" in sync:
             r["vs_sync_get"] = r["msgs_per_s"] / sync["msgs_per_s"]
-    suite.results["async"] = {"size": ASYNC_SIZE, "pingpong": pp, "throughput": tp}
+    suite.results["async"] = {"size": ASYNC_SIZE, "pingpong": pp, "throughput": tp, "c": c_event_latency(suite)}
+
+
+def c_event_latency(suite: Suite) -> dict[str, Any]:
+    """C: wake-up latency of a consumer in epoll_wait on the readable event
+    fd, next to one blocked in rb_read_wait, in the same cbench run."""
+    exe = os.path.join(ROOT, "bench", "build", "cbench")
+    if not os.path.exists(exe):
+        return {"error": f"{exe} is not built (make -C bench)"}
+    progress("async: C wake-up latency, epoll on rb_event_fd next to rb_read_wait")
+    budget = 0.5 if suite.settings.quick else 2.0
+    cmd = [exe, "--latency", "--budget", str(budget), "--dir", suite.folder]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    try:
+        out = json.loads(proc.stdout)
+    except ValueError:
+        return {"error": f"cbench --latency failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"}
+    if proc.returncode != 0:
+        out["error"] = proc.stderr.strip()[-500:]
+    return out
 
 
 # -- idle consumer -------------------------------------------------------------

@@ -521,8 +521,11 @@ class RingBuffer:
         else:
             n = _rbpy_read(rb, buf)
             if n >= 0:
+                msg = view[:n]  # a bytes copy: slicing an ffi.buffer
+                # Back in the pool only now: another thread may take the
+                # buffer (and read into it) as soon as it is there.
                 bufs.append(pooled)
-                return view[:n]  # a bytes copy: slicing an ffi.buffer
+                return msg
             bufs.append(pooled)
         msg = self._receive(rb, block, timeout)
         if msg is None:
@@ -695,11 +698,30 @@ class RingBuffer:
         event loop; :class:`BufferEmpty` if ``timeout`` seconds pass. Returns
         at once, without suspending, when a message is there. Cancelling it
         never loses a message."""
+        rb = self._rb
+        if rb is None:
+            raise error(_ECLOSED)
         if timeout is not None:
             check_timeout(timeout)
-        msg = self.try_read()
-        if msg is not None:
-            return msg
+        # The hot path, inline as in get(): a message is there and fits a
+        # pooled buffer; an empty ring goes straight to waiting; anything
+        # else the general way.
+        bufs = self._bufs
+        try:
+            buf, view = pooled = bufs.pop()
+        except IndexError:
+            n = _ETRUNC
+        else:
+            n = _rbpy_read(rb, buf)
+            if n >= 0:
+                msg = view[:n]
+                bufs.append(pooled)  # after the copy, as in get()
+                return msg
+            bufs.append(pooled)
+        if n != _EEMPTY:
+            msg = self._receive(rb, False, None)
+            if msg is not None:
+                return msg
         return await _aio.aget(self, self._h, timeout)
 
     async def aget_many(self, max_messages: int, timeout: Timeout = None) -> list[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import collections
 import copy
 import errno
 import gc
@@ -1551,3 +1552,32 @@ def test_public_names():
     assert lib.RB_MIN_CAPACITY == 4096
     assert lib.RB_MAX_CAPACITY == 1 << 32
     assert lib.RB_REMOVE == 1
+
+
+class _ReadOnAppend(collections.deque):
+    """A read-buffer pool that, when a buffer comes back, lets another
+    reader of the same RingBuffer run first (as a thread switch right after
+    the append would): it takes that buffer and reads into it."""
+
+    def __init__(self, ring):
+        super().__init__()
+        self.ring = ring
+        self.armed = False
+
+    def append(self, item):
+        super().append(item)
+        if self.armed:
+            self.armed = False
+            self.inner = self.ring.get(timeout=5)
+
+
+def test_get_copies_its_message_out_before_its_buffer_goes_back_to_the_pool(ring):
+    ring.write(b"warm")
+    assert ring.get() == b"warm"  # a buffer is pooled now
+    ring._bufs = pool = _ReadOnAppend(ring)
+    pool.append(ring_module._read_buf(64 * 1024))
+    ring.write(b"first message")
+    ring.write(b"SECOND")
+    pool.armed = True
+    assert ring.get() == b"first message"
+    assert pool.inner == b"SECOND"
