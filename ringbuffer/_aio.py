@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ringbuffer._handle import Handle
 from ringbuffer._wait import Timeout, check_timeout
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from ringbuffer.ring import RingBuffer
 
 __all__ = ["READABLE", "WRITABLE", "aget", "aget_many", "aput", "aput_many", "iterate", "wait_ready"]
+
+T = TypeVar("T")
 
 # RB_EV_READABLE and RB_EV_WRITABLE (checked against the header by a test).
 READABLE = 1
@@ -83,55 +85,63 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - asyncio.get_running_loop().time()
 
 
-async def aget(ring: RingBuffer, handle: Handle, timeout: Timeout) -> bytes:
-    """``RingBuffer.aget`` once the first try found nothing."""
+async def _retry(
+    handle: Handle,
+    events: int,
+    timeout: Timeout,
+    attempt: Callable[[], T | None],
+    expired: Callable[[], T],
+) -> T:
+    """Waits for the descriptor, then calls ``attempt`` (a non-blocking
+    call: None when it found the ring empty, or full), until it gives a
+    result; ``expired()`` gives (or raises) what a timeout means."""
     deadline = _deadline(timeout)
     while True:
         left = _remaining(deadline)
         if left is not None and left <= 0:
-            raise error(Status.EEMPTY)
-        await wait_ready(handle, READABLE, left)
-        msg = ring.try_read()
-        if msg is not None:
-            return msg
+            return expired()
+        await wait_ready(handle, events, left)
+        result = attempt()
+        if result is not None:
+            return result
+
+
+def _raise(status: Status) -> Callable[[], Any]:
+    def expired() -> Any:
+        raise error(status)
+
+    return expired
+
+
+async def aget(ring: RingBuffer, handle: Handle, timeout: Timeout) -> bytes:
+    """``RingBuffer.aget`` once the first try found nothing."""
+    return await _retry(handle, READABLE, timeout, ring.try_read, _raise(Status.EEMPTY))
 
 
 async def aget_many(ring: RingBuffer, handle: Handle, max_messages: int, timeout: Timeout) -> list[bytes]:
     """``RingBuffer.aget_many`` once the first try found nothing."""
-    deadline = _deadline(timeout)
-    while True:
-        left = _remaining(deadline)
-        if left is not None and left <= 0:
-            raise error(Status.EEMPTY)
-        await wait_ready(handle, READABLE, left)
-        msgs = ring.read_many(max_messages)
-        if msgs:
-            return msgs
+    return await _retry(
+        handle, READABLE, timeout, lambda: ring.read_many(max_messages) or None, _raise(Status.EEMPTY)
+    )
 
 
 async def aput(ring: RingBuffer, handle: Handle, msg: Any, timeout: Timeout) -> None:
     """``RingBuffer.aput`` once the first try found no room."""
-    deadline = _deadline(timeout)
-    while True:
-        left = _remaining(deadline)
-        if left is not None and left <= 0:
-            raise error(Status.EFULL)
-        await wait_ready(handle, WRITABLE, left)
-        if ring.try_write(msg):
-            return
+    await _retry(
+        handle, WRITABLE, timeout, lambda: True if ring.try_write(msg) else None, _raise(Status.EFULL)
+    )
 
 
 async def aput_many(ring: RingBuffer, handle: Handle, msgs: list[Any], done: int, timeout: Timeout) -> int:
     """``RingBuffer.aput_many`` once the first try left messages unwritten
     (``done`` were written): returns how many were written in all."""
-    deadline = _deadline(timeout)
-    while done < len(msgs):
-        left = _remaining(deadline)
-        if left is not None and left <= 0:
-            return done
-        await wait_ready(handle, WRITABLE, left)
+
+    def attempt() -> int | None:
+        nonlocal done
         done += ring.write_many(msgs[done:])
-    return done
+        return done if done == len(msgs) else None
+
+    return await _retry(handle, WRITABLE, timeout, attempt, lambda: done)
 
 
 async def iterate(ring: RingBuffer) -> AsyncIterator[bytes]:
