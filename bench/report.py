@@ -354,7 +354,8 @@ def _async_table(aio: dict[str, Any], s: dict[str, Any]) -> list[str]:
             f"{c.get('gap_us', '?')} us, microseconds",
         ]
         for name, r in c["latency"].items():
-            out.append(f"  {name:<14} p50 {r['p50_us']:>8.2f}  p99 {r['p99_us']:>9.2f}  ({r['rounds']} rounds)")
+            cells = f"p50 {r['p50_us']:>8.2f}  p99 {r['p99_us']:>9.2f}"
+            out.append(f"  {name:<14} {cells}  ({r['rounds']} rounds)")
     elif "error" in c:
         out += ["", f"C wake-up latency: FAILED: {c['error']}"]
     return out

@@ -445,7 +445,8 @@ def group_async(suite: Suite) -> None:
         r.pop("vs_mp_queue", None)
         if "msgs_per_s" in r and "msgs_per_s" in sync:
             r["vs_sync_get"] = r["msgs_per_s"] / sync["msgs_per_s"]
-    suite.results["async"] = {"size": ASYNC_SIZE, "pingpong": pp, "throughput": tp, "c": c_event_latency(suite)}
+    c = c_event_latency(suite)
+    suite.results["async"] = {"size": ASYNC_SIZE, "pingpong": pp, "throughput": tp, "c": c}
 
 
 def c_event_latency(suite: Suite) -> dict[str, Any]:
