@@ -30,6 +30,8 @@ OFF_SLOT_SIZE = 52
 OFF_TAIL = 128
 OFF_HEAD = 256
 OFF_READ_TURN = 264
+OFF_DATA_SEQ = 384  # futex word of consumers waiting for data
+OFF_DATA_WAITERS = 388  # how many are counted there
 OFF_SLOTS_USED = 640
 # The slot table follows the header page: one slot per open handle.
 OFF_SLOTS = 4096

@@ -22,18 +22,10 @@ import textwrap
 import time
 
 import pytest
-from _helpers import fill, later, peek_u32
+import uvloop  # the dev extra installs it (Linux)
+from _helpers import OFF_DATA_WAITERS, fill, later, peek_u32
 
 from ringbuffer import BufferClosed, BufferEmpty, BufferFull, InvalidSize, Queue, RingBuffer
-
-try:
-    import uvloop
-except ImportError:  # not on Windows (the dev extra leaves it out there)
-    uvloop = None
-
-# The header's count of consumers sleeping on data_seq (docs/format.md,
-# tests/c/testutil.h OFF_DATA_WAITERS).
-OFF_DATA_WAITERS = 388
 
 # Generous bounds: a loaded 2-core machine may be slow, never this slow.
 WAIT = 30.0
@@ -41,7 +33,7 @@ WAIT = 30.0
 
 def _run_uvloop(coro):
     if hasattr(asyncio, "Runner"):
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # novermin (checked above)
             return runner.run(coro)
     loop = uvloop.new_event_loop()
     try:
@@ -50,9 +42,7 @@ def _run_uvloop(coro):
         loop.close()
 
 
-@pytest.fixture(
-    params=["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="no uvloop"))]
-)
+@pytest.fixture(params=["asyncio", "uvloop"])
 def run(request):
     """Runs a coroutine to its end on a fresh event loop of the kind named
     by the parameter (the default asyncio loop, or uvloop)."""
@@ -558,7 +548,7 @@ def test_cancelled_agets_lose_nothing_while_a_producer_process_writes(run, tmp_p
     stats = {"tasks": 0, "cancelled": 0, "timed out": 0}
 
     async def aget_in_timeout_block(timeout: float) -> None:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout):  # novermin (used only where HAS_TIMEOUT_CM)
             got.append(await rb.aget())  # recorded here: the block may still cancel the task
 
     def harvest(t: asyncio.Task) -> None:
@@ -958,8 +948,7 @@ def c_producer(tmp_path_factory):
     """The compiled C_PRODUCER (with test_interop's way of building)."""
     from test_interop import CC, build_direct
 
-    if CC is None:
-        pytest.skip("no C compiler (cc) on PATH")
+    assert CC is not None, "no C compiler (cc) on PATH: .ci/run installs gcc"
     d = tmp_path_factory.mktemp("c-producer")
     src = d / "producer.c"
     src.write_text(C_PRODUCER)
@@ -1012,7 +1001,6 @@ def test_a_c_producer_wakes_a_selectors_loop_that_does_not_spin(ring, c_producer
 # fork
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
 def test_a_forked_child_gets_its_own_working_fileno(ring, other):
     parent_fd = ring.fileno()
     assert ring.try_read() is None
