@@ -42,6 +42,11 @@ struct rb_notifier {
      * start, or the thread's last disarm) rather than lowering it. */
     pthread_mutex_t lock;
     int need_fresh;
+    /* Re-arms so far (under the lock): a readiness found before the last
+     * re-arm may be older than what that re-arm's caller found, so the
+     * thread tests again instead of signalling it (no late, spurious
+     * count after a drain). */
+    uint64_t arm_gen;
     /* In a fork child: the next notifier inherited from the parent, kept
      * (not freed) until rb_close, since another thread of the child may
      * still be looking at it. */
@@ -115,6 +120,9 @@ static void *notifier_main(void *arg)
             futex_private(&n->armed, FUTEX_WAIT, 0);
         if (atomic_load(&n->stop) != 0)
             return NULL;
+        pthread_mutex_lock(&n->lock);
+        uint64_t gen = n->arm_gen;
+        pthread_mutex_unlock(&n->lock);
         /* Armed: wait until the state it was armed against changes. The
          * readiness test comes after our arming was seen, and rb_wait
          * counts us as a waiter before its re-check: a change made after
@@ -137,10 +145,18 @@ static void *notifier_main(void *arg)
              * arming makes us test (RB_ECLOSED at once) and signal again,
              * so the fd polls readable for good. */
             pthread_mutex_lock(&n->lock);
+            if (rc == RB_OK && n->arm_gen != gen) {
+                /* Re-armed while we waited: test again (still armed). */
+                pthread_mutex_unlock(&n->lock);
+                continue;
+            }
             atomic_store(&n->armed, 0);
             n->need_fresh = 1;
-            pthread_mutex_unlock(&n->lock);
+            /* The write under the lock too: a re-arm's drain is either
+             * before it (and then its arming made us test again, above)
+             * or after it. */
             signal_efd(n);
+            pthread_mutex_unlock(&n->lock);
         }
     }
 }
@@ -183,6 +199,7 @@ void rb_event_rearm_slow(rb_ring *rb, unsigned kind, uint64_t need)
     while (read(n->efd, &count, sizeof count) < 0 && errno == EINTR)
         ;
     errno = e;
+    n->arm_gen++;
     uint32_t was_armed = atomic_exchange(&n->armed, 1);
     pthread_mutex_unlock(&n->lock);
     if (was_armed == 0)
