@@ -90,21 +90,26 @@ static int room_for_need(rb_ring *rb, uint64_t arg)
 }
 
 /* The readable thread's wait: until a non-blocking read through the
- * handle may succeed. data_ready says "ready" while another handle holds
- * the read turn (the blocking reads then wait on the turn queue); a
- * non-blocking read would find the ring empty, so wait for the turn too,
- * unless its holder is dead (then a read takes the turn over). */
+ * handle may succeed. rb_wait's data test (data_ready) also says "ready"
+ * while another handle holds the read turn (blocking reads then wait for
+ * the turn), where a non-blocking read would find nothing; so each round
+ * probes first: data (ready), empty (wait for data), or the turn held by
+ * another (wait for the turn, unless its holder is dead: then a read takes
+ * it over). */
 static int await_readable(rb_ring *rb)
 {
     for (;;) {
-        int rc = rb_await_data(rb, RB_FOREVER);
-        if (rc != RB_OK)
-            return rc;
-        /* Relaxed: a hint, as turn_ready's (ring.c). */
-        uint32_t id = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
-        if (id == 0 || rb_turn_dead(rb, id))
+        uint32_t holder = 0;
+        int r = rb_probe_data(rb, &holder);
+        int rc;
+        if (r > 0)
             return RB_OK;
-        rc = rb_await_turn(rb, RB_FOREVER);
+        if (r < 0) {
+            if (rb_turn_dead(rb, holder))
+                return RB_OK;
+            rc = rb_await_turn(rb, RB_FOREVER);
+        } else
+            rc = rb_await_data(rb, RB_FOREVER);
         if (rc != RB_OK)
             return rc;
     }

@@ -420,6 +420,9 @@ long rb_wake_always(const struct rb_waitq *q);
 /* Waits until a read may make progress, as the blocking reads do (ring.c):
  * RB_OK, RB_ETIMEDOUT, RB_ECLOSED. */
 int rb_await_data(rb_ring *rb, int64_t deadline);
+/* Without waiting: 1 if a read can make progress, 0 if the ring is empty,
+ * -1 if another consumer holds the read turn (*holder: its id). ring.c. */
+int rb_probe_data(rb_ring *rb, uint32_t *holder);
 /* Waits until the read turn is free or its holder has kept it for the
  * stall timeout, as a blocking read waits for the turn (ring.c). */
 int rb_await_turn(rb_ring *rb, int64_t deadline);

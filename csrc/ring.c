@@ -34,22 +34,28 @@
 
 static void give_turn(rb_ring *rb, int released);
 
-/* True when a read can make progress: a committed or discarded record at
- * the head, a stuck one whose writer died (now discarded), or another
- * consumer holding the read turn (the reader then waits for the turn on the
- * turn queue, not here). The word at head is read only while holding the
- * turn: without it, head may be stale and the word there already a new
+/* Whether a read can make progress: 1 for a committed or discarded record
+ * at the head, or a stuck one whose writer died (now discarded), or a word
+ * the read will report as corrupt; 0 for an empty ring; -1 when another
+ * consumer holds the read turn (*holder: its id; the reader then waits for
+ * the turn on the turn queue). The word at head is read only while holding
+ * the turn: without it, head may be stale and the word there already a new
  * record's payload, being written with plain stores. */
-static int data_ready(rb_ring *rb, uint64_t unused)
+static int probe_data(rb_ring *rb, uint32_t *holder)
 {
-    (void)unused;
     uint32_t expected = 0;
     /* Relaxed load first, to avoid writing the line while another reads.
      * Acq_rel CAS as in take_turn(). */
-    if (atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed) != 0 ||
-        !atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
-                                                 memory_order_relaxed))
-        return 1;
+    uint32_t seen = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
+    if (seen != 0) {
+        *holder = seen;
+        return -1;
+    }
+    if (!atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
+                                                 memory_order_relaxed)) {
+        *holder = expected;
+        return -1;
+    }
     /* Relaxed head: as in read_records(); acquire word: as in peek_record(). */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
     uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
@@ -60,6 +66,16 @@ static int data_ready(rb_ring *rb, uint64_t unused)
         ready = rb_recover_head(rb, h) != 0; /* 1: recovered; RB_ECORRUPT: the read reports it */
     give_turn(rb, 0);
     return ready;
+}
+
+int rb_probe_data(rb_ring *rb, uint32_t *holder) { return probe_data(rb, holder); }
+
+/* rb_wait's readiness test for reads: data, or the turn taken by another. */
+static int data_ready(rb_ring *rb, uint64_t unused)
+{
+    (void)unused;
+    uint32_t holder;
+    return probe_data(rb, &holder) != 0;
 }
 
 /* Waits until a read may make progress (RB_OK), or the deadline passes. */
