@@ -616,7 +616,9 @@ def test_cancelled_agets_lose_nothing_while_a_producer_process_writes(run, tmp_p
         rb.close()
     seqs = sorted(map(seq_of, got + rest))
     assert seqs == list(range(n)), f"{len(seqs)} messages, {len(set(seqs))} distinct"
-    assert stats["tasks"] > 1000 and stats["cancelled"] > 100, stats
+    # The storm exercised cancellation (how many tasks finish before their
+    # cancel depends on the machine's speed: a floor, not a figure).
+    assert stats["tasks"] > 1000 and stats["cancelled"] > 25, stats
     assert len(got) > n // 2, (len(got), stats)  # most came through the coroutines
 
 
@@ -704,7 +706,9 @@ def test_a_cancelled_aput_either_wrote_its_message_or_did_not(run, ring):
             assert len(written) == count, f"{ids} returned {count}, delivered {written}"
         elif outcome == "full":
             assert written == [], f"{ids} raised BufferFull, delivered {written}"
-    assert kinds["returned"] > 100 and kinds["cancelled"] > 100, kinds
+    # The storm exercised both outcomes (a floor: the split depends on the
+    # machine's speed; one CI run had 89 cancelled of 1870).
+    assert kinds["returned"] > 25 and kinds["cancelled"] > 25, kinds
 
 
 # --------------------------------------------------------------------------
