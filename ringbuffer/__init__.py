@@ -15,8 +15,6 @@ package; C programs can build against it with :func:`get_include` and
 from __future__ import annotations
 
 import os
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _distribution_version
 from typing import Any
 
 from ringbuffer.exceptions import (
@@ -31,13 +29,12 @@ from ringbuffer.exceptions import (
     UnsupportedVersion,
 )
 from ringbuffer.objqueue import Queue
+from ringbuffer.ring import VERSION as _HEADER_VERSION
 from ringbuffer.ring import RingBuffer, c_version, format_version
 
-try:
-    # The distribution's version, which the build takes from csrc/ringbuf.h.
-    __version__ = _distribution_version("ringbuffer-ipc")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"
+# The version csrc/ringbuf.h states (the distribution's too: setup.py
+# reads the same header), from the compiled extension: no metadata lookup.
+__version__ = _HEADER_VERSION
 
 __all__ = [
     "BufferClosed",

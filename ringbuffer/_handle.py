@@ -30,18 +30,18 @@ class Handle:
       set finishes that reservation, exactly once.
     - ``pointers``: a pool of ``(void **, size_t *)`` pairs for the C calls
       of the blocks (deque pop/append are atomic: threads never share one).
-    - ``alive``: False once the handle was closed (only in a reference
-      cycle's finalization can a block still see that).
+    - ``owned``: the ``rb_ring *`` this Handle closes (``rb_close``) when it
+      is collected, kept after :meth:`shutdown`; None once closed (only in
+      a reference cycle's finalization can a block still see that).
     - ``fd_waiters``: the coroutines waiting on an event descriptor of this
       handle, by (event loop, descriptor): ``ringbuffer._aio``'s.
     """
 
-    __slots__ = ("_closed_rb", "alive", "fd_waiters", "max_message", "path", "pointers", "rb", "reserved")
+    __slots__ = ("fd_waiters", "max_message", "owned", "path", "pointers", "rb", "reserved")
 
     def __init__(self, rb: Any, path: bytes) -> None:
         self.rb: Any = rb
-        self._closed_rb = rb  # kept after shutdown() for __del__'s rb_close
-        self.alive = True
+        self.owned: Any = rb
         self.path = path
         self.max_message = int(lib.rb_max_message_size(rb))
         self.reserved: set[Any] = set()
@@ -85,11 +85,10 @@ class Handle:
         return pair
 
     def __del__(self) -> None:
-        rb = self._closed_rb
-        self._closed_rb = None
+        rb = self.owned
+        self.owned = None
         if rb is None:
             return
-        self.alive = False
         # No thread can be inside a call (none holds self), but a reserve()
         # block suspended in a reference cycle with this object may be
         # finalized after it: abort its reservation now (it then finds

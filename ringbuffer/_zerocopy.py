@@ -233,7 +233,7 @@ class Peek(_Block):
             self._view = self._raw = None
             # (If the garbage collector already finalized the Handle,
             # rb_close gave the turn back.)
-            if self._handle.alive:
+            if self._handle.owned is not None:
                 finish(self._rb)
         if not released and typ is None:
             raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")

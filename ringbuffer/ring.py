@@ -25,7 +25,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, Callable, Union, cast
 
-from ringbuffer import _aio
 from ringbuffer._args import contiguous, path_arg, size_arg
 from ringbuffer._handle import Handle
 from ringbuffer._ringbuf import ffi, lib
@@ -69,6 +68,14 @@ _ETIMEDOUT = int(Status.ETIMEDOUT)
 _ETRUNC = int(Status.ETRUNC)
 _ECLOSED = int(Status.ECLOSED)
 _EINVAL = int(Status.EINVAL)
+_EV_READABLE = int(lib.RB_EV_READABLE)
+
+# The package's version: the one csrc/ringbuf.h (which the extension was
+# compiled against) states, RB_VERSION_NUMBER = major * 10000 + minor * 100
+# + patch; the build gives the distribution the same (setup.py).
+_v = int(lib.RB_VERSION_NUMBER)
+VERSION = f"{_v // 10000}.{_v // 100 % 100}.{_v % 100}"
+del _v
 
 
 def _read_buf(size: int) -> tuple[Any, Any]:
@@ -691,7 +698,7 @@ class RingBuffer:
         ``read_many``). Made at the first call (a thread then waits on the
         ring for this object), closed with the object; never read from it or
         close it yourself."""
-        return self._h.event_fd(_aio.READABLE)
+        return self._h.event_fd(_EV_READABLE)
 
     async def aget(self, timeout: Timeout = None) -> bytes:
         """Coroutine: the next message, waiting for one without blocking the
@@ -722,6 +729,10 @@ class RingBuffer:
             msg = self._receive(rb, False, None)
             if msg is not None:
                 return msg
+        # Imported here, not at the top: _aio brings asyncio (about 30 ms)
+        # to every program that imports ringbuffer, coroutines or not.
+        from ringbuffer import _aio
+
         return await _aio.aget(self, self._h, timeout)
 
     async def aget_many(self, max_messages: int, timeout: Timeout = None) -> list[bytes]:
@@ -732,6 +743,8 @@ class RingBuffer:
         msgs = self.read_many(max_messages)
         if msgs or operator.index(max_messages) == 0:
             return msgs
+        from ringbuffer import _aio
+
         return await _aio.aget_many(self, self._h, max_messages, timeout)
 
     async def aput(self, msg: Any, timeout: Timeout = None) -> None:
@@ -742,6 +755,8 @@ class RingBuffer:
         if timeout is not None:
             check_timeout(timeout)
         if not self.try_write(msg):
+            from ringbuffer import _aio
+
             await _aio.aput(self, self._h, msg, timeout)
 
     async def aput_many(self, msgs: Iterable[Any], timeout: Timeout = None) -> int:
@@ -756,6 +771,8 @@ class RingBuffer:
         done = self.write_many(batch)
         if done == len(batch):
             return done
+        from ringbuffer import _aio
+
         return await _aio.aput_many(self, self._h, batch, done, timeout)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -763,6 +780,8 @@ class RingBuffer:
         ring is closed (from another task or thread)."""
         if self._rb is None:
             raise error(_ECLOSED)
+        from ringbuffer import _aio
+
         return _aio.iterate(self)
 
     # -- lifetime ----------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import ringbuffer
 
@@ -61,3 +63,11 @@ def test_the_event_kinds_of_the_coroutines_are_the_headers():
     from ringbuffer.ring import lib
 
     assert (_aio.READABLE, _aio.WRITABLE) == (lib.RB_EV_READABLE, lib.RB_EV_WRITABLE)
+
+
+def test_importing_ringbuffer_leaves_asyncio_and_package_metadata_unloaded():
+    # Start-up cost: the coroutines import asyncio when one must wait, and
+    # the version comes from the compiled header, not importlib.metadata.
+    code = "import sys, ringbuffer; print(sorted({'asyncio', 'importlib.metadata'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
