@@ -823,6 +823,15 @@ RB_API int rb_release(rb_ring *rb)
     return RB_OK;
 }
 
+RB_API int rb_data_region(rb_ring *rb, void **base, size_t *len)
+{
+    if (rb == NULL || base == NULL || len == NULL)
+        return RB_EINVAL;
+    *base = rb->data;
+    *len = (size_t)(2 * rb->capacity); /* mapped twice back to back (file.c) */
+    return RB_OK;
+}
+
 /* ---- lifetime and diagnostics ------------------------------------------ */
 
 RB_API int rb_shutdown(rb_ring *rb)

@@ -377,6 +377,19 @@ RB_API int rb_release(rb_ring *rb);
  * Thread-safety: call from the thread that peeked. */
 RB_API int rb_peek_cancel(rb_ring *rb);
 
+/* The data region as this handle maps it: every pointer rb_reserve and
+ * rb_peek return lies in [*base, *base + *len), and a payload of n bytes
+ * at p lies in it whole (p + n <= *base + *len). *len is twice the
+ * capacity: the region is mapped twice back to back, so that no payload
+ * wraps. For bindings that make one view of the region and slice it rather
+ * than a new view per message (the Python binding does), and for
+ * registering the memory with other APIs. Valid until rb_close; never
+ * write through it except into a reservation.
+ * Returns: RB_OK; RB_EINVAL (NULL argument).
+ * Thread-safety: MT-safe; the region does not change while the handle is
+ * open (a fork child inherits it at the same address). */
+RB_API int rb_data_region(rb_ring *rb, void **base, size_t *len);
+
 /* ---- event loops ---------------------------------------------------------- */
 
 #define RB_EV_READABLE 0x1u /* a non-blocking read through the handle would succeed */

@@ -74,6 +74,7 @@ int rb_peek(rb_ring *rb, const void **ptr, size_t *len);
 int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t timeout_ns);
 int rb_release(rb_ring *rb);
 int rb_peek_cancel(rb_ring *rb);
+int rb_data_region(rb_ring *rb, void **base, size_t *len);
 
 #define RB_EV_READABLE ...
 #define RB_EV_WRITABLE ...
@@ -88,3 +89,18 @@ struct rbpy_buf {
 };
 int64_t rbpy_read(rb_ring *rb, struct rbpy_buf *buf);
 int64_t rbpy_read_wait(rb_ring *rb, struct rbpy_buf *buf, int64_t timeout_ns);
+struct rbpy_region {
+    rb_ring *rb;
+    char *base;
+    size_t len;
+};
+int64_t rbpy_peek(struct rbpy_region *r);
+int64_t rbpy_peek_wait(struct rbpy_region *r, int64_t timeout_ns);
+int64_t rbpy_reserve(struct rbpy_region *r, size_t len);
+int64_t rbpy_reserve_wait(struct rbpy_region *r, size_t len, int64_t timeout_ns);
+int64_t rbpy_last_peek(struct rbpy_region *r);
+int64_t rbpy_last_reserve(void);
+int rbpy_commit(struct rbpy_region *r, int64_t off);
+int rbpy_abort(struct rbpy_region *r, int64_t off);
+int rbpy_release(struct rbpy_region *r);
+int rbpy_peek_cancel(struct rbpy_region *r);

@@ -35,9 +35,26 @@ class Handle:
       a reference cycle's finalization can a block still see that).
     - ``fd_waiters``: the coroutines waiting on an event descriptor of this
       handle, by (event loop, descriptor): ``ringbuffer._aio``'s.
+    - ``region``: the ``struct rbpy_region *`` of the ``rbpy_*`` zero-copy
+      calls, which return offsets into the data region
+      (``rb_data_region``); ``wview`` and ``rview``: a writable and a
+      read-only memoryview of the whole region, sliced at those offsets (a
+      slice costs less than a new view per message). Slices must not
+      outlive the handle: the region is unmapped when it closes.
     """
 
-    __slots__ = ("fd_waiters", "max_message", "owned", "path", "pointers", "rb", "reserved")
+    __slots__ = (
+        "fd_waiters",
+        "max_message",
+        "owned",
+        "path",
+        "pointers",
+        "rb",
+        "region",
+        "reserved",
+        "rview",
+        "wview",
+    )
 
     def __init__(self, rb: Any, path: bytes) -> None:
         self.rb: Any = rb
@@ -47,6 +64,12 @@ class Handle:
         self.reserved: set[Any] = set()
         self.pointers: deque[tuple[Any, Any]] = deque()
         self.fd_waiters: dict[tuple[Any, int], set[Any]] = {}
+        base = ffi.new("void **")
+        size = ffi.new("size_t *")
+        lib.rb_data_region(rb, base, size)
+        self.region: Any = ffi.new("struct rbpy_region *", {"rb": rb, "base": ffi.cast("char *", base[0])})
+        self.wview = memoryview(ffi.buffer(self.region.base, size[0]))
+        self.rview = self.wview.toreadonly()
 
     def shutdown(self) -> None:
         """Wakes the calls blocked on this handle and refuses new ones (idempotent)."""

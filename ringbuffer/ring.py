@@ -23,7 +23,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
-from typing import Any, Callable, Union, cast
+from typing import Any, Callable, TypeVar, Union, cast
 
 from ringbuffer._args import contiguous, path_arg, size_arg
 from ringbuffer._handle import Handle
@@ -33,6 +33,8 @@ from ringbuffer._zerocopy import Peek, Reservation
 from ringbuffer.exceptions import BufferClosed, InvalidSize, Status, error
 
 __all__ = ["RingBuffer", "StrPath", "Timeout", "c_version", "format_version"]
+
+_T = TypeVar("_T")
 
 StrPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
@@ -57,6 +59,16 @@ _rb_write = lib.rb_write
 _rb_write_wait = lib.rb_write_wait
 _rb_read_many = lib.rb_read_many
 _rb_write_many = lib.rb_write_many
+_rbpy_peek = lib.rbpy_peek
+_rbpy_peek_wait = lib.rbpy_peek_wait
+_rbpy_reserve = lib.rbpy_reserve
+_rbpy_reserve_wait = lib.rbpy_reserve_wait
+_rbpy_commit = lib.rbpy_commit
+_rbpy_abort = lib.rbpy_abort
+_rbpy_last_peek = lib.rbpy_last_peek
+_rbpy_last_reserve = lib.rbpy_last_reserve
+_rbpy_release = lib.rbpy_release
+_rbpy_peek_cancel = lib.rbpy_peek_cancel
 _unpack = ffi.unpack
 _buffer = ffi.buffer
 
@@ -154,7 +166,10 @@ class RingBuffer:
         "_max",
         "_path",
         "_rb",
+        "_region",
+        "_rview",
         "_stall",
+        "_wview",
     )
 
     def __init__(
@@ -211,6 +226,10 @@ class RingBuffer:
         self._path = bpath
         self._capacity = int(lib.rb_capacity(rb))
         self._max = self._h.max_message
+        # The zero-copy callbacks' region and views (the Handle's, see there).
+        self._region = self._h.region
+        self._wview = self._h.wview
+        self._rview = self._h.rview
         # Pools of read buffers; deque.pop/append are atomic (thread-safe),
         # so threads never share one. A deque, not a list: a list going from
         # one item to none and back reallocates its array every time.
@@ -451,6 +470,68 @@ class RingBuffer:
         """
         return Reservation(self._h, size, block, timeout)
 
+    def put_with(
+        self, size: int, fill: Callable[[memoryview], _T], block: bool = True, timeout: Timeout = None
+    ) -> _T:
+        """Zero-copy write through a callback: reserves ``size`` bytes in the
+        ring, calls ``fill(view)`` with a writable memoryview of them, and
+        commits (delivers) the message when ``fill`` returns; returns what
+        ``fill`` returned. If ``fill`` raises, the message is aborted (never
+        delivered) and the exception propagates.
+
+        The lighter form of :meth:`reserve` (about a third of its cost for
+        small messages). Blocks like :meth:`put`: raises
+        :class:`BufferFull` when there is no space and ``block`` is false or
+        ``timeout`` seconds pass, :class:`InvalidSize` for a size of 0 or
+        above :attr:`max_message_size`. Consumers wait at this message
+        until ``fill`` returns: keep it short. The view is released when
+        ``fill`` returns (using it afterwards raises ValueError); if an
+        export of it is still held (``ffi.from_buffer(view)``), the message
+        is aborted and :class:`BufferError` raised. Objects made from it
+        (slices, numpy arrays) are not tracked and point into the ring: do
+        not keep them.
+        """
+        if self._rb is None:
+            raise error(_ECLOSED)
+        if block and timeout is not None:
+            check_timeout(timeout)
+        region = self._region
+        off = -1
+        try:
+            # One C call when there is space; the waiting loop only when
+            # there is not. cffi checks the size's type and range.
+            off = _rbpy_reserve(region, size)
+            if off < 0:
+                if off == _EFULL and block:
+                    off = wait(_rbpy_reserve_wait, region, size, timeout=timeout)
+                if off < 0:
+                    full = off in (_EFULL, _ETIMEDOUT)
+                    raise error(_EFULL) if full else self._h.write_error(int(off), size)
+            view = self._wview[off : off + size]
+            result = fill(view)
+        except (TypeError, OverflowError):
+            if off >= 0:  # raised by fill
+                _rbpy_abort(region, off)
+                raise
+            # cffi refused the size: TypeError, or InvalidSize as reserve() raises.
+            n = size_arg(size)
+            if n == 0:
+                raise self._h.write_error(int(Status.ESIZE), size) from None
+            return self.put_with(n, fill, block, timeout)
+        except BaseException:
+            if off < 0:  # interrupted before the offset was stored?
+                off = _rbpy_last_reserve()
+            if off >= 0:
+                _rbpy_abort(region, off)
+            raise
+        try:
+            view.release()
+        except BufferError:
+            _rbpy_abort(region, off)
+            raise BufferError("put_with(): the view is still exported after fill returned; aborted") from None
+        _rbpy_commit(region, off)
+        return result
+
     # -- reading -----------------------------------------------------------
 
     def _receive(self, rb: Any, block: bool, timeout: Timeout) -> bytes | None:
@@ -663,6 +744,68 @@ class RingBuffer:
         with ``block``).
         """
         return Peek(self._h, block, timeout, consume_on_error)
+
+    def get_with(
+        self,
+        func: Callable[[memoryview], _T],
+        block: bool = True,
+        timeout: Timeout = None,
+        consume_on_error: bool = True,
+    ) -> _T:
+        """Zero-copy read through a callback: calls ``func(view)`` with a
+        read-only memoryview of the next message inside the ring, consumes
+        the message when ``func`` returns, and returns what ``func``
+        returned. If ``func`` raises, the exception propagates and the
+        message is consumed, unless ``consume_on_error`` is false: then it
+        stays at the head for the next read (as it does when an exception,
+        such as Ctrl-C, comes before ``func`` is called).
+
+        The lighter form of :meth:`peek` (about a third of its cost for
+        small messages). Blocks like :meth:`get`: raises
+        :class:`BufferEmpty` when there is no message and ``block`` is
+        false or ``timeout`` seconds pass. While ``func`` runs, other
+        consumers wait: keep it short, and do not read from this ring inside
+        it. The view is released when ``func`` returns (using it afterwards
+        raises ValueError); if an export of it is still held
+        (``ffi.from_buffer(view)``), the message is consumed all the same
+        and :class:`BufferError` raised. Objects made from it (slices, numpy
+        arrays) are not tracked: copy what you keep.
+        """
+        if self._rb is None:
+            raise error(_ECLOSED)
+        if block and timeout is not None:
+            check_timeout(timeout)
+        region = self._region
+        off = -1
+        called = False
+        try:
+            # One C call when a message is there; the waiting loop only when there is none.
+            off = _rbpy_peek(region)
+            if off < 0:
+                if off == _EEMPTY and block:
+                    off = wait(_rbpy_peek_wait, region, timeout=timeout)
+                if off < 0:
+                    raise error(_EEMPTY) if off in (_EEMPTY, _ETIMEDOUT) else error(int(off), self._path)
+            view = self._rview[off : off + region.len]
+            called = True
+            result = func(view)
+        except BaseException:
+            if off < 0:  # interrupted before the offset was stored?
+                off = _rbpy_last_peek(region)
+            if off >= 0:
+                # An exception before func got the message (Ctrl-C) leaves it.
+                if consume_on_error and called:
+                    _rbpy_release(region)
+                else:
+                    _rbpy_peek_cancel(region)
+            raise
+        try:
+            view.release()
+        except BufferError:
+            _rbpy_release(region)
+            raise BufferError("get_with(): the view is still exported after func returned") from None
+        _rbpy_release(region)
+        return result
 
     def drain(self) -> list[bytes]:
         """Reads every message there is now, without blocking."""

@@ -525,6 +525,242 @@ def test_peek_with_the_view_exported_raises_buffer_error_and_consumes(ring):
 
 
 # ===========================================================================
+# put_with / get_with: the zero-copy callbacks
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 100, 2048])
+def test_put_with_fills_a_writable_view_of_exactly_n_bytes_and_returns_fill_result(ring, other, n):
+    data = bytes((i * 7) % 256 for i in range(n))
+    seen = []
+
+    def fill(view):
+        seen.append((len(view), view.readonly, view.format))
+        view[:] = data
+        return "filled"
+
+    assert ring.put_with(n, fill) == "filled"
+    assert seen == [(n, False, "B")]
+    assert other.read() == data
+
+
+@pytest.mark.parametrize("n", [1, 8, 100, 2048])
+def test_get_with_passes_a_read_only_view_and_returns_func_result(ring, n):
+    data = bytes((i * 13) % 256 for i in range(n))
+    ring.write(data)
+    ring.write(b"next")
+
+    def func(view):
+        assert view.readonly
+        with pytest.raises(TypeError):
+            view[0] = 0
+        return bytes(view), len(view)
+
+    assert ring.get_with(func) == (data, n)
+    assert ring.read() == b"next"  # consumed, and only the one message
+
+
+def test_callback_views_are_released_when_the_callback_returns(ring):
+    kept = []
+    ring.put_with(5, lambda view: (view.__setitem__(slice(None), b"hello"), kept.append(view)))
+    ring.get_with(kept.append)
+    assert len(kept) == 2
+    for view in kept:
+        assert_released(view)
+
+
+def test_put_with_and_get_with_across_the_end_of_the_ring_are_contiguous(ring, other):
+    move_to(ring, ring.capacity - 16)  # the next record crosses the end
+    data = bytes(range(200))
+    ring.put_with(200, lambda view: view.__setitem__(slice(None), data))
+    assert ring.positions()[1] > ring.capacity
+    assert other.get_with(bytes) == data
+
+
+def test_put_with_aborts_when_fill_raises(ring, other):
+    def fill(view):
+        view[:] = b"never"
+        raise KeyError("fill failed")
+
+    with pytest.raises(KeyError, match="fill failed"):
+        ring.put_with(5, fill)
+    assert other.try_read() is None  # never delivered
+    ring.write(b"next")
+    assert other.read() == b"next"
+
+
+def test_get_with_consumes_when_func_raises_unless_told_otherwise(ring):
+    ring.write_many([b"first", b"second"])
+
+    def boom(view):
+        raise KeyError(bytes(view))
+
+    with pytest.raises(KeyError, match="first"):
+        ring.get_with(boom, consume_on_error=False)
+    with pytest.raises(KeyError, match="first"):  # left at the head
+        ring.get_with(boom)
+    assert ring.read() == b"second"  # consumed by the second call
+
+
+def test_put_with_exported_view_raises_buffer_error_and_aborts(ring, other):
+    # An object holding a buffer export of the view keeps it from committing.
+    holders = []
+
+    def fill(view):
+        view[:] = b"exported"
+        holders.append(ffi.from_buffer(view))
+
+    with pytest.raises(BufferError, match="put_with"):
+        ring.put_with(8, fill)
+    holders.clear()
+    assert other.try_read() is None
+    ring.write(b"next")
+    assert other.read() == b"next"
+
+
+def test_get_with_exported_view_raises_buffer_error_and_consumes(ring):
+    ring.write_many([b"exported", b"next"])
+    holders = []
+    with pytest.raises(BufferError, match="get_with"):
+        ring.get_with(lambda view: holders.append(ffi.from_buffer(view)))
+    holders.clear()
+    assert ring.read() == b"next"
+
+
+def test_nested_put_with_on_one_ring_delivers_in_reservation_order(ring, other):
+    def outer(view):
+        view[:] = b"outer"
+        ring.put_with(5, lambda inner: inner.__setitem__(slice(None), b"inner"))
+
+    ring.put_with(5, outer)
+    assert other.read_many(10) == [b"outer", b"inner"]
+
+
+@pytest.mark.parametrize("size", [0, -1, 2**64, 2**70, 4096])
+def test_put_with_invalid_size_raises_invalid_size_and_never_calls_fill(ring, other, size):
+    called = []
+    with pytest.raises(InvalidSize, match=str(size) if size > 0 else "message"):
+        ring.put_with(size, called.append)
+    assert called == []
+    assert other.try_read() is None
+
+
+@pytest.mark.parametrize("bad", [1.5, "8", None])
+def test_put_with_wrong_size_type_raises_type_error(ring, bad):
+    with pytest.raises(TypeError):
+        ring.put_with(bad, lambda view: None)
+
+
+def test_put_with_on_a_full_ring(full_ring, other):
+    called = []
+    t, exc, _ = timed(lambda: full_ring.put_with(100, called.append, block=False))
+    assert isinstance(exc, BufferFull) and t < AT_ONCE
+    t, exc, _ = timed(lambda: full_ring.put_with(100, called.append, timeout=TIMEOUT))
+    assert isinstance(exc, BufferFull) and TIMEOUT * 0.9 <= t < TIMEOUT + PROMPT
+    assert called == []
+    # A blocking put_with goes on once a reader makes room.
+    reader = later(0.1, other.read)
+    ring_result = full_ring.put_with(100, lambda view: view.__setitem__(slice(None), b"z" * 100) or "done")
+    assert ring_result == "done"
+    reader.join(PROMPT * 15)
+    assert reader.exc is None
+
+
+def test_get_with_on_an_empty_ring(ring, other):
+    called = []
+    t, exc, _ = timed(lambda: ring.get_with(called.append, block=False))
+    assert isinstance(exc, BufferEmpty) and t < AT_ONCE
+    t, exc, _ = timed(lambda: ring.get_with(called.append, timeout=TIMEOUT))
+    assert isinstance(exc, BufferEmpty) and TIMEOUT * 0.9 <= t < TIMEOUT + PROMPT
+    assert called == []
+    writer = later(0.1, other.write, b"late")
+    assert ring.get_with(bytes) == b"late"
+    writer.join(PROMPT * 15)
+    with pytest.raises(ValueError):
+        ring.get_with(bytes, timeout=-1)
+
+
+def test_callbacks_on_a_closed_ring_raise_buffer_closed(ring):
+    ring.close()
+    with pytest.raises(BufferClosed):
+        ring.put_with(8, lambda view: None)
+    with pytest.raises(BufferClosed):
+        ring.get_with(bytes)
+
+
+def test_close_wakes_a_thread_blocked_in_get_with(ring):
+    waiter = InThread(ring.get_with, bytes)
+    time.sleep(0.1)
+    ring.close()
+    waiter.join(PROMPT * 15)
+    assert isinstance(waiter.exc, BufferClosed)
+
+
+def _interrupt_after(monkeypatch, name):
+    """Makes ringbuffer.ring's C call `name` raise KeyboardInterrupt right
+    after it returns, before its result is stored: what Ctrl-C landing at
+    that moment does."""
+    import ringbuffer.ring as ring_module
+
+    real = getattr(ring_module, name)
+
+    def interrupted(*args):
+        real(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ring_module, name, interrupted)
+
+
+def test_put_with_interrupted_right_after_reserving_aborts_the_reservation(ring, other, monkeypatch):
+    _interrupt_after(monkeypatch, "_rbpy_reserve")
+    with pytest.raises(KeyboardInterrupt):
+        ring.put_with(8, lambda view: view.__setitem__(slice(None), b"reserved"))
+    monkeypatch.undo()
+    # Without the abort, the reservation would hold every later message back.
+    ring.write(b"next")
+    assert other.read() == b"next"
+    assert other.try_read() is None
+
+
+def test_get_with_interrupted_right_after_peeking_leaves_the_message(ring, other, monkeypatch):
+    ring.write(b"kept")
+    _interrupt_after(monkeypatch, "_rbpy_peek")
+    with pytest.raises(KeyboardInterrupt):
+        ring.get_with(bytes)
+    monkeypatch.undo()
+    # The read turn was given back (else this read would find the ring
+    # empty) and the message, never seen, not consumed.
+    assert other.read() == b"kept"
+
+
+def test_callbacks_from_many_threads_deliver_each_message_once(big_ring):
+    n_threads, per_thread = 4, 2000
+    got = []
+
+    def produce(t):
+        for i in range(per_thread):
+            msg = f"{t}:{i}:".encode() * (1 + i % 5)
+            big_ring.put_with(len(msg), lambda view, msg=msg: view.__setitem__(slice(None), msg))
+
+    def consume():
+        mine = []
+        for _ in range(per_thread):
+            mine.append(big_ring.get_with(bytes, timeout=30))
+        got.append(mine)
+
+    threads = [InThread(consume) for _ in range(n_threads)] + [InThread(produce, t) for t in range(n_threads)]
+    for th in threads:
+        th.join(PROMPT * 15)
+        assert th.exc is None, th.exc
+    seen = sorted(m for mine in got for m in mine)
+    expected = sorted(f"{t}:{i}:".encode() * (1 + i % 5) for t in range(n_threads) for i in range(per_thread))
+    assert seen == expected
+    for mine in got:  # each consumer sees each producer's messages in order
+        for t in range(n_threads):
+            idx = [int(m.split(b":")[1]) for m in mine if m.startswith(f"{t}:".encode())]
+            assert idx == sorted(idx)
+
+
+# ===========================================================================
 # read_into
 
 

@@ -799,3 +799,46 @@ TEST(peek_cancel_keeps_the_message)
     CHECK_EQ_U(g_head, 0);
     GET_CHECK(h2, 1, 100);
 }
+
+/* rb_data_region: the region every reserved and peeked payload lies in, at
+ * the offset of its record; twice the capacity long, its halves the same
+ * bytes (the double mapping). */
+TEST(data_region_holds_every_payload)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    rb_ring *rb = f.rb;
+    const uint64_t cap = 4096;
+    void *vbase = (void *)PSENT;
+    size_t len = 777;
+    CHECK_EQ(rb_data_region(NULL, &vbase, &len), RB_EINVAL);
+    CHECK_EQ(rb_data_region(rb, NULL, &len), RB_EINVAL);
+    CHECK_EQ(rb_data_region(rb, &vbase, NULL), RB_EINVAL);
+    CHECK(vbase == (void *)PSENT);
+    REQUIRE_EQ(rb_data_region(rb, &vbase, &len), RB_OK);
+    CHECK_EQ_U(len, 2 * cap);
+    unsigned char *base = vbase;
+    /* The halves alias: a byte written through one reads through the other. */
+    base[cap + 100] = 0x5a;
+    CHECK_EQ_U(base[100], 0x5a);
+    base[100] = 0;
+    CHECK_EQ_U(base[cap + 100], 0);
+    static const size_t sizes[] = {1, 100, 2048};
+    for (uint64_t idx = 0; idx < cap; idx += 8 * 61) {
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            REQUIRE(advance_to(rb, idx));
+            void *p = NULL;
+            REQUIRE_EQ(rb_reserve(rb, sizes[s], &p), RB_OK);
+            CHECK((unsigned char *)p == base + idx + 8);
+            CHECK((unsigned char *)p + sizes[s] <= base + len);
+            memset(p, 0x33, sizes[s]);
+            REQUIRE_EQ(rb_commit(rb, p), RB_OK);
+            const void *q = NULL;
+            size_t qlen = 0;
+            REQUIRE_EQ(rb_peek(rb, &q, &qlen), RB_OK);
+            CHECK(q == p);
+            CHECK_EQ_U(qlen, sizes[s]);
+            CHECK_EQ(rb_release(rb), RB_OK);
+        }
+    }
+}
