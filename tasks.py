@@ -116,12 +116,12 @@ def demo(c, count=300_000, size=64):
 @task(
     help={
         "quick": "small time budgets: the whole suite in under a minute",
-        "only": "only these groups, comma-separated: throughput,latency,idle,memory,objects,async,c",
+        "only": "only these groups, comma-separated: throughput,latency,idle,memory,objects,async,arrays,c",
     }
 )
 def bench(c, quick=False, only=""):
     """Run the benchmark suite (bench/): throughput and latency next to multiprocessing,
-    faster-fifo and pyzmq, idle CPU, memory, asyncio, the C benchmark; results in bench/results/."""
+    faster-fifo and pyzmq, idle CPU, memory, asyncio, arrays, the C benchmark; results in bench/results/."""
     if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so.0")):
         build(c)
     _run(c, "make -s -C bench")

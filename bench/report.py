@@ -1,9 +1,11 @@
 """The suite's outputs from its results: the terminal table, the targets of
-issues 5 and 13 checked against the same run's figures, and the chart."""
+issues 5, 13 and 14 checked against the same run's figures, and the chart."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
+
+from bench import arrays as A
 
 SINGLE = "ringbuffer put/get"
 BATCH = "ringbuffer put_many/get_many"
@@ -173,6 +175,76 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         else f"{many['vs_sync_get']:.2f}x ({many['msgs_per_s']:,.0f} msgs/s)",
         None if "vs_sync_get" not in many else "info",
     )
+    out += _array_targets(data.get("arrays", {}))
+    return out
+
+
+def _array_targets(arr: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 14's targets (the "arrays" group)."""
+    out: list[dict[str, Any]] = []
+    rows = arr.get("array", {}).get("rows", {})
+
+    def rate(label: str) -> float | None:
+        return _rate(rows.get(label))
+
+    def bar(target: str, a: float | None, b: float | None, floor: float, what: str = "") -> None:
+        value = a / b if a and b else None
+        out.append(
+            {
+                "issue": 14,
+                "target": target,
+                "measured": "not measured" if value is None else f"{value:.2f}x{what}",
+                "met": None if value is None else value >= floor,
+            }
+        )
+
+    queue = rate(A.QUEUE)
+    bar("8 MiB float32 arrays: ringbuffer.Queue >= 5x multiprocessing.Queue", queue, rate(A.MPQ), 5)
+    bar("8 MiB float32 arrays: ringbuffer.Queue >= 3x faster-fifo", queue, rate(A.FF), 3)
+    bar(
+        "8 MiB float32 arrays: ringbuffer.Queue >= 1.5x pyzmq copy=False + frombuffer",
+        queue,
+        rate(A.ZMQ),
+        1.5,
+    )
+    bar("8 MiB float32 arrays: ringbuffer.Queue >= 0.4x same-run numpy.copyto", queue, rate(A.COPYTO), 0.4)
+    bar(
+        "8 MiB float32 arrays: put_array/get_array >= 1x ringbuffer.Queue",
+        rate(A.PUT_ARRAY),
+        queue,
+        0.95,
+        " (bar 0.95: the two are the same path within noise)",
+    )
+    zc = arr.get("zerocopy", {})
+    small = zc.get("64", {})
+    bar(
+        "64 B: put_with/get_with cost at most 1.5x put/get (rate >= 1/1.5)",
+        _rate(small.get(A.CALLBACKS)),
+        _rate(small.get(A.COPY)),
+        1 / 1.5,
+    )
+    for size in ("65536", "1048576"):
+        r = zc.get(size, {})
+        bar(
+            f"{size_label(size)}: put_with/get_with >= 1.5x put/get",
+            _rate(r.get(A.CALLBACKS)),
+            _rate(r.get(A.COPY)),
+            1.5,
+        )
+        bar(
+            f"{size_label(size)}: reserve/peek blocks >= 1.5x put/get (reported)",
+            _rate(r.get(A.BLOCKS)),
+            _rate(r.get(A.COPY)),
+            0.0,
+        )
+        out[-1]["met"] = "info" if out[-1]["met"] is not None else None
+        g = arr.get("gather", {}).get(size, {})
+        bar(
+            f"64 B header + {size_label(size)} payload: putv no slower than put of the joined one (bar 0.95)",
+            _rate(g.get(A.PUTV)),
+            _rate(g.get(A.JOINED)),
+            0.95,
+        )
     return out
 
 
@@ -191,6 +263,14 @@ def failures(data: dict[str, Any]) -> list[str]:
     for part in ("pingpong", "throughput"):
         rows = data.get("async", {}).get(part, {})
         out += [f"async {part}, {label}: {r['error']}" for label, r in rows.items() if "error" in r]
+    arr = data.get("arrays", {})
+    if "error" in arr:
+        out.append(f"arrays: {arr['error']}")
+    sections = [("8 MiB arrays", arr.get("array", {}).get("rows", {}))]
+    sections += [(f"zero-copy {size_label(k)}", v) for k, v in arr.get("zerocopy", {}).items()]
+    sections += [(f"gather {size_label(k)}", v) for k, v in arr.get("gather", {}).items()]
+    for what, rows in sections:
+        out += [f"arrays, {what}, {label}: {r['error']}" for label, r in rows.items() if "error" in r]
     if "error" in data.get("c", {}):
         out.append(f"C: {data['c']['error']}")
     if data.get("library_rebuilt_during_run"):
@@ -300,6 +380,8 @@ def table(data: dict[str, Any]) -> str:
         out += _rows_table(data["objects"]["rows"], "", rate_cells)
     if "async" in data:
         out += _async_table(data["async"], s)
+    if "arrays" in data:
+        out += _arrays_table(data["arrays"], s)
     if "c" in data:
         out += _c_table(data["c"])
     if "targets" in data:
@@ -313,6 +395,46 @@ def table(data: dict[str, Any]) -> str:
                 mark = {True: "met", False: "MISSED", None: "n/a", "info": "info"}[t["met"]]
                 out.append(f"  [{mark:>6}] {t['target']}: {t['measured']}")
     return "\n".join(out) + "\n"
+
+
+def _arrays_table(arr: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    if "error" in arr:
+        return ["", f"arrays: FAILED: {arr['error']}"]
+    out = [
+        "",
+        f"8 MiB float32 numpy arrays between two processes, median of {s['reps']} runs "
+        "(numpy.copyto: one process, the memory's speed)",
+        f"  {'':<8} {'case':<34} {'arrays/s':>12} {'MB/s':>10} {'vs copyto':>10} {'vs mp.Queue':>11}",
+    ]
+    rows = arr["array"]["rows"]
+    mpq = _rate(rows.get(A.MPQ))
+
+    def array_cells(r: dict[str, Any]) -> str:
+        vs_mpq = f"{r['msgs_per_s'] / mpq:>10.2f}x" if mpq else ""
+        return f"{r['msgs_per_s']:>12,.1f} {r['mb_per_s']:>10,.0f} {r['vs_copyto']:>9.2f}x {vs_mpq}"
+
+    out += _rows_table(rows, "8 MiB", array_cells)
+    out += [
+        "",
+        "Bytes messages, copied or zero-copy: the producer writes every byte once, the consumer reads every "
+        f"byte once; median of {s['reps']} runs",
+        f"  {'size':<8} {'case':<34} {'msgs/s':>12} {'MB/s':>10} {'vs put/get':>11}",
+    ]
+
+    def cells(r: dict[str, Any]) -> str:
+        vs = f"{r['vs_base']:>10.2f}x" if "vs_base" in r else ""
+        return f"{r['msgs_per_s']:>12,.0f} {r['mb_per_s']:>10,.1f} {vs}"
+
+    for size, zrows in arr["zerocopy"].items():
+        out += _rows_table(zrows, size_label(size), cells)
+    out += [
+        "",
+        "A 64-byte header and a payload: gathered by putv, or joined beforehand and put",
+        f"  {'payload':<8} {'case':<34} {'msgs/s':>12} {'MB/s':>10} {'vs joined':>11}",
+    ]
+    for size, grows in arr["gather"].items():
+        out += _rows_table(grows, size_label(size), cells)
+    return out
 
 
 def _async_table(aio: dict[str, Any], s: dict[str, Any]) -> list[str]:

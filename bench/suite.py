@@ -3,7 +3,8 @@ processes next to multiprocessing.Queue/Pipe, faster-fifo and pyzmq; ping-pong
 latency; CPU of an idle blocked consumer; memory over many messages;
 ringbuffer.Queue with small objects; asyncio (aget/aput ping-pong next to
 zmq.asyncio and run_in_executor, a consumer coroutine next to the get loop,
-on asyncio's loop and uvloop); and the C benchmark (bench/cbench.c).
+on asyncio's loop and uvloop); arrays and large messages (bench/arrays.py:
+numpy arrays, zero-copy, gather writes); and the C benchmark (bench/cbench.c).
 
     python -m bench.suite [--quick] [--out DIR] [--only GROUP ...]
 
@@ -38,7 +39,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from bench import report, workers
+from bench import arrays, report, workers
 from ringbuffer import RingBuffer, c_version
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,7 +89,7 @@ ASYNC_THROUGHPUT = (
 SYNC_GET = "ringbuffer get loop (no loop)"
 # Optional peers: transport -> the module it needs.
 PEERS = {"faster-fifo": "faster_fifo", "pyzmq": "zmq", "uvloop": "uvloop"}
-GROUPS = ("throughput", "latency", "idle", "memory", "objects", "async", "c")
+GROUPS = ("throughput", "latency", "idle", "memory", "objects", "async", "arrays", "c")
 
 
 @dataclass
@@ -548,6 +549,11 @@ def group_memory(suite: Suite) -> None:
     suite.results["memory"] = rows
 
 
+# -- arrays and large messages (bench/arrays.py) ------------------------------------
+
+group_arrays = arrays.group
+
+
 # -- C ---------------------------------------------------------------------------
 
 
@@ -652,7 +658,9 @@ def main(argv: list[str] | None = None) -> int:
     preload = [m for t, m in PEERS.items() if t not in missing]
     if "pyzmq" not in missing:
         preload.append("zmq.asyncio")
-    ctx.set_forkserver_preload(["bench.workers", "ringbuffer.benchmark", "asyncio", *preload])
+    if importlib.util.find_spec("numpy") is not None:
+        preload.append("numpy")
+    ctx.set_forkserver_preload(["bench.workers", "bench.arrays", "ringbuffer.benchmark", "asyncio", *preload])
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     folder = tempfile.mkdtemp(prefix="rb-bench-", dir=shm)
     suite = Suite(settings, ctx, folder, missing)
