@@ -97,3 +97,4 @@ struct rbpy_buf {
 };
 int64_t rbpy_read(rb_ring *rb, struct rbpy_buf *buf);
 int64_t rbpy_read_wait(rb_ring *rb, struct rbpy_buf *buf, int64_t timeout_ns);
+int rbpy_writev2(rb_ring *rb, const char *a, size_t alen, const char *b, size_t blen);
