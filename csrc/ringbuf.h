@@ -291,9 +291,9 @@ RB_API int rb_writev_wait(rb_ring *rb, const struct iovec *iov, int iovcnt, int6
  * at its payload (contiguous, even across the end of the ring). Fill it,
  * then call rb_commit (deliver) or rb_abort (never delivered). Until then
  * consumers wait at this record (FIFO), so keep the window short. Do not
- * wait for space (rb_write_wait, rb_write_many_wait, rb_reserve_wait) while
- * holding a reservation: once the ring fills, no space is freed until it is
- * committed, and the thread waits for itself.
+ * wait for space (rb_write_wait, rb_write_many_wait, rb_writev_wait,
+ * rb_reserve_wait) while holding a reservation: once the ring fills, no
+ * space is freed until it is committed, and the thread waits for itself.
  * Returns: RB_OK; RB_EFULL; RB_ESIZE; RB_EINVAL (NULL argument); RB_ECLOSED.
  * Thread-safety: MT-safe, multi-producer; a thread may hold several
  * reservations; never blocks. */
