@@ -298,11 +298,56 @@ static void notify_data(rb_ring *rb)
     rb_wake(rb, &q);
 }
 
+/* Where a write's payload bytes come from, consumed in order by the
+ * records: packed data (rb_write, rb_write_many: one buffer, the messages
+ * back to back), or the caller's vectors (rb_writev). */
+struct src {
+    const unsigned char *p;  /* packed: the next byte; NULL for vectors */
+    const struct iovec *iov; /* vectors: the one being copied from */
+    size_t off;              /* vectors: bytes of it already copied */
+};
+
+/* Copies len bytes from the vectors, skipping empty ones. The records'
+ * lengths add up to the vectors' total, so the cursor never passes the
+ * last vector. */
+static void gather(unsigned char *dst, struct src *s, size_t len)
+{
+    const struct iovec *v = s->iov;
+    size_t off = s->off;
+    while (len > 0) {
+        size_t k = v->iov_len - off;
+        if (k == 0) {
+            v++;
+            off = 0;
+            continue;
+        }
+        if (k > len)
+            k = len;
+        memcpy(dst, (const unsigned char *)v->iov_base + off, k);
+        dst += k;
+        off += k;
+        len -= k;
+    }
+    s->iov = v;
+    s->off = off;
+}
+
+/* Copies the source's next len bytes to dst. Packed data keeps its own
+ * memcpy rather than being gathered as one long vector, which slowed
+ * rb_write_many of 64-byte messages (docs/design.md, "Measured and tried"). */
+static inline void copy_in(unsigned char *dst, struct src *s, size_t len)
+{
+    if (s->p != NULL) {
+        memcpy(dst, s->p, len);
+        s->p += len;
+    } else
+        gather(dst, s, len);
+}
+
 /* Writes records for a reserved prefix: every header word first (BUSY,
  * with our id), so that from then on each record names its writer and the
  * intent entry can go; then each payload, committing as it goes. */
-static void fill(rb_ring *rb, uint64_t pos, const unsigned char *p, const size_t *lens, size_t n,
-                 struct rb_intent *in)
+static void fill(rb_ring *rb, uint64_t pos, struct src src, const size_t *lens, size_t n, struct rb_intent *in)
 {
     RB_KILLPOINT("write.reserved");
     uint64_t q = pos;
@@ -316,18 +361,18 @@ static void fill(rb_ring *rb, uint64_t pos, const unsigned char *p, const size_t
         /* The data is mapped twice back to back: the copy never wraps. */
         unsigned char *dst = rb_rec_payload(rb, pos);
 #ifdef RB_KILLPOINTS
-        /* Tests die half-way through a payload. */
+        /* Tests die half-way through a payload (for rb_writev, wherever
+         * that falls among the vectors). */
         size_t half = lens[i] / 2;
-        memcpy(dst, p, half);
+        copy_in(dst, &src, half);
         RB_KILLPOINT("write.copying");
-        memcpy(dst + half, p + half, lens[i] - half);
+        copy_in(dst + half, &src, lens[i] - half);
 #else
-        memcpy(dst, p, lens[i]);
+        copy_in(dst, &src, lens[i]);
 #endif
         publish(rb, pos, lens[i], 0);
         RB_KILLPOINT("write.committed");
         pos += rb_rec_size(lens[i]);
-        p += lens[i];
     }
     notify_data(rb);
 }
@@ -340,13 +385,12 @@ static int check_lens(const rb_ring *rb, const size_t *lens, size_t count)
     return RB_OK;
 }
 
-static int write_many(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written,
-                      int64_t deadline)
+/* The protocol of every copying write, once the caller has checked its
+ * arguments: reserves the longest prefix of the records that fits (waiting
+ * until the deadline) and fills it from src. */
+static int write_records(rb_ring *rb, struct src *src, const size_t *lens, size_t count, size_t *written,
+                         int64_t deadline)
 {
-    if (written != NULL)
-        *written = 0;
-    if (rb == NULL || written == NULL || (count > 0 && (data == NULL || lens == NULL)))
-        return RB_EINVAL;
     if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     if (count == 0)
@@ -361,9 +405,20 @@ static int write_many(rb_ring *rb, const void *data, const size_t *lens, size_t 
     rc = reserve_wait(rb, lens, count, &pos, &n, &in, deadline);
     if (rc != RB_OK)
         return rc;
-    fill(rb, pos, data, lens, n, in);
+    fill(rb, pos, *src, lens, n, in);
     *written = n;
     return RB_OK;
+}
+
+static int write_many(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written,
+                      int64_t deadline)
+{
+    if (written != NULL)
+        *written = 0;
+    if (rb == NULL || written == NULL || (count > 0 && (data == NULL || lens == NULL)))
+        return RB_EINVAL;
+    struct src src = {.p = data};
+    return write_records(rb, &src, lens, count, written, deadline);
 }
 
 static int write_one(rb_ring *rb, const void *msg, size_t len, int64_t deadline)
@@ -372,6 +427,24 @@ static int write_one(rb_ring *rb, const void *msg, size_t len, int64_t deadline)
         return RB_EINVAL;
     size_t written;
     return write_many(rb, msg, &len, 1, &written, deadline);
+}
+
+/* One message gathered from iovcnt vectors: its length is their sum, which
+ * saturates at SIZE_MAX (too large for any ring: RB_ESIZE, as an empty
+ * sum is). Every vector is checked before anything else is. */
+static int writev_one(rb_ring *rb, const struct iovec *iov, int iovcnt, int64_t deadline)
+{
+    if (rb == NULL || iovcnt < 0 || (iovcnt > 0 && iov == NULL))
+        return RB_EINVAL;
+    size_t len = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_base == NULL && iov[i].iov_len > 0)
+            return RB_EINVAL;
+        len = iov[i].iov_len > SIZE_MAX - len ? SIZE_MAX : len + iov[i].iov_len;
+    }
+    struct src src = {.iov = iov};
+    size_t written;
+    return write_records(rb, &src, &len, 1, &written, deadline);
 }
 
 RB_API int rb_write(rb_ring *rb, const void *msg, size_t len) { return write_one(rb, msg, len, 0); }
@@ -391,6 +464,14 @@ RB_API int rb_write_many_wait(rb_ring *rb, const void *data, const size_t *lens,
                               int64_t timeout_ns)
 {
     int rc = write_many(rb, data, lens, count, written, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
+    return rc == RB_EFULL ? RB_ETIMEDOUT : rc;
+}
+
+RB_API int rb_writev(rb_ring *rb, const struct iovec *iov, int iovcnt) { return writev_one(rb, iov, iovcnt, 0); }
+
+RB_API int rb_writev_wait(rb_ring *rb, const struct iovec *iov, int iovcnt, int64_t timeout_ns)
+{
+    int rc = writev_one(rb, iov, iovcnt, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
     return rc == RB_EFULL ? RB_ETIMEDOUT : rc;
 }
 

@@ -30,6 +30,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h> /* struct iovec (rb_writev) */
 
 #ifdef __cplusplus
 extern "C" {
@@ -262,13 +263,37 @@ RB_API int rb_write_many(rb_ring *rb, const void *data, const size_t *lens,
 RB_API int rb_write_many_wait(rb_ring *rb, const void *data, const size_t *lens,
                               size_t count, size_t *written, int64_t timeout_ns);
 
+/* Writes one message gathered from iovcnt vectors: its payload is
+ * iov[0]'s iov_len bytes, then iov[1]'s, and so on, copied once straight
+ * into the ring (no joined copy). The total length must be 1 to
+ * rb_max_message_size; vectors of length 0 are allowed and skipped (their
+ * iov_base is not read, and may be NULL). Any number of vectors (no IOV_MAX
+ * limit). The vectors are read twice (to add up the length, then to copy):
+ * they and their bytes must not change during the call. The message is
+ * delivered whole or not at all, as rb_write's, also if the writer dies
+ * mid-copy. Never blocks.
+ * Returns: RB_OK (the message will be delivered); RB_EFULL (not enough free
+ * space now, nothing written); RB_ESIZE (total length 0, including
+ * iovcnt == 0, or too large, including a sum past SIZE_MAX); RB_EINVAL (NULL
+ * rb, iovcnt < 0, NULL iov with iovcnt > 0, or a NULL iov_base with a
+ * non-zero iov_len); RB_ECLOSED (after rb_shutdown).
+ * Thread-safety: MT-safe, multi-producer; lock-free, with rb_write's
+ * syscall rule. */
+RB_API int rb_writev(rb_ring *rb, const struct iovec *iov, int iovcnt);
+
+/* rb_writev that waits for space (timeout_ns as rb_write_wait).
+ * Returns: as rb_writev, but RB_ETIMEDOUT instead of RB_EFULL; RB_ECLOSED
+ * when rb_shutdown is called meanwhile; RB_EINTR (as rb_write_wait).
+ * Thread-safety: MT-safe, multi-producer; blocks. */
+RB_API int rb_writev_wait(rb_ring *rb, const struct iovec *iov, int iovcnt, int64_t timeout_ns);
+
 /* Zero-copy write, step 1: reserves a record of len bytes and points *ptr
  * at its payload (contiguous, even across the end of the ring). Fill it,
  * then call rb_commit (deliver) or rb_abort (never delivered). Until then
  * consumers wait at this record (FIFO), so keep the window short. Do not
- * wait for space (rb_write_wait, rb_write_many_wait, rb_reserve_wait) while
- * holding a reservation: once the ring fills, no space is freed until it is
- * committed, and the thread waits for itself.
+ * wait for space (rb_write_wait, rb_write_many_wait, rb_writev_wait,
+ * rb_reserve_wait) while holding a reservation: once the ring fills, no
+ * space is freed until it is committed, and the thread waits for itself.
  * Returns: RB_OK; RB_EFULL; RB_ESIZE; RB_EINVAL (NULL argument); RB_ECLOSED.
  * Thread-safety: MT-safe, multi-producer; a thread may hold several
  * reservations; never blocks. */

@@ -1,5 +1,5 @@
 """asyncio for rings: the coroutines of :class:`~ringbuffer.RingBuffer` and
-:class:`~ringbuffer.Queue` (``aget``, ``aput``, ``aget_many``,
+:class:`~ringbuffer.Queue` (``aget``, ``aput``, ``aputv``, ``aget_many``,
 ``aput_many``, ``async for``).
 
 A coroutine first tries the non-blocking call: when a message (or room) is
@@ -24,7 +24,7 @@ from ringbuffer.exceptions import BufferClosed, Status, error
 if TYPE_CHECKING:
     from ringbuffer.ring import RingBuffer
 
-__all__ = ["READABLE", "WRITABLE", "aget", "aget_many", "aput", "aput_many", "iterate", "wait_ready"]
+__all__ = ["READABLE", "WRITABLE", "aget", "aget_many", "aput", "aput_many", "aputv", "iterate", "wait_ready"]
 
 T = TypeVar("T")
 
@@ -130,6 +130,12 @@ async def aput(ring: RingBuffer, handle: Handle, msg: Any, timeout: Timeout) -> 
     await _retry(
         handle, WRITABLE, timeout, lambda: True if ring.try_write(msg) else None, _raise(Status.EFULL)
     )
+
+
+async def aputv(handle: Handle, attempt: Callable[[], bool], timeout: Timeout) -> None:
+    """``RingBuffer.aputv`` once the first try found no room: ``attempt``
+    is that non-blocking write again (False: still no room)."""
+    await _retry(handle, WRITABLE, timeout, lambda: True if attempt() else None, _raise(Status.EFULL))
 
 
 async def aput_many(ring: RingBuffer, handle: Handle, msgs: list[Any], done: int, timeout: Timeout) -> int:

@@ -26,6 +26,13 @@ enum rb_status {
 
 typedef struct rb_ring rb_ring;
 
+/* <sys/uio.h>'s; "...": the C compiler lays it out, as the libc does. */
+struct iovec {
+    void *iov_base;
+    size_t iov_len;
+    ...;
+};
+
 struct rb_info {
     uint64_t capacity;
     uint64_t max_message;
@@ -61,6 +68,8 @@ int rb_write_wait(rb_ring *rb, const void *msg, size_t len, int64_t timeout_ns);
 int rb_write_many(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written);
 int rb_write_many_wait(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written,
                        int64_t timeout_ns);
+int rb_writev(rb_ring *rb, const struct iovec *iov, int iovcnt);
+int rb_writev_wait(rb_ring *rb, const struct iovec *iov, int iovcnt, int64_t timeout_ns);
 int rb_reserve(rb_ring *rb, size_t len, void **ptr);
 int rb_reserve_wait(rb_ring *rb, size_t len, void **ptr, int64_t timeout_ns);
 int rb_commit(rb_ring *rb, void *ptr);
@@ -104,3 +113,4 @@ int rbpy_commit(struct rbpy_region *r, int64_t off);
 int rbpy_abort(struct rbpy_region *r, int64_t off);
 int rbpy_release(struct rbpy_region *r);
 int rbpy_peek_cancel(struct rbpy_region *r);
+int rbpy_writev2(rb_ring *rb, const char *a, size_t alen, const char *b, size_t blen);

@@ -5,7 +5,9 @@
  * about 15 ns each, and a bytes object is built faster by slicing a
  * ready-made ffi.buffer than by ffi.unpack(buf, len). rbpy_read is
  * rb_read with two arguments instead of four, returning the length, so
- * RingBuffer.get() costs about 55 ns less. No algorithm lives here. */
+ * RingBuffer.get() costs about 55 ns less; rbpy_writev2 is rb_writev of two
+ * vectors, which cffi fills from two bytes objects as they are. No algorithm
+ * lives here. */
 
 #include <stdint.h>
 
@@ -128,4 +130,15 @@ static int rbpy_peek_cancel(struct rbpy_region *r)
 {
     rbpy_peeked = -1;
     return rb_peek_cancel(r->rb);
+}
+
+/* rb_writev of a then b, for RingBuffer.writev([a, b]) of two bytes
+ * objects (a header and a payload): cffi passes bytes to a char * argument
+ * as they are, without the ffi.from_buffer and iovec array of the general
+ * path (about 0.8 us of its 1.3 for two buffers, at the call site).
+ * Returns: as rb_writev. Thread-safety: as rb_writev. */
+static int rbpy_writev2(rb_ring *rb, const char *a, size_t alen, const char *b, size_t blen)
+{
+    struct iovec v[2] = {{(void *)a, alen}, {(void *)b, blen}};
+    return rb_writev(rb, v, 2);
 }

@@ -7,10 +7,11 @@ open handle, and the interface between the facade and the blocks) and
 ``exceptions`` (status codes to exceptions). The rest of the package goes
 through them; tests/test_layout.py checks the rule.
 
-Naming rule: the file-like names (``write``, ``read``, ``read_into``,
-``reserve``, ``peek``) do not block by default; the queue-like names
-(``put``, ``get``, ``put_many``, ``get_many``) block by default, with
-:class:`queue.Queue`'s ``block`` and ``timeout`` meanings.
+Naming rule: the file-like names (``write``, ``writev``, ``read``,
+``read_into``, ``reserve``, ``peek``) do not block by default; the
+queue-like names (``put``, ``putv``, ``get``, ``put_many``, ``get_many``)
+block by default, with :class:`queue.Queue`'s ``block`` and ``timeout``
+meanings.
 """
 
 from __future__ import annotations
@@ -50,11 +51,19 @@ _STRUCT_SPLIT_MAX = 4096
 # The array typecode of C's size_t (an array of message lengths is passed as size_t[]).
 _SIZE_T_CODE = "L" if array.array("L").itemsize == ffi.sizeof("size_t") else "Q"
 _ONLY_BYTES = {bytes}
+_SINGLE_BUFFERS = (bytes, bytearray, memoryview)
+_PAIR_TYPES = (list, tuple)
+# writev()'s iovec arrays of this many entries are pooled (ffi.new costs
+# about as much as the rest of a writev of two buffers); longer ones are made
+# per call. A deque: pop/append are atomic, so threads never share one.
+_IOVECS_POOLED = 16
+_iovecs: deque[Any] = deque()
 
 # The C functions and cffi helpers of the hot paths, looked up once: an
 # attribute of ``lib`` or ``ffi`` costs a lookup on every use.
 _rbpy_read = lib.rbpy_read
 _rbpy_read_wait = lib.rbpy_read_wait
+_rbpy_writev2 = lib.rbpy_writev2
 _rb_write = lib.rb_write
 _rb_write_wait = lib.rb_write_wait
 _rb_read_many = lib.rb_read_many
@@ -69,8 +78,12 @@ _rbpy_last_peek = lib.rbpy_last_peek
 _rbpy_last_reserve = lib.rbpy_last_reserve
 _rbpy_release = lib.rbpy_release
 _rbpy_peek_cancel = lib.rbpy_peek_cancel
+_rb_writev = lib.rb_writev
 _unpack = ffi.unpack
 _buffer = ffi.buffer
+_from_buffer = ffi.from_buffer
+_release = ffi.release
+_new = ffi.new
 
 # Plain ints (an IntEnum member compares more slowly on the hot paths).
 _OK = int(Status.OK)
@@ -114,6 +127,58 @@ def _send_buffer(rb: Any, msg: Any, block: bool, timeout: Timeout) -> tuple[int,
         if rc == _EFULL and block:
             rc = wait(_rb_write_wait, rb, data, n, timeout=timeout)
         return rc, n
+
+
+def _send_vectors(rb: Any, buffers: Iterable[Any], block: bool, timeout: Timeout) -> tuple[int, int]:
+    """Writes one message gathered from ``buffers`` with ``rb_writev``;
+    returns (status, size). The caller has checked the timeout.
+
+    Each buffer goes through ``ffi.from_buffer`` (one that is not
+    C-contiguous is copied first, as in _send_buffer, but only after
+    from_buffer refused it: asking first costs a memoryview per buffer) and
+    the iovecs point into them: C copies each once, into the ring. All are
+    released before returning, for the reason given in _send_buffer.
+    """
+    if type(buffers) in _PAIR_TYPES and len(buffers) == 2:
+        a, b = buffers
+        if type(a) is bytes and type(b) is bytes:
+            # The hot path (a header and a payload): the bytes go to C as they are.
+            rc = _rbpy_writev2(rb, a, len(a), b, len(b))
+            if rc != _EFULL or not block:
+                return rc, len(a) + len(b)
+    elif type(buffers) in _SINGLE_BUFFERS:
+        # Iterating it would give ints (or one-byte views): say what to call.
+        raise TypeError(f"writev() takes an iterable of buffers, not a {type(buffers).__name__}: use write()")
+    try:
+        pooled = _iovecs.pop()
+    except IndexError:  # none made yet, or all in use by other threads
+        pooled = _new("struct iovec[]", _IOVECS_POOLED)
+    views: list[Any] = []
+    try:
+        for b in buffers:
+            try:
+                v = _from_buffer(b)
+            except (BufferError, ValueError):  # not C-contiguous (numpy says ValueError)
+                v = _from_buffer(contiguous(b))
+            views.append(v)
+        n = len(views)
+        iov = pooled if n <= _IOVECS_POOLED else _new("struct iovec[]", n)
+        size = i = 0
+        for v in views:
+            k = len(v)
+            iov[i] = (v, k)
+            size += k
+            i += 1
+        # One C call when there is space; the waiting loop only when there is not.
+        rc = _rb_writev(rb, iov, n)
+        if rc == _EFULL and block:
+            rc = wait(lib.rb_writev_wait, rb, iov, n, timeout=timeout)
+        return rc, size
+    finally:
+        for v in views:
+            _release(v)
+        # Its pointers are stale now, but nothing reads past the count a call is given.
+        _iovecs.append(pooled)
 
 
 def c_version() -> int:
@@ -382,6 +447,55 @@ class RingBuffer:
     def put_nowait(self, msg: Any) -> None:
         """``put(msg, block=False)``."""
         self.put(msg, block=False)
+
+    def writev(self, buffers: Iterable[Any]) -> None:
+        """Writes one message, the concatenation of ``buffers`` (bytes-like
+        objects, in order), without blocking: each is copied once, straight
+        into the ring, with no joined copy (a header and a payload, say).
+
+        Empty buffers are allowed and add nothing; a non-contiguous one
+        (a strided numpy view) is copied first, as :meth:`write` does.
+        Raises :class:`BufferFull` if the message does not fit now,
+        :class:`InvalidSize` (nothing written) if it is empty (no buffers,
+        or only empty ones) or larger than :attr:`max_message_size`,
+        TypeError if an item is not a bytes-like object.
+        """
+        rb = self._rb
+        if rb is None:
+            raise error(_ECLOSED)
+        rc, n = _send_vectors(rb, buffers, False, None)
+        if rc != _OK:
+            raise error(_EFULL) if rc == _EFULL else self._h.write_error(rc, n)
+
+    def _try_writev(self, buffers: Iterable[Any]) -> bool:
+        """:meth:`writev`, False instead of raising :class:`BufferFull`."""
+        rb = self._rb
+        if rb is None:
+            raise error(_ECLOSED)
+        rc, n = _send_vectors(rb, buffers, False, None)
+        if rc == _OK:
+            return True
+        if rc == _EFULL:
+            return False
+        raise self._h.write_error(rc, n)
+
+    def putv(self, buffers: Iterable[Any], block: bool = True, timeout: Timeout = None) -> None:
+        """Writes one message gathered from ``buffers`` as :meth:`writev`
+        does, waiting for space if needed (as :meth:`put`).
+
+        Raises :class:`BufferFull` when ``block`` is false and there is no
+        space, or when ``timeout`` seconds pass; :class:`BufferClosed` if the
+        ring is closed meanwhile; :class:`InvalidSize` and TypeError as
+        :meth:`writev`.
+        """
+        rb = self._rb
+        if rb is None:
+            raise error(_ECLOSED)
+        if block and timeout is not None:
+            check_timeout(timeout)  # also when no wait is needed, as queue.Queue
+        rc, n = _send_vectors(rb, buffers, block, timeout)
+        if rc != _OK:
+            raise error(_EFULL) if rc in (_EFULL, _ETIMEDOUT) else self._h.write_error(rc, n)
 
     def write_many(self, msgs: Iterable[Any]) -> int:
         """Writes messages in order with one C call, stopping at the first that
@@ -901,6 +1015,20 @@ class RingBuffer:
             from ringbuffer import _aio
 
             await _aio.aput(self, self._h, msg, timeout)
+
+    async def aputv(self, buffers: Iterable[Any], timeout: Timeout = None) -> None:
+        """Coroutine: writes one message gathered from ``buffers`` (as
+        :meth:`writev`), waiting for room as :meth:`aput` does; cancelled,
+        the message was either written whole or not at all."""
+        if timeout is not None:
+            check_timeout(timeout)
+        # Taken whole: tried again after each wait, an iterator would be used
+        # up (a single buffer is left to writev's TypeError).
+        pieces = buffers if type(buffers) in _SINGLE_BUFFERS else list(buffers)
+        if not self._try_writev(pieces):
+            from ringbuffer import _aio
+
+            await _aio.aputv(self._h, lambda: self._try_writev(pieces), timeout)
 
     async def aput_many(self, msgs: Iterable[Any], timeout: Timeout = None) -> int:
         """Coroutine: writes all messages in order, waiting for room as

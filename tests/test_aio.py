@@ -1,5 +1,5 @@
 """asyncio and event loops (issue 13): the coroutines of RingBuffer and Queue
-(aget, aput, aget_many, aput_many, async for), fileno() with select,
+(aget, aput, aputv, aget_many, aput_many, async for), fileno() with select,
 selectors and multiprocessing.connection.wait, on the default asyncio loop
 and on uvloop, with writers in other handles, threads, processes and C."""
 
@@ -196,6 +196,51 @@ def test_aput_timeout_raises_buffer_full(run, full_ring):
         assert isinstance(e.value, queue.Full)
 
 
+def test_aputv_writes_the_joined_buffers_at_once_when_there_is_room(run, ring, other):
+    run(ring.aputv([b"head", b"er"]))
+    run(ring.aputv([bytearray(b"a"), b"", memoryview(b"bc")], timeout=0))
+    assert other.drain() == [b"header", b"abc"]
+
+
+@pytest.mark.parametrize("as_iterator", [False, True], ids=["list", "iterator"])
+def test_aputv_waits_for_room_freed_by_another_task(run, full_ring, other, as_iterator):
+    # An iterator is taken whole before the first try: the retry after the
+    # wait writes all of it.
+    pieces = [b"h" * 8, bytearray(b"p" * 992)]
+
+    async def main():
+        asyncio.get_running_loop().call_later(0.1, other.read)
+        await bounded(full_ring.aputv(iter(pieces) if as_iterator else pieces))
+
+    run(main())
+    assert other.drain()[-1] == b"h" * 8 + b"p" * 992
+
+
+def test_aputv_waits_for_room_freed_by_another_thread(run, full_ring, other):
+    reader = later(0.2, other.read)
+    run(full_ring.aputv([b"h" * 8, b"p" * 992], timeout=WAIT))
+    assert reader.join(WAIT) and reader.exc is None
+    assert other.drain()[-1] == b"h" * 8 + b"p" * 992
+
+
+def test_aputv_timeout_raises_buffer_full_and_errors_are_writev_s(run, full_ring, other):
+    for timeout in (0, 0.2):
+        with pytest.raises(BufferFull) as e:
+            run(full_ring.aputv([b"h" * 8, b"p" * 992], timeout=timeout))
+        assert isinstance(e.value, queue.Full)
+    with pytest.raises(InvalidSize):
+        run(full_ring.aputv([b"x" * 2000, b"x" * 49]))
+    with pytest.raises(InvalidSize):
+        run(full_ring.aputv([]))
+    with pytest.raises(TypeError):
+        run(full_ring.aputv([b"ok", "text"]))
+    with pytest.raises(TypeError, match=r"use write\(\)"):
+        run(full_ring.aputv(b"one buffer"))
+    with pytest.raises(ValueError, match="non-negative"):
+        run(full_ring.aputv([b"x"], timeout=-1))
+    assert len(other.drain()) == 4
+
+
 def test_aput_many_writes_everything_waiting_for_room_as_needed(run, ring, other):
     msgs = [bytes([i]) * 1000 for i in range(10)]  # a 4096-byte ring holds 4
     got = []
@@ -295,6 +340,7 @@ def test_closing_the_ring_ends_waiting_coroutines_with_buffer_closed(run, ring_p
             asyncio.create_task(full.aput(b"n" * 1000)),
             asyncio.create_task(full.aput(b"n" * 1000, timeout=WAIT)),
             asyncio.create_task(full.aput_many([b"n" * 1000], timeout=WAIT)),
+            asyncio.create_task(full.aputv([b"n", b"n" * 999], timeout=WAIT)),
         ]
         await asyncio.sleep(0.2)
         assert not any(t.done() for t in waiting)
@@ -313,7 +359,7 @@ def test_closing_the_ring_ends_waiting_coroutines_with_buffer_closed(run, ring_p
     finally:
         empty.close()
         full.close()
-    assert [type(r) for r in results] == [BufferClosed] * 6, results
+    assert [type(r) for r in results] == [BufferClosed] * 7, results
 
 
 # --------------------------------------------------------------------------
@@ -432,7 +478,8 @@ def test_aput_with_room_returns_without_suspending(ring, other):
     assert finish_at_first_send(ring.aput(b"a")) is None
     assert finish_at_first_send(ring.aput(b"b", timeout=5)) is None
     assert finish_at_first_send(ring.aput_many([b"c", b"d"])) == 2
-    assert other.drain() == [b"a", b"b", b"c", b"d"]
+    assert finish_at_first_send(ring.aputv([b"e", bytearray(b"f")])) is None
+    assert other.drain() == [b"a", b"b", b"c", b"d", b"ef"]
 
 
 def test_queue_coroutines_do_not_suspend_when_they_can_finish(q):

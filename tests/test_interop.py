@@ -146,6 +146,20 @@ int main(int argc, char **argv)
         printf("wrote %zu status %d\n", written, rc);
         free(lens);
         free(data);
+    } else if (strcmp(cmd, "writev") == 0) { /* writev PATH HEX... : one message, a vector each */
+        int count = argc - 3;
+        struct iovec *iov = calloc((size_t)count + 1, sizeof *iov);
+        unsigned char *data = malloc((size_t)count * max + 1);
+        size_t used = 0;
+        for (int i = 0; i < count; i++) {
+            iov[i].iov_base = data + used;
+            iov[i].iov_len = unhex(argv[3 + i], data + used);
+            used += iov[i].iov_len;
+        }
+        rc = rb_writev(rb, iov, count);
+        printf("status %d\n", rc);
+        free(iov);
+        free(data);
     } else if (strcmp(cmd, "read") == 0) { /* read PATH MAX : rb_read until empty */
         long limit = strtol(argv[3], NULL, 10);
         for (long i = 0; i < limit; i++) {
@@ -345,6 +359,45 @@ def test_python_writes_c_reads(tool, tmp_path, how):
         assert rb.try_read() is None
         head, tail = rb.positions()
         assert head == tail
+
+
+def test_python_writev_c_reads(tool, tmp_path):
+    # Messages gathered from several buffers (two bytes objects, other
+    # buffers, numpy arrays, empty pieces), across the end of the ring: C's
+    # rb_read gets exactly their concatenation.
+    np = pytest.importorskip("numpy")
+    path = tmp_path / "py-writev.ring"
+    arr = np.arange(300, dtype=np.float64).reshape(30, 10)
+    gathers = [
+        [b"\x00" * 8, b"payload"],
+        [b"hdr:", bytearray(b"body"), b"", memoryview(b"tail")],
+        [np.uint32(len(arr)).tobytes(), memoryview(arr)],
+        [arr[:, 3], b"", arr.T],  # non-contiguous views: copied first
+        [b""] * 5 + [b"!"],
+        *([m[: len(m) // 3], m[len(m) // 3 :]] for m in interesting_messages(24)),
+    ]
+    expected = [b"".join(memoryview(p).tobytes() for p in g) for g in gathers]
+    with RingBuffer(path, 1 << 17) as rb:
+        advance(rb, 3 * rb.capacity - 5000)
+        for g in gathers:
+            rb.writev(g)
+        out = run(tool, "read", path, 1000)
+        assert out[-1] == f"end {lib.RB_EEMPTY}"
+        assert parse_messages(out[:-1]) == expected
+        head, tail = rb.positions()
+        assert head == tail
+
+
+def test_c_writev_python_reads(tool, tmp_path):
+    path = tmp_path / "c-writev.ring"
+    with RingBuffer(path, 1 << 17) as rb:
+        advance(rb, rb.capacity - 3000)
+        for pieces in (["0011", "", "2233"], ["ff" * 1000, "ee" * 1500, "dd" * 700], ["", "01"]):
+            assert run(tool, "writev", path, *pieces) == ["status 0"]
+            assert rb.read() == bytes.fromhex("".join(pieces))
+        assert run(tool, "writev", path, "", "") == [f"status {lib.RB_ESIZE}"]
+        assert run(tool, "writev", path, "aa" * 40000, "bb" * 30000) == [f"status {lib.RB_ESIZE}"]
+        assert rb.try_read() is None
 
 
 def test_c_read_with_small_buffer_consumes_nothing(tool, tmp_path):

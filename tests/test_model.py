@@ -2,7 +2,8 @@
 a deque of queued messages and an exact model of the byte positions.
 
 The model: each message occupies rec_size(len) = (8 + len + 7) & ~7 bytes; a
-write succeeds iff used + rec_size <= capacity (else BufferFull), write_many
+write (or a writev of its pieces) succeeds iff used + rec_size <= capacity
+(else BufferFull), write_many
 writes exactly the longest prefix that fits, reads return the queue's front,
 and positions() is exactly (bytes ever consumed, bytes ever written).
 """
@@ -122,6 +123,19 @@ class RingMachine(RuleBasedStateMachine):
         assert self.handles[h].write_many([as_kind(m, kind) for m in msgs]) == expected
         for m in msgs[:expected]:
             self.push(m)
+
+    @rule(h=HANDLES, size=SIZES, cuts=st.lists(st.integers(0, MAX), max_size=5), kind=KINDS)
+    def writev(self, h, size, cuts, kind):
+        # One message in pieces cut anywhere (empty ones too): as write().
+        msg = self.new_message(size)
+        bounds = [0, *sorted(c % (size + 1) for c in cuts), size]
+        pieces = [as_kind(msg[a:b], kind) for a, b in zip(bounds, bounds[1:])]
+        if self.used + rec_size(size) <= CAPACITY:
+            self.handles[h].writev(pieces)
+            self.push(msg)
+        else:
+            with pytest.raises(BufferFull):
+                self.handles[h].writev(pieces)
 
     @rule(
         h=HANDLES,

@@ -1229,6 +1229,174 @@ TEST(write_many)
     free(d5);
 }
 
+/* ---- rb_writev ------------------------------------------------------------------ */
+
+/* Writes message seq of len bytes through rb_writev in the given piece
+ * lengths (their sum must be len; NULL bases where nulls[i]), then reads it
+ * back and checks it byte for byte, and that tail moved by one record. */
+static int writev_check(rb_ring *rb, uint64_t seq, size_t len, const size_t *pieces, int n, const char *nulls)
+{
+    unsigned char *m = malloc(len), *back = malloc(len + 64);
+    struct iovec iov[128];
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = nulls != NULL && nulls[i] ? NULL : m + off;
+        iov[i].iov_len = pieces[i];
+        off += pieces[i];
+    }
+    int ok = CHECK_EQ_U(off, len);
+    make_msg(m, len, seq);
+    uint64_t h0, t0;
+    rb_positions(rb, &h0, &t0);
+    ok &= CHECK_EQ(rb_writev(rb, iov, n), RB_OK);
+    ok &= CHECK_EQ(positions(rb), RB_OK) && CHECK_EQ_U(g_tail - t0, rec_size(len));
+    size_t got = 0;
+    ok &= CHECK_EQ(rb_read(rb, back, len + 64, &got), RB_OK) && CHECK_EQ_U(got, len) && CHECK_MEM_EQ(back, m, len);
+    free(m);
+    free(back);
+    return ok;
+}
+
+TEST(writev_round_trip)
+{
+    AUTO_DIR(dir);
+    REQUIRE(dir != NULL);
+    AUTO_RING(rb);
+    REQUIRE_EQ(rb_create(tu_path(dir, "ring"), 4096, 0, &rb), RB_OK);
+    /* One vector, two (a header and its payload), three. */
+    static const size_t one[] = {100}, two[] = {8, 92}, three[] = {1, 1, 1};
+    CHECK(writev_check(rb, 1, 100, one, 1, NULL));
+    CHECK(writev_check(rb, 2, 100, two, 2, NULL));
+    CHECK(writev_check(rb, 3, 3, three, 3, NULL));
+    /* Empty vectors first, in between and last, with and without a base. */
+    static const size_t gaps[] = {0, 0, 10, 0, 0, 20, 0, 30, 0};
+    static const char gap_nulls[] = {1, 0, 0, 1, 0, 0, 1, 0, 1};
+    CHECK(writev_check(rb, 4, 60, gaps, 9, gap_nulls));
+    CHECK(writev_check(rb, 5, 60, gaps, 9, NULL));
+    /* Many vectors of 0 to 6 bytes. */
+    size_t many[128], total = 0;
+    for (int i = 0; i < 128; i++)
+        total += many[i] = (size_t)(i * 5 % 7);
+    CHECK(writev_check(rb, 6, total, many, 128, NULL));
+    /* The largest message, in three pieces. */
+    static const size_t big[] = {1000, 48, 1000};
+    CHECK(writev_check(rb, 7, 2048, big, 3, NULL));
+    /* A record crossing the end of the ring, at every 8-byte offset of its
+     * last 200 bytes, cut so that vector boundaries fall on both sides of
+     * the end and on it. */
+    static const size_t cross[] = {7, 0, 50, 1, 99, 0, 43};
+    for (uint64_t k = 0; k < 25; k++) {
+        CHECK_EQ(positions(rb), RB_OK);
+        uint64_t target = (g_tail / 4096 + 1) * 4096 - 200 + 8 * k;
+        while (target < g_tail + 16)
+            target += 4096;
+        while (g_tail < target) {
+            uint64_t gap = target - g_tail;
+            size_t fl = gap > 2056 + 16 ? 2048 : gap > 2056 ? 1024 : (size_t)(gap - 8);
+            if (!CHECK_EQ(put(rb, 1u << 30, fl), RB_OK))
+                return;
+            GET_CHECK(rb, 1u << 30, fl);
+            CHECK_EQ(positions(rb), RB_OK);
+        }
+        if (!CHECK(writev_check(rb, 100 + k, 200, cross, 7, NULL)))
+            break;
+    }
+    size_t len;
+    unsigned char b[8];
+    CHECK_EQ(rb_read(rb, b, sizeof b, &len), RB_EEMPTY);
+}
+
+TEST(writev_statuses)
+{
+    AUTO_DIR(dir);
+    REQUIRE(dir != NULL);
+    AUTO_RING(rb);
+    const char *path = tu_path(dir, "ring");
+    REQUIRE_EQ(rb_create(path, 4096, 0, &rb), RB_OK);
+    unsigned char m[4096] = {1, 2, 3};
+    struct iovec ok[2] = {{m, 10}, {m + 10, 10}};
+
+    /* RB_EINVAL: no ring, a negative count, no vectors, a NULL base with
+     * bytes to copy (checked before the size, also in the last vector). */
+    CHECK_EQ(rb_writev(NULL, ok, 2), RB_EINVAL);
+    CHECK_EQ(rb_writev(NULL, NULL, 0), RB_EINVAL);
+    CHECK_EQ(rb_writev(rb, ok, -1), RB_EINVAL);
+    CHECK_EQ(rb_writev(rb, NULL, -1), RB_EINVAL);
+    CHECK_EQ(rb_writev(rb, NULL, 1), RB_EINVAL);
+    struct iovec null_base[3] = {{m, 10}, {NULL, 5}, {m, 10}};
+    CHECK_EQ(rb_writev(rb, null_base, 3), RB_EINVAL);
+    struct iovec null_last[2] = {{m, 10}, {NULL, 1}};
+    CHECK_EQ(rb_writev(rb, null_last, 2), RB_EINVAL);
+    struct iovec null_and_big[2] = {{m, 4096}, {NULL, 1}};
+    CHECK_EQ(rb_writev(rb, null_and_big, 2), RB_EINVAL);
+
+    /* RB_ESIZE: nothing to write (no vectors, or only empty ones), more
+     * than the maximum, and sums past SIZE_MAX: one that would wrap to a
+     * plausible length (17 + SIZE_MAX == 16), and one to exactly 0. */
+    CHECK_EQ(rb_writev(rb, NULL, 0), RB_ESIZE);
+    CHECK_EQ(rb_writev(rb, ok, 0), RB_ESIZE);
+    struct iovec empties[3] = {{m, 0}, {NULL, 0}, {m, 0}};
+    CHECK_EQ(rb_writev(rb, empties, 3), RB_ESIZE);
+    struct iovec too_big[3] = {{m, 1000}, {m, 0}, {m, 1049}};
+    CHECK_EQ(rb_writev(rb, too_big, 3), RB_ESIZE);
+    struct iovec max_ok[3] = {{m, 1000}, {m, 0}, {m, 1048}};
+    struct iovec wraps[2] = {{m, SIZE_MAX}, {m, 17}};
+    CHECK_EQ(rb_writev(rb, wraps, 2), RB_ESIZE);
+    struct iovec wraps_to_0[3] = {{m, SIZE_MAX / 2 + 1}, {m, SIZE_MAX / 2}, {m, 1}};
+    CHECK_EQ(rb_writev(rb, wraps_to_0, 3), RB_ESIZE);
+    struct iovec huge[2] = {{m, SIZE_MAX}, {m, SIZE_MAX}};
+    CHECK_EQ(rb_writev(rb, huge, 2), RB_ESIZE);
+    /* The same through rb_writev_wait, which does not wait for any of it. */
+    int64_t t0 = now_ns();
+    CHECK_EQ(rb_writev_wait(NULL, ok, 2, -1), RB_EINVAL);
+    CHECK_EQ(rb_writev_wait(rb, ok, -1, -1), RB_EINVAL);
+    CHECK_EQ(rb_writev_wait(rb, NULL, 1, -1), RB_EINVAL);
+    CHECK_EQ(rb_writev_wait(rb, null_base, 3, -1), RB_EINVAL);
+    CHECK_EQ(rb_writev_wait(rb, NULL, 0, -1), RB_ESIZE);
+    CHECK_EQ(rb_writev_wait(rb, empties, 3, -1), RB_ESIZE);
+    CHECK_EQ(rb_writev_wait(rb, too_big, 3, -1), RB_ESIZE);
+    CHECK_EQ(rb_writev_wait(rb, wraps, 2, -1), RB_ESIZE);
+    CHECK(now_ns() - t0 < 500 * MS);
+    CHECK_EQ(positions(rb), RB_OK);
+    CHECK_EQ_U(g_tail, 0);
+
+    /* RB_EFULL (rb_writev_wait: RB_ETIMEDOUT), writing nothing. */
+    CHECK_EQ(rb_writev(rb, max_ok, 3), RB_OK);
+    size_t fl[8];
+    REQUIRE(fill_exact(rb, 10, fl, 8) > 0);
+    size_t n0;
+    unsigned char *before = tu_slurp(path, &n0);
+    REQUIRE(before != NULL);
+    struct iovec tiny[2] = {{m, 1}, {NULL, 0}};
+    CHECK_EQ(rb_writev(rb, tiny, 2), RB_EFULL);
+    CHECK_EQ(rb_writev(rb, ok, 2), RB_EFULL);
+    CHECK_EQ(rb_writev_wait(rb, tiny, 2, 0), RB_ETIMEDOUT);
+    CHECK_EQ(rb_writev_wait(rb, ok, 2, 20 * MS), RB_ETIMEDOUT);
+    size_t n1;
+    unsigned char *after = tu_slurp(path, &n1);
+    REQUIRE(after != NULL);
+    if (CHECK_EQ_U(n1, n0))
+        CHECK_MEM_EQ(after, before, n0);
+    free(before);
+    free(after);
+    /* Room again after a read: the smaller one goes in. */
+    unsigned char b[4096];
+    size_t len;
+    CHECK_EQ(rb_read(rb, b, sizeof b, &len), RB_OK);
+    CHECK_EQ_U(len, 2048);
+    CHECK_EQ(rb_writev_wait(rb, ok, 2, 0), RB_OK);
+
+    /* RB_ECLOSED after rb_shutdown, for whatever size; bad vectors are
+     * still RB_EINVAL (as rb_write's NULL message). */
+    CHECK_EQ(rb_shutdown(rb), RB_OK);
+    CHECK_EQ(rb_writev(rb, ok, 2), RB_ECLOSED);
+    CHECK_EQ(rb_writev(rb, too_big, 3), RB_ECLOSED);
+    CHECK_EQ(rb_writev(rb, NULL, 0), RB_ECLOSED);
+    CHECK_EQ(rb_writev_wait(rb, ok, 2, -1), RB_ECLOSED);
+    CHECK_EQ(rb_writev(rb, null_base, 3), RB_EINVAL);
+    CHECK_EQ(rb_writev(rb, ok, -1), RB_EINVAL);
+}
+
 /* ---- rb_read_many ------------------------------------------------------------ */
 
 TEST(read_many)
@@ -1748,7 +1916,8 @@ TEST(wrap_at_every_offset)
 
 /* Many messages through a small ring with random sizes and a random number
  * in flight, each checked byte for byte, positions checked after every
- * call. */
+ * call. use_many: 0 rb_write and rb_read only; 1 also rb_write_many and
+ * rb_read_many; 2 also rb_writev (cut at random) and rb_read_many. */
 static void wrap_run(uint64_t cap, size_t max_len, uint64_t nmsg, uint64_t seed, int use_many)
 {
     AUTO_DIR(dir);
@@ -1776,7 +1945,9 @@ static void wrap_run(uint64_t cap, size_t max_len, uint64_t nmsg, uint64_t seed,
         for (unsigned b = 0; b < burst && wseq < nmsg; b++) {
             int rc;
             size_t nw = 1;
-            if (use_many && (rng & 16)) {
+            if (use_many == 2 && (rng & 16)) {
+                rc = putv(rb, wseq, qlen[wseq], rng ^ wseq);
+            } else if (use_many && (rng & 16)) {
                 size_t cnt = 1 + (size_t)((rng >> 20) % 5);
                 if (cnt > nmsg - wseq)
                     cnt = (size_t)(nmsg - wseq);
@@ -1895,6 +2066,8 @@ TEST(wrap_random_sizes_small_messages) { wrap_run(4096, 64, 40000, 2, 0); }
 TEST(wrap_random_sizes_16k) { wrap_run(16384, 8192, 20000, 3, 0); }
 TEST(wrap_random_sizes_many) { wrap_run(4096, 2048, 100000, 4, 1); }
 TEST(wrap_random_sizes_many_small) { wrap_run(8192, 100, 40000, 5, 1); }
+TEST(wrap_random_sizes_writev) { wrap_run(4096, 2048, 100000, 6, 2); }
+TEST(wrap_random_sizes_writev_small) { wrap_run(8192, 100, 40000, 7, 2); }
 
 TEST(wrap_every_size)
 {

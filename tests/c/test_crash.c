@@ -6,8 +6,9 @@
  *  - a stopped (SIGSTOP) writer or reader is waited for, never robbed;
  *  - committed messages survive every process and are read after reopening;
  *  - a random kill harness: producers (each a process of 3 writer threads
- *    on one handle) and consumers at full speed, SIGKILLed at random
- *    moments for RB_KILL_CYCLES cycles (default 200).
+ *    on one handle, writing with every kind of call) and consumers at full
+ *    speed, SIGKILLed at random moments for RB_KILL_CYCLES cycles (default
+ *    200).
  */
 #include "runner.h"
 #include "testutil.h"
@@ -121,20 +122,32 @@ static uint64_t word_at(rb_ring *rb, uint64_t pos)
 struct wcase {
     const char *point; /* kill point */
     unsigned nth;      /* at its nth pass */
-    int batch;         /* 0: rb_write of seq 100; 1: rb_write_many of 100..102 */
+    int batch;         /* 0: rb_write of seq 100; 1: rb_write_many of 100..102;
+                        * 2: rb_writev of seq 100 (vectors: vec_lens) */
     int delivered;     /* how many of the killed write's messages are delivered */
 };
 
 static const size_t batch_lens[3] = {100, 150, 200};
+/* Half-way (where write.copying kills) falls inside the third vector. */
+static const size_t vec_lens[5] = {30, 0, 120, 0, 50};
 
 static void child_write(rb_ring *rb, const void *arg)
 {
     const struct wcase *c = arg;
     unsigned char buf[1024];
     rb_test_killpoint(c->point, c->nth, SIGKILL);
-    if (!c->batch) {
+    if (c->batch == 0) {
         make_msg(buf, 200, 100);
         rb_write(rb, buf, 200);
+    } else if (c->batch == 2) {
+        make_msg(buf, 200, 100);
+        struct iovec iov[5];
+        size_t off = 0;
+        for (int i = 0; i < 5; i++) {
+            iov[i] = (struct iovec){buf + off, vec_lens[i]};
+            off += vec_lens[i];
+        }
+        rb_writev(rb, iov, 5);
     } else {
         size_t off = 0;
         for (int i = 0; i < 3; i++) {
@@ -154,13 +167,15 @@ TEST(producer_killed_at_each_step)
         {"write.copying", 1, 0, 0},   {"write.committed", 1, 0, 1}, {"reserve.intent", 1, 1, 0},
         {"write.reserved", 1, 1, 0},  {"write.marking", 1, 1, 0},  {"write.marking", 2, 1, 0},
         {"write.copying", 1, 1, 0},   {"write.copying", 3, 1, 2},  {"write.committed", 1, 1, 1},
-        {"write.committed", 2, 1, 2},
+        {"write.committed", 2, 1, 2}, {"reserve.intent", 1, 2, 0},  {"write.reserved", 1, 2, 0},
+        {"write.marking", 1, 2, 0},   {"write.copying", 1, 2, 0},  {"write.committed", 1, 2, 1},
     };
     int64_t worst = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const struct wcase *c = &cases[i];
         char what[96];
-        snprintf(what, sizeof what, "%s #%u %s", c->point, c->nth, c->batch ? "write_many" : "write");
+        static const char *const kinds[] = {"write", "write_many", "writev"};
+        snprintf(what, sizeof what, "%s #%u %s", c->point, c->nth, kinds[c->batch]);
         AUTO_FX(f);
         REQUIRE(fx_open_stall(&f, 4096));
         CHECK_EQ(put(f.rb, 1, 20), RB_OK);
@@ -177,7 +192,7 @@ TEST(producer_killed_at_each_step)
         expect_msg(f.rb, 1, 20, what);
         expect_msg(f.rb, 2, 30, what);
         for (int k = 0; k < c->delivered; k++) {
-            int64_t took = expect_msg(f.rb, 100 + (uint64_t)k, c->batch ? batch_lens[k] : 200, what);
+            int64_t took = expect_msg(f.rb, 100 + (uint64_t)k, c->batch == 1 ? batch_lens[k] : 200, what);
             worst = took > worst ? took : worst;
         }
         int64_t took = expect_msg(f.rb, 3, 40, what);
@@ -893,7 +908,7 @@ static void kh_producer(rb_ring *rb, const void *arg)
     unsigned char buf[4 * 512];
     for (uint32_t seq = 0; seq + 4 < KH_MAXSEQ && !atomic_load(&kh->stop);) {
         r = mix64(r);
-        int mode = (int)(r % 3), rc;
+        int mode = (int)(r % 4), rc;
         int64_t t0 = now_ns();
         if (mode == 0) {
             size_t len = kh_make(buf, p, seq, r >> 8);
@@ -908,6 +923,12 @@ static void kh_producer(rb_ring *rb, const void *arg)
             }
             rc = rb_write_many_wait(rb, buf, lens, n, &written, 200 * MS);
             seq += (uint32_t)written;
+        } else if (mode == 3) {
+            size_t len = kh_make(buf, p, seq, r >> 8);
+            struct iovec iov[8];
+            rc = rb_writev_wait(rb, iov, tu_split(buf, len, r, iov, 8), 200 * MS);
+            if (rc == RB_OK)
+                seq++;
         } else {
             size_t len = kh_make(buf, p, seq, r >> 8);
             void *dst;

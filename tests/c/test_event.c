@@ -502,8 +502,8 @@ TEST(readable_until_a_nonblocking_read_finds_the_ring_empty)
 /* ---- writable ------------------------------------------------------------------- */
 
 /* One non-blocking write of kind k of len bytes. */
-enum write_kind { WK_WRITE, WK_WRITE_MANY, WK_RESERVE };
-static const char *const write_kind_names[] = {"rb_write", "rb_write_many", "rb_reserve"};
+enum write_kind { WK_WRITE, WK_WRITE_MANY, WK_RESERVE, WK_WRITEV };
+static const char *const write_kind_names[] = {"rb_write", "rb_write_many", "rb_reserve", "rb_writev"};
 
 static int write_once(rb_ring *rb, enum write_kind k, size_t len)
 {
@@ -525,6 +525,10 @@ static int write_once(rb_ring *rb, enum write_kind k, size_t len)
         }
         return rc;
     }
+    case WK_WRITEV: {
+        struct iovec v[2] = {{m, len / 2}, {m + len / 2, len - len / 2}};
+        return rb_writev(rb, v, 2);
+    }
     }
     return RB_EINVAL;
 }
@@ -538,7 +542,7 @@ TEST(writable_until_a_nonblocking_write_finds_the_ring_full)
     int fd = -1;
     REQUIRE_EQ(rb_event_fd(f.rb, RB_EV_WRITABLE, &fd), RB_OK);
     CHECK_READY(fd, "empty ring");
-    for (int k = WK_WRITE; k <= WK_RESERVE; k++) {
+    for (int k = WK_WRITE; k <= WK_WRITEV; k++) {
         const char *what = write_kind_names[k];
         /* Fill it with 248-byte messages (256-byte records). */
         int n = 0, rc;

@@ -15,15 +15,15 @@
 TEST(shutdown_wakes_blocked_calls)
 {
     /* The head is a reservation (so readers wait for data) and the ring is
-     * full (so writers wait for space): six calls blocked on one handle. */
+     * full (so writers wait for space): seven calls blocked on one handle. */
     AUTO_FX(f);
     REQUIRE(fx_open(&f, 4096));
     void *a = NULL;
     REQUIRE_EQ(rb_reserve(f.rb, 2048, &a), RB_OK);
     make_msg(a, 2048, 1);
     REQUIRE_EQ(put(f.rb, 2, 2032), RB_OK);
-    static const enum op ops[] = {OP_READ_WAIT,  OP_READ_MANY_WAIT,  OP_PEEK_WAIT,
-                                  OP_WRITE_WAIT, OP_WRITE_MANY_WAIT, OP_RESERVE_WAIT};
+    static const enum op ops[] = {OP_READ_WAIT,       OP_READ_MANY_WAIT, OP_PEEK_WAIT,  OP_WRITE_WAIT,
+                                  OP_WRITE_MANY_WAIT, OP_RESERVE_WAIT,   OP_WRITEV_WAIT};
     enum { N = sizeof ops / sizeof ops[0] };
     struct call c[N];
     static const unsigned char m[100];
@@ -37,7 +37,7 @@ TEST(shutdown_wakes_blocked_calls)
         call_start(&c[i]);
     }
     WAIT_PARKED(f.path, OFF_DATA_WAITERS, 3);
-    WAIT_PARKED(f.path, OFF_SPACE_WAITERS, 3);
+    WAIT_PARKED(f.path, OFF_SPACE_WAITERS, 4);
     sleep_ns(50 * MS);
     for (int i = 0; i < N; i++)
         if (call_done(&c[i]))
@@ -116,6 +116,7 @@ TEST(calls_after_shutdown_return_eclosed)
 
     unsigned char m[64] = {1}, buf[4096];
     size_t one = 64, len = 777, lens[4], n;
+    struct iovec v = {m, sizeof m};
     const void *p = PSENT;
     void *wp = WSENT;
     static const int64_t tos[] = {-1, 0, 1, 100 * MS};
@@ -127,6 +128,7 @@ TEST(calls_after_shutdown_return_eclosed)
         CHECK_EQ(rb_write_many_wait(rb, m, &one, 1, &n, T), RB_ECLOSED);
         CHECK_EQ_U(n, 0);
         CHECK_EQ(rb_reserve_wait(rb, 10, &wp, T), RB_ECLOSED);
+        CHECK_EQ(rb_writev_wait(rb, &v, 1, T), RB_ECLOSED);
         CHECK_EQ(rb_read_wait(rb, buf, sizeof buf, &len, T), RB_ECLOSED);
         n = 99;
         CHECK_EQ(rb_read_many_wait(rb, buf, sizeof buf, lens, 4, &n, T), RB_ECLOSED);
@@ -138,6 +140,7 @@ TEST(calls_after_shutdown_return_eclosed)
     CHECK_EQ(rb_write_many(rb, m, &one, 1, &n), RB_ECLOSED);
     CHECK_EQ_U(n, 0);
     CHECK_EQ(rb_reserve(rb, 10, &wp), RB_ECLOSED);
+    CHECK_EQ(rb_writev(rb, &v, 1), RB_ECLOSED);
     CHECK_EQ(rb_read(rb, buf, sizeof buf, &len), RB_ECLOSED);
     n = 99;
     CHECK_EQ(rb_read_many(rb, buf, sizeof buf, lens, 4, &n), RB_ECLOSED);

@@ -1,7 +1,8 @@
 /*
  * test_stress.c - many producers and consumers on one small ring, as
  * threads (one shared handle, or one handle each) and as processes, with
- * rb_write/rb_read and rb_write_many/rb_read_many.
+ * rb_write/rb_read, rb_write_many/rb_read_many and rb_writev (each message
+ * cut into vectors at random points).
  *
  * Every message carries its producer, its sequence number and its length,
  * and a checksum (FNV-1a) of the rest, which is derived from (producer,
@@ -30,7 +31,7 @@
 #define MAXC ST_MAXC
 #define TINY 16 /* messages shorter than this carry no header */
 
-enum wmode { W_SINGLE, W_MANY };
+enum wmode { W_SINGLE, W_MANY, W_VEC };
 enum rmode { R_SINGLE, R_MANY, R_SMALLBUF };
 
 struct config {
@@ -194,6 +195,18 @@ static void producer(struct run *r, int id)
             }
             if (rc == RB_OK && n < k)
                 atomic_fetch_add_explicit(&r->partial, 1, memory_order_relaxed);
+        } else if (r->cfg.wmode[id] == W_VEC) {
+            size_t len = msg_len(r, id, seq);
+            encode(buf, len, id, seq);
+            struct iovec iov[8];
+            rng = mix64(rng);
+            int nv = tu_split(buf, len, rng, iov, 8);
+            while ((rc = rb_writev(rb, iov, nv)) == RB_EFULL) {
+                atomic_fetch_add_explicit(&r->efull, 1, memory_order_relaxed);
+                sched_yield();
+                if ((++spins & 255) == 0 && st_timed_out(&r->s))
+                    goto out;
+            }
         } else {
             size_t len = msg_len(r, id, seq);
             encode(buf, len, id, seq);
@@ -507,6 +520,23 @@ TEST(threads_oversubscribed)
     run_config(&c);
 }
 
+TEST(threads_writev)
+{
+    /* Three producers cutting every message into vectors, one handle each,
+     * against both kinds of reader. */
+    struct config c = {.name = "threads_writev",
+                       .nprod = 3,
+                       .ncons = 2,
+                       .per_prod = 100000,
+                       .cap = 4096,
+                       .small_max = 300,
+                       .large_max = 2048,
+                       .shared_handle = 0,
+                       .wmode = {W_VEC, W_VEC, W_VEC},
+                       .rmode = {R_SINGLE, R_MANY}};
+    run_config(&c);
+}
+
 TEST(processes)
 {
     struct config c = {.name = "processes",
@@ -532,6 +562,21 @@ TEST(processes_many)
                        .processes = 1,
                        .wmode = {W_SINGLE, W_MANY},
                        .rmode = {R_SMALLBUF, R_MANY}};
+    run_config(&c);
+}
+
+TEST(processes_writev)
+{
+    struct config c = {.name = "processes_writev",
+                       .nprod = 2,
+                       .ncons = 2,
+                       .per_prod = 100000,
+                       .cap = 4096,
+                       .small_max = 300,
+                       .large_max = 2048,
+                       .processes = 1,
+                       .wmode = {W_VEC, W_VEC},
+                       .rmode = {R_SINGLE, R_SMALLBUF}};
     run_config(&c);
 }
 

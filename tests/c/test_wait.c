@@ -59,6 +59,9 @@ TEST(zero_timeout_does_not_wait)
         make_msg(wp, 50, 4);
         CHECK_EQ(rb_commit(rb, wp), RB_OK);
     }
+    make_msg(m, 60, 5);
+    struct iovec v[2] = {{m, 20}, {m + 20, 40}};
+    CHECK_EQ(rb_writev_wait(rb, v, 2, 0), RB_OK);
     CHECK_EQ(rb_read_wait(rb, buf, sizeof buf, &len, 0), RB_OK);
     CHECK(is_msg(buf, len, 1, 100));
     CHECK_EQ(rb_read_many_wait(rb, buf, sizeof buf, lens, 2, &n, 0), RB_OK);
@@ -69,6 +72,8 @@ TEST(zero_timeout_does_not_wait)
     CHECK_EQ(rb_peek_wait(rb, &p, &len, 0), RB_OK);
     CHECK(is_msg(p, len, 4, 50));
     CHECK_EQ(rb_release(rb), RB_OK);
+    CHECK_EQ(rb_read_wait(rb, buf, sizeof buf, &len, 0), RB_OK);
+    CHECK(is_msg(buf, len, 5, 60));
 
     /* Full: the writing calls report RB_ETIMEDOUT at once, writing nothing. */
     size_t fl[8];
@@ -85,9 +90,11 @@ TEST(zero_timeout_does_not_wait)
     wp = WSENT;
     CHECK_EQ(rb_reserve_wait(rb, 1, &wp, 0), RB_ETIMEDOUT);
     CHECK(wp == WSENT);
+    v[1].iov_len = 0;
+    CHECK_EQ(rb_writev_wait(rb, v, 2, 0), RB_ETIMEDOUT);
     dt = secs(now_ns() - t0);
     if (dt >= 0.5)
-        FAILF("three calls with timeout 0 on a full ring took %.3f s", dt);
+        FAILF("four calls with timeout 0 on a full ring took %.3f s", dt);
     CHECK_EQ(positions(rb), RB_OK);
     CHECK_EQ_U(g_head, h0);
     CHECK_EQ_U(g_tail, tl0);
@@ -132,8 +139,8 @@ TEST(timeouts_elapse)
     size_t fl[8];
     int nf = fill_exact(f.rb, 0, fl, 8);
     REQUIRE(nf > 0);
-    static const enum op ops[] = {OP_READ_WAIT,  OP_READ_MANY_WAIT,  OP_PEEK_WAIT,
-                                  OP_WRITE_WAIT, OP_WRITE_MANY_WAIT, OP_RESERVE_WAIT};
+    static const enum op ops[] = {OP_READ_WAIT,       OP_READ_MANY_WAIT, OP_PEEK_WAIT,  OP_WRITE_WAIT,
+                                  OP_WRITE_MANY_WAIT, OP_RESERVE_WAIT,   OP_WRITEV_WAIT};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         check_timeout(e.rb, f.rb, ops[i], 1);
         check_timeout(e.rb, f.rb, ops[i], 20 * MS);
@@ -369,9 +376,9 @@ TEST(reader_woken_by_writer_thread)
  * rb_read, by rb_peek + rb_release, and by skipping an aborted record. */
 TEST(writer_woken_by_reader_thread)
 {
-    static const enum op wops[] = {OP_WRITE_WAIT, OP_WRITE_MANY_WAIT, OP_RESERVE_WAIT};
-    static const enum op rops[] = {OP_READ, OP_PEEK, OP_READ};
-    for (size_t i = 0; i < 3; i++) {
+    static const enum op wops[] = {OP_WRITE_WAIT, OP_WRITE_MANY_WAIT, OP_RESERVE_WAIT, OP_WRITEV_WAIT};
+    static const enum op rops[] = {OP_READ, OP_PEEK, OP_READ, OP_PEEK};
+    for (size_t i = 0; i < 4; i++) {
         AUTO_FX(f);
         REQUIRE(fx_open(&f, 4096));
         size_t fl[8];

@@ -218,7 +218,7 @@ TEST(pingpong_processes) { pingpong(1); }
 #define S_SHORT 4
 #define S_WAIT (2 * SEC)
 
-enum wkind { WK_WRITE, WK_MANY, WK_RESERVE };
+enum wkind { WK_WRITE, WK_MANY, WK_RESERVE, WK_VEC };
 enum rkind { RK_READ, RK_MANY, RK_PEEK };
 
 struct scfg {
@@ -357,6 +357,11 @@ static void s_producer(struct srun *r, int id)
             size_t len = s_len(r, id, seq);
             s_encode(r, buf, len, id, seq);
             rc = rb_write_wait(rb, buf, len, S_WAIT);
+        } else if (kind == WK_VEC) {
+            size_t len = s_len(r, id, seq);
+            s_encode(r, buf, len, id, seq);
+            struct iovec iov[8];
+            rc = rb_writev_wait(rb, iov, tu_split(buf, len, rng, iov, 8), S_WAIT);
         } else if (kind == WK_MANY) {
             size_t k = 1 + (size_t)(rng % 8), off = 0;
             if (k > r->s.per_prod - seq)
@@ -668,6 +673,17 @@ TEST(stress_threads_mixed_shared_handle)
     s_run(&c);
 }
 
+TEST(stress_threads_writev_wait)
+{
+    struct scfg c = {.name = "stress_threads_writev_wait",
+                     .shared_handle = 1,
+                     .cap = 4096,
+                     .per_prod = 100000,
+                     .w = {WK_VEC, WK_VEC},
+                     .r = {RK_READ, RK_MANY}};
+    s_run(&c);
+}
+
 TEST(stress_processes_wait)
 {
     struct scfg c = {.name = "stress_processes_wait",
@@ -687,5 +703,16 @@ TEST(stress_processes_many_wait)
                      .per_prod = 60000,
                      .w = {WK_MANY, WK_WRITE},
                      .r = {RK_MANY, RK_READ}};
+    s_run(&c);
+}
+
+TEST(stress_processes_writev_wait)
+{
+    struct scfg c = {.name = "stress_processes_writev_wait",
+                     .processes = 1,
+                     .cap = 4096,
+                     .per_prod = 60000,
+                     .w = {WK_VEC, WK_RESERVE},
+                     .r = {RK_PEEK, RK_READ}};
     s_run(&c);
 }

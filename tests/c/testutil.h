@@ -23,6 +23,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -405,6 +406,40 @@ static TU_UNUSED int put(rb_ring *rb, uint64_t seq, size_t len)
     return rc;
 }
 
+/* Cuts the len bytes at buf into 1 to max vectors at points drawn from
+ * seed: any may be empty (then its base is sometimes NULL), and the empty
+ * ones also come first and last. Returns how many. */
+static TU_UNUSED int tu_split(const void *buf, size_t len, uint64_t seed, struct iovec *iov, int max)
+{
+    unsigned char *b = (unsigned char *)(uintptr_t)buf;
+    int n = 1 + (int)(mix64(seed) % (uint64_t)max);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        seed = mix64(seed);
+        size_t k = len - off;
+        if (i < n - 1)
+            k = (seed & 3) == 0 ? 0 : (size_t)(seed >> 8) % (k + 1);
+        iov[i].iov_base = k == 0 && (seed & 4) ? NULL : b + off;
+        iov[i].iov_len = k;
+        off += k;
+    }
+    return n;
+}
+
+/* put() with rb_writev: message seq of length len, cut into up to 16
+ * vectors (tu_split with seed). */
+static TU_UNUSED int putv(rb_ring *rb, uint64_t seq, size_t len, uint64_t seed)
+{
+    unsigned char small[4096];
+    unsigned char *b = len <= sizeof small ? small : malloc(len);
+    make_msg(b, len, seq);
+    struct iovec iov[16];
+    int rc = rb_writev(rb, iov, tu_split(b, len, seed, iov, 16));
+    if (b != small)
+        free(b);
+    return rc;
+}
+
 /* Is buf message seq of length len? */
 static TU_UNUSED int is_msg(const void *buf, size_t got, uint64_t seq, size_t len)
 {
@@ -519,13 +554,15 @@ enum op {
     OP_WRITE_WAIT,
     OP_WRITE_MANY_WAIT,
     OP_RESERVE_WAIT,
-    OP_READ,  /* non-blocking */
-    OP_WRITE, /* non-blocking */
-    OP_PEEK   /* non-blocking, then rb_release */
+    OP_READ,       /* non-blocking */
+    OP_WRITE,      /* non-blocking */
+    OP_PEEK,       /* non-blocking, then rb_release */
+    OP_WRITEV_WAIT /* msg in three vectors: a third, none, the rest */
 };
 static TU_UNUSED const char *const op_names[] = {"rb_read_wait",    "rb_read_many_wait", "rb_peek_wait",
                                        "rb_write_wait",   "rb_write_many_wait", "rb_reserve_wait",
-                                       "rb_read",         "rb_write",          "rb_peek"};
+                                       "rb_read",         "rb_write",          "rb_peek",
+                                       "rb_writev_wait"};
 
 struct call {
     rb_ring *rb;
@@ -617,6 +654,12 @@ static TU_UNUSED void *call_main(void *arg)
     case OP_WRITE_MANY_WAIT:
         c->rc = rb_write_many_wait(c->rb, c->msg, c->lens, c->nlens, &c->count, c->timeout_ns);
         break;
+    case OP_WRITEV_WAIT: {
+        unsigned char *m = (unsigned char *)(uintptr_t)c->msg;
+        struct iovec v[3] = {{m, c->len / 3}, {NULL, 0}, {m + c->len / 3, c->len - c->len / 3}};
+        c->rc = rb_writev_wait(c->rb, v, 3, c->timeout_ns);
+        break;
+    }
     case OP_RESERVE_WAIT:
         c->rc = rb_reserve_wait(c->rb, c->len, &c->ptr, c->timeout_ns);
         if (c->rc == RB_OK) {
