@@ -1,6 +1,6 @@
 """Array messages (``put_array``/``get_array``): round trips of every dtype
 kind, shape, order and layout; the message is a real ``.npy`` file
-(``numpy.load`` decodes it);
+(``numpy.load`` and the C example ``examples/array_reader.c`` decode it);
 sizes, blocking and timeouts; what a message that is not an array does,
 forged headers included; an exception or a SIGKILL in the middle of the
 copy; arrays, pickled objects and raw messages mixed on one ring.
@@ -12,8 +12,10 @@ import io
 import math
 import multiprocessing
 import os
+import pathlib
 import queue
 import random
+import shutil
 import signal
 import struct
 import subprocess
@@ -28,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import ringbuffer
 from ringbuffer import (
     BufferEmpty,
     BufferFull,
@@ -41,6 +44,9 @@ from ringbuffer import _array as array_module
 
 pytestmark = pytest.mark.usefixtures("watchdog")
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "array_reader.c"
+CC = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 CTX = multiprocessing.get_context("fork")
 MAGIC = b"\x93NUMPY"
 HYPOTHESIS = settings(
@@ -655,6 +661,90 @@ def test_a_writer_killed_during_put_array_never_delivers_a_torn_array(tmp_path):
     info = rb.info()
     assert info["busy"] == 0 and info["bytes_used"] == 0
     rb.close()
+
+
+# -- the C example ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def array_reader(tmp_path_factory):
+    """examples/array_reader.c, built against the installed package's header and library."""
+    if CC is None:
+        pytest.skip("no C compiler (cc) on PATH")
+    exe = str(tmp_path_factory.mktemp("array_reader") / "array_reader")
+    libdir = ringbuffer.get_library_dir()
+    cmd = [
+        CC,
+        "-std=c11",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-O1",
+        str(EXAMPLE),
+        f"-I{ringbuffer.get_include()}",
+    ]
+    cmd += [f"-L{libdir}", f"-Wl,-rpath,{libdir}", "-lringbuf", "-o", exe]
+    built = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    return exe
+
+
+def run_reader(exe: str, path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([exe, *args, str(path), "5000"], capture_output=True, text=True, timeout=60)
+
+
+C_CASES = {
+    "<f4 C": numpy.arange(12, dtype="<f4").reshape(3, 4) / 4,
+    "<f8 F 3-d": numpy.asfortranarray(numpy.random.default_rng(1).normal(size=(2, 3, 4))),
+    "<i4": numpy.arange(-50, 50, dtype="<i4"),
+    "<i8 0-d": numpy.array(-(2**40), dtype="<i8"),
+    "|u1 zero-size": numpy.zeros((3, 0), "u1"),
+    "|u1": numpy.arange(256, dtype="u1").reshape(4, 4, 4, 4),
+    ">f8 F": numpy.asfortranarray(numpy.arange(6, dtype=">f8").reshape(2, 3)),
+    ">i2": numpy.arange(-5, 5, dtype=">i2"),
+    "<u8 wraps": numpy.array([2**64 - 1, 2], dtype="<u8"),
+    "|b1": numpy.array([[True, False], [True, True]]),
+    "|i1 steps": numpy.arange(-60, 60, dtype="i1").reshape(10, 12)[::3, 1::4],
+}
+
+
+@pytest.mark.parametrize("name", list(C_CASES))
+def test_the_c_example_reads_what_put_array_writes(array_reader, big_ring, name):
+    a = C_CASES[name]
+    big_ring.put_array(a)
+    r = run_reader(array_reader, big_ring.path, "--values")
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(" ", 1) if " " in line else (line, "") for line in r.stdout.splitlines())
+    assert lines["shape"] == str(a.shape)
+    assert lines["dtype"] == a.dtype.str
+    assert lines["order"] == ("F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C")
+    values = a.ravel(order="C").tolist()
+    if a.dtype.kind == "f":
+        assert math.isclose(float(lines["sum"]), float(a.astype("<f8").sum()), rel_tol=1e-12, abs_tol=1e-12)
+        assert [float(v) for v in lines["values"].split()] == values
+    else:
+        want = a.sum(dtype="<u8" if a.dtype.kind in "ub" else "<i8")
+        assert int(lines["sum"]) == int(want)
+        assert [int(v) for v in lines["values"].split()] == [int(v) for v in values]
+    assert big_ring.try_read() is None
+
+
+def test_the_c_example_refuses_what_it_does_not_decode(array_reader, big_ring):
+    for a, says in (
+        (numpy.zeros(2, "<c8"), "unsupported dtype '<c8'"),
+        (numpy.zeros(2, STRUCT), "structured"),
+        (numpy.zeros(2, "<f2"), "unsupported dtype '<f2'"),
+    ):
+        big_ring.put_array(a)
+        r = run_reader(array_reader, big_ring.path)
+        assert r.returncode == 1 and says in r.stderr, r.stderr
+    for msg, says in ((b"hello", "no .npy magic"), (npy(numpy.arange(3.0))[:-8], "not as long as the shape")):
+        big_ring.write(msg)
+        r = run_reader(array_reader, big_ring.path)
+        assert r.returncode == 1 and says in r.stderr, r.stderr
+    assert big_ring.try_read() is None  # each consumed
+    r = subprocess.run([array_reader, big_ring.path, "50"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3
 
 
 # -- arrays, objects and raw messages on one ring ------------------------------------------
