@@ -241,9 +241,14 @@ def _copy_out(numpy: Any, view: memoryview) -> Any:
     count = math.prod(shape)
     try:
         if dtype.itemsize == 0:  # no data, and frombuffer refuses such a dtype
-            return numpy.empty(shape, dtype, order=order)
+            out = numpy.empty(shape, dtype, order=order)
+            if out.dtype == dtype:  # not for 'S0' or 'U0', which numpy.empty makes 'S1', 'U1'
+                return out
+            raise ValueError(f"numpy makes {out.dtype} of it")
         # The intermediate views of the ring are gone when this returns:
         # nothing exports the view when the block ends.
         return numpy.frombuffer(view, dtype, count, start).reshape(shape, order=order).copy(order="K")
     except (ValueError, TypeError, OverflowError) as e:  # e.g. more dimensions than numpy takes
-        raise NotAnArray(f"not an array message: numpy cannot make an array of shape {shape} ({e})") from None
+        raise NotAnArray(
+            f"not an array message: numpy cannot make an array of {dtype} and shape {shape} ({e})"
+        ) from None

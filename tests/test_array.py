@@ -539,6 +539,25 @@ def test_bad_shapes_are_not_arrays(big_ring, shape, match):
         big_ring.get_array(timeout=5)
 
 
+@pytest.mark.parametrize(
+    ("descr", "match"),
+    [
+        ("'|O'", "Python objects"),
+        ("[('a', '<i4'), ('b', '|O')]", "Python objects"),
+        ("'|S0'", "numpy makes"),  # an unsized string: numpy would make it 'S1'
+        ("'<U0'", "numpy makes"),
+        ("('<f4', (2,))", "subarray"),
+        ("'<f3'", "descr"),
+        ("'junk'", "descr"),
+    ],
+)
+def test_bad_descrs_are_not_arrays(big_ring, descr, match):
+    text = f"{{'descr': {descr}, 'fortran_order': False, 'shape': (), }}"
+    big_ring.write(MAGIC + b"\x01\x00" + struct.pack("<H", len(text)) + text.encode())
+    with pytest.raises(NotAnArray, match=match):
+        big_ring.get_array(timeout=5)
+
+
 # -- blocking, timeouts, other processes ---------------------------------------------------
 
 
