@@ -35,6 +35,9 @@ ALIGN = 64  # the data starts at a multiple of this from the message's start
 _GROWTH_DIGITS = 21
 # (major, minor): (struct format of the header length, the header's encoding)
 _VERSIONS = {(1, 0): ("<H", "latin1"), (2, 0): ("<I", "latin1"), (3, 0): ("<I", "utf8")}
+# The same for a reader, by the version's two bytes: (where the header
+# starts, its encoding); the length field is little-endian.
+_LAYOUTS = {bytes(v): (8 + struct.calcsize(f), e) for v, (f, e) in _VERSIONS.items()}
 _KEYS = {"descr", "fortran_order", "shape"}
 _SSIZE_MAX = 2**63 - 1
 _MAX_DIMS = 64  # numpy 2's limit (numpy 1: 32, whose numpy.empty then refuses more)
@@ -45,10 +48,14 @@ _MAX_DIMS = 64  # numpy 2's limit (numpy 1: 32, whose numpy.empty then refuses m
 # get_array (bench/arrays.py measures both).
 _headers: dict[tuple[Any, tuple[int, ...], bool], bytes] = {}
 _CACHE_MAX = 1024  # entries of each cache (emptied when full)
-# Parsed headers (dtype, shape, fortran order, data size) by their bytes
+# Parsed headers (dtype, shape, order, element count) by their bytes
 # (prefix included), for headers of up to this many bytes.
-_parsed: dict[bytes, tuple[Any, tuple[int, ...], bool, int]] = {}
+_parsed: dict[bytes, tuple[Any, tuple[int, ...], str, int]] = {}
 _CACHE_HEADER_MAX = 4096
+# Messages of up to this many bytes are written with put(), larger ones
+# through a reservation (one copy): where the two cost the same, measured,
+# is several times larger (bench/arrays.py).
+_SMALL = 16 * 1024
 
 
 def _numpy(what: str) -> Any:
@@ -131,6 +138,13 @@ def put_array(rb: Any, a: Any, block: bool, timeout: Timeout) -> None:
             detail=f"message of {total} bytes (maximum {limit}): an array of {nbytes} bytes "
             f"and its {start}-byte header",
         )
+    if total <= _SMALL and a.dtype.names is None:
+        # A small array goes as one bytes object through put(): copying a
+        # few KiB twice more costs less than a reservation's bookkeeping.
+        # (Not a structured one: tobytes() copies its padding bytes, which
+        # may be uninitialized memory; the reservation's copy leaves zeros.)
+        rb.put(head + a.tobytes("F" if fortran else "C"), block, timeout)
+        return
     with rb.reserve(total, block=block, timeout=timeout) as view:
         view[:start] = head
         if nbytes:
@@ -151,25 +165,23 @@ def _copy_in(numpy: Any, view: memoryview, start: int, a: Any, fortran: bool) ->
         del dst
 
 
-def parse(numpy: Any, msg: Any) -> tuple[Any, tuple[int, ...], bool, int]:
+def parse(numpy: Any, msg: Any) -> tuple[Any, tuple[int, ...], str, int, int]:
     """Checks that ``msg`` (a bytes-like message) is an array message;
-    returns its (dtype, shape, fortran order, data offset). Raises
-    :class:`NotAnArray` saying why not."""
+    returns its (dtype, shape, order "C" or "F", element count, data
+    offset). Raises :class:`NotAnArray` saying why not."""
     n = len(msg)
     prefix = bytes(msg[:12])
     if n < 10 or prefix[:6] != MAGIC:
         raise NotAnArray(f"not an array message: it does not start with the .npy magic {MAGIC!r}")
-    version = (prefix[6], prefix[7])
-    if version not in _VERSIONS:
-        raise NotAnArray(f"not an array message: .npy version {version[0]}.{version[1]} (not 1.0 to 3.0)")
-    fmt, encoding = _VERSIONS[version]
-    start = 8 + struct.calcsize(fmt)
+    layout = _LAYOUTS.get(prefix[6:8])
+    if layout is None:
+        raise NotAnArray(f"not an array message: .npy version {prefix[6]}.{prefix[7]} (not 1.0 to 3.0)")
+    start, encoding = layout
     if n < start:
-        raise NotAnArray(f"not an array message: {n} bytes, shorter than a .npy {version[0]}.0 prefix")
-    (hlen,) = struct.unpack_from(fmt, prefix, 8)
-    end = start + hlen
+        raise NotAnArray(f"not an array message: {n} bytes, shorter than a .npy {prefix[6]}.0 prefix")
+    end = start + int.from_bytes(prefix[8:start], "little")
     if end > n:
-        raise NotAnArray(f"not an array message: its header of {hlen} bytes runs past its {n} bytes")
+        raise NotAnArray(f"not an array message: its header of {end - start} bytes runs past its {n} bytes")
     head = bytes(msg[:end])
     found = _parsed.get(head)
     if found is None:
@@ -178,17 +190,17 @@ def parse(numpy: Any, msg: Any) -> tuple[Any, tuple[int, ...], bool, int]:
             if len(_parsed) >= _CACHE_MAX:
                 _parsed.clear()
             _parsed[head] = found
-    dtype, shape, fortran, nbytes = found
-    if nbytes != n - end:
+    dtype, shape, order, count = found
+    if count * dtype.itemsize != n - end:
         raise NotAnArray(
-            f"not an array message: shape {shape} of {dtype} needs {nbytes} bytes of data, "
-            f"the message has {n - end}"
+            f"not an array message: shape {shape} of {dtype} needs {count * dtype.itemsize} bytes "
+            f"of data, the message has {n - end}"
         )
-    return dtype, shape, fortran, end
+    return dtype, shape, order, count, end
 
 
-def _parse_dict(numpy: Any, raw: bytes, encoding: str) -> tuple[Any, tuple[int, ...], bool, int]:
-    """(dtype, shape, fortran order, data size) from a header's bytes after
+def _parse_dict(numpy: Any, raw: bytes, encoding: str) -> tuple[Any, tuple[int, ...], str, int]:
+    """(dtype, shape, order "C" or "F", element count) from a header's bytes after
     the length field. Never evaluates code: the text is a Python literal,
     read with :func:`ast.literal_eval` as numpy.load does."""
     try:
@@ -215,7 +227,7 @@ def _parse_dict(numpy: Any, raw: bytes, encoding: str) -> tuple[Any, tuple[int, 
         raise NotAnArray(f"not an array message: dtype {dtype} holds Python objects")
     if dtype.subdtype is not None:
         raise NotAnArray(f"not an array message: descr {d['descr']!r:.200} is a subarray dtype")
-    return dtype, shape, fortran, math.prod(shape) * dtype.itemsize
+    return dtype, shape, "F" if fortran else "C", math.prod(shape)
 
 
 def get_array(rb: Any, block: bool, timeout: Timeout) -> Any:
@@ -236,9 +248,7 @@ def get_array(rb: Any, block: bool, timeout: Timeout) -> Any:
 def _copy_out(numpy: Any, view: memoryview) -> Any:
     """The array message in ``view`` as a new array, owning its memory
     (NotAnArray if it is not one): one copy."""
-    dtype, shape, fortran, start = parse(numpy, view)
-    order = "F" if fortran else "C"
-    count = math.prod(shape)
+    dtype, shape, order, count, start = parse(numpy, view)
     try:
         if dtype.itemsize == 0:  # no data, and frombuffer refuses such a dtype
             out = numpy.empty(shape, dtype, order=order)

@@ -115,6 +115,15 @@ def owned(out) -> bool:
     return out.flags.owndata and out.base is None and out.flags.writeable
 
 
+@pytest.fixture(params=["put", "reserve"])
+def write_path(request, monkeypatch):
+    """Both ways put_array writes: a small array through put() as one
+    bytes object, a larger one (or a structured one) copied straight into a
+    reservation; here every array goes the way named."""
+    monkeypatch.setattr(array_module, "_SMALL", 1 << 40 if request.param == "put" else 0)
+    return request.param
+
+
 # -- every dtype kind ------------------------------------------------------------------
 
 STRUCT = numpy.dtype([("x", "<i4"), ("y", ">f8")])
@@ -164,7 +173,7 @@ DTYPES = {
 
 @pytest.mark.parametrize("shape", [(), (7,), (3, 4)])
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
-def test_every_dtype_kind_round_trips(big_ring, dtype, shape):
+def test_every_dtype_kind_round_trips(write_path, big_ring, dtype, shape):
     a = random_array(dtype, shape, seed=len(shape))
     big_ring.put_array(a)
     out = big_ring.get_array(block=False)
@@ -173,7 +182,7 @@ def test_every_dtype_kind_round_trips(big_ring, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
-def test_the_message_is_the_file_numpy_save_writes(big_ring, dtype):
+def test_the_message_is_the_file_numpy_save_writes(write_path, big_ring, dtype):
     a = random_array(dtype, (3, 5), seed=1)
     big_ring.put_array(a)
     msg = big_ring.read()
@@ -212,7 +221,7 @@ scalar_or_structured = st.one_of(
     ),
     fortran=st.booleans(),
 )
-def test_any_array_is_its_npy_file_and_comes_back(big_ring, a, fortran):
+def test_any_array_is_its_npy_file_and_comes_back(write_path, big_ring, a, fortran):
     if fortran:
         a = numpy.asfortranarray(a)
     big_ring.put_array(a)
@@ -234,7 +243,7 @@ SHAPES = [(), (5,), (2, 3), (2, 3, 4), (2, 1, 3, 2), (1, 2, 3, 2, 2), (0,), (3, 
 
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_shapes_from_0_to_5_dimensions_and_zero_size(big_ring, shape, order):
+def test_shapes_from_0_to_5_dimensions_and_zero_size(write_path, big_ring, shape, order):
     a = numpy.asarray(random_array("<f8", shape, seed=3), order=order)
     big_ring.put_array(a)
     msg = big_ring.read()
@@ -245,7 +254,7 @@ def test_shapes_from_0_to_5_dimensions_and_zero_size(big_ring, shape, order):
     assert same(out, a) and owned(out)
 
 
-def test_a_fortran_array_is_sent_as_it_is_and_arrives_in_fortran_order(big_ring):
+def test_a_fortran_array_is_sent_as_it_is_and_arrives_in_fortran_order(write_path, big_ring):
     a = numpy.asfortranarray(random_array(">f8", (3, 4, 5), seed=4))
     big_ring.put_array(a)
     msg = big_ring.read()
@@ -280,7 +289,7 @@ def _views():
 
 
 @pytest.mark.parametrize("name", list(_views()))
-def test_a_non_contiguous_array_is_sent_in_c_order(big_ring, name):
+def test_a_non_contiguous_array_is_sent_in_c_order(write_path, big_ring, name):
     v = _views()[name]
     assert not v.flags.c_contiguous and not v.flags.f_contiguous
     big_ring.put_array(v)
@@ -293,7 +302,7 @@ def test_a_non_contiguous_array_is_sent_in_c_order(big_ring, name):
     assert same(out, numpy.ascontiguousarray(v)) and out.flags.c_contiguous and owned(out)
 
 
-def test_read_only_arrays_go_and_what_comes_back_is_a_writeable_copy(big_ring):
+def test_read_only_arrays_go_and_what_comes_back_is_a_writeable_copy(write_path, big_ring):
     a = numpy.arange(12.0).reshape(3, 4)
     a.setflags(write=False)
     big_ring.put_array(a)
@@ -305,7 +314,7 @@ def test_read_only_arrays_go_and_what_comes_back_is_a_writeable_copy(big_ring):
     assert big_ring.get_array(timeout=5)[0, 0] == 0.0
 
 
-def test_dtypes_of_no_bytes_have_no_data(big_ring):
+def test_dtypes_of_no_bytes_have_no_data(write_path, big_ring):
     for a in (numpy.zeros((3, 2), numpy.dtype([])), numpy.zeros(4, [("none", "V0")]), numpy.zeros(4, "V0")):
         big_ring.put_array(a)
         msg = big_ring.read()
@@ -313,6 +322,18 @@ def test_dtypes_of_no_bytes_have_no_data(big_ring):
         big_ring.write(msg)
         out = big_ring.get_array(timeout=5)
         assert out.dtype == a.dtype and out.shape == a.shape and owned(out)
+
+
+@pytest.mark.parametrize("dtype", ["<f8", ">i2", "<U3", "V6", STRUCT, ALIGNED], ids=str)
+def test_small_and_large_arrays_make_the_same_message(big_ring, monkeypatch, dtype):
+    for a in (random_array(dtype, (4, 5), seed=5), numpy.asfortranarray(random_array(dtype, (4, 5), seed=6))):
+        for view in (a, a[::2, 1::2]):
+            made = []
+            for small in (1 << 40, 0):
+                monkeypatch.setattr(array_module, "_SMALL", small)
+                big_ring.put_array(view)
+                made.append(big_ring.read())
+            assert made[0] == made[1]
 
 
 def test_array_likes_and_subclasses_arrive_as_plain_arrays(big_ring):
@@ -333,7 +354,7 @@ def test_dtype_metadata_is_dropped_with_numpys_warning(big_ring):
     assert out.dtype == numpy.dtype("<f8") and out.dtype.metadata is None
 
 
-def test_the_header_caches_tell_dtypes_shapes_and_orders_apart(big_ring):
+def test_the_header_caches_tell_dtypes_shapes_and_orders_apart(write_path, big_ring):
     a = numpy.arange(6, dtype="<i4").reshape(2, 3)
     sent = [a, a.astype(">i4"), a.astype("<u4"), a.reshape(3, 2), numpy.asfortranarray(a), a.astype("<M8[s]")]
     for _ in range(2):  # the second time from the caches
@@ -389,6 +410,7 @@ def test_arrays_of_python_objects_are_refused_and_point_to_queue(ring, make):
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_an_exception_during_the_copy_writes_nothing(big_ring, monkeypatch, exc):
+    a = numpy.arange(4000.0)  # 32000 bytes: copied straight into a reservation
     real = numpy.copyto
 
     def copy_half_then_fail(dst, src, **kwargs):
@@ -397,14 +419,14 @@ def test_an_exception_during_the_copy_writes_nothing(big_ring, monkeypatch, exc)
 
     monkeypatch.setattr(numpy, "copyto", copy_half_then_fail)
     with pytest.raises(exc, match="middle"):
-        big_ring.put_array(numpy.arange(1000.0))
+        big_ring.put_array(a)
     monkeypatch.setattr(numpy, "copyto", real)
     with pytest.raises(BufferEmpty):
         big_ring.read()
     info = big_ring.info()
     assert info["bytes_used"] == 0 and info["busy"] == 0 and info["discarded"] == 0
-    big_ring.put_array(numpy.arange(1000.0))
-    assert same(big_ring.get_array(timeout=5), numpy.arange(1000.0))
+    big_ring.put_array(a)
+    assert same(big_ring.get_array(timeout=5), a)
 
 
 # -- messages that are not arrays --------------------------------------------------------
