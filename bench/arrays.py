@@ -6,7 +6,10 @@ header caches, and next to ``put`` + ``get`` of its bytes.
     python -m bench.arrays [--quick]
 
 One process writes and reads its own ring (no second process, no waiting):
-what an array costs on top of the ring itself. Each figure is the best of
+what an array costs on top of the ring itself. A round trip through the
+ring passes over the data three times: the copy in, the copy out, and the
+zeroing of the record the reader took (``write`` + ``read_into`` of the
+same bytes shows it). Each figure is the best of
 several repeats (the least disturbed by other work on the machine); ratios
 are taken within the run. Not part of ``invoke bench`` (whose cases are two
 processes).
@@ -58,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
         t_copy = best(lambda: numpy.copyto(dst, big), n, repeat)
         t_alloc_copy = best(lambda: big.copy(), n, repeat)  # a copy into fresh memory, as get_array's
         t_rt = best(lambda: (rb.put_array(big), rb.get_array()), n, repeat)
+        t_ring = best(lambda: (rb.write(big), rb.read_into(dst)), n, repeat)  # the ring, no array
         t_queue = best(lambda: (q.put(big), q.get()), n, repeat)
         print("\n8 MiB float32, per round trip:")
         row("numpy.copyto (memcpy)", t_copy, "ms")
         row("ndarray.copy (fresh memory)", t_alloc_copy, "ms")
+        row("write + read_into, same bytes", t_ring, "ms", f"{t_ring / t_copy:.2f}x copyto (in, out, zeroed)")
         row("put_array + get_array", t_rt, "ms", f"{t_rt / t_copy:.2f}x copyto")
+        row("", None, "", f"{t_rt / t_ring:.2f}x write + read_into")
         row("", None, "", f"{t_rt / (t_copy + t_alloc_copy):.2f}x copyto + ndarray.copy")
         row("Queue put + get (pickle)", t_queue, "ms", f"{t_queue / t_rt:.2f}x put_array + get_array")
 

@@ -668,8 +668,9 @@ class RingBuffer:
         """Writes a numpy array (or anything :func:`numpy.asarray` takes) as
         one message: the ``.npy`` file ``numpy.save`` would write (but for
         the padding bytes of a structured dtype, zero here; docs/format.md,
-        "Array messages"), its data copied once, straight into the ring.
-        Waits for space as :meth:`put`.
+        "Array messages"), its data copied once, straight into the ring (up
+        to 16 KiB, a non-structured one goes through :meth:`put` as one
+        bytes object, which costs less there). Waits for space as :meth:`put`.
 
         The data goes as the array lies if it is C-contiguous (a 1-d array
         always is) or, with ``fortran_order: True``, if it is only
