@@ -29,6 +29,7 @@ __all__ = [
     "CorruptBuffer",
     "InvalidArgument",
     "InvalidSize",
+    "NotAnArray",
     "RingBufferError",
     "Status",
     "UnsupportedVersion",
@@ -99,6 +100,15 @@ class InvalidArgument(RingBufferError, ValueError):
 class UnsupportedVersion(CorruptBuffer):
     """The file is a ring of another format version (``RB_EVERSION``); the
     message names the version this library reads."""
+
+
+class NotAnArray(ValueError):
+    """``RingBuffer.get_array()`` met a message that is not an array message
+    (a ``.npy`` file of a dtype without Python objects, its data exactly as
+    long as the header says: docs/format.md, "Array messages"). Not a
+    :class:`RingBufferError`: the ring is sound, the message is not what the
+    reader expected (as :class:`pickle.UnpicklingError` for
+    ``Queue.get()``). The message was consumed."""
 
 
 class _RingBufferTimeout(RingBufferError, TimeoutError):

@@ -921,6 +921,48 @@ class RingBuffer:
         _rbpy_release(region)
         return result
 
+    def put_array(self, a: Any, block: bool = True, timeout: Timeout = None) -> None:
+        """Writes a numpy array (or anything :func:`numpy.asarray` takes) as
+        one message: the ``.npy`` file ``numpy.save`` would write (but for
+        the padding bytes of a structured dtype, zero here; docs/format.md,
+        "Array messages"), its data copied once, straight into the ring.
+        Waits for space as :meth:`put`.
+
+        The data goes as the array lies if it is C-contiguous (a 1-d array
+        always is) or, with ``fortran_order: True``, if it is only
+        Fortran-contiguous; any other layout (a slice with steps, a
+        broadcast view) goes in C order. A subclass arrives as a plain
+        ndarray (a masked array without its mask).
+
+        Raises :class:`InvalidSize` (nothing written) if header and data are
+        larger than :attr:`max_message_size`, TypeError for an array of
+        Python objects (dtype object: send those with :class:`ringbuffer.Queue`),
+        :class:`BufferFull` as :meth:`put`. If copying the data raises
+        (Ctrl-C), nothing is written. ImportError without numpy.
+        """
+        from ringbuffer import _array  # imported when used: it loads ast, which start-up does not need
+
+        _array.put_array(self, a, block, timeout)
+
+    def get_array(self, block: bool = True, timeout: Timeout = None) -> Any:
+        """Reads the next message as a numpy array, waiting for one as
+        :meth:`get`: a new array (writeable, owning its memory), its data
+        copied once out of the ring, with the message's dtype, shape and
+        order (a Fortran-order message gives a Fortran-contiguous array).
+
+        Reads what :meth:`put_array` writes and any other ``.npy`` file of
+        version 1.0 to 3.0 whose dtype holds no Python objects. Raises
+        :class:`NotAnArray` (a ValueError) for any other message, which is
+        then consumed (left, it would stop every ``get_array`` loop there);
+        read messages of unknown kind with :meth:`read` or :meth:`peek`
+        instead. An exception while copying (Ctrl-C, MemoryError) leaves
+        the message for the next read. :class:`BufferEmpty` as :meth:`get`;
+        ImportError without numpy.
+        """
+        from ringbuffer import _array
+
+        return _array.get_array(self, block, timeout)
+
     def drain(self) -> list[bytes]:
         """Reads every message there is now, without blocking."""
         out: list[bytes] = []
