@@ -1543,7 +1543,7 @@ def test_the_loaded_library_is_the_version_the_binding_was_compiled_against():
 
 
 def test_format_version_is_the_documented_one():
-    assert ringbuffer.format_version() == 2 == lib.RB_FORMAT_VERSION
+    assert ringbuffer.format_version() == 3 == lib.RB_FORMAT_VERSION
 
 
 def test_public_names():
