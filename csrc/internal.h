@@ -36,7 +36,7 @@
  * handle closes, including when its process dies: that is how others tell a
  * slow process from a dead one (docs/design.md, "Crash recovery"). */
 #define RB_SLOTS 512u
-#define RB_SLOT_SIZE 128u
+#define RB_SLOT_SIZE 512u
 #define RB_SLOT_INTENTS 5u       /* reservations in flight at once per handle */
 #define RB_PAGE0 4096u           /* the header page */
 #define RB_HEADER_SIZE (RB_PAGE0 + RB_SLOTS * RB_SLOT_SIZE) /* bytes before the data region */
@@ -142,6 +142,26 @@ struct rb_intent {
     _Atomic uint64_t end;
 };
 
+/* A handle's counters (docs/format.md, "Counters"): how many of each event
+ * its calls saw. Monotonic: never reset, also when a new owner takes the
+ * slot, so that the sum over all slots (rb_stats) is the ring's total
+ * since its creation, across handles that closed or died. */
+enum rb_counter {
+    RB_C_WRITTEN,        /* messages committed (rb_write*, rb_commit)    */
+    RB_C_WRITTEN_BYTES,  /* their payload bytes                          */
+    RB_C_READ,           /* messages consumed (rb_read*, rb_release)      */
+    RB_C_READ_BYTES,     /* their payload bytes                          */
+    RB_C_ABORTED,        /* reservations aborted (rb_abort)               */
+    RB_C_FULL,           /* non-blocking writes that found no room (RB_EFULL) */
+    RB_C_EMPTY,          /* non-blocking reads that found nothing (RB_EEMPTY) */
+    RB_C_PARKS,          /* waits that slept (futex waits)               */
+    RB_C_PARKED_NS,      /* nanoseconds spent asleep in them             */
+    RB_C_WAKES,          /* wake-up calls made for others (futex wakes)   */
+    RB_C_RECOVERED,      /* records of dead writers discarded (recovery) */
+    RB_C_TURNS_TAKEN,    /* read turns taken over from dead consumers     */
+    RB_COUNTERS = 16     /* room for more (docs/format.md)               */
+};
+
 /* One handle's slot (RB_SLOT_SIZE bytes), at RB_PAGE0 + index * RB_SLOT_SIZE. */
 struct rb_slot {
     _Atomic uint32_t gen;          /*  0: generation of the current (or last) owner, 1..RB_GEN_MASK */
@@ -149,6 +169,12 @@ struct rb_slot {
     _Atomic uint32_t parked[3];    /*  8: this slot's share of the data/space/turn waiter counts */
     unsigned char pad0[28];        /* 20 */
     struct rb_intent intent[RB_SLOT_INTENTS]; /* 48 */
+    /* 128: the counters written by one thread of the owner (its "counting
+     * thread", rb_ring.count_owner) with plain loads and stores; 256: those
+     * written by its other threads, with atomic adds (rb_count). */
+    _Atomic uint64_t count_own[RB_COUNTERS];
+    _Atomic uint64_t count_shared[RB_COUNTERS];
+    unsigned char pad1[RB_SLOT_SIZE - 384];
 };
 
 _Static_assert(sizeof(struct rb_header) == RB_PAGE0, "header is one page");
@@ -172,6 +198,8 @@ _Static_assert(offsetof(struct rb_header, slots_used) == 640, "slots_used offset
 _Static_assert(offsetof(struct rb_slot, parked) == 8, "parked offset");
 _Static_assert(offsetof(struct rb_header, release_start) == 280, "release_start offset");
 _Static_assert(offsetof(struct rb_slot, intent) == 48, "intent offset");
+_Static_assert(offsetof(struct rb_slot, count_own) == 128, "count_own offset");
+_Static_assert(offsetof(struct rb_slot, count_shared) == 256, "count_shared offset");
 _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 has no hidden lock");
 
 /* Default time a record (or the read turn) may stay stuck before a consumer
@@ -235,7 +263,39 @@ struct rb_ring {
     /* Wake-ups in a row that found nobody parked although waiters were
      * counted (wait.c). Relaxed: a process-local heuristic. */
     _Atomic uint32_t empty_wakes;
+    /* The thread (pthread_self) that writes our slot's count_own (0: none
+     * yet); other threads add to count_shared (rb_count). */
+    _Atomic uintptr_t count_owner;
 };
+
+/* Adds n to counter c of our slot, and m to counter c + 1 (a count and its
+ * bytes sit side by side). The counting thread (the first that counts)
+ * uses relaxed loads and stores: no locked instruction on the hot paths,
+ * which would first wait for our earlier stores to drain (as claim_intent
+ * avoids, ring.c); other threads of the handle add to their own copy with
+ * relaxed atomic adds. Relaxed throughout: a counter orders nothing, and a
+ * reader (rb_stats) only needs each value to be one that was stored. (A
+ * signal handler that counts on the counting thread, between its load and
+ * its store, can lose its count.) */
+static inline void rb_count2(rb_ring *rb, enum rb_counter c, uint64_t n, uint64_t m)
+{
+    uintptr_t self = (uintptr_t)pthread_self();
+    uintptr_t owner = atomic_load_explicit(&rb->count_owner, memory_order_relaxed);
+    if (owner == self || (owner == 0 && atomic_compare_exchange_strong_explicit(&rb->count_owner, &owner, self,
+                                                                               memory_order_relaxed,
+                                                                               memory_order_relaxed))) {
+        _Atomic uint64_t *p = &rb->me->count_own[c];
+        atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + n, memory_order_relaxed);
+        if (m != 0)
+            atomic_store_explicit(p + 1, atomic_load_explicit(p + 1, memory_order_relaxed) + m, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&rb->me->count_shared[c], n, memory_order_relaxed);
+        if (m != 0)
+            atomic_fetch_add_explicit(&rb->me->count_shared[c + 1], m, memory_order_relaxed);
+    }
+}
+/* Adds n to counter c of our slot (rb_count2). */
+static inline void rb_count(rb_ring *rb, enum rb_counter c, uint64_t n) { rb_count2(rb, c, n, 0); }
 
 /* The header word of the record at position pos. Every atomic access to a
  * header word goes through here: the index is pos & mask, in the first

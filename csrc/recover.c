@@ -72,6 +72,7 @@ int rb_take_dead_turn(rb_ring *rb, uint32_t id)
                                                  memory_order_relaxed))
         return 0; /* someone else took it over, or it was given back */
     RB_KILLPOINT("turn.taken");
+    rb_count(rb, RB_C_TURNS_TAKEN, 1);
     atomic_store_explicit(&rb->turn_stall_id, 0, memory_order_relaxed); /* relaxed: as in rb_turn_stuck */
     /* If the holder died while zeroing what it had consumed, finish: the
      * header says which range. The range is trusted only if it starts at
@@ -121,8 +122,10 @@ static int recover_busy(rb_ring *rb, uint64_t h, uint64_t w, uint64_t t)
         return 0;
     /* Relaxed: we hold the turn and read the word back ourselves; the CAS
      * (not a store) leaves alone a word that changed after all. */
-    atomic_compare_exchange_strong_explicit(rb_rec_word(rb, h), &w, rb_rec_make(len, RB_REC_DISCARD, rb_rec_writer(w)),
-                                            memory_order_relaxed, memory_order_relaxed);
+    if (atomic_compare_exchange_strong_explicit(rb_rec_word(rb, h), &w,
+                                                rb_rec_make(len, RB_REC_DISCARD, rb_rec_writer(w)),
+                                                memory_order_relaxed, memory_order_relaxed))
+        rb_count(rb, RB_C_RECOVERED, 1);
     return 1;
 }
 
@@ -172,6 +175,7 @@ static int recover_gap(rb_ring *rb, uint64_t h, uint64_t t)
         atomic_store_explicit(rb_rec_word(rb, p), discard, memory_order_relaxed);
         p += size;
     }
+    rb_count(rb, RB_C_RECOVERED, 1); /* one dead reservation, in one or more pieces */
     return 1;
 }
 

@@ -347,8 +347,10 @@ static inline void copy_in(unsigned char *dst, struct src *s, size_t len)
 /* Writes records for a reserved prefix: every header word first (BUSY,
  * with our id), so that from then on each record names its writer and the
  * intent entry can go; then each payload, committing as it goes. */
-static void fill(rb_ring *rb, uint64_t pos, struct src src, const size_t *lens, size_t n, struct rb_intent *in)
+static uint64_t fill(rb_ring *rb, uint64_t pos, struct src src, const size_t *lens, size_t n,
+                     struct rb_intent *in)
 {
+    uint64_t bytes = 0; /* returned, for the counters */
     RB_KILLPOINT("write.reserved");
     uint64_t q = pos;
     for (size_t i = 0; i < n; i++) {
@@ -373,8 +375,10 @@ static void fill(rb_ring *rb, uint64_t pos, struct src src, const size_t *lens, 
         publish(rb, pos, lens[i], 0);
         RB_KILLPOINT("write.committed");
         pos += rb_rec_size(lens[i]);
+        bytes += lens[i];
     }
     notify_data(rb);
+    return bytes;
 }
 
 static int check_lens(const rb_ring *rb, const size_t *lens, size_t count)
@@ -403,9 +407,13 @@ static int write_records(rb_ring *rb, struct src *src, const size_t *lens, size_
     size_t n;
     struct rb_intent *in;
     rc = reserve_wait(rb, lens, count, &pos, &n, &in, deadline);
-    if (rc != RB_OK)
+    if (rc != RB_OK) {
+        if (rc == RB_EFULL) /* found no room, not waiting (a wait is counted in parks) */
+            rb_count(rb, RB_C_FULL, 1);
         return rc;
-    fill(rb, pos, *src, lens, n, in);
+    }
+    uint64_t bytes = fill(rb, pos, *src, lens, n, in);
+    rb_count2(rb, RB_C_WRITTEN, n, bytes);
     *written = n;
     return RB_OK;
 }
@@ -490,8 +498,11 @@ static int reserve_one(rb_ring *rb, size_t len, void **ptr, int64_t deadline)
     size_t n;
     struct rb_intent *in;
     int rc = reserve_wait(rb, &len, 1, &pos, &n, &in, deadline);
-    if (rc != RB_OK)
+    if (rc != RB_OK) {
+        if (rc == RB_EFULL) /* found no room, not waiting (a wait is counted in parks) */
+            rb_count(rb, RB_C_FULL, 1);
         return rc;
+    }
     mark_busy(rb, pos, len);
     drop_intent(in);
     *ptr = rb_rec_payload(rb, pos);
@@ -542,6 +553,10 @@ static int finish_reserved(rb_ring *rb, void *ptr, uint32_t flags)
                                                  memory_order_release, memory_order_relaxed))
         return RB_EINVAL;
     notify_data(rb);
+    if (flags == 0)
+        rb_count2(rb, RB_C_WRITTEN, 1, rb_rec_len(w));
+    else
+        rb_count(rb, RB_C_ABORTED, 1);
     return RB_OK;
 }
 
@@ -744,8 +759,22 @@ static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t
     *released = h != start;
     if (*released)
         rb_consume_range(rb, start, h);
+    if (n > 0)
+        rb_count2(rb, RB_C_READ, n, used);
     *count = n;
     return n > 0 ? RB_OK : rc;
+}
+
+static int read_turns(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size_t max_count, size_t *count,
+                      int64_t deadline);
+
+/* A read (or peek) that found nothing and returned at once: counted (a
+ * wait is counted in parks). */
+static int count_empty(rb_ring *rb, int rc)
+{
+    if (rc == RB_EEMPTY)
+        rb_count(rb, RB_C_EMPTY, 1);
+    return rc;
 }
 
 static int read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size_t max_count, size_t *count,
@@ -760,6 +789,14 @@ static int read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size
     if (max_count == 0)
         return RB_OK;
     rb_check_fork(rb);
+    return count_empty(rb, read_turns(rb, buf, buf_size, lens, max_count, count, deadline));
+}
+
+/* read_many's loop: takes the turn and reads, waiting for data until the
+ * deadline. */
+static int read_turns(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size_t max_count, size_t *count,
+                      int64_t deadline)
+{
     for (;;) {
         int rc = take_turn(rb, deadline);
         if (rc != RB_OK) {
@@ -818,6 +855,8 @@ RB_API int rb_read_many_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *le
 
 /* ---- zero-copy reads ---------------------------------------------------- */
 
+static int peek_turns(rb_ring *rb, const void **ptr, size_t *len, int64_t deadline);
+
 static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadline)
 {
     if (rb == NULL || ptr == NULL || len == NULL)
@@ -825,6 +864,12 @@ static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadlin
     if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     rb_check_fork(rb);
+    return count_empty(rb, peek_turns(rb, ptr, len, deadline));
+}
+
+/* peek_wait's loop, as read_turns. */
+static int peek_turns(rb_ring *rb, const void **ptr, size_t *len, int64_t deadline)
+{
     for (;;) {
         int rc = take_turn(rb, deadline);
         if (rc != RB_OK) {
@@ -898,9 +943,10 @@ RB_API int rb_release(rb_ring *rb)
         return RB_EINVAL;
     uint64_t h = rb->peek_pos;
     /* Relaxed: we hold the turn; the word was acquired by rb_peek. */
-    uint64_t size = rb_rec_size(rb_rec_len(atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed)));
-    rb_consume_range(rb, h, h + size);
+    uint64_t len = rb_rec_len(atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed));
+    rb_consume_range(rb, h, h + rb_rec_size(len));
     give_turn(rb, 1);
+    rb_count2(rb, RB_C_READ, 1, len);
     return RB_OK;
 }
 

@@ -53,7 +53,7 @@ extern "C" {
     (RB_VERSION_MAJOR * 10000 + RB_VERSION_MINOR * 100 + RB_VERSION_PATCH)
 
 /* Version of the on-disk format this library reads and writes. */
-#define RB_FORMAT_VERSION 2
+#define RB_FORMAT_VERSION 3
 
 /* Status codes. Stable: values never change meaning. */
 enum rb_status {
@@ -222,6 +222,42 @@ struct rb_info {
  * Thread-safety: MT-safe; counts are a snapshot, stale at once. */
 RB_API int rb_info_sized(rb_ring *rb, struct rb_info *out, size_t size);
 #define rb_info(rb, out) rb_info_sized((rb), (out), sizeof(struct rb_info))
+
+/* The ring's counters since it was created: every handle counts what its
+ * calls did in its slot of the file, and the counts stay there after it
+ * closes or dies (docs/format.md, "Counters"), so these are totals over
+ * every handle that ever used the ring, in any process. Each counter only
+ * grows (a later call never returns less), and "written - read" is the
+ * number of messages committed and not consumed, once no call is
+ * running. The struct may grow at its end (docs/abi.md). */
+struct rb_stats {
+    uint64_t written;        /* messages committed (rb_write*, rb_commit)   */
+    uint64_t written_bytes;  /* their payload bytes                        */
+    uint64_t read;           /* messages consumed (rb_read*, rb_release)     */
+    uint64_t read_bytes;     /* their payload bytes                        */
+    uint64_t aborted;        /* reservations aborted (rb_abort)             */
+    uint64_t full;           /* non-blocking writes that found no room
+                              * (RB_EFULL; waits count in parks)           */
+    uint64_t empty;          /* non-blocking reads and peeks that found no
+                              * message (RB_EEMPTY; waits count in parks)  */
+    uint64_t parks;          /* times a waiting call went to sleep (futex)  */
+    uint64_t parked_ns;      /* nanoseconds spent asleep in them            */
+    uint64_t wakes;          /* wake-up calls made for sleeping peers       */
+    uint64_t recovered;      /* reservations of dead writers discarded      */
+    uint64_t turns_taken;    /* read turns taken over from dead consumers   */
+    uint64_t created_ns;     /* when the ring was created, ns since the Unix
+                              * epoch (CLOCK_REALTIME), for rates           */
+};
+
+/* Fills *out with the ring's counters (struct rb_stats): the sums over
+ * every slot of the file. size is the caller's sizeof(struct rb_stats):
+ * call it as rb_stats(rb, &stats), the macro below; written as
+ * rb_info_sized writes (docs/abi.md).
+ * Returns: RB_OK; RB_EINVAL (NULL argument, size 0); RB_ECLOSED.
+ * Thread-safety: MT-safe, lock-free, no syscall; others may count
+ * meanwhile: each sum is at least what it was at the call's start. */
+RB_API int rb_stats_sized(rb_ring *rb, struct rb_stats *out, size_t size);
+#define rb_stats(rb, out) rb_stats_sized((rb), (out), sizeof(struct rb_stats))
 
 /* Writes one message of len bytes (1 to rb_max_message_size). Never blocks.
  * Returns: RB_OK (the message will be delivered); RB_EFULL (not enough free

@@ -138,6 +138,9 @@ static void slot_init(rb_ring *rb, uint32_t slot)
     /* A new slot (after fork, a new process's): entry 0 is anyone's.
      * Relaxed: no other thread writes through the handle meanwhile. */
     atomic_store_explicit(&rb->intent_owner, 0, memory_order_relaxed);
+    /* Likewise the counting thread (rb_count2). The counters themselves
+     * are kept: they count since the ring was created (docs/format.md). */
+    atomic_store_explicit(&rb->count_owner, 0, memory_order_relaxed);
     rb->id = rb_id_make(slot, gen);
     /* Release: whoever learns our id through a release of ours (a record's
      * header via tail, the read turn via its acq_rel CAS) sees the new
@@ -268,12 +271,15 @@ int rb_after_fork(rb_ring *rb)
             } else
                 close(fd);
         }
-        /* Still the parent's slot: its intent entry 0 stays with the
-         * parent's owning thread (whose pthread_self one of ours may have),
-         * so no thread of ours takes the plain-store path (ring.c). Relaxed:
+        /* Still the parent's slot: its intent entry 0 and its count_own
+         * stay with the parent's owning threads (whose pthread_self one of
+         * ours may have), so no thread of ours takes the plain-store paths
+         * (ring.c, rb_count2). Relaxed:
          * the release of fork_epoch below publishes it to our threads. */
-        if (!attached)
+        if (!attached) {
             atomic_store_explicit(&rb->intent_owner, UINTPTR_MAX, memory_order_relaxed);
+            atomic_store_explicit(&rb->count_owner, UINTPTR_MAX, memory_order_relaxed); /* likewise */
+        }
         errno = e;
         atomic_store_explicit(&rb->fork_epoch, epoch, memory_order_release);
     }

@@ -144,6 +144,7 @@ void rb_wake(rb_ring *rb, const struct rb_waitq *q)
         return;
     /* Relaxed empty_wakes: a process-local heuristic; a race only moves
      * the moment of a (harmless) reaping scan. */
+    rb_count(rb, RB_C_WAKES, 1);
     if (rb_wake_always(q) > 0)
         atomic_store_explicit(&rb->empty_wakes, 0, memory_order_relaxed);
     else if (atomic_fetch_add_explicit(&rb->empty_wakes, 1, memory_order_relaxed) + 1 >= RB_EMPTY_WAKES_REAP) {
@@ -248,7 +249,10 @@ int rb_wait(rb_ring *rb, const struct rb_waitq *q, int (*ready)(rb_ring *, uint6
         int64_t cap = park_max;
         if (heavy && now - atomic_load_explicit(&rb->heavy_since, memory_order_relaxed) < RB_HEAVY_SETTLE_NS)
             cap = RB_HEAVY_PARK_NS;
-        if (futex_wait(q->word, seen, deadline - now < cap ? deadline - now : cap)) {
+        int interrupted = futex_wait(q->word, seen, deadline - now < cap ? deadline - now : cap);
+        int64_t slept = rb_now_ns() - now;
+        rb_count2(rb, RB_C_PARKS, 1, slept > 0 ? (uint64_t)slept : 0); /* parks, then their ns */
+        if (interrupted) {
             rc = RB_EINTR;
             break;
         }

@@ -51,6 +51,22 @@ struct rb_info {
     uint32_t full_fences;
 };
 
+struct rb_stats {
+    uint64_t written;
+    uint64_t written_bytes;
+    uint64_t read;
+    uint64_t read_bytes;
+    uint64_t aborted;
+    uint64_t full;
+    uint64_t empty;
+    uint64_t parks;
+    uint64_t parked_ns;
+    uint64_t wakes;
+    uint64_t recovered;
+    uint64_t turns_taken;
+    uint64_t created_ns;
+};
+
 int rb_version(void);
 const char *rb_strerror(int status);
 int rb_create(const char *path, size_t size, unsigned flags, rb_ring **out);
@@ -63,6 +79,7 @@ size_t rb_capacity(const rb_ring *rb);
 size_t rb_max_message_size(const rb_ring *rb);
 int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
 int rb_info_sized(rb_ring *rb, struct rb_info *out, size_t size);
+int rb_stats_sized(rb_ring *rb, struct rb_stats *out, size_t size);
 int rb_write(rb_ring *rb, const void *msg, size_t len);
 int rb_write_wait(rb_ring *rb, const void *msg, size_t len, int64_t timeout_ns);
 int rb_write_many(rb_ring *rb, const void *data, const size_t *lens, size_t count, size_t *written);

@@ -36,9 +36,25 @@ OFF_SLOTS_USED = 640
 # The slot table follows the header page: one slot per open handle.
 OFF_SLOTS = 4096
 SLOT_COUNT = 512
-SLOT_SIZE = 128
+SLOT_SIZE = 512
 SLOT_OFF_GEN = 0
 SLOT_OFF_PID = 4
+SLOT_OFF_COUNT_OWN = 128  # a handle's counters (docs/format.md, "Counters")
+SLOT_OFF_COUNT_SHARED = 256
+COUNTERS = (
+    "written",
+    "written_bytes",
+    "read",
+    "read_bytes",
+    "aborted",
+    "full",
+    "empty",
+    "parks",
+    "parked_ns",
+    "wakes",
+    "recovered",
+    "turns_taken",
+)
 # Bytes before the data region: the header page and the slot table.
 HEADER_SIZE = OFF_SLOTS + SLOT_COUNT * SLOT_SIZE
 MIN_CAPACITY = 4096

@@ -118,7 +118,7 @@ def test_create_writes_documented_header(ring_path):
     raw = ring_path.read_bytes()
     assert len(raw) == HEADER_SIZE + 8192
     assert raw[OFF_MAGIC : OFF_MAGIC + 8] == MAGIC
-    assert struct.unpack_from("<I", raw, OFF_VERSION)[0] == ringbuffer.format_version() == 2
+    assert struct.unpack_from("<I", raw, OFF_VERSION)[0] == ringbuffer.format_version() == 3
     assert struct.unpack_from("<I", raw, OFF_HEADER_SIZE)[0] == HEADER_SIZE
     assert struct.unpack_from("<Q", raw, OFF_CAPACITY)[0] == 8192
     assert struct.unpack_from("<Q", raw, OFF_MAX_MESSAGE)[0] == 4096
@@ -1543,7 +1543,7 @@ def test_the_loaded_library_is_the_version_the_binding_was_compiled_against():
 
 
 def test_format_version_is_the_documented_one():
-    assert ringbuffer.format_version() == 2 == lib.RB_FORMAT_VERSION
+    assert ringbuffer.format_version() == 3 == lib.RB_FORMAT_VERSION
 
 
 def test_public_names():

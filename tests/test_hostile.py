@@ -722,13 +722,13 @@ def test_queue_and_command_line_on_a_ring_of_another_version(ring_path, version)
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """A 256 KiB tmpfs mounted for the test (needs root, or skips)."""
+    """A 1 MiB tmpfs mounted for the test (needs root, or skips)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
     proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mnt)],
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
         capture_output=True,
         timeout=30,
         check=False,

@@ -1120,7 +1120,7 @@ def test_info_snapshot(ring, other):
         assert info["messages"] == 2 and info["message_bytes"] == 150 and info["busy"] == 1
     info = ring.info()
     assert info["counted"] is True
-    assert (info["capacity"], info["max_message_size"], info["format_version"]) == (4096, 2048, 2)
+    assert (info["capacity"], info["max_message_size"], info["format_version"]) == (4096, 2048, 3)
     assert info["bytes_used"] == info["tail"] - info["head"] == rec_size(100) + rec_size(50) + rec_size(10)
     assert (info["messages"], info["busy"], info["discarded"]) == (3, 0, 0)
     assert info["read_turn_pid"] == 0

@@ -53,7 +53,7 @@ TEST(version)
 {
     CHECK_EQ(rb_version(), RB_VERSION_NUMBER);
     CHECK_EQ(RB_VERSION_NUMBER, RB_VERSION_MAJOR * 10000 + RB_VERSION_MINOR * 100 + RB_VERSION_PATCH);
-    CHECK_EQ(RB_FORMAT_VERSION, 2);
+    CHECK_EQ(RB_FORMAT_VERSION, 3);
 }
 
 /* Every member of enum rb_status: its value and its exact message (csrc/
@@ -78,7 +78,7 @@ TEST(status_codes_have_stable_values_and_messages)
         {"RB_ESYS", RB_ESYS, -9, "system call failed (see errno)"},
         {"RB_EINTR", RB_EINTR, -10, "interrupted by a signal"},
         /* RB_FORMAT_VERSION is pinned to 2 by the version test. */
-        {"RB_EVERSION", RB_EVERSION, -11, "ring file of another format version than this library's (2)"},
+        {"RB_EVERSION", RB_EVERSION, -11, "ring file of another format version than this library's (3)"},
     };
     for (size_t i = 0; i < sizeof st / sizeof st[0]; i++) {
         if (st[i].code != st[i].value)
@@ -175,6 +175,8 @@ TEST(layout_table_matches_docs_format_md)
         {OFF_SLOTS_USED, 4, "slots_used"},
         {SLOT_OFF_GEN, 4, "gen"}, /* offsets in a slot */
         {SLOT_OFF_PID, 4, "pid"},
+        {SLOT_OFF_COUNT_OWN, 128, "count_own[16]"},
+        {SLOT_OFF_COUNT_SHARED, 128, "count_shared[16]"},
     };
     char want[256];
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -1091,8 +1093,17 @@ TEST(full_ring_writes_nothing)
     unsigned char *after = tu_slurp(path, &n1);
     REQUIRE(after != NULL);
     CHECK_EQ_U(n1, n0);
-    if (n1 == n0)
+    /* Nothing changed but our slot's counters: three more "full" calls. */
+    const off_t counts = slot_off(0, SLOT_OFF_COUNT_OWN);
+    uint64_t full0, full1;
+    memcpy(&full0, before + counts + 8 * 5, 8);
+    memcpy(&full1, after + counts + 8 * 5, 8);
+    CHECK_EQ_U(full1 - full0, 3);
+    if (n1 == n0) {
+        memset(before + counts, 0, 256);
+        memset(after + counts, 0, 256);
         CHECK_MEM_EQ(after, before, n0);
+    }
     free(before);
     free(after);
     /* But a message of 56 bytes fills the last 64. */

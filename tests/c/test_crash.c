@@ -1052,8 +1052,14 @@ TEST(random_kill_harness)
             procs[i] = spawn(f.path, kh_open, (const void *)(uintptr_t)kh_consumer);
     }
     uint64_t r = mix64((uint64_t)now_ns());
-    int64_t t_start = now_ns();
+    int64_t t_start = now_ns(), t_shown = t_start;
     for (int c = 0; c < cycles && next_p <= KH_MAXP - KH_THREADS; c++) {
+        if (now_ns() - t_shown >= 5 * SEC) { /* long runs (--kill-cycles): show they are alive */
+            t_shown = now_ns();
+            printf("    kill cycle %d of %d, %.0f s, %u producers and %u consumers killed so far\n", c, cycles,
+                   (double)(t_shown - t_start) / 1e9, prod_kills, cons_kills);
+            fflush(stdout);
+        }
         r = mix64(r);
         usleep((useconds_t)(500 + r % 8000));
         int victim = (int)((r >> 20) % (KH_PRODUCERS + KH_CONSUMERS));

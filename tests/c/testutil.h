@@ -56,9 +56,11 @@ enum {
     /* The slot table follows the header page: one slot per open handle. */
     OFF_SLOTS = 4096,
     SLOT_COUNT = 512,
-    SLOT_SIZE = 128,
+    SLOT_SIZE = 512,
     SLOT_OFF_GEN = 0,
     SLOT_OFF_PID = 4,
+    SLOT_OFF_COUNT_OWN = 128, /* a handle's counters (docs/format.md, "Counters") */
+    SLOT_OFF_COUNT_SHARED = 256,
     /* Bytes before the data region: the header page and the slot table. */
     HEADER_SIZE = OFF_SLOTS + SLOT_COUNT * SLOT_SIZE
 };

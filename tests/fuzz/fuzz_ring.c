@@ -226,6 +226,8 @@ static const struct {
     FIELD(release_start), FIELD(release_end),
     SLOT_FIELD(0, gen), SLOT_FIELD(0, parked[0]), SLOT_FIELD(0, intent[0].start), SLOT_FIELD(0, intent[0].end),
     SLOT_FIELD(1, gen), SLOT_FIELD(1, intent[0].start), SLOT_FIELD(1, intent[0].end),
+    SLOT_FIELD(0, count_own[0]), SLOT_FIELD(0, count_shared[1]), SLOT_FIELD(1, count_own[2]),
+    SLOT_FIELD(1, count_shared[8]),
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])
 
@@ -483,6 +485,9 @@ static void exercise(rb_ring *rb, const uint8_t prm[4])
     struct rb_info info0;
     int info_rc = rb_info(rb, &info0);
     check_info(rb, &info0, info_rc);
+    /* Forged counters are only summed (saturating): never a crash. */
+    struct rb_stats st0;
+    CHECK(rb_stats(rb, &st0) == RB_OK);
 
     /* Peek, cancel, peek again (the same message), then release or cancel. */
     const void *ptr = NULL, *ptr2 = NULL;

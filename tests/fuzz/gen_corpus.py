@@ -26,11 +26,13 @@ FIELDS = [
     "space_waiters", "slot_count", "slot_size", "slots_used", "release_start", "release_end",
     "slot0_gen", "slot0_parked0", "slot0_intent0_start", "slot0_intent0_end",
     "slot1_gen", "slot1_intent0_start", "slot1_intent0_end",
+    "slot0_written", "slot0_shared_written_bytes", "slot1_read", "slot1_shared_parked_ns",
 ]  # fmt: skip
 WIDTH = {
     "magic": 8, "capacity": 8, "max_message": 8, "created_ns": 8, "tail": 8, "head": 8,
     "release_start": 8, "release_end": 8, "slot0_intent0_start": 8, "slot0_intent0_end": 8,
-    "slot1_intent0_start": 8, "slot1_intent0_end": 8,
+    "slot1_intent0_start": 8, "slot1_intent0_end": 8, "slot0_written": 8, "slot0_shared_written_bytes": 8,
+    "slot1_read": 8, "slot1_shared_parked_ns": 8,
 }  # fmt: skip
 # enum op
 HEADER_BYTES, DATA_BYTES, FIELD_SET, FIELD_ADD, RECORD, RESIZE, SHIFT, FILL = range(8)
@@ -143,6 +145,15 @@ def seeds():
         dead_turn + field_set("release_start", 0) + field_set("release_end", 1 << 40),
     )
     yield "parked-leftover", EMPTY, params(), field_set("data_waiters", 3) + field_set("slot0_parked0", 3)
+    yield (
+        "counters-absurd",
+        MESSAGES,
+        params(),
+        field_set("slot0_written", (1 << 64) - 3)
+        + field_set("slot0_shared_written_bytes", (1 << 64) - 1)
+        + field_set("slot1_read", 1 << 63)
+        + field_set("slots_used", 2),
+    )
     yield "garbage-past-tail", EMPTY, params(), fill(0, 64, 0x41)
     yield "state-zero", MESSAGES, params(), header_bytes(32, b"\0\0\0\0")
     yield "data-bytes", WRAPPED, params(), data_bytes(4090, b"\xff" * 12)
