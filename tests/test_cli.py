@@ -16,13 +16,11 @@ import threading
 import time
 
 import pytest
-from _helpers import sigint_default
+from _helpers import assert_error, assert_ok, run, start, wait_for
 
 from ringbuffer import RingBuffer
 from ringbuffer.cli import _peek_can_keep, parse_mode, parse_size
 from ringbuffer.ring import format_version
-
-CLI = [sys.executable, "-m", "ringbuffer"]
 
 # Without RingBuffer.peek(consume_on_error=False), a reader whose output
 # broke consumes the one message it could not write.
@@ -31,44 +29,6 @@ needs_keep = pytest.mark.xfail(
     strict=True,
     reason="needs RingBuffer.peek(consume_on_error=False) to leave an unwritten message in the ring",
 )
-
-
-def run(*args, input: bytes | None = None, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
-    """Runs the command line to completion, capturing its output."""
-    return subprocess.run(
-        [*CLI, *map(str, args)], input=input, capture_output=True, timeout=timeout, check=False, **kw
-    )
-
-
-def start(*args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *map(str, args)], preexec_fn=sigint_default, **kw)
-
-
-def assert_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert b"Traceback" not in proc.stderr
-
-
-def assert_error(proc: subprocess.CompletedProcess, status: int = 1, match: str = "") -> str:
-    """A user error: the exit status, no traceback, and (status 1) exactly one
-    line starting with ``ringbuffer: error:``; returns standard error."""
-    err = proc.stderr.decode()
-    assert proc.returncode == status, (proc.returncode, err)
-    assert "Traceback" not in err
-    if status == 1:
-        assert err.startswith("ringbuffer: error: "), err
-        assert err.count("\n") == 1 and err.endswith("\n"), err
-    else:
-        assert "error:" in err
-    assert re.search(match, err), err
-    return err
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)
 
 
 def make_ring(path, size: int = 4096, msgs=()) -> None:
