@@ -2,6 +2,7 @@
 
     ringbuffer create PATH --size SIZE [--remove] [--mode 0600]
     ringbuffer info PATH [--json]
+    ringbuffer stats PATH [--json]
     ringbuffer write PATH [--lines | --null | --stdin-raw]
     ringbuffer read PATH [--count N] [--follow | --timeout S] [--lines | --null | --raw]
     ringbuffer demo [--count N] [--size S]
@@ -27,6 +28,7 @@ import re
 import select
 import signal
 import sys
+import time
 from types import FrameType
 from typing import Any, BinaryIO, Callable, NoReturn, TextIO
 
@@ -270,6 +272,101 @@ def _cmd_info(opts: argparse.Namespace) -> int:
         info = _snapshot(rb)
     out = _stdout()
     out.write(json.dumps(info) + "\n" if opts.json else _format_info(info))
+    out.flush()
+    return 0
+
+
+# -- stats --------------------------------------------------------------------
+
+# Bytes per MB in rates (decimal, as in network and disk rates).
+_MB = 1_000_000
+
+
+def _stats_summary(path: str, stats: dict[str, Any], now: float) -> dict[str, Any]:
+    """stats() plus the age of the ring, average rates since its creation
+    (None when the creation time is not in the past: a forged file or a
+    clock set back) and the backlog. Each counter is read while others may
+    add to theirs, so written - read can be briefly off by the messages in
+    flight; the backlog is never below 0."""
+    age = now - stats["created"]
+
+    def per_second(n: int) -> float | None:
+        return n / age if age > 0 else None
+
+    written, read = stats["written"], stats["read"]
+    return {
+        "path": path,
+        "created": stats["created"],
+        "age_seconds": age,
+        **{k: v for k, v in stats.items() if k != "created"},
+        "backlog": max(0, written - read),
+        "backlog_bytes": max(0, stats["written_bytes"] - stats["read_bytes"]),
+        "written_per_second": per_second(written),
+        "written_bytes_per_second": per_second(stats["written_bytes"]),
+        "read_per_second": per_second(read),
+        "read_bytes_per_second": per_second(stats["read_bytes"]),
+        "mean_message_bytes": stats["written_bytes"] / written if written else None,
+        "mean_park_seconds": stats["parked_seconds"] / stats["parks"] if stats["parks"] else None,
+    }
+
+
+def _rate(x: float) -> str:
+    """A rate to three significant digits, whole numbers from 1000 on."""
+    if x < 1000:
+        return f"{x:.3g}"
+    return f"{x:.0f}" if x < 1e15 else f"{x:.3e}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _format_stats(s: dict[str, Any]) -> str:
+    try:
+        created = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(s["created"]))
+    except (OverflowError, OSError, ValueError):
+        created = f"{s['created']:.0f} s after the epoch"
+    age = s["age_seconds"]
+    created += f" ({_duration(age)} ago)" if age > 0 else " (not in the past: no average rates)"
+
+    def rate(messages: float | None, nbytes: float | None) -> str:
+        if messages is None or nbytes is None:
+            return "- (the creation time is not in the past)"
+        return f"{_rate(messages)} messages/s, {_rate(nbytes / _MB)} MB/s (average since creation)"
+
+    mean = s["mean_message_bytes"]
+    rows = [
+        ("ring", s["path"]),
+        ("created", created),
+        ("written", f"{s['written']} messages, {s['written_bytes']} bytes ({_human(s['written_bytes'])})"),
+        ("read", f"{s['read']} messages, {s['read_bytes']} bytes ({_human(s['read_bytes'])})"),
+        ("backlog", f"{s['backlog']} messages, {s['backlog_bytes']} bytes (written - read)"),
+        ("rate in", rate(s["written_per_second"], s["written_bytes_per_second"])),
+        ("rate out", rate(s["read_per_second"], s["read_bytes_per_second"])),
+        ("mean message", "-" if mean is None else f"{mean:.1f} bytes (of those written)"),
+        ("aborted", f"{s['aborted']} (reservations given up)"),
+        ("full", f"{s['full']} (non-blocking writes that found no room)"),
+        ("empty", f"{s['empty']} (non-blocking reads that found no message)"),
+        ("parks", f"{s['parks']} (sleeps of waiting calls, {s['parked_seconds']:.3f} s in all)"),
+        ("wakes", f"{s['wakes']} (wake-ups sent to sleepers)"),
+        ("recovered", f"{s['recovered']} (reservations of dead writers discarded)"),
+        ("turns taken", f"{s['turns_taken']} (read turns taken over from dead consumers)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "".join(f"{k:<{width}}  {v}\n" for k, v in rows)
+
+
+def _cmd_stats(opts: argparse.Namespace) -> int:
+    with RingBuffer.open(opts.path) as rb:
+        summary = _stats_summary(rb.path, rb.stats(), time.time())
+    out = _stdout()
+    out.write(json.dumps(summary) + "\n" if opts.json else _format_stats(summary))
     out.flush()
     return 0
 
@@ -540,6 +637,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="ring file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.set_defaults(run=_cmd_info)
+
+    p = sub.add_parser(
+        "stats",
+        help="show a ring's counters and average rates since its creation",
+        formatter_class=_RawFormatter,
+        description=(
+            "Show the ring's counters since its creation, summed over every handle that ever used\n"
+            "it in any process (closed and killed ones too): messages and bytes written and read,\n"
+            "reservations aborted, non-blocking calls that found the ring full or empty, sleeps of\n"
+            "waiting calls and their time, wake-ups sent, crash recoveries; with the average rates\n"
+            "since the ring was created and the backlog (written - read). Counters only grow.\n"
+            "Reading them takes nothing from producers and consumers."
+        ),
+        epilog=(
+            "--json keys (one object on one line):\n"
+            "  path                   the ring file\n"
+            "  created                creation time, seconds since the epoch\n"
+            "  age_seconds            now - created\n"
+            "  written, read          messages committed, consumed\n"
+            "  written_bytes          their payload bytes\n"
+            "  read_bytes\n"
+            "  aborted                reservations aborted\n"
+            "  full, empty            non-blocking calls that found no room, no message\n"
+            "  parks, parked_seconds  sleeps of waiting calls, their time\n"
+            "  wakes                  wake-ups sent to sleepers\n"
+            "  recovered              reservations of dead writers discarded\n"
+            "  turns_taken            read turns taken over from dead consumers\n"
+            "  backlog                written - read (at least 0)\n"
+            "  backlog_bytes          written_bytes - read_bytes (at least 0)\n"
+            "  written_per_second     averages since creation; null unless created is in the past\n"
+            "  written_bytes_per_second\n"
+            "  read_per_second\n"
+            "  read_bytes_per_second\n"
+            "  mean_message_bytes     written_bytes / written (null if nothing was written)\n"
+            "  mean_park_seconds      parked_seconds / parks (null if no call slept)\n"
+            "The text output shows rates in MB/s: 10^6 bytes per second."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="ring file")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead (keys below)")
+    p.set_defaults(run=_cmd_stats)
 
     p = sub.add_parser(
         "write",
