@@ -3,6 +3,7 @@
     ringbuffer create PATH --size SIZE [--remove] [--mode 0600]
     ringbuffer info PATH [--json]
     ringbuffer stats PATH [--json]
+    ringbuffer top RING... [--interval SECONDS] [--once]
     ringbuffer write PATH [--lines | --null | --stdin-raw]
     ringbuffer read PATH [--count N] [--follow | --timeout S] [--lines | --null | --raw]
     ringbuffer demo [--count N] [--size S]
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import sys
 import time
@@ -114,6 +116,16 @@ def _count(text: str) -> int:
     if n < 0:
         raise ValueError(f"invalid count {text!r}: at least 0")
     return n
+
+
+def _interval(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        raise ValueError(f"invalid interval {text!r}: a number of seconds") from None
+    if not 0 < s < float("inf"):
+        raise ValueError(f"invalid interval {text!r}: a finite number of seconds, more than 0")
+    return s
 
 
 def _seconds(text: str) -> float:
@@ -369,6 +381,38 @@ def _cmd_stats(opts: argparse.Namespace) -> int:
     out.write(json.dumps(summary) + "\n" if opts.json else _format_stats(summary))
     out.flush()
     return 0
+
+
+# -- top ----------------------------------------------------------------------
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _cmd_top(opts: argparse.Namespace) -> int:
+    from ringbuffer import _top
+
+    watches: list[_top.Watch] = []
+    try:
+        for path in opts.paths:
+            watches.append(_top.Watch(path))
+            watches[-1].start()
+        out = _stdout()
+        terminal = _is_terminal(out)
+        if opts.once or not terminal:
+            width = shutil.get_terminal_size().columns if terminal else None
+            return _top.run_plain(watches, opts.interval, opts.once, out, width)
+        try:
+            return _top.run_curses(watches, opts.interval)
+        except _top.TerminalError as exc:
+            raise _Failure(str(exc)) from None
+    finally:
+        for w in watches:
+            w.close()
 
 
 # -- write --------------------------------------------------------------------
@@ -678,6 +722,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="ring file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead (keys below)")
     p.set_defaults(run=_cmd_stats)
+
+    p = sub.add_parser(
+        "top",
+        help="watch rings' traffic live (rates, fill level, waiters)",
+        formatter_class=_Formatter,
+        description=(
+            "A live view of one or more rings, refreshed every --interval seconds: per ring, messages/s "
+            "and MB/s (10^6 bytes) written (in) and read (out) over the last interval, how full it is, "
+            "the parked producers and consumers, the handles open on it (top's own excluded), sleeps of "
+            "waiting calls per second and crash recoveries (reservations of dead writers discarded and "
+            "read turns taken over from dead consumers; a new one is highlighted). 'q' or Ctrl-C quits. "
+            "A ring whose file is deleted is shown as gone; a new file at its path is opened. When "
+            "standard output is not a terminal, prints a frame of plain lines every interval instead. "
+            "Each refresh counts the messages waiting as 'info' does, taking the read turn briefly."
+        ),
+    )
+    p.add_argument("paths", metavar="RING", nargs="+", help="ring file(s)")
+    p.add_argument(
+        "--interval",
+        type=_argtype(_interval, "interval"),
+        default=1.0,
+        metavar="SECONDS",
+        help="time between refreshes, and the span of the rates (default 1)",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="print one frame of plain lines (two samples --interval apart, for real rates) and exit",
+    )
+    p.set_defaults(run=_cmd_top)
 
     p = sub.add_parser(
         "write",

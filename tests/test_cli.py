@@ -105,9 +105,9 @@ def test_parse_mode():
 def test_help():
     top = run("--help")
     assert_ok(top)
-    for cmd in ("create", "info", "stats", "write", "read", "demo", "bench"):
+    for cmd in ("create", "info", "stats", "top", "write", "read", "demo", "bench"):
         assert cmd in top.stdout.decode()
-    for cmd in ("create", "info", "stats", "write", "read"):
+    for cmd in ("create", "info", "stats", "top", "write", "read"):
         proc = run(cmd, "--help")
         assert_ok(proc)
         assert proc.stdout.startswith(f"usage: ringbuffer {cmd}".encode())
@@ -125,6 +125,9 @@ def test_usage_errors(tmp_path):
     assert_error(run("read", tmp_path / "r", "--count", "-3"), status=2, match="count")
     assert_error(run("read", tmp_path / "r", "--timeout", "soon"), status=2, match="timeout")
     assert_error(run("write", tmp_path / "r", "--null", "--stdin-raw"), status=2, match="not allowed")
+    for interval in ("0", "-1", "soon", "inf", "nan"):
+        assert_error(run("top", tmp_path / "r", "--interval", interval), status=2, match="interval")
+    assert_error(run("top"), status=2, match="RING")
 
 
 # -- create --------------------------------------------------------------------
@@ -741,6 +744,8 @@ def test_errors_are_one_line(bad_paths, kind):
     for args in (
         ["info", path],
         ["stats", path],
+        ["top", path, "--once", "--interval", "0.1"],
+        ["top", path],  # not a terminal: frames of plain lines, but none for a bad path
         ["read", path],
         ["write", path],
     ):
