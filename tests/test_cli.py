@@ -333,6 +333,8 @@ def test_stats_counts_known_traffic(tmp_path):
     known_traffic(path)
     got = stats_json(path)
     assert list(got) == STATS_KEYS
+    documented = run("stats", "--help").stdout.decode().partition("--json keys")[2]
+    assert all(re.search(rf"(?m)^  (\w+, )?{key}\b", documented) for key in STATS_KEYS), documented
     assert {k: got[k] for k in STATS_KEYS[3:17]} == {
         "written": 10,
         "written_bytes": 55,

@@ -4,6 +4,7 @@ not a terminal), and the live view in a real terminal under tmux."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import re
@@ -392,8 +393,9 @@ class Tmux:
     def __init__(self, tmp_path) -> None:
         self.socket = f"rbtest-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.conf = tmp_path / "tmux.conf"
-        self.conf.write_text("set -g status off\n")
+        self.conf.write_text("set -g status off\nset -g default-terminal screen\n")
         self.status = tmp_path / "exit-status"
+        self.socket_path = ""
         self.cwd = tmp_path
         self.env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "TMUX_PANE")}
 
@@ -417,6 +419,7 @@ class Tmux:
         command = shlex.join(["sh", "-c", script, "sh", *map(str, argv)])
         size = ["-x", str(width), "-y", str(height)]
         self("new-session", "-d", "-s", "top", *size, "-c", str(self.cwd), command)
+        self.socket_path = self("display-message", "-p", "#{socket_path}").strip()
 
     def screen(self) -> str:
         return self("capture-pane", "-p", "-t", "top")
@@ -450,6 +453,9 @@ class Tmux:
     def kill(self) -> None:
         kill = ["tmux", "-L", self.socket, "kill-server"]
         subprocess.run(kill, capture_output=True, timeout=10, check=False)
+        if self.socket_path:  # the server leaves it behind
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
 
 
 @pytest.fixture
