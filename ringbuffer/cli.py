@@ -2,6 +2,8 @@
 
     ringbuffer create PATH --size SIZE [--remove] [--mode 0600]
     ringbuffer info PATH [--json]
+    ringbuffer stats PATH [--json]
+    ringbuffer top RING... [--interval SECONDS] [--once]
     ringbuffer write PATH [--lines | --null | --stdin-raw]
     ringbuffer read PATH [--count N] [--follow | --timeout S] [--lines | --null | --raw]
     ringbuffer demo [--count N] [--size S]
@@ -25,8 +27,10 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import sys
+import time
 from types import FrameType
 from typing import Any, BinaryIO, Callable, NoReturn, TextIO
 
@@ -112,6 +116,16 @@ def _count(text: str) -> int:
     if n < 0:
         raise ValueError(f"invalid count {text!r}: at least 0")
     return n
+
+
+def _interval(text: str) -> float:
+    try:
+        s = float(text)
+    except ValueError:
+        raise ValueError(f"invalid interval {text!r}: a number of seconds") from None
+    if not 0 < s < float("inf"):
+        raise ValueError(f"invalid interval {text!r}: a finite number of seconds, more than 0")
+    return s
 
 
 def _seconds(text: str) -> float:
@@ -272,6 +286,133 @@ def _cmd_info(opts: argparse.Namespace) -> int:
     out.write(json.dumps(info) + "\n" if opts.json else _format_info(info))
     out.flush()
     return 0
+
+
+# -- stats --------------------------------------------------------------------
+
+# Bytes per MB in rates (decimal, as in network and disk rates).
+_MB = 1_000_000
+
+
+def _stats_summary(path: str, stats: dict[str, Any], now: float) -> dict[str, Any]:
+    """stats() plus the age of the ring, average rates since its creation
+    (None when the creation time is not in the past: a forged file or a
+    clock set back) and the backlog. Each counter is read while others may
+    add to theirs, so written - read can be briefly off by the messages in
+    flight; the backlog is never below 0."""
+    age = now - stats["created"]
+
+    def per_second(n: int) -> float | None:
+        return n / age if age > 0 else None
+
+    written, read = stats["written"], stats["read"]
+    return {
+        "path": path,
+        "created": stats["created"],
+        "age_seconds": age,
+        **{k: v for k, v in stats.items() if k != "created"},
+        "backlog": max(0, written - read),
+        "backlog_bytes": max(0, stats["written_bytes"] - stats["read_bytes"]),
+        "written_per_second": per_second(written),
+        "written_bytes_per_second": per_second(stats["written_bytes"]),
+        "read_per_second": per_second(read),
+        "read_bytes_per_second": per_second(stats["read_bytes"]),
+        "mean_message_bytes": stats["written_bytes"] / written if written else None,
+        "mean_park_seconds": stats["parked_seconds"] / stats["parks"] if stats["parks"] else None,
+    }
+
+
+def _rate(x: float) -> str:
+    """A rate to three significant digits, whole numbers from 1000 on."""
+    if x < 1000:
+        return f"{x:.3g}"
+    return f"{x:.0f}" if x < 1e15 else f"{x:.3e}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _format_stats(s: dict[str, Any]) -> str:
+    try:
+        created = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(s["created"]))
+    except (OverflowError, OSError, ValueError):
+        created = f"{s['created']:.0f} s after the epoch"
+    age = s["age_seconds"]
+    created += f" ({_duration(age)} ago)" if age > 0 else " (not in the past: no average rates)"
+
+    def rate(messages: float | None, nbytes: float | None) -> str:
+        if messages is None or nbytes is None:
+            return "- (the creation time is not in the past)"
+        return f"{_rate(messages)} messages/s, {_rate(nbytes / _MB)} MB/s (average since creation)"
+
+    mean = s["mean_message_bytes"]
+    rows = [
+        ("ring", s["path"]),
+        ("created", created),
+        ("written", f"{s['written']} messages, {s['written_bytes']} bytes ({_human(s['written_bytes'])})"),
+        ("read", f"{s['read']} messages, {s['read_bytes']} bytes ({_human(s['read_bytes'])})"),
+        ("backlog", f"{s['backlog']} messages, {s['backlog_bytes']} bytes (written - read)"),
+        ("rate in", rate(s["written_per_second"], s["written_bytes_per_second"])),
+        ("rate out", rate(s["read_per_second"], s["read_bytes_per_second"])),
+        ("mean message", "-" if mean is None else f"{mean:.1f} bytes (of those written)"),
+        ("aborted", f"{s['aborted']} (reservations given up)"),
+        ("full", f"{s['full']} (non-blocking writes that found no room)"),
+        ("empty", f"{s['empty']} (non-blocking reads that found no message)"),
+        ("parks", f"{s['parks']} (sleeps of waiting calls, {s['parked_seconds']:.3f} s in all)"),
+        ("wakes", f"{s['wakes']} (wake-ups sent to sleepers)"),
+        ("recovered", f"{s['recovered']} (reservations of dead writers discarded)"),
+        ("turns taken", f"{s['turns_taken']} (read turns taken over from dead consumers)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "".join(f"{k:<{width}}  {v}\n" for k, v in rows)
+
+
+def _cmd_stats(opts: argparse.Namespace) -> int:
+    with RingBuffer.open(opts.path) as rb:
+        summary = _stats_summary(rb.path, rb.stats(), time.time())
+    out = _stdout()
+    out.write(json.dumps(summary) + "\n" if opts.json else _format_stats(summary))
+    out.flush()
+    return 0
+
+
+# -- top ----------------------------------------------------------------------
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _cmd_top(opts: argparse.Namespace) -> int:
+    from ringbuffer import _top
+
+    watches: list[_top.Watch] = []
+    try:
+        for path in opts.paths:
+            watches.append(_top.Watch(path))
+            watches[-1].start()
+        out = _stdout()
+        terminal = _is_terminal(out)
+        if opts.once or not terminal:
+            width = shutil.get_terminal_size().columns if terminal else None
+            return _top.run_plain(watches, opts.interval, opts.once, out, width)
+        try:
+            return _top.run_curses(watches, opts.interval)
+        except _top.TerminalError as exc:
+            raise _Failure(str(exc)) from None
+    finally:
+        for w in watches:
+            w.close()
 
 
 # -- write --------------------------------------------------------------------
@@ -540,6 +681,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="ring file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.set_defaults(run=_cmd_info)
+
+    p = sub.add_parser(
+        "stats",
+        help="show a ring's counters and average rates since its creation",
+        formatter_class=_RawFormatter,
+        description=(
+            "Show the ring's counters since its creation, summed over every handle that ever used\n"
+            "it in any process (closed and killed ones too): messages and bytes written and read,\n"
+            "reservations aborted, non-blocking calls that found the ring full or empty, sleeps of\n"
+            "waiting calls and their time, wake-ups sent, crash recoveries; with the average rates\n"
+            "since the ring was created and the backlog (written - read). Counters only grow.\n"
+            "Reading them takes nothing from producers and consumers."
+        ),
+        epilog=(
+            "--json keys (one object on one line):\n"
+            "  path                   the ring file\n"
+            "  created                creation time, seconds since the epoch\n"
+            "  age_seconds            now - created\n"
+            "  written, read          messages committed, consumed\n"
+            "  written_bytes          their payload bytes\n"
+            "  read_bytes\n"
+            "  aborted                reservations aborted\n"
+            "  full, empty            non-blocking calls that found no room, no message\n"
+            "  parks, parked_seconds  sleeps of waiting calls, their time\n"
+            "  wakes                  wake-ups sent to sleepers\n"
+            "  recovered              reservations of dead writers discarded\n"
+            "  turns_taken            read turns taken over from dead consumers\n"
+            "  backlog                written - read (at least 0)\n"
+            "  backlog_bytes          written_bytes - read_bytes (at least 0)\n"
+            "  written_per_second     averages since creation; null unless created is in the past\n"
+            "  written_bytes_per_second\n"
+            "  read_per_second\n"
+            "  read_bytes_per_second\n"
+            "  mean_message_bytes     written_bytes / written (null if nothing was written)\n"
+            "  mean_park_seconds      parked_seconds / parks (null if no call slept)\n"
+            "The text output shows rates in MB/s: 10^6 bytes per second."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="ring file")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead (keys below)")
+    p.set_defaults(run=_cmd_stats)
+
+    p = sub.add_parser(
+        "top",
+        help="watch rings' traffic live (rates, fill level, waiters)",
+        formatter_class=_Formatter,
+        description=(
+            "A live view of one or more rings, refreshed every --interval seconds: per ring, messages/s "
+            "and MB/s (10^6 bytes) written (in) and read (out) over the last interval, how full it is, "
+            "the parked producers and consumers, the handles open on it (top's own excluded), sleeps of "
+            "waiting calls per second and crash recoveries (reservations of dead writers discarded and "
+            "read turns taken over from dead consumers; a new one is highlighted). 'q' or Ctrl-C quits. "
+            "A ring whose file is deleted is shown as gone; a new file at its path is opened. When "
+            "standard output is not a terminal, prints a frame of plain lines every interval instead. "
+            "Each refresh counts the messages waiting as 'info' does, taking the read turn briefly."
+        ),
+    )
+    p.add_argument("paths", metavar="RING", nargs="+", help="ring file(s)")
+    p.add_argument(
+        "--interval",
+        type=_argtype(_interval, "interval"),
+        default=1.0,
+        metavar="SECONDS",
+        help="time between refreshes, and the span of the rates (default 1)",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="print one frame of plain lines (two samples --interval apart, for real rates) and exit",
+    )
+    p.set_defaults(run=_cmd_top)
 
     p = sub.add_parser(
         "write",

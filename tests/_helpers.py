@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -25,6 +27,7 @@ OFF_CAPACITY = 16
 OFF_MAX_MESSAGE = 24
 OFF_STATE = 32
 OFF_FLAGS = 36
+OFF_CREATED = 40  # creation time, ns since the epoch
 OFF_SLOT_COUNT = 48
 OFF_SLOT_SIZE = 52
 OFF_TAIL = 128
@@ -487,3 +490,47 @@ def reap(procs, hung_after: str) -> None:
                 p.kill()
                 p.join(10)
     assert [p.exitcode for p in procs] == [0] * len(procs), [(p.name, p.exitcode) for p in procs]
+
+
+# --------------------------------------------------------------------------
+# the command line, run as a subprocess (test_cli.py, test_top.py)
+
+CLI = [sys.executable, "-m", "ringbuffer"]
+
+
+def run(*args, input: bytes | None = None, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    """Runs the command line to completion, capturing its output."""
+    return subprocess.run(
+        [*CLI, *map(str, args)], input=input, capture_output=True, timeout=timeout, check=False, **kw
+    )
+
+
+def start(*args, **kw) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, *map(str, args)], preexec_fn=sigint_default, **kw)
+
+
+def assert_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"Traceback" not in proc.stderr
+
+
+def assert_error(proc: subprocess.CompletedProcess, status: int = 1, match: str = "") -> str:
+    """A user error: the exit status, no traceback, and (status 1) exactly one
+    line starting with ``ringbuffer: error:``; returns standard error."""
+    err = proc.stderr.decode()
+    assert proc.returncode == status, (proc.returncode, err)
+    assert "Traceback" not in err
+    if status == 1:
+        assert err.startswith("ringbuffer: error: "), err
+        assert err.count("\n") == 1 and err.endswith("\n"), err
+    else:
+        assert "error:" in err
+    assert re.search(match, err), err
+    return err
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)

@@ -16,12 +16,25 @@ import threading
 import time
 
 import pytest
-from _helpers import sigint_default
+from _helpers import (
+    COUNTERS,
+    OFF_CREATED,
+    OFF_SLOTS_USED,
+    SLOT_OFF_COUNT_OWN,
+    SLOT_OFF_COUNT_SHARED,
+    assert_error,
+    assert_ok,
+    poke_u32,
+    poke_u64,
+    run,
+    slot_offset,
+    start,
+    wait_for,
+)
 
 from ringbuffer import RingBuffer
 from ringbuffer.cli import _peek_can_keep, parse_mode, parse_size
-
-CLI = [sys.executable, "-m", "ringbuffer"]
+from ringbuffer.ring import format_version
 
 # Without RingBuffer.peek(consume_on_error=False), a reader whose output
 # broke consumes the one message it could not write.
@@ -30,44 +43,6 @@ needs_keep = pytest.mark.xfail(
     strict=True,
     reason="needs RingBuffer.peek(consume_on_error=False) to leave an unwritten message in the ring",
 )
-
-
-def run(*args, input: bytes | None = None, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
-    """Runs the command line to completion, capturing its output."""
-    return subprocess.run(
-        [*CLI, *map(str, args)], input=input, capture_output=True, timeout=timeout, check=False, **kw
-    )
-
-
-def start(*args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, *map(str, args)], preexec_fn=sigint_default, **kw)
-
-
-def assert_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, proc.stderr.decode()
-    assert b"Traceback" not in proc.stderr
-
-
-def assert_error(proc: subprocess.CompletedProcess, status: int = 1, match: str = "") -> str:
-    """A user error: the exit status, no traceback, and (status 1) exactly one
-    line starting with ``ringbuffer: error:``; returns standard error."""
-    err = proc.stderr.decode()
-    assert proc.returncode == status, (proc.returncode, err)
-    assert "Traceback" not in err
-    if status == 1:
-        assert err.startswith("ringbuffer: error: "), err
-        assert err.count("\n") == 1 and err.endswith("\n"), err
-    else:
-        assert "error:" in err
-    assert re.search(match, err), err
-    return err
-
-
-def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)
 
 
 def make_ring(path, size: int = 4096, msgs=()) -> None:
@@ -130,9 +105,9 @@ def test_parse_mode():
 def test_help():
     top = run("--help")
     assert_ok(top)
-    for cmd in ("create", "info", "write", "read", "demo", "bench"):
+    for cmd in ("create", "info", "stats", "top", "write", "read", "demo", "bench"):
         assert cmd in top.stdout.decode()
-    for cmd in ("create", "info", "write", "read"):
+    for cmd in ("create", "info", "stats", "top", "write", "read"):
         proc = run(cmd, "--help")
         assert_ok(proc)
         assert proc.stdout.startswith(f"usage: ringbuffer {cmd}".encode())
@@ -150,6 +125,9 @@ def test_usage_errors(tmp_path):
     assert_error(run("read", tmp_path / "r", "--count", "-3"), status=2, match="count")
     assert_error(run("read", tmp_path / "r", "--timeout", "soon"), status=2, match="timeout")
     assert_error(run("write", tmp_path / "r", "--null", "--stdin-raw"), status=2, match="not allowed")
+    for interval in ("0", "-1", "soon", "inf", "nan"):
+        assert_error(run("top", tmp_path / "r", "--interval", interval), status=2, match="interval")
+    assert_error(run("top"), status=2, match="RING")
 
 
 # -- create --------------------------------------------------------------------
@@ -249,7 +227,8 @@ def test_info_matches_the_api(tmp_path):
         holder.communicate(b"\n", timeout=10)
     assert {k: got[k] for k in expected} == expected
     assert got["messages"] == 3 and got["message_bytes"] == 11 and got["busy"] == 1
-    assert got["capacity"] == 4096 and got["max_message_size"] == 2048 and got["format_version"] == 3
+    assert got["capacity"] == 4096 and got["max_message_size"] == 2048
+    assert got["format_version"] == format_version()
     assert got["bytes_used"] == got["tail"] - got["head"] == 3 * 16 + 24
     assert got["read_turn_pid"] == 0 and got["read_turn_alive"] is None
     assert got["attached"] == 2  # the holder and this command
@@ -258,7 +237,7 @@ def test_info_matches_the_api(tmp_path):
     assert_ok(human)
     text = human.stdout.decode()
     for pattern in (
-        r"(?m)^format version +3$",
+        rf"(?m)^format version +{format_version()}$",
         r"(?m)^capacity +4096 bytes",
         r"(?m)^max message size +2048 bytes",
         rf"(?m)^head +{got['head']}\b",
@@ -299,6 +278,168 @@ def test_info_shows_a_dead_read_turn_holder(tmp_path):
     assert got["read_turn_pid"] == holder.pid and got["read_turn_alive"] is False
     text = run("info", path).stdout.decode()
     assert "NOT RUNNING" in text and f"note: the read turn is held by pid {holder.pid}" in text
+
+
+# -- stats ---------------------------------------------------------------------
+
+STATS_KEYS = [
+    "path",
+    "created",
+    "age_seconds",
+    "written",
+    "written_bytes",
+    "read",
+    "read_bytes",
+    "aborted",
+    "full",
+    "empty",
+    "parks",
+    "parked_seconds",
+    "wakes",
+    "recovered",
+    "turns_taken",
+    "backlog",
+    "backlog_bytes",
+    "written_per_second",
+    "written_bytes_per_second",
+    "read_per_second",
+    "read_bytes_per_second",
+    "mean_message_bytes",
+    "mean_park_seconds",
+]
+
+
+def stats_json(path) -> dict:
+    proc = run("stats", path, "--json")
+    assert_ok(proc)
+    assert proc.stdout.count(b"\n") == 1
+    return json.loads(proc.stdout)
+
+
+def known_traffic(path) -> None:
+    """10 messages of 1 to 10 bytes written (55 bytes), the first 4 read (10
+    bytes), a reservation aborted, a non-blocking read of an empty ring."""
+    with RingBuffer(path, 1 << 16) as rb:
+        assert rb.put_many([b"m" * n for n in range(1, 11)]) == 10
+        with pytest.raises(KeyError), rb.reserve(100):
+            raise KeyError
+        assert rb.get_many(4) == [b"m" * n for n in range(1, 5)]
+    with RingBuffer(f"{path}.other", 4096) as other:
+        assert other.try_read() is None  # counted in the other ring, not this one
+
+
+def test_stats_counts_known_traffic(tmp_path):
+    path = tmp_path / "r.ring"
+    known_traffic(path)
+    got = stats_json(path)
+    assert list(got) == STATS_KEYS
+    documented = run("stats", "--help").stdout.decode().partition("--json keys")[2]
+    assert all(re.search(rf"(?m)^  (\w+, )?{key}\b", documented) for key in STATS_KEYS), documented
+    assert {k: got[k] for k in STATS_KEYS[3:17]} == {
+        "written": 10,
+        "written_bytes": 55,
+        "read": 4,
+        "read_bytes": 10,
+        "aborted": 1,
+        "full": 0,
+        "empty": 0,
+        "parks": 0,
+        "parked_seconds": 0.0,
+        "wakes": 0,
+        "recovered": 0,
+        "turns_taken": 0,
+        "backlog": 6,
+        "backlog_bytes": 45,
+    }
+    assert got["path"] == str(path)
+    assert got["mean_message_bytes"] == 5.5 and got["mean_park_seconds"] is None
+    assert 0 < got["age_seconds"] < 60 and abs(got["created"] + got["age_seconds"] - time.time()) < 60
+    age = got["age_seconds"]
+    for key, count in (("written", 10), ("written_bytes", 55), ("read", 4), ("read_bytes", 10)):
+        assert got[f"{key}_per_second"] == pytest.approx(count / age)
+    text = run("stats", path)
+    assert_ok(text)
+    out = text.stdout.decode()
+    for pattern in (
+        rf"(?m)^ring +{re.escape(str(path))}$",
+        r"(?m)^created +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d .*\(\d+\.\d s ago\)$",
+        r"(?m)^written +10 messages, 55 bytes \(55 bytes\)$",
+        r"(?m)^read +4 messages, 10 bytes \(10 bytes\)$",
+        r"(?m)^backlog +6 messages, 45 bytes \(written - read\)$",
+        r"(?m)^rate in +[\d.e+]+ messages/s, [\d.e+-]+ MB/s \(average since creation\)$",
+        r"(?m)^rate out +[\d.e+]+ messages/s, [\d.e+-]+ MB/s",
+        r"(?m)^mean message +5\.5 bytes",
+        r"(?m)^aborted +1 \(",
+        r"(?m)^full +0 \(",
+        r"(?m)^empty +0 \(",
+        r"(?m)^parks +0 \(.*0\.000 s in all\)$",
+        r"(?m)^recovered +0 \(",
+        r"(?m)^turns taken +0 \(",
+    ):
+        assert re.search(pattern, out), (pattern, out)
+    # Aligned like info: every value starts in the same column.
+    assert len({len(m.group(1)) for m in re.finditer(r"(?m)^(\S.*?  +)\S", out)}) == 1, out
+
+
+def test_stats_rates_are_averages_since_the_creation(tmp_path):
+    path = tmp_path / "r.ring"
+    known_traffic(path)
+    poke_u64(path, OFF_CREATED, int((time.time() - 100) * 1e9))  # created 100 s ago
+    got = stats_json(path)
+    assert got["age_seconds"] == pytest.approx(100, abs=5)
+    assert got["written_per_second"] == pytest.approx(0.1, rel=0.05)
+    assert got["read_bytes_per_second"] == pytest.approx(0.1, rel=0.05)
+    out = run("stats", path).stdout.decode()
+    number = r"(\d[\d.e+-]*)"
+    rate_in = re.search(rf"(?m)^rate in +{number} messages/s, {number} MB/s ", out)
+    rate_out = re.search(rf"(?m)^rate out +{number} messages/s, {number} MB/s ", out)
+    assert rate_in and rate_out, out
+    assert [float(x) for x in rate_in.groups()] == pytest.approx([0.1, 55e-8], rel=0.05)
+    assert [float(x) for x in rate_out.groups()] == pytest.approx([0.04, 10e-8], rel=0.05)
+    assert re.search(r"(?m)^created .*\(1\.\d min ago\)$", out), out
+
+
+@pytest.mark.parametrize("created", ["past", "future", "epoch"])
+def test_stats_of_a_forged_file_are_sane(tmp_path, created):
+    """Counters that sum past 2^64 (saturated by rb_stats), more read than
+    written, a creation time in the future: no error, no negative figure."""
+    path = tmp_path / "r.ring"
+    known_traffic(path)
+    slot = 7
+    for counter, value in {
+        "written": 2**64 - 1,
+        "written_bytes": 2**63,
+        "read": 2**64 - 1,
+        "read_bytes": 2**64 - 1,
+        "parks": 2**64 - 1,
+        "parked_ns": 2**64 - 1,
+        "recovered": 2**63,
+    }.items():
+        i = COUNTERS.index(counter)
+        poke_u64(path, slot_offset(slot, SLOT_OFF_COUNT_OWN + 8 * i), value)
+        poke_u64(path, slot_offset(slot, SLOT_OFF_COUNT_SHARED + 8 * i), value)
+    poke_u32(path, OFF_SLOTS_USED, slot + 1)
+    ns = {"past": int((time.time() - 10) * 1e9), "future": int((time.time() + 1e6) * 1e9), "epoch": 0}
+    poke_u64(path, OFF_CREATED, ns[created])
+    got = stats_json(path)
+    assert got["written"] == got["read"] == got["read_bytes"] == got["parks"] == 2**64 - 1  # saturated
+    assert got["written_bytes"] == 2**64 - 1  # 2 * 2^63 + 55: saturated too
+    assert got["backlog"] == 0 and got["backlog_bytes"] == 0  # read_bytes > written_bytes: not below 0
+    for key in STATS_KEYS[1:]:
+        assert got[key] is None or got[key] >= 0 or key == "age_seconds", (key, got[key])
+    if created == "future":
+        assert got["written_per_second"] is None and got["read_bytes_per_second"] is None
+    else:
+        assert got["written_per_second"] > 0
+    text = run("stats", path)
+    assert_ok(text)
+    out = text.stdout.decode()
+    assert not re.search(r"(?<![\w.])-\d", out), out  # a minus sign, not a date's dash or an exponent's
+    assert "nan" not in out and "inf" not in out
+    assert re.search(r"(?m)^written +18446744073709551615 messages", out), out
+    if created == "future":
+        assert re.search(r"(?m)^created .*not in the past: no average rates\)$", out), out
+        assert re.search(r"(?m)^rate in +- \(the creation time is not in the past\)$", out), out
 
 
 # -- write ---------------------------------------------------------------------
@@ -602,7 +743,14 @@ def bad_paths(tmp_path):
 @pytest.mark.parametrize("kind", ["missing", "text", "empty", "dir"])
 def test_errors_are_one_line(bad_paths, kind):
     path, message = bad_paths[kind]
-    for args in (["info", path], ["read", path], ["write", path]):
+    for args in (
+        ["info", path],
+        ["stats", path],
+        ["top", path, "--once", "--interval", "0.1"],
+        ["top", path],  # not a terminal: frames of plain lines, but none for a bad path
+        ["read", path],
+        ["write", path],
+    ):
         err = assert_error(run(*args, input=b"x\n"), match=message)
         assert str(path) in err
 
