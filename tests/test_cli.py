@@ -249,7 +249,7 @@ def test_info_matches_the_api(tmp_path):
         holder.communicate(b"\n", timeout=10)
     assert {k: got[k] for k in expected} == expected
     assert got["messages"] == 3 and got["message_bytes"] == 11 and got["busy"] == 1
-    assert got["capacity"] == 4096 and got["max_message_size"] == 2048 and got["format_version"] == 2
+    assert got["capacity"] == 4096 and got["max_message_size"] == 2048 and got["format_version"] == 3
     assert got["bytes_used"] == got["tail"] - got["head"] == 3 * 16 + 24
     assert got["read_turn_pid"] == 0 and got["read_turn_alive"] is None
     assert got["attached"] == 2  # the holder and this command
@@ -258,7 +258,7 @@ def test_info_matches_the_api(tmp_path):
     assert_ok(human)
     text = human.stdout.decode()
     for pattern in (
-        r"(?m)^format version +2$",
+        r"(?m)^format version +3$",
         r"(?m)^capacity +4096 bytes",
         r"(?m)^max message size +2048 bytes",
         rf"(?m)^head +{got['head']}\b",
