@@ -41,8 +41,8 @@ __all__ = ["COUNTERS", "GAUGES", "UP", "Metrics", "RingCollector", "serve"]
 
 
 class Spec(NamedTuple):
-    """One exported metric: its name, the key of the ring's reading it
-    comes from (:meth:`RingCollector.read`), and its HELP text."""
+    """One exported metric: its name, the key of the value it takes from a
+    ring's reading (``RingCollector._read``), and its HELP text."""
 
     name: str
     key: str
@@ -116,7 +116,7 @@ class _Watched:
         self.identity: tuple[int, int] | None = None
         self.problem: str | None = None  # the last reason reported, None while readable
 
-    def attach(self) -> None:
+    def attach(self) -> RingBuffer:
         """Opens the ring at the path. Raises OSError or RingBufferError."""
         for _ in range(3):
             before = _identity(self.path)
@@ -130,7 +130,7 @@ class _Watched:
                 raise
             if after == before:
                 self.rb, self.identity = rb, after
-                return
+                return rb
             rb.close()
         raise OSError(f"{self.path}: the file keeps being replaced")
 
@@ -150,10 +150,7 @@ class _Watched:
             raise
         if self.rb is not None and identity != self.identity:
             self.detach()
-        if self.rb is None:
-            self.attach()
-        assert self.rb is not None
-        return self.rb
+        return self.attach() if self.rb is None else self.rb
 
 
 class RingCollector(Collector):
@@ -188,7 +185,7 @@ class RingCollector(Collector):
                     w.problem = str(exc)
         return failed
 
-    def read(self, w: _Watched) -> dict[str, Any]:
+    def _read(self, w: _Watched) -> dict[str, Any]:
         """The values of one ring's metrics, by :class:`Spec` key. Raises
         what :meth:`_Watched.current` raises."""
         rb = w.current()
@@ -208,7 +205,7 @@ class RingCollector(Collector):
         """read(), or None (and the handle closed) when the ring cannot be
         read; notifies changes."""
         try:
-            values = self.read(w)
+            values = self._read(w)
         except Exception as exc:  # never fail a scrape: report up 0
             w.detach()
             if w.problem != str(exc):
