@@ -1010,7 +1010,12 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail)
 
 RB_API int rb_info_sized(rb_ring *rb, struct rb_info *out, size_t size)
 {
-    if (rb == NULL || out == NULL || size == 0)
+    return rb_info_ex(rb, out, size, 0);
+}
+
+RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned flags)
+{
+    if (rb == NULL || out == NULL || size == 0 || (flags & ~RB_INFO_NO_COUNT) != 0)
         return RB_EINVAL;
     if (is_closing_relaxed(rb))
         return RB_ECLOSED;
@@ -1029,7 +1034,7 @@ RB_API int rb_info_sized(rb_ring *rb, struct rb_info *out, size_t size)
     in.space_waiters = atomic_load_explicit(&rb->hdr->space_waiters, memory_order_relaxed);
     in.turn_waiters = atomic_load_explicit(&rb->hdr->turn_waiters, memory_order_relaxed);
     int rc = RB_OK;
-    if (take_turn(rb, 0) == RB_OK) {
+    if (!(flags & RB_INFO_NO_COUNT) && take_turn(rb, 0) == RB_OK) {
         /* Walk under the turn, as a consumer would read (read_records): the
          * words between head and tail are record headers, zero (reserved,
          * not written yet) or committed/BUSY/DISCARD words. */

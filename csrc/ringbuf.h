@@ -223,6 +223,21 @@ struct rb_info {
 RB_API int rb_info_sized(rb_ring *rb, struct rb_info *out, size_t size);
 #define rb_info(rb, out) rb_info_sized((rb), (out), sizeof(struct rb_info))
 
+/* rb_info_ex flags */
+#define RB_INFO_NO_COUNT 0x1u /* skip the walk: the read turn is not taken */
+
+/* rb_info_sized with flags; flags 0 is rb_info_sized. With RB_INFO_NO_COUNT
+ * the records are not counted (counted = 0, the four counts 0) and the
+ * read turn is never taken, so consumers are not held up and no dead
+ * consumer's turn is taken over: what a periodic monitor should call. The
+ * rest (positions, waiters, read-turn holder, attached handles: one fcntl
+ * per slot ever used) is filled as by rb_info_sized. size as there.
+ * Returns: RB_OK; RB_EINVAL (NULL argument, size 0, unknown flags);
+ * RB_ECLOSED; RB_ECORRUPT (only when counting, as rb_info_sized).
+ * Thread-safety: MT-safe; with RB_INFO_NO_COUNT lock-free, never blocks
+ * or waits for another handle. */
+RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned flags);
+
 /* The ring's counters since it was created: every handle counts what its
  * calls did in its slot of the file, and the counts stay there after it
  * closes or dies (docs/format.md, "Counters"), so these are totals over

@@ -134,6 +134,7 @@ def put_array(rb: Any, a: Any, block: bool, timeout: Timeout) -> None:
             detail=f"message of {total} bytes (maximum {limit}): an array of {nbytes} bytes "
             f"and its {start}-byte header",
         )
+
     def fill(view: memoryview) -> None:
         view[:start] = head
         if nbytes:

@@ -8,6 +8,7 @@
 #define RB_REMOVE ...
 #define RB_MIN_CAPACITY ...
 #define RB_MAX_CAPACITY ...
+#define RB_INFO_NO_COUNT ...
 
 enum rb_status {
     RB_OK = 0,
@@ -79,6 +80,7 @@ size_t rb_capacity(const rb_ring *rb);
 size_t rb_max_message_size(const rb_ring *rb);
 int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
 int rb_info_sized(rb_ring *rb, struct rb_info *out, size_t size);
+int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned flags);
 int rb_stats_sized(rb_ring *rb, struct rb_stats *out, size_t size);
 int rb_write(rb_ring *rb, const void *msg, size_t len);
 int rb_write_wait(rb_ring *rb, const void *msg, size_t len, int64_t timeout_ns);

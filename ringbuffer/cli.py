@@ -6,6 +6,7 @@
     ringbuffer top RING... [--interval SECONDS] [--once]
     ringbuffer write PATH [--lines | --null | --stdin-raw]
     ringbuffer read PATH [--count N] [--follow | --timeout S] [--lines | --null | --raw]
+    ringbuffer export RING... [--listen HOST:PORT]
     ringbuffer demo [--count N] [--size S]
     ringbuffer bench [--rounds N] [--json FILE]
 
@@ -13,9 +14,10 @@ so that ``seq 1000000 | ringbuffer write /dev/shm/q`` in one terminal and
 ``ringbuffer read /dev/shm/q --follow | wc -l`` in another just work.
 
 Exit status: 0 success (also when ``read``'s output pipe is closed early,
-as with ``| head``), 1 a runtime error (one line on standard error starting
-with ``ringbuffer: error:``), 2 a usage error, 130 Ctrl-C, 128 + N another
-terminating signal N (SIGTERM, SIGHUP).
+as with ``| head``, and when ``export`` is stopped by Ctrl-C or SIGTERM), 1 a
+runtime error (one line on standard error starting with ``ringbuffer:
+error:``), 2 a usage error (also ``export`` without prometheus_client), 130
+Ctrl-C, 128 + N another terminating signal N (SIGTERM, SIGHUP).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any, BinaryIO, Callable, NoReturn, TextIO
 from ringbuffer.exceptions import BufferEmpty, RingBufferError
 from ringbuffer.ring import RingBuffer, c_version, format_version
 
-__all__ = ["main", "parse_mode", "parse_size"]
+__all__ = ["main", "parse_listen", "parse_mode", "parse_size"]
 
 PROG = "ringbuffer"
 
@@ -46,6 +48,8 @@ _CHUNK = 1 << 16
 
 _UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 _SIZE_RE = re.compile(r"(\d+)\s*(?:([kmgt])(i?b?)|(b?))", re.IGNORECASE)
+
+DEFAULT_LISTEN = "127.0.0.1:9464"  # 9464: the port of OpenTelemetry's Prometheus exporter
 
 # Subcommands whose arguments go unparsed to another module's main().
 _FORWARDED = ("demo", "bench")
@@ -93,6 +97,23 @@ def parse_mode(text: str) -> int:
     if mode > 0o7777:
         raise ValueError(f"invalid mode {text!r}: at most 07777")
     return mode
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (every IPv4 interface)
+    -> (host, port); ValueError otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or host.startswith("[") != host.endswith("]"):
+        raise ValueError(f"invalid address {text!r}: HOST:PORT, such as {DEFAULT_LISTEN} or [::1]:9464")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise ValueError(f"invalid address {text!r}: brackets hold an IPv6 address, as in [::1]:9464")
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError(f"invalid address {text!r}: an IPv6 address goes in brackets, as in [::1]:9464")
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"invalid port in {text!r}: a number from 1 to 65535")
+    return host or "0.0.0.0", int(port)
 
 
 def _argtype(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
@@ -584,6 +605,74 @@ def _cmd_read(opts: argparse.Namespace) -> int:
     return 0
 
 
+# -- export -------------------------------------------------------------------
+
+_NEEDS_PROMETHEUS = "ringbuffer export needs prometheus_client: pip install 'ringbuffer-ipc[prometheus]'"
+
+
+def _reason(exc: BaseException) -> str:
+    return _describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+
+
+def _say(line: str) -> None:
+    """One line on standard error, from any thread; never raises."""
+    try:
+        sys.stderr.write(f"{PROG}: {line}\n")
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def _export_notice(path: str, problem: BaseException | None) -> None:
+    if problem is None:
+        _say(f"{path}: readable again")
+    else:
+        _say(f"warning: {_reason(problem)} (ringbuffer_up 0 until it can be read)")
+
+
+def _cmd_export(opts: argparse.Namespace) -> int:
+    try:
+        from ringbuffer import _export
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] != "prometheus_client":
+            raise
+        _error(_NEEDS_PROMETHEUS)
+        return 2
+    host, port = opts.listen
+    collector = _export.RingCollector(opts.rings, notify=_export_notice)
+    failed = collector.open()
+    if len(failed) == len(collector.paths):
+        for problem in failed.values():
+            _error(_reason(problem))
+        return 1
+    for path, problem in failed.items():
+        _export_notice(path, problem)
+    try:
+        server = _export.serve(collector, host, port)
+    except OSError as exc:
+        collector.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise _Failure(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    try:
+        try:
+            out = _stdout()
+            out.write(f"serving {server.url} for {len(collector.paths)} ring(s)\n")
+            out.flush()
+        except (OSError, ValueError, _Failure):
+            pass  # nobody reads standard output: serve all the same
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        return 0
+    except _Terminated as exc:
+        if exc.signum != signal.SIGTERM:
+            raise
+        return 0
+    finally:
+        server.stop()
+        collector.close()
+
+
 # -- demo, bench --------------------------------------------------------------
 
 
@@ -837,6 +926,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the messages back to back, with nothing after each",
     )
     p.set_defaults(run=_cmd_read, output="lines")
+
+    p = sub.add_parser(
+        "export",
+        help="serve rings' counters to Prometheus (needs the prometheus extra)",
+        formatter_class=_Formatter,
+        description=(
+            "Serve the counters and gauges of each RING at http://HOST:PORT/metrics in the Prometheus "
+            'text format, read at each scrape; every series has the label ring="RING". A ring deleted '
+            "or replaced is reopened at the next scrape; while none can be opened at its path, it "
+            "reports ringbuffer_up 0 and no other series. A RING that cannot be opened at the start "
+            "gets one warning line and ringbuffer_up 0, unless none can be opened: then the command "
+            "fails (exit status 1). A scrape never takes the read turn (consumers are never held up), "
+            "so messages waiting are not counted: use ringbuffer_bytes_used, or written minus read. "
+            "Ctrl-C or SIGTERM stops it (exit status 0). Needs prometheus_client "
+            "(pip install 'ringbuffer-ipc[prometheus]')."
+        ),
+    )
+    p.add_argument("rings", metavar="RING", nargs="+", help="ring file (the label's value, as written)")
+    p.add_argument(
+        "--listen",
+        type=_argtype(parse_listen, "address"),
+        default=parse_listen(DEFAULT_LISTEN),
+        metavar="HOST:PORT",
+        help=f"address to serve on (default {DEFAULT_LISTEN}; [::1]:9464 for IPv6, :9464 for every "
+        "IPv4 interface)",
+    )
+    p.set_defaults(run=_cmd_export)
 
     sub.add_parser(
         "demo",

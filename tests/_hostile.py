@@ -823,7 +823,7 @@ def check_call(h: Harness, call: Call) -> None:
         return
     if call.name in ("info", "positions", "enter", "pickle", "copy"):
         if call.name == "info":
-            fn = lambda: rb.info(*a["extra"])  # noqa: E731
+            fn = lambda: rb.info(*a["extra"], **kwargs_of(count=a["count"]))  # noqa: E731
         elif call.name == "positions":
             fn = lambda: rb.positions(*a["extra"])  # noqa: E731
         elif call.name == "enter":
@@ -833,7 +833,13 @@ def check_call(h: Harness, call: Call) -> None:
         else:
             fn = lambda: copy.copy(rb)  # noqa: E731
         result, exc, _ = h.run(fn, None)
-        errors = closed_or((TypeError,) if a.get("extra") else ())
+        extra = a.get("extra", ())
+        if call.name == "info":  # info(count=True): one optional argument
+            given = [*extra, *kwargs_of(count=a["count"]).values()]
+            too_many, counting = len(given) > 1, bool(given[0]) if given else True
+        else:
+            too_many, counting = bool(extra), True
+        errors = closed_or((TypeError,) if too_many else ())
         if errors:
             expect_error(exc, errors, what)
             return
@@ -841,9 +847,12 @@ def check_call(h: Harness, call: Call) -> None:
         if call.name == "info":
             assert result["capacity"] == CAP and result["max_message_size"] == MAX
             assert (result["head"], result["tail"]) == (h.head, h.tail)
-            assert result["counted"] and result["messages"] == len(h.model)
-            assert result["message_bytes"] == sum(map(len, h.model))
             assert result["bytes_used"] == h.used and result["busy"] == 0
+            if counting:
+                assert result["counted"] and result["messages"] == len(h.model)
+                assert result["message_bytes"] == sum(map(len, h.model))
+            else:
+                assert not result["counted"] and (result["messages"], result["message_bytes"]) == (0, 0)
         elif call.name == "positions":
             assert result == (h.head, h.tail)
         elif call.name == "enter":
@@ -1119,7 +1128,7 @@ RING_CALLS = {
         consume_on_error=st.one_of(st.just(OMIT), CONSUME),
         body=st.sampled_from(["read", "raise"]),
     ),
-    "info": call("info", extra=EXTRA),
+    "info": call("info", extra=EXTRA, count=st.one_of(st.just(OMIT), CONSUME)),
     "positions": call("positions", extra=EXTRA),
     "close": call("close", extra=EXTRA),
     "enter": call("enter"),

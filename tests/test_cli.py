@@ -33,8 +33,10 @@ from _helpers import (
 )
 
 from ringbuffer import RingBuffer
-from ringbuffer.cli import _peek_can_keep, parse_mode, parse_size
+from ringbuffer.cli import _peek_can_keep, parse_listen, parse_mode, parse_size
 from ringbuffer.ring import format_version
+
+CLI = [sys.executable, "-m", "ringbuffer"]
 
 # Without RingBuffer.peek(consume_on_error=False), a reader whose output
 # broke consumes the one message it could not write.
@@ -99,15 +101,51 @@ def test_parse_mode():
             parse_mode(bad)
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("127.0.0.1:9464", ("127.0.0.1", 9464)),
+        ("[::1]:9464", ("::1", 9464)),
+        ("[fe80::1%eth0]:80", ("fe80::1%eth0", 80)),
+        (":9464", ("0.0.0.0", 9464)),
+        ("localhost:65535", ("localhost", 65535)),
+        (" 127.0.0.1:1 ", ("127.0.0.1", 1)),
+    ],
+)
+def test_parse_listen(text, value):
+    assert parse_listen(text) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "9464",
+        "host",
+        "host:",
+        "host:0",
+        "host:65536",
+        "host:x",
+        "host:\u00b2",
+        "::1:9464",
+        "[::1]",
+        "[]:1",
+    ],
+)
+def test_parse_listen_rejects(text):
+    with pytest.raises(ValueError):
+        parse_listen(text)
+
+
 # -- help and usage ------------------------------------------------------------
 
 
 def test_help():
     top = run("--help")
     assert_ok(top)
-    for cmd in ("create", "info", "stats", "top", "write", "read", "demo", "bench"):
+    for cmd in ("create", "info", "stats", "top", "write", "read", "export", "demo", "bench"):
         assert cmd in top.stdout.decode()
-    for cmd in ("create", "info", "stats", "top", "write", "read"):
+    for cmd in ("create", "info", "stats", "top", "write", "read", "export"):
         proc = run(cmd, "--help")
         assert_ok(proc)
         assert proc.stdout.startswith(f"usage: ringbuffer {cmd}".encode())

@@ -12,7 +12,9 @@ from __future__ import annotations
 import array
 import ctypes
 import gc
+import multiprocessing as mp
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -1131,6 +1133,32 @@ def test_info_snapshot(ring, other):
     ring.close()
     with pytest.raises(BufferClosed):
         ring.info()
+
+
+def test_info_without_count_never_takes_the_read_turn(ring, ring_path):
+    """count=False counts no records and, unlike a counting info(), does not
+    take over the read turn of a consumer killed inside a peek."""
+    ring.write(b"a" * 100)
+    ring.write(b"b" * 50)
+    quick = ring.info(count=False)
+    assert quick["counted"] is False and (quick["messages"], quick["message_bytes"]) == (0, 0)
+    assert quick["bytes_used"] == rec_size(100) + rec_size(50) and quick["attached"] == 1
+    assert ring.info()["messages"] == 2
+
+    def peek_and_die(path: str) -> None:
+        rb = RingBuffer.open(path)
+        with rb.peek():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    p = mp.get_context("fork").Process(target=peek_and_die, args=(str(ring_path),))
+    p.start()
+    p.join(30)
+    ring.stall_timeout = 0  # a counting info() would take the dead turn over at once
+    quick = ring.info(count=False)
+    assert quick["read_turn_pid"] == p.pid and quick["counted"] is False
+    assert ring.stats()["turns_taken"] == 0
+    assert ring.info()["counted"] is True  # the check above could have failed
+    assert ring.stats()["turns_taken"] == 1
 
 
 @pytest.mark.parametrize("kind", ["peek", "reserve"])

@@ -2163,3 +2163,48 @@ TEST(info_counts_records)
     CHECK_EQ_U(in.busy, 0);
     GET_CHECK(f.rb, 2, 50);
 }
+
+/* rb_info_ex(RB_INFO_NO_COUNT): the same snapshot without the walk; the
+ * read turn is never taken, so a peek elsewhere changes nothing and a free
+ * turn stays free. */
+TEST(info_without_count_leaves_the_read_turn_alone)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    struct rb_info in;
+    CHECK_EQ(rb_info_ex(NULL, &in, sizeof in, RB_INFO_NO_COUNT), RB_EINVAL);
+    CHECK_EQ(rb_info_ex(f.rb, NULL, sizeof in, RB_INFO_NO_COUNT), RB_EINVAL);
+    CHECK_EQ(rb_info_ex(f.rb, &in, 0, RB_INFO_NO_COUNT), RB_EINVAL);
+    CHECK_EQ(rb_info_ex(f.rb, &in, sizeof in, 0x2u), RB_EINVAL);
+    CHECK_EQ(put(f.rb, 1, 100), RB_OK);
+    CHECK_EQ(put(f.rb, 2, 50), RB_OK);
+    memset(&in, 0xff, sizeof in);
+    REQUIRE_EQ(rb_info_ex(f.rb, &in, sizeof in, RB_INFO_NO_COUNT), RB_OK);
+    CHECK_EQ(in.counted, 0);
+    CHECK_EQ_U(in.messages, 0);
+    CHECK_EQ_U(in.message_bytes, 0);
+    CHECK_EQ_U(in.busy, 0);
+    CHECK_EQ_U(in.discarded, 0);
+    CHECK_EQ_U(in.capacity, 4096);
+    CHECK_EQ_U(in.max_message, 2048);
+    CHECK_EQ_U(in.format_version, RB_FORMAT_VERSION);
+    CHECK_EQ_U(in.head, 0);
+    CHECK_EQ_U(in.tail, rec_size(100) + rec_size(50));
+    CHECK_EQ_U(in.read_turn, 0);
+    CHECK_EQ_U(in.attached, 1);
+    /* flags 0 is rb_info. */
+    REQUIRE_EQ(rb_info_ex(f.rb, &in, sizeof in, 0), RB_OK);
+    CHECK_EQ(in.counted, 1);
+    CHECK_EQ_U(in.messages, 2);
+    AUTO_RING(h2);
+    REQUIRE_EQ(rb_open(f.path, &h2), RB_OK);
+    const void *q;
+    size_t len;
+    REQUIRE_EQ(rb_peek(h2, &q, &len), RB_OK);
+    REQUIRE_EQ(rb_info_ex(f.rb, &in, sizeof in, RB_INFO_NO_COUNT), RB_OK);
+    CHECK_EQ(in.counted, 0);
+    CHECK_EQ_U(in.read_turn, (uint32_t)getpid());
+    CHECK_EQ_U(in.attached, 2);
+    CHECK_EQ(rb_release(h2), RB_OK);
+    GET_CHECK(f.rb, 2, 50);
+}
