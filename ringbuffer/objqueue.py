@@ -78,10 +78,11 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL  # 5 or later: out-of-band buffers (PEP 574)
 _monotonic = time.monotonic
 # get() copies a message of up to this many bytes out of the ring as get()
 # always did (RingBuffer.get_within: one C call, two copies); a larger one it
-# copies out of a peek() in one pass, which costs about a microsecond more
-# per call but saves a copy of every byte (and two of a framed message's
-# buffers, which are copied straight into the memory the object will own).
-_COPY_LIMIT = 16 * 1024
+# copies out of a peek() in one pass, which saves a copy of every byte (two
+# of a framed message's buffers, copied straight into the memory the object
+# will own) for about a microsecond more per call. Measured, put+get: even
+# at 64 KiB, 10% (plain) and 30% (an array) faster through peek at 256 KiB.
+_COPY_LIMIT = 64 * 1024
 # A message takes 8 bytes of header plus its length rounded up to 8: the
 # smallest one (1 byte) takes 16.
 _MIN_RECORD = 16
