@@ -149,8 +149,12 @@ def _pickle_out_of_band(obj: Any, exc: Exception) -> tuple[bytes, list[PickleBuf
             return dumps_with_memoryviews(obj, _PROTOCOL)
         except Exception as again:
             _add_note(again, obj)
-            # After a TypeError, usually the same failure: the first one's traceback adds nothing.
-            raise again from None
+            if again.__context__ is exc:
+                # After a TypeError, usually the same failure: the first
+                # one adds nothing. After _OutOfBand, its traceback holds
+                # the buffer (an export of the caller's array).
+                again.__context__ = None
+            raise
     _add_note(exc, obj)
     raise exc
 
@@ -346,13 +350,15 @@ class Queue:
                 payload: Any = _pickle_dumps(obj, _PROTOCOL, buffer_callback=_plain_only)
             except Exception as e:
                 payload, buffers = _pickle_out_of_band(obj, e)
-                if buffers:
-                    message = Framed(payload, buffers)
-                    if message.size > self._max:
-                        message.release()
-                        raise self._size_error(obj, message.size) from None
-                    framed.append(message)
-                    return message
+            else:
+                buffers = None
+            if buffers:
+                message = Framed(payload, buffers)
+                if message.size > self._max:
+                    message.release()
+                    raise self._size_error(obj, message.size)
+                framed.append(message)
+                return message
             n = len(payload)
         else:
             try:
@@ -479,8 +485,7 @@ class Queue:
         ring = self._ring
         if ring.closed:
             raise self._closed_error()
-        framed: list[Framed] = []
-        items = [self._serialize(obj, framed) for obj in objs]
+        items, framed = self._serialize_all(objs)
         if not framed:
             return ring.put_many(items, block, timeout)  # validates timeout also for no objects
         try:
@@ -488,6 +493,24 @@ class Queue:
         finally:
             for message in framed:
                 message.release()
+
+    def _serialize_all(self, objs: Iterable[Any]) -> tuple[list[Any], list[Framed]]:
+        """:meth:`_serialize` of every object, and the framed messages among them."""
+        objs = list(objs)
+        framed: list[Framed] = []
+        if self._dumps is None:
+            # The usual batch, with pickle.dumps called straight from the
+            # comprehension: 40 ns an object less than through _serialize.
+            # An object with out-of-band buffers (or one that fails, or is
+            # too large) sends the batch the general way, pickled again.
+            try:
+                payloads = [_pickle_dumps(obj, _PROTOCOL, buffer_callback=_plain_only) for obj in objs]
+            except Exception:
+                pass
+            else:
+                if not payloads or max(map(len, payloads)) <= self._max:
+                    return payloads, framed
+        return [self._serialize(obj, framed) for obj in objs], framed
 
     def _put_mixed(self, items: list[Any], block: bool, timeout: Timeout) -> int:
         """put_many of serialized objects some of which are framed: runs of
@@ -734,8 +757,7 @@ class Queue:
         ring = self._ring
         if ring.closed:
             raise self._closed_error()
-        framed: list[Framed] = []
-        items = [self._serialize(obj, framed) for obj in objs]
+        items, framed = self._serialize_all(objs)
         if framed:
             for i, item in enumerate(items):
                 if type(item) is Framed:
