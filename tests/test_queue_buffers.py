@@ -643,6 +643,46 @@ def test_get_of_a_large_message_waits_and_times_out(q):
         q.get_nowait()
 
 
+@pytest.fixture
+def stolen_first(q, monkeypatch):
+    """Another consumer takes the large message at the head between get()'s
+    two looks at it (seeing it is large, peeking it): once."""
+    other = RingBuffer.open(q.path)
+    real_peek = RingBuffer.peek
+
+    def peek_after_a_theft(self, *args):
+        monkeypatch.setattr(RingBuffer, "peek", real_peek)
+        other.get_nowait()
+        return real_peek(self, *args)
+
+    monkeypatch.setattr(RingBuffer, "peek", peek_after_a_theft)
+    yield other
+    other.close()
+
+
+def test_a_large_message_taken_by_another_consumer_first(q, stolen_first):
+    q.put(np.ones(BIG // 8))
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    assert q.empty()
+
+
+def test_a_large_message_taken_by_another_consumer_first_then_waits_in_the_time_left(q, stolen_first):
+    # get() waits 1.2 s for the message, sees it large, loses it, then waits
+    # only what is left of its 2 s (not 2 s more).
+    threading.Timer(1.2, q.put, args=(np.ones(BIG // 8),)).start()
+    t0 = time.monotonic()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=2.0)
+    assert 2.0 <= time.monotonic() - t0 < 2.8
+
+
+def test_a_large_message_taken_by_another_consumer_first_then_the_next_comes(q, stolen_first):
+    q.put(np.ones(BIG // 8))
+    threading.Timer(0.1, q.put, args=(np.arange(BIG // 8),)).start()
+    assert q.get(timeout=JOIN)[-1] == BIG // 8 - 1
+
+
 def test_a_closed_queue_raises_buffer_closed_with_arrays():
     q = Queue()
     q.close()
