@@ -80,8 +80,9 @@ _monotonic = time.monotonic
 # always did (RingBuffer.get_within: one C call, two copies); a larger one it
 # copies out of a peek() in one pass, which saves a copy of every byte (two
 # of a framed message's buffers, copied straight into the memory the object
-# will own) for about a microsecond more per call. Measured, put+get: even
-# at 64 KiB, 10% (plain) and 30% (an array) faster through peek at 256 KiB.
+# will own) for about a microsecond more per call. Measured (put+get): the
+# two ways are even at 64 KiB; at 256 KiB the peek is 10% faster for a
+# plain pickle, 30% for an array.
 _COPY_LIMIT = 64 * 1024
 # A message takes 8 bytes of header plus its length rounded up to 8: the
 # smallest one (1 byte) takes 16.
@@ -669,15 +670,18 @@ class Queue:
         The views are valid inside the block only. While it is open, other
         consumers' blocking gets wait and their non-blocking ones find the
         queue empty: keep it short, and do not get from this queue inside
-        it. At the end of the block, the views that nothing else holds are
-        released (using them afterwards raises ValueError); those that an
-        object made from them still holds (a numpy array kept in a variable,
-        a slice) cannot be revoked and are not reported, since the ``as``
-        variable itself keeps them: such an object then shows whatever the
-        ring holds later, and crashes the process once the queue is closed
-        and collected. Copy what you keep (``arr.copy()``). Plain messages
-        (no out-of-band buffers) are unpickled straight from the ring and
-        own their memory; with a custom ``loads``, it receives a bytes copy.
+        it. When the block ends, the views are released: one handed out as
+        it is (the object a PickleBuffer or a bytes memoryview comes back
+        as) raises ValueError if used afterwards. Objects made from a view
+        (numpy arrays, cast memoryviews, slices) are not tracked and cannot
+        be revoked: one kept past the block shows whatever the ring holds
+        later, and crashes the process once the queue is closed and
+        collected. Copy what you keep (``arr.copy()``). Unlike
+        ``RingBuffer.peek``, which raises BufferError when its view is still
+        exported after the block, nothing is raised: the ``as`` variable
+        itself still holds the object's arrays when any block ends. Plain
+        messages (no out-of-band buffers) are unpickled straight from the
+        ring and own their memory; a custom ``loads`` receives a bytes copy.
         Raises :class:`queue.Empty` as :meth:`get`.
         """
         ring = self._ring
