@@ -60,6 +60,7 @@ import ringbuffer
 import ringbuffer.ring as ring_module
 from ringbuffer import (
     BufferClosed,
+    BufferEmpty,
     BufferFull,
     CorruptBuffer,
     InvalidArgument,
@@ -1026,6 +1027,23 @@ def test_try_write_and_try_read(ring):
         n += 1
     assert n == 4096 // rec_size(500)
     assert ring.try_write(b"x" * 500) is False
+
+
+def test_get_within_takes_only_a_message_up_to_the_limit(ring):
+    ring.put_many([b"x" * 100, b"y" * 101, b"z"])
+    assert ring.get_within(100) == b"x" * 100  # exactly the limit
+    for _ in range(2):  # larger: left at the head, not consumed, at once (a message is there)
+        assert ring.get_within(100) is None
+        assert ring.get_within(100, block=False) is None
+    assert ring.get_within(101) == b"y" * 101
+    assert ring.get_within(0) is None
+    assert ring.get_within(10**12) == b"z"  # a limit beyond max_message_size takes any message
+    with pytest.raises(BufferEmpty):
+        ring.get_within(100, block=False)
+    with pytest.raises(ValueError, match="limit"):
+        ring.get_within(-1)
+    with pytest.raises(TypeError):
+        ring.get_within(1.5)
 
 
 def test_fifo_order_across_many_wraps(ring):

@@ -95,6 +95,8 @@ NONBLOCKING_GETS = {
     "get_many(4, block=False)": lambda rb: rb.get_many(4, block=False),
     "get_many(4, block=False, timeout=-1)": lambda rb: rb.get_many(4, block=False, timeout=-1),
     "get_many(4, timeout=0)": lambda rb: rb.get_many(4, timeout=0),
+    "get_within(100, block=False)": lambda rb: rb.get_within(100, block=False),
+    "get_within(100, timeout=0)": lambda rb: rb.get_within(100, timeout=0),
 }
 
 
@@ -132,6 +134,7 @@ TIMED_GETS = {
     "get(True, t)": lambda rb: rb.get(True, TIMEOUT),
     "get_many": lambda rb: rb.get_many(5, timeout=TIMEOUT),
     "read_into": lambda rb: rb.read_into(bytearray(64), block=True, timeout=TIMEOUT),
+    "get_within": lambda rb: rb.get_within(100, timeout=TIMEOUT),
 }
 
 
@@ -161,6 +164,7 @@ def test_negative_timeout_raises_value_error_and_does_nothing(ring, timeout):
         lambda: ring.get(True, timeout),
         lambda: ring.get_many(3, timeout=timeout),
         lambda: ring.read_into(bytearray(64), block=True, timeout=timeout),
+        lambda: ring.get_within(100, timeout=timeout),
         lambda: ring.put(b"x", timeout=timeout),
     ):
         with pytest.raises(ValueError) as ei:
@@ -401,6 +405,8 @@ def test_closed_ring_raises_buffer_closed(ring):
         lambda: ring.read_into(bytearray(10)),
         lambda: ring.read_into(bytearray(10), block=True),
         lambda: ring.read_into(bytearray(1)),
+        lambda: ring.get_within(100),
+        lambda: ring.get_within(100, block=False),
     ]
     for call in calls:
         elapsed, exc, _ = timed(call)
@@ -509,6 +515,7 @@ BLOCKING_ON_EMPTY = {
     "get_many": lambda rb: rb.get_many(8),
     "get_many-timeout": lambda rb: rb.get_many(8, timeout=60),
     "read_into": lambda rb: rb.read_into(bytearray(100), block=True),
+    "get_within": lambda rb: rb.get_within(100),
 }
 BLOCKING_ON_FULL = {
     "put": lambda rb: rb.put(b"y" * 1000),
