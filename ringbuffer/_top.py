@@ -214,7 +214,7 @@ class Watch:
             self._lose("error", _describe(exc), wall)
 
     def _take(self, rb: RingBuffer, at: float, wall: float) -> None:
-        cur = Sample(at, rb.stats(), rb.info())
+        cur = Sample(at, rb.stats(), rb.info(count=False))  # count=False: never takes the read turn
         prev, self._cur = self._cur, cur
         r = rates(prev, cur) if prev is not None else None
         old = self._view

@@ -554,3 +554,32 @@ def test_top_in_a_terminal_curses_does_not_know_is_one_line(tmp_path, tmux):
     screen = tmux.screen()
     assert "ringbuffer: error: cannot drive this terminal (TERM='no-such-terminal'" in screen, screen
     assert "--once" in screen and "Traceback" not in screen
+
+
+_PEEK_AND_DIE = """
+import os, signal, sys
+from ringbuffer import RingBuffer
+rb = RingBuffer.open(sys.argv[1])
+with rb.peek():
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_top_never_takes_the_read_turn_not_even_a_dead_consumers(tmp_path):
+    """Watching is not consuming: top reads the fill level and the waiters
+    without counting the messages (info(count=False)), so it neither holds
+    consumers up nor takes over a dead consumer's turn (a recovery action
+    that belongs to readers)."""
+    path = tmp_path / "r.ring"
+    with RingBuffer(path, 4096) as rb:
+        rb.write_many([b"held", b"next"])
+        holder = subprocess.Popen([sys.executable, "-c", _PEEK_AND_DIE, str(path)])
+        holder.wait(30)
+        assert holder.returncode == -signal.SIGKILL
+        assert rb.info(count=False)["read_turn_pid"] == holder.pid
+        # Two samples 0.3 s apart: past top's stall timeout (0.1 s), so a
+        # top that counted messages would find the turn stuck and dead.
+        proc = run("top", path, "--once", "--interval", "0.3")
+        assert proc.returncode == 0, proc.stderr
+        assert rb.info(count=False)["read_turn_pid"] == holder.pid
+        assert rb.stats()["turns_taken"] == 0
