@@ -157,7 +157,7 @@ enum rb_counter {
     RB_C_PARKS,          /* waits that slept (futex waits)               */
     RB_C_PARKED_NS,      /* nanoseconds spent asleep in them             */
     RB_C_WAKES,          /* wake-up calls made for others (futex wakes)   */
-    RB_C_RECOVERED,      /* records of dead writers discarded (recovery) */
+    RB_C_RECOVERED,      /* dead writers' records or gaps discarded     */
     RB_C_TURNS_TAKEN,    /* read turns taken over from dead consumers     */
     RB_COUNTERS = 16     /* room for more (docs/format.md)               */
 };

@@ -175,7 +175,7 @@ static int recover_gap(rb_ring *rb, uint64_t h, uint64_t t)
         atomic_store_explicit(rb_rec_word(rb, p), discard, memory_order_relaxed);
         p += size;
     }
-    rb_count(rb, RB_C_RECOVERED, 1); /* one dead reservation, in one or more pieces */
+    rb_count(rb, RB_C_RECOVERED, 1); /* one gap, in one or more DISCARD pieces */
     return 1;
 }
 

@@ -304,18 +304,25 @@ static void notify_data(rb_ring *rb)
 struct src {
     const unsigned char *p;  /* packed: the next byte; NULL for vectors */
     const struct iovec *iov; /* vectors: the one being copied from */
+    const struct iovec *end; /* vectors: past the last one */
     size_t off;              /* vectors: bytes of it already copied */
 };
 
 /* Copies len bytes from the vectors, skipping empty ones. The records'
  * lengths add up to the vectors' total, so the cursor never passes the
- * last vector. */
+ * last vector, unless the caller changed the vectors during the call
+ * (which rb_writev forbids): then the copy still stays inside them, and
+ * what is left of the record is zeros. */
 static void gather(unsigned char *dst, struct src *s, size_t len)
 {
     const struct iovec *v = s->iov;
     size_t off = s->off;
     while (len > 0) {
-        size_t k = v->iov_len - off;
+        if (v == s->end) {
+            memset(dst, 0, len);
+            break;
+        }
+        size_t k = v->iov_len > off ? v->iov_len - off : 0;
         if (k == 0) {
             v++;
             off = 0;
@@ -450,7 +457,7 @@ static int writev_one(rb_ring *rb, const struct iovec *iov, int iovcnt, int64_t 
             return RB_EINVAL;
         len = iov[i].iov_len > SIZE_MAX - len ? SIZE_MAX : len + iov[i].iov_len;
     }
-    struct src src = {.iov = iov};
+    struct src src = {.iov = iov, .end = iovcnt > 0 ? iov + iovcnt : iov}; /* NULL + 0 is undefined */
     size_t written;
     return write_records(rb, &src, &len, 1, &written, deadline);
 }

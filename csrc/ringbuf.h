@@ -234,8 +234,10 @@ RB_API int rb_info_sized(rb_ring *rb, struct rb_info *out, size_t size);
  * per slot ever used) is filled as by rb_info_sized. size as there.
  * Returns: RB_OK; RB_EINVAL (NULL argument, size 0, unknown flags);
  * RB_ECLOSED; RB_ECORRUPT (only when counting, as rb_info_sized).
- * Thread-safety: MT-safe; with RB_INFO_NO_COUNT lock-free, never blocks
- * or waits for another handle. */
+ * Thread-safety: MT-safe; with RB_INFO_NO_COUNT it never takes the read
+ * turn nor waits for another handle's (in a fork child, the first call on
+ * an inherited handle re-attaches it first, as every call does: a few
+ * syscalls). */
 RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned flags);
 
 /* The ring's counters since it was created: every handle counts what its
@@ -258,7 +260,9 @@ struct rb_stats {
     uint64_t parks;          /* times a waiting call went to sleep (futex)  */
     uint64_t parked_ns;      /* nanoseconds spent asleep in them            */
     uint64_t wakes;          /* wake-up calls made for sleeping peers       */
-    uint64_t recovered;      /* reservations of dead writers discarded      */
+    uint64_t recovered;      /* dead writers' records, or unwritten gaps,
+                              * discarded by crash recovery (a batch cut
+                              * short by a kill can count several)         */
     uint64_t turns_taken;    /* read turns taken over from dead consumers   */
     uint64_t created_ns;     /* when the ring was created, ns since the Unix
                               * epoch (CLOCK_REALTIME), for rates           */
@@ -320,7 +324,9 @@ RB_API int rb_write_many_wait(rb_ring *rb, const void *data, const size_t *lens,
  * rb_max_message_size; vectors of length 0 are allowed and skipped (their
  * iov_base is not read, and may be NULL). Any number of vectors (no IOV_MAX
  * limit). The vectors are read twice (to add up the length, then to copy):
- * they and their bytes must not change during the call. The message is
+ * they and their bytes must not change during the call (if they do, the
+ * copy still stays inside the vectors the call was given, and the
+ * message's bytes are unspecified). The message is
  * delivered whole or not at all, as rb_write's, also if the writer dies
  * mid-copy. Never blocks.
  * Returns: RB_OK (the message will be delivered); RB_EFULL (not enough free

@@ -127,7 +127,7 @@ int64_t rbpy_peek_wait(struct rbpy_region *r, int64_t timeout_ns);
 int64_t rbpy_reserve(struct rbpy_region *r, size_t len);
 int64_t rbpy_reserve_wait(struct rbpy_region *r, size_t len, int64_t timeout_ns);
 int64_t rbpy_last_peek(struct rbpy_region *r);
-int64_t rbpy_last_reserve(void);
+int64_t rbpy_last_reserve(struct rbpy_region *r);
 int rbpy_commit(struct rbpy_region *r, int64_t off);
 int rbpy_abort(struct rbpy_region *r, int64_t off);
 int rbpy_release(struct rbpy_region *r);

@@ -69,7 +69,7 @@ COUNTERS = (
     Spec("ringbuffer_parks_total", "parks", "Times a waiting producer or consumer went to sleep."),
     Spec("ringbuffer_parked_seconds_total", "parked_seconds", "Seconds waiting calls spent asleep."),
     Spec("ringbuffer_wakes_total", "wakes", "Wake-up calls made for sleeping producers or consumers."),
-    Spec("ringbuffer_recovered_total", "recovered", "Reservations of dead writers discarded."),
+    Spec("ringbuffer_recovered_total", "recovered", "Dead writers' records (or unwritten gaps) discarded."),
     Spec("ringbuffer_turns_taken_total", "turns_taken", "Read turns taken over from dead consumers."),
 )
 GAUGES = (

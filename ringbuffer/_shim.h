@@ -56,13 +56,13 @@ struct rbpy_region {
  * may use the same handle meanwhile. A thread may hold several
  * reservations: the last one made is recorded. */
 static _Thread_local int64_t rbpy_peeked = -1, rbpy_reserved = -1;
-static _Thread_local rb_ring *rbpy_peeked_rb;
+static _Thread_local rb_ring *rbpy_peeked_rb, *rbpy_reserved_rb;
 
 /* The peek this thread holds on r's ring (its offset), else -1. */
 static int64_t rbpy_last_peek(struct rbpy_region *r) { return rbpy_peeked_rb == r->rb ? rbpy_peeked : -1; }
-/* The last reservation this thread made through rbpy_reserve* and has not
- * finished (its offset), else -1. */
-static int64_t rbpy_last_reserve(void) { return rbpy_reserved; }
+/* The last reservation this thread made on r's ring through rbpy_reserve*
+ * and has not finished (its offset), else -1. */
+static int64_t rbpy_last_reserve(struct rbpy_region *r) { return rbpy_reserved_rb == r->rb ? rbpy_reserved : -1; }
 
 /* rb_peek: the payload's offset from r->base (>= 0), its length in r->len;
  * or a negative RB_* status. Thread-safety: as rb_peek. */
@@ -92,6 +92,7 @@ static int64_t rbpy_reserve(struct rbpy_region *r, size_t len)
     void *p;
     rbpy_reserved = -1;
     int rc = rb_reserve(r->rb, len, &p);
+    rbpy_reserved_rb = r->rb;
     return rc == RB_OK ? (rbpy_reserved = (char *)p - r->base) : rc;
 }
 
@@ -101,6 +102,7 @@ static int64_t rbpy_reserve_wait(struct rbpy_region *r, size_t len, int64_t time
     void *p;
     rbpy_reserved = -1;
     int rc = rb_reserve_wait(r->rb, len, &p, timeout_ns);
+    rbpy_reserved_rb = r->rb;
     return rc == RB_OK ? (rbpy_reserved = (char *)p - r->base) : rc;
 }
 

@@ -388,7 +388,7 @@ def _format_stats(s: dict[str, Any]) -> str:
         ("empty", f"{s['empty']} (non-blocking reads that found no message)"),
         ("parks", f"{s['parks']} (sleeps of waiting calls, {s['parked_seconds']:.3f} s in all)"),
         ("wakes", f"{s['wakes']} (wake-ups sent to sleepers)"),
-        ("recovered", f"{s['recovered']} (reservations of dead writers discarded)"),
+        ("recovered", f"{s['recovered']} (dead writers' records (or unwritten gaps) discarded)"),
         ("turns taken", f"{s['turns_taken']} (read turns taken over from dead consumers)"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -795,7 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  full, empty            non-blocking calls that found no room, no message\n"
             "  parks, parked_seconds  sleeps of waiting calls, their time\n"
             "  wakes                  wake-ups sent to sleepers\n"
-            "  recovered              reservations of dead writers discarded\n"
+            "  recovered              dead writers' records (or unwritten gaps) discarded\n"
             "  turns_taken            read turns taken over from dead consumers\n"
             "  backlog                written - read (at least 0)\n"
             "  backlog_bytes          written_bytes - read_bytes (at least 0)\n"
@@ -820,7 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
             "A live view of one or more rings, refreshed every --interval seconds: per ring, messages/s "
             "and MB/s (10^6 bytes) written (in) and read (out) over the last interval, how full it is, "
             "the parked producers and consumers, the handles open on it (top's own excluded), sleeps of "
-            "waiting calls per second and crash recoveries (reservations of dead writers discarded and "
+            "waiting calls per second and crash recoveries (dead writers' records or gaps discarded, "
             "read turns taken over from dead consumers; a new one is highlighted). 'q' or Ctrl-C quits. "
             "A ring whose file is deleted is shown as gone; a new file at its path is opened. When "
             "standard output is not a terminal, prints a frame of plain lines every interval instead. "

@@ -93,6 +93,7 @@ _ETIMEDOUT = int(Status.ETIMEDOUT)
 _ETRUNC = int(Status.ETRUNC)
 _ECLOSED = int(Status.ECLOSED)
 _EINVAL = int(Status.EINVAL)
+_ESIZE = int(Status.ESIZE)
 _EV_READABLE = int(lib.RB_EV_READABLE)
 
 # The package's version: the one csrc/ringbuf.h (which the extension was
@@ -401,7 +402,7 @@ class RingBuffer:
         ``written_bytes``/``read_bytes`` (their payload bytes), ``aborted``
         (reservations), ``full`` and ``empty`` (non-blocking C calls that
         found no room or no message: a blocking ``put``/``get`` makes one
-        before it waits), ``parks`` and ``parked_seconds``
+        or two before it waits), ``parks`` and ``parked_seconds``
         (sleeps of waiting calls, and their time), ``wakes`` (wake-ups sent
         to sleepers), ``recovered`` (reservations of dead writers
         discarded), ``turns_taken`` (read turns taken over from dead
@@ -652,11 +653,17 @@ class RingBuffer:
             raise error(_ECLOSED)
         if block and timeout is not None:
             check_timeout(timeout)
+        if type(size) is not int:
+            size = size_arg(size)  # TypeError, or 0 for a size out of range
+        if not 0 < size <= self._max:
+            raise self._h.write_error(_ESIZE, size)
         region = self._region
         off = -1
+        # From here to the C call, no Python code runs that could raise
+        # (the size is a valid int): an exception that reaches the handler
+        # with off < 0 came after the call returned, if it was made at all.
         try:
-            # One C call when there is space; the waiting loop only when
-            # there is not. cffi checks the size's type and range.
+            # One C call when there is space; the waiting loop only when there is not.
             off = _rbpy_reserve(region, size)
             if off < 0:
                 if off == _EFULL and block:
@@ -666,18 +673,9 @@ class RingBuffer:
                     raise error(_EFULL) if full else self._h.write_error(int(off), size)
             view = self._wview[off : off + size]
             result = fill(view)
-        except (TypeError, OverflowError):
-            if off >= 0:  # raised by fill
-                _rbpy_abort(region, off)
-                raise
-            # cffi refused the size: TypeError, or InvalidSize as reserve() raises.
-            n = size_arg(size)
-            if n == 0:
-                raise self._h.write_error(int(Status.ESIZE), size) from None
-            return self.put_with(n, fill, block, timeout)
         except BaseException:
-            if off < 0:  # interrupted before the offset was stored?
-                off = _rbpy_last_reserve()
+            if off < 0:  # interrupted before the offset was stored? (this ring's, this thread's)
+                off = _rbpy_last_reserve(region)
             if off >= 0:
                 _rbpy_abort(region, off)
             raise
@@ -686,7 +684,9 @@ class RingBuffer:
         except BufferError:
             _rbpy_abort(region, off)
             raise BufferError("put_with(): the view is still exported after fill returned; aborted") from None
-        _rbpy_commit(region, off)
+        rc = _rbpy_commit(region, off)
+        if rc != _OK:  # finished by someone else meanwhile: never by this API's own paths
+            raise error(rc, detail="put_with(): the reservation was committed or aborted meanwhile")
         return result
 
     # -- reading -----------------------------------------------------------

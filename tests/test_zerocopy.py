@@ -734,6 +734,31 @@ def test_get_with_interrupted_right_after_peeking_leaves_the_message(ring, other
     assert other.read() == b"kept"
 
 
+class _FailingSize:
+    """A size whose conversion raises (as Ctrl-C during it would)."""
+
+    def __index__(self):
+        raise ValueError("conversion failed")
+
+    __int__ = __index__  # what cffi's conversion calls
+
+
+def test_a_put_with_failing_before_it_reserves_leaves_an_outer_reservation_alone(ring, other):
+    # The interrupt recovery must finish only the failing call's own
+    # reservation: here the inner call fails before reserving anything,
+    # while the outer one (same ring, same thread) holds its reservation.
+    def fill(view):
+        view[:] = b"A" * len(view)
+        with pytest.raises(ValueError, match="conversion failed"):
+            ring.put_with(_FailingSize(), lambda inner: None)
+        view[:] = b"B" * len(view)
+        return "outer"
+
+    assert ring.put_with(16, fill) == "outer"
+    assert other.read() == b"B" * 16
+    assert ring.stats()["aborted"] == 0
+
+
 def test_callbacks_from_many_threads_deliver_each_message_once(big_ring):
     n_threads, per_thread = 4, 2000
     got = []
