@@ -222,7 +222,7 @@ struct rb_ring {
     /* Producers' cached copy of head, shared by the threads using this
      * handle: refreshed only when it says "full". */
     _Atomic uint64_t head_cache;
-    /* The thread (pthread_self) that owns intent entry 0 of our slot: the
+    /* The thread (rb_self) that owns intent entry 0 of our slot: the
      * first that writes through this handle (0: none yet; UINTPTR_MAX:
      * none ever, a fork child sharing its parent's slot). It claims that
      * entry with plain stores; other threads claim entries 1.. by CAS
@@ -263,10 +263,23 @@ struct rb_ring {
     /* Wake-ups in a row that found nobody parked although waiters were
      * counted (wait.c). Relaxed: a process-local heuristic. */
     _Atomic uint32_t empty_wakes;
-    /* The thread (pthread_self) that writes our slot's count_own (0: none
-     * yet); other threads add to count_shared (rb_count). */
+    /* The thread (rb_self) that writes our slot's count_own (0: none yet);
+     * other threads add to count_shared (rb_count2). */
     _Atomic uintptr_t count_owner;
 };
+
+/* This thread's identity, unique among the live threads of the process (a
+ * value may be reused by a thread started after one that ended): the
+ * thread pointer, read from a register where the compiler can (no call:
+ * pthread_self is a function call in glibc), else pthread_self. */
+static inline uintptr_t rb_self(void)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__aarch64__))
+    return (uintptr_t)__builtin_thread_pointer();
+#else
+    return (uintptr_t)pthread_self();
+#endif
+}
 
 /* Adds n to counter c of our slot, and m to counter c + 1 (a count and its
  * bytes sit side by side). The counting thread (the first that counts)
@@ -279,7 +292,7 @@ struct rb_ring {
  * its store, can lose its count.) */
 static inline void rb_count2(rb_ring *rb, enum rb_counter c, uint64_t n, uint64_t m)
 {
-    uintptr_t self = (uintptr_t)pthread_self();
+    uintptr_t self = rb_self();
     uintptr_t owner = atomic_load_explicit(&rb->count_owner, memory_order_relaxed);
     if (owner == self || (owner == 0 && atomic_compare_exchange_strong_explicit(&rb->count_owner, &owner, self,
                                                                                memory_order_relaxed,

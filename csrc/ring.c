@@ -128,13 +128,13 @@ static struct rb_intent *claim_intent(rb_ring *rb, uint64_t start, uint64_t end)
      * take it between our check and our stores. A signal handler that
      * writes while the owner holds the entry sees end != 0 and takes
      * another; one that runs between the check and the stores is done with
-     * the entry before we go on. pthread_self is unique among live
+     * the entry before we go on. rb_self is unique among live
      * threads; a reused one belongs to a thread that started after the old
      * owner ended. UINTPTR_MAX: a fork child sharing its parent's slot
      * (slots.c), whose entry 0 is the parent's. Relaxed loads and CAS: only
      * this process's threads read the owner, and the entry's own stores
      * carry the ordering consumers need. */
-    uintptr_t self = (uintptr_t)pthread_self();
+    uintptr_t self = rb_self();
     uintptr_t owner = atomic_load_explicit(&rb->intent_owner, memory_order_relaxed);
     struct rb_intent *in0 = &rb->me->intent[0];
     if ((owner == self || (owner == 0 && atomic_compare_exchange_strong_explicit(&rb->intent_owner, &owner, self,

@@ -272,7 +272,7 @@ int rb_after_fork(rb_ring *rb)
                 close(fd);
         }
         /* Still the parent's slot: its intent entry 0 and its count_own
-         * stay with the parent's owning threads (whose pthread_self one of
+         * stay with the parent's owning threads (whose rb_self one of
          * ours may have), so no thread of ours takes the plain-store paths
          * (ring.c, rb_count2). Relaxed:
          * the release of fork_epoch below publishes it to our threads. */
