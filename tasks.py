@@ -120,8 +120,10 @@ def demo(c, count=300_000, size=64):
     }
 )
 def bench(c, quick=False, only=""):
-    """Run the benchmark suite (bench/): throughput and latency next to multiprocessing,
-    faster-fifo and pyzmq, idle CPU, memory, asyncio, arrays, the C benchmark; results in bench/results/."""
+    """Run the benchmark suite (bench/) against its peers and targets; results in bench/results/.
+
+    Groups: throughput and latency next to multiprocessing, faster-fifo and pyzmq, idle CPU,
+    memory, ringbuffer.Queue objects, asyncio, arrays and large messages, the C benchmark."""
     if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so.0")):
         build(c)
     _run(c, "make -s -C bench")
