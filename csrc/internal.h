@@ -282,30 +282,48 @@ static inline uintptr_t rb_self(void)
 }
 
 /* Adds n to counter c of our slot, and m to counter c + 1 (a count and its
- * bytes sit side by side). The counting thread (the first that counts)
- * uses relaxed loads and stores: no locked instruction on the hot paths,
- * which would first wait for our earlier stores to drain (as claim_intent
- * avoids, ring.c); other threads of the handle add to their own copy with
- * relaxed atomic adds. Relaxed throughout: a counter orders nothing, and a
- * reader (rb_stats) only needs each value to be one that was stored. (A
- * signal handler that counts on the counting thread, between its load and
- * its store, can lose its count.) */
+ * bytes sit side by side), with relaxed loads and stores: for a caller
+ * that is the only writer of those words of count_own at this moment. No
+ * locked instruction on the hot paths, which would first wait for our
+ * earlier stores to drain (as claim_intent avoids, ring.c). Relaxed: a
+ * counter orders nothing, and a reader (rb_stats) only needs each value
+ * to be one that was stored. Who may call it (docs/design.md, "Counters"):
+ * for written and written_bytes, the thread owning intent entry 0
+ * (rb->intent_owner: writes through entry 0 are its alone); for read and
+ * read_bytes, the thread holding the read turn (which serializes every
+ * reader of the ring); for the other counters, the handle's counting
+ * thread (rb_count2). (A signal handler that counts on such a thread,
+ * between its load and its store, can lose its count.) */
+static inline void rb_count2_own(rb_ring *rb, enum rb_counter c, uint64_t n, uint64_t m)
+{
+    _Atomic uint64_t *p = &rb->me->count_own[c];
+    atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + n, memory_order_relaxed);
+    if (m != 0)
+        atomic_store_explicit(p + 1, atomic_load_explicit(p + 1, memory_order_relaxed) + m, memory_order_relaxed);
+}
+
+/* The same with relaxed atomic adds to count_shared: for any thread. */
+static inline void rb_count2_shared(rb_ring *rb, enum rb_counter c, uint64_t n, uint64_t m)
+{
+    atomic_fetch_add_explicit(&rb->me->count_shared[c], n, memory_order_relaxed);
+    if (m != 0)
+        atomic_fetch_add_explicit(&rb->me->count_shared[c + 1], m, memory_order_relaxed);
+}
+
+/* Adds n and m to counters c and c + 1 (not written, written_bytes, read,
+ * read_bytes: see rb_count2_own): the handle's counting thread, the first
+ * that counts (count_owner), adds to count_own; its other threads to
+ * count_shared. */
 static inline void rb_count2(rb_ring *rb, enum rb_counter c, uint64_t n, uint64_t m)
 {
     uintptr_t self = rb_self();
     uintptr_t owner = atomic_load_explicit(&rb->count_owner, memory_order_relaxed);
     if (owner == self || (owner == 0 && atomic_compare_exchange_strong_explicit(&rb->count_owner, &owner, self,
                                                                                memory_order_relaxed,
-                                                                               memory_order_relaxed))) {
-        _Atomic uint64_t *p = &rb->me->count_own[c];
-        atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + n, memory_order_relaxed);
-        if (m != 0)
-            atomic_store_explicit(p + 1, atomic_load_explicit(p + 1, memory_order_relaxed) + m, memory_order_relaxed);
-    } else {
-        atomic_fetch_add_explicit(&rb->me->count_shared[c], n, memory_order_relaxed);
-        if (m != 0)
-            atomic_fetch_add_explicit(&rb->me->count_shared[c + 1], m, memory_order_relaxed);
-    }
+                                                                               memory_order_relaxed)))
+        rb_count2_own(rb, c, n, m);
+    else
+        rb_count2_shared(rb, c, n, m);
 }
 /* Adds n to counter c of our slot (rb_count2). */
 static inline void rb_count(rb_ring *rb, enum rb_counter c, uint64_t n) { rb_count2(rb, c, n, 0); }

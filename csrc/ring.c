@@ -419,8 +419,14 @@ static int write_records(rb_ring *rb, struct src *src, const size_t *lens, size_
             rb_count(rb, RB_C_FULL, 1);
         return rc;
     }
+    /* Counted as written by the owner of intent entry 0 (its words of
+     * count_own are its alone: rb_count2_own) or atomically. */
+    int own = in == &rb->me->intent[0];
     uint64_t bytes = fill(rb, pos, *src, lens, n, in);
-    rb_count2(rb, RB_C_WRITTEN, n, bytes);
+    if (own)
+        rb_count2_own(rb, RB_C_WRITTEN, n, bytes);
+    else
+        rb_count2_shared(rb, RB_C_WRITTEN, n, bytes);
     *written = n;
     return RB_OK;
 }
@@ -560,9 +566,15 @@ static int finish_reserved(rb_ring *rb, void *ptr, uint32_t flags)
                                                  memory_order_release, memory_order_relaxed))
         return RB_EINVAL;
     notify_data(rb);
-    if (flags == 0)
-        rb_count2(rb, RB_C_WRITTEN, 1, rb_rec_len(w));
-    else
+    if (flags == 0) {
+        /* As write_records: the owner of intent entry 0 counts in
+         * count_own, any other thread atomically. Relaxed: only this
+         * process's threads read the owner (claim_intent). */
+        if (atomic_load_explicit(&rb->intent_owner, memory_order_relaxed) == rb_self())
+            rb_count2_own(rb, RB_C_WRITTEN, 1, rb_rec_len(w));
+        else
+            rb_count2_shared(rb, RB_C_WRITTEN, 1, rb_rec_len(w));
+    } else
         rb_count(rb, RB_C_ABORTED, 1);
     return RB_OK;
 }
@@ -767,7 +779,7 @@ static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t
     if (*released)
         rb_consume_range(rb, start, h);
     if (n > 0)
-        rb_count2(rb, RB_C_READ, n, used);
+        rb_count2_own(rb, RB_C_READ, n, used); /* we hold the turn: rb_count2_own */
     *count = n;
     return n > 0 ? RB_OK : rc;
 }
@@ -952,8 +964,8 @@ RB_API int rb_release(rb_ring *rb)
     /* Relaxed: we hold the turn; the word was acquired by rb_peek. */
     uint64_t len = rb_rec_len(atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed));
     rb_consume_range(rb, h, h + rb_rec_size(len));
+    rb_count2_own(rb, RB_C_READ, 1, len); /* we still hold the turn: rb_count2_own */
     give_turn(rb, 1);
-    rb_count2(rb, RB_C_READ, 1, len);
     return RB_OK;
 }
 
