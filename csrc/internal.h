@@ -169,9 +169,10 @@ struct rb_slot {
     _Atomic uint32_t parked[3];    /*  8: this slot's share of the data/space/turn waiter counts */
     unsigned char pad0[28];        /* 20 */
     struct rb_intent intent[RB_SLOT_INTENTS]; /* 48 */
-    /* 128: the counters written by one thread of the owner (its "counting
-     * thread", rb_ring.count_owner) with plain loads and stores; 256: those
-     * written by its other threads, with atomic adds (rb_count). */
+    /* 128: the counters written with relaxed loads and stores, by one
+     * writer per word at a time (rb_count2_own: the owner of intent entry
+     * 0, the read-turn holder, the counting thread); 256: those added to
+     * atomically by any other thread (rb_count2_shared). */
     _Atomic uint64_t count_own[RB_COUNTERS];
     _Atomic uint64_t count_shared[RB_COUNTERS];
     unsigned char pad1[RB_SLOT_SIZE - 384];
@@ -263,22 +264,30 @@ struct rb_ring {
     /* Wake-ups in a row that found nobody parked although waiters were
      * counted (wait.c). Relaxed: a process-local heuristic. */
     _Atomic uint32_t empty_wakes;
-    /* The thread (rb_self) that writes our slot's count_own (0: none yet);
-     * other threads add to count_shared (rb_count2). */
+    /* The thread (rb_self) that writes our slot's count_own words other
+     * than written* and read* (0: none yet; rb_count2): docs/design.md,
+     * "Counters". */
     _Atomic uintptr_t count_owner;
 };
 
 /* This thread's identity, unique among the live threads of the process (a
  * value may be reused by a thread started after one that ended): the
- * thread pointer, read from a register where the compiler can (no call:
- * pthread_self is a function call in glibc), else pthread_self. */
+ * thread pointer, with one instruction (pthread_self is a function call in
+ * glibc). On x86-64 the TCB's self-pointer at %fs:0 (what pthread_self
+ * returns, glibc and musl); on aarch64 TPIDR_EL0, at a fixed offset from
+ * it. Inline assembly rather than __builtin_thread_pointer, which x86-64
+ * has only from GCC 11 and clang 14. Elsewhere, pthread_self. */
 static inline uintptr_t rb_self(void)
 {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__aarch64__))
-    return (uintptr_t)__builtin_thread_pointer();
+    uintptr_t tp;
+#if defined(__GNUC__) && defined(__x86_64__)
+    __asm__("movq %%fs:0, %0" : "=r"(tp));
+#elif defined(__GNUC__) && defined(__aarch64__)
+    __asm__("mrs %0, tpidr_el0" : "=r"(tp));
 #else
-    return (uintptr_t)pthread_self();
+    tp = (uintptr_t)pthread_self();
 #endif
+    return tp;
 }
 
 /* Adds n to counter c of our slot, and m to counter c + 1 (a count and its
