@@ -618,6 +618,20 @@ static void exercise(rb_ring *rb, const uint8_t prm[4])
         CHECK(written == 0 && after.tail == before.tail);
     }
 
+    /* One message gathered from three vectors, one of them empty. */
+    size_t vlen = 1 + (size_t)prm[2] * 11 % max, cut = vlen / 3;
+    unsigned char *vmsg = malloc(vlen);
+    CHECK(vmsg != NULL);
+    for (size_t j = 0; j < vlen; j++)
+        vmsg[j] = pattern(30, j);
+    struct iovec iov[3] = {{vmsg, cut}, {NULL, 0}, {vmsg + cut, vlen - cut}};
+    before = positions(rb);
+    rc = rb_writev(rb, iov, 3);
+    check_write(rb, rc, vlen, before);
+    if (rc == RB_OK)
+        sent[nsent++] = (struct sent){vlen, 30};
+    free(vmsg);
+
     size_t rlen = 1 + (size_t)prm[2] * 5 % max;
     void *res = NULL;
     before = positions(rb);
