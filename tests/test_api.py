@@ -447,7 +447,9 @@ def corrupt_cases():
     ]
 
 
-@pytest.mark.parametrize("version", [0, 1, ringbuffer.format_version() + 1, 0xFFFFFFFF])
+@pytest.mark.parametrize(
+    "version", [*range(ringbuffer.format_version()), ringbuffer.format_version() + 1, 0xFFFFFFFF]
+)
 def test_open_other_format_version(ring_path, version):
     if version == ringbuffer.format_version():
         pytest.skip("that is this library's version")
@@ -459,6 +461,22 @@ def test_open_other_format_version(ring_path, version):
     assert ei.value.code == lib.RB_EVERSION
     assert f"({ringbuffer.format_version()})" in str(ei.value)
     assert str(ring_path) in str(ei.value)
+
+
+def test_a_format_2_file_is_refused_as_another_version(ring_path):
+    """A ring file as the previous release wrote it (format 2: 128-byte
+    slots, a 69632-byte header) gets UnsupportedVersion naming ours, not
+    CorruptBuffer, though its layout differs in more than the version."""
+    cap = 8192
+    RingBuffer(ring_path, cap).close()
+    poke_u32(ring_path, OFF_VERSION, 2)
+    poke_u32(ring_path, OFF_HEADER_SIZE, 69632)
+    poke_u32(ring_path, OFF_SLOT_SIZE, 128)
+    os.truncate(ring_path, 69632 + cap)
+    with pytest.raises(UnsupportedVersion) as ei:
+        RingBuffer.open(ring_path)
+    assert ei.value.code == lib.RB_EVERSION
+    assert "(3)" in str(ei.value)
 
 
 @pytest.mark.parametrize(("name", "spoil"), corrupt_cases(), ids=[c[0] for c in corrupt_cases()])
