@@ -22,7 +22,6 @@ package never imports prometheus_client otherwise.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -34,8 +33,8 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ringbuffer._watch import WatchedRing
 from ringbuffer.exceptions import RingBufferError
-from ringbuffer.ring import RingBuffer
 
 __all__ = ["COUNTERS", "GAUGES", "UP", "Metrics", "RingCollector", "serve"]
 
@@ -99,60 +98,6 @@ UP = Spec("ringbuffer_up", "up", "1 if the ring could be opened and read at this
 Notify = Callable[[str, Optional[BaseException]], None]
 
 
-def _identity(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
-
-
-class _Watched:
-    """A ring path and, while it can be read, the handle open on the file
-    that was at the path when it was opened (and that file's identity)."""
-
-    __slots__ = ("identity", "path", "problem", "rb")
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.rb: RingBuffer | None = None
-        self.identity: tuple[int, int] | None = None
-        self.problem: str | None = None  # the last reason reported, None while readable
-
-    def attach(self) -> RingBuffer:
-        """Opens the ring at the path. Raises OSError or RingBufferError."""
-        for _ in range(3):
-            before = _identity(self.path)
-            rb = RingBuffer.open(self.path)
-            # The same file before and after: the handle is on that file
-            # (not on one that replaced it in between).
-            try:
-                after = _identity(self.path)
-            except OSError:
-                rb.close()
-                raise
-            if after == before:
-                self.rb, self.identity = rb, after
-                return rb
-            rb.close()
-        raise OSError(f"{self.path}: the file keeps being replaced")
-
-    def detach(self) -> None:
-        if self.rb is not None:
-            self.rb.close()
-        self.rb = self.identity = None
-
-    def current(self) -> RingBuffer:
-        """The handle on the file at the path now, reopened if the file was
-        replaced. Raises OSError (gone: the handle is closed) or
-        RingBufferError."""
-        try:
-            identity = _identity(self.path)
-        except OSError:
-            self.detach()  # a deleted ring's memory is freed once no one maps it
-            raise
-        if self.rb is not None and identity != self.identity:
-            self.detach()
-        return self.attach() if self.rb is None else self.rb
-
-
 class RingCollector(Collector):
     """A prometheus_client collector for a fixed list of ring paths, read at
     each scrape (thread-safe: concurrent scrapes take turns).
@@ -163,7 +108,9 @@ class RingCollector(Collector):
     """
 
     def __init__(self, paths: Sequence[str], notify: Notify | None = None) -> None:
-        self._rings = [_Watched(p) for p in dict.fromkeys(paths)]  # duplicates once, in order
+        self._rings = [WatchedRing(p) for p in dict.fromkeys(paths)]  # duplicates once, in order
+        # The last reason reported for each ring, None while it is readable.
+        self._problems: dict[str, str | None] = {w.path: None for w in self._rings}
         self._notify = notify
         self._lock = threading.Lock()
         self._closed = False
@@ -182,12 +129,12 @@ class RingCollector(Collector):
                     w.attach()
                 except (OSError, RingBufferError) as exc:
                     failed[w.path] = exc
-                    w.problem = str(exc)
+                    self._problems[w.path] = str(exc)
         return failed
 
-    def _read(self, w: _Watched) -> dict[str, Any]:
+    def _read(self, w: WatchedRing) -> dict[str, Any]:
         """The values of one ring's metrics, by :class:`Spec` key. Raises
-        what :meth:`_Watched.current` raises."""
+        what :meth:`WatchedRing.current` raises."""
         rb = w.current()
         values: dict[str, Any] = rb.stats()
         info = rb.info(count=False)
@@ -201,20 +148,20 @@ class RingCollector(Collector):
         )
         return values
 
-    def _read_or_none(self, w: _Watched) -> dict[str, Any] | None:
+    def _read_or_none(self, w: WatchedRing) -> dict[str, Any] | None:
         """read(), or None (and the handle closed) when the ring cannot be
         read; notifies changes."""
         try:
             values = self._read(w)
         except Exception as exc:  # never fail a scrape: report up 0
             w.detach()
-            if w.problem != str(exc):
-                w.problem = str(exc)
+            if self._problems[w.path] != str(exc):
+                self._problems[w.path] = str(exc)
                 if self._notify is not None:
                     self._notify(w.path, exc)
             return None
-        if w.problem is not None:
-            w.problem = None
+        if self._problems[w.path] is not None:
+            self._problems[w.path] = None
             if self._notify is not None:
                 self._notify(w.path, None)
         return values

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TextIO
 
+from ringbuffer._watch import WatchedRing
 from ringbuffer.exceptions import RingBufferError
 from ringbuffer.ring import RingBuffer
 
@@ -125,10 +126,6 @@ class Line(NamedTuple):
     style: str = ""
 
 
-def _identity(st: os.stat_result) -> tuple[int, int]:
-    return (st.st_dev, st.st_ino)
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
@@ -136,13 +133,13 @@ def _describe(exc: BaseException) -> str:
 
 
 class Watch:
-    """One ring that top watches: its handle, the identity (device, inode) of
-    the file it opened, its last sample and what the last frame shows of it."""
+    """One ring that top watches: the path's handle (a WatchedRing, reopened
+    when the file is replaced), its last sample and what the last frame
+    shows of it."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._rb: RingBuffer | None = None
-        self._ident: tuple[int, int] | None = None
+        self._watch = WatchedRing(path)
         self._cur: Sample | None = None
         self._view = View(path)
 
@@ -150,30 +147,11 @@ class Watch:
         """Opens the ring and takes a first sample; raises OSError or
         RingBufferError if the path is not a ring now (an error at start,
         unlike a ring that goes while top runs)."""
-        self._take(self._open(), time.monotonic(), time.time())
-
-    def _open(self) -> RingBuffer:
-        """Opens the file at the path, noting the identity of that file: a stat
-        before and after the open agree unless it was replaced in between
-        (then again, a few times)."""
-        for attempt in range(3):
-            before = _identity(os.stat(self.path))
-            rb = RingBuffer.open(self.path)
-            try:
-                after = _identity(os.stat(self.path))
-            except OSError:
-                rb.close()
-                raise
-            if before == after or attempt == 2:
-                break
-            rb.close()
-        self._rb, self._ident = rb, after
-        return rb
+        self._take(self._watch.attach(), time.monotonic(), time.time())
 
     def _close(self) -> None:
-        if self._rb is not None:
-            self._rb.close()
-        self._rb = self._ident = self._cur = None
+        self._watch.detach()
+        self._cur = None
 
     def _lose(self, state: str, problem: str, wall: float) -> None:
         """Shows the ring as gone or unreadable (since the time it first was),
@@ -186,27 +164,18 @@ class Watch:
     def sample(self, at: float, wall: float) -> None:
         """Takes a sample at ``at`` (time.monotonic()) and ``wall`` (time.time()),
         first reopening the path if its file was replaced or came back."""
+        held = self._watch.rb
         try:
-            ident = _identity(os.stat(self.path))
-        except FileNotFoundError:
+            rb = self._watch.current()
+        except FileNotFoundError:  # deleted (also between a stat and the open)
             self._lose("gone", "file deleted", wall)
             return
-        except OSError as exc:
+        except (OSError, RingBufferError) as exc:
             self._lose("error", _describe(exc), wall)
             return
-        rb = self._rb
-        if rb is None or ident != self._ident:
-            reopened = rb is not None or self._view.state != "ok"
-            self._close()
-            try:
-                rb = self._open()
-            except FileNotFoundError:  # deleted between the stat and the open
-                self._lose("gone", "file deleted", wall)
-                return
-            except (OSError, RingBufferError) as exc:
-                self._lose("error", _describe(exc), wall)
-                return
-            if reopened:
+        if rb is not held:  # a new handle: samples of the old file are no base for rates
+            self._cur = None
+            if held is not None or self._view.state != "ok":
                 self._view.reopened_at = wall
         try:
             self._take(rb, at, wall)
