@@ -874,20 +874,67 @@ RB_API int rb_read_many_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *le
 
 /* ---- zero-copy reads ---------------------------------------------------- */
 
-static int peek_turns(rb_ring *rb, const void **ptr, size_t *len, int64_t deadline);
+static int peek_turns(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *positions, size_t max_count,
+                      size_t *count, int64_t deadline);
 
-static int peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t deadline)
+/* rb_peek (max_count 1) and rb_peek_many: the arguments checked as
+ * read_many checks its own. */
+static int peek_many(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *positions, size_t max_count,
+                     size_t *count, int64_t deadline)
 {
-    if (rb == NULL || ptr == NULL || len == NULL)
+    if (count != NULL)
+        *count = 0;
+    if (rb == NULL || count == NULL || (max_count > 0 && (ptrs == NULL || lens == NULL)))
         return RB_EINVAL;
     if (is_closing_relaxed(rb))
         return RB_ECLOSED;
+    if (max_count == 0)
+        return RB_OK; /* nothing asked: the turn is not taken */
     rb_check_fork(rb);
-    return count_empty(rb, peek_turns(rb, ptr, len, deadline));
+    return count_empty(rb, peek_turns(rb, ptrs, lens, positions, max_count, count, deadline));
 }
 
-/* peek_wait's loop, as read_turns. */
-static int peek_turns(rb_ring *rb, const void **ptr, size_t *len, int64_t deadline)
+/* After the first message at h (word w), the consecutive committed
+ * messages that follow it, up to max_count in all, DISCARD records between
+ * them skipped (they stay inside the peeked range). Stops at the first
+ * record not committed (zero or BUSY: no recovery here, it is not at the
+ * head), at a corrupt one (reported by the next call, which meets it at
+ * the head) or a capacity past head. We hold the turn. Returns how many
+ * messages; *end: where the last one ends; *bytes: their payload bytes. */
+static size_t peek_following(rb_ring *rb, uint64_t head, uint64_t h, uint64_t w, const void **ptrs, size_t *lens,
+                             uint64_t *positions, size_t max_count, uint64_t *end, uint64_t *bytes)
+{
+    size_t n = 0;
+    uint64_t sum = 0, e = h;
+    for (;;) {
+        uint64_t len = rb_rec_len(w);
+        ptrs[n] = rb_rec_payload(rb, h);
+        lens[n] = (size_t)len;
+        if (positions != NULL)
+            positions[n] = h;
+        n++;
+        sum += len;
+        e = h + rb_rec_size(len);
+        if (n == max_count)
+            break;
+        /* The next committed message, DISCARD records skipped. Never a
+         * capacity past head: the word there is our first record's. */
+        for (h = e;; h += rb_rec_size(rb_rec_len(w))) {
+            if (h - head >= rb->capacity || peek_record(rb, h, &w) != RB_OK)
+                goto done;
+            if (!(rb_rec_flags(w) & RB_REC_DISCARD))
+                break;
+        }
+    }
+done:
+    *end = e;
+    *bytes = sum;
+    return n;
+}
+
+/* peek_many's loop, as read_turns. */
+static int peek_turns(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *positions, size_t max_count,
+                      size_t *count, int64_t deadline)
 {
     for (;;) {
         int rc = take_turn(rb, deadline);
@@ -909,12 +956,17 @@ static int peek_turns(rb_ring *rb, const void **ptr, size_t *len, int64_t deadli
                 struct rb_waitq q = rb_space_q(rb);
                 rb_wake(rb, &q);
             }
-            /* Keep the turn until rb_release. Relaxed: only this turn
-             * holder reads peek_pos; peeking just guards misuse. */
-            rb->peek_pos = h;
+            /* Keep the turn until rb_release. Only this turn holder reads
+             * the peek_* fields (plain); peeking just guards misuse
+             * (relaxed). rb_peek (max_count 1) walks nothing more. */
+            uint64_t end, bytes;
+            size_t n = peek_following(rb, h, h, w, ptrs, lens, positions, max_count, &end, &bytes);
+            rb->peek_start = h;
+            rb->peek_end = end;
+            rb->peek_count = n;
+            rb->peek_bytes = bytes;
             atomic_store_explicit(&rb->peeking, 1, memory_order_relaxed);
-            *ptr = rb_rec_payload(rb, h);
-            *len = (size_t)rb_rec_len(w);
+            *count = n;
             return RB_OK;
         }
         give_turn(rb, h != start);
@@ -930,11 +982,32 @@ static int peek_turns(rb_ring *rb, const void **ptr, size_t *len, int64_t deadli
     }
 }
 
-RB_API int rb_peek(rb_ring *rb, const void **ptr, size_t *len) { return peek_wait(rb, ptr, len, 0); }
+static int peek_one(rb_ring *rb, const void **ptr, size_t *len, int64_t deadline)
+{
+    if (ptr == NULL || len == NULL)
+        return RB_EINVAL;
+    size_t n;
+    return peek_many(rb, ptr, len, NULL, 1, &n, deadline);
+}
+
+RB_API int rb_peek(rb_ring *rb, const void **ptr, size_t *len) { return peek_one(rb, ptr, len, 0); }
 
 RB_API int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t timeout_ns)
 {
-    int rc = peek_wait(rb, ptr, len, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
+    int rc = peek_one(rb, ptr, len, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
+    return rc == RB_EEMPTY ? RB_ETIMEDOUT : rc;
+}
+
+RB_API int rb_peek_many(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *positions, size_t max_count,
+                        size_t *count)
+{
+    return peek_many(rb, ptrs, lens, positions, max_count, count, 0);
+}
+
+RB_API int rb_peek_many_wait(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *positions,
+                             size_t max_count, size_t *count, int64_t timeout_ns)
+{
+    int rc = peek_many(rb, ptrs, lens, positions, max_count, count, timeout_ns == 0 ? 0 : rb_deadline(timeout_ns));
     return rc == RB_EEMPTY ? RB_ETIMEDOUT : rc;
 }
 
@@ -944,7 +1017,7 @@ RB_API int rb_peek_cancel(rb_ring *rb)
         return RB_EINVAL;
     rb_check_fork(rb); /* clears a peek inherited through fork: the parent's */
     uint32_t one = 1;
-    /* Relaxed: as in rb_release. The message stays for the next reader. */
+    /* Relaxed: as in rb_release. The messages stay for the next reader. */
     if (!atomic_compare_exchange_strong_explicit(&rb->peeking, &one, 0, memory_order_relaxed, memory_order_relaxed))
         return RB_EINVAL;
     give_turn(rb, 0);
@@ -960,11 +1033,11 @@ RB_API int rb_release(rb_ring *rb)
     /* Relaxed: clears the flag once; the peeking thread holds the turn. */
     if (!atomic_compare_exchange_strong_explicit(&rb->peeking, &one, 0, memory_order_relaxed, memory_order_relaxed))
         return RB_EINVAL;
-    uint64_t h = rb->peek_pos;
-    /* Relaxed: we hold the turn; the word was acquired by rb_peek. */
-    uint64_t len = rb_rec_len(atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed));
-    rb_consume_range(rb, h, h + rb_rec_size(len));
-    rb_count2_own(rb, RB_C_READ, 1, len); /* we still hold the turn: rb_count2_own */
+    /* Everything peeked, the DISCARD records between the messages
+     * included; rb_peek and rb_peek_many stored the range (plain: this
+     * thread holds the turn and peeked). */
+    rb_consume_range(rb, rb->peek_start, rb->peek_end);
+    rb_count2_own(rb, RB_C_READ, rb->peek_count, rb->peek_bytes); /* we still hold the turn: rb_count2_own */
     give_turn(rb, 1);
     return RB_OK;
 }

@@ -445,15 +445,50 @@ RB_API int rb_peek(rb_ring *rb, const void **ptr, size_t *len);
  * Thread-safety: as rb_peek; blocks. */
 RB_API int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t timeout_ns);
 
-/* Zero-copy read, step 2: consumes the message rb_peek returned and gives
- * the read turn back. *ptr from rb_peek is invalid afterwards. Works after
+/* rb_peek of a batch: points ptrs[i] and lens[i] at up to max_count
+ * consecutive committed messages, in ring order, without consuming them;
+ * *count receives how many (0 on error). Discarded records before the first
+ * message are freed at once, as by rb_peek; those between the messages lie
+ * inside the peeked range and are freed with it. The batch stops at the
+ * first record not committed yet, at max_count, or before an impossible
+ * record (RB_ECORRUPT is then returned by the next read or peek). If
+ * positions is not NULL, positions[i] receives the position of message i's
+ * record (the byte count rb_positions reports for head and tail): unique for
+ * the life of the ring file and increasing, so it names a message for
+ * good, e.g. for acknowledgements. The next
+ * record starts at positions[i] + 8 + lens[i] rounded up to 8, unless
+ * discarded records lie between. As with rb_peek, the caller holds the read
+ * turn until rb_release (which consumes every message of the batch) or
+ * rb_peek_cancel (which leaves them all). A process that dies holding the
+ * batch leaves every message of it to the next reader (the dead holder's
+ * turn is taken over; head never moved).
+ * Returns: RB_OK (*count >= 1, or max_count == 0: then nothing was peeked
+ * and the turn is not kept); RB_EEMPTY; RB_ECORRUPT (at the first record);
+ * RB_EINVAL (NULL rb or count, or NULL ptrs or lens with max_count > 0);
+ * RB_ECLOSED.
+ * Thread-safety: as rb_peek. */
+RB_API int rb_peek_many(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *positions,
+                        size_t max_count, size_t *count);
+
+/* rb_peek_many that waits (timeout_ns as rb_write_wait) for the first
+ * message, then takes what is there.
+ * Returns: as rb_peek_many, but RB_ETIMEDOUT instead of RB_EEMPTY;
+ * RB_EINTR (as rb_read_wait).
+ * Thread-safety: as rb_peek; blocks. */
+RB_API int rb_peek_many_wait(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *positions,
+                             size_t max_count, size_t *count, int64_t timeout_ns);
+
+/* Zero-copy read, step 2: consumes the message rb_peek returned (every
+ * message of an rb_peek_many batch) and gives the read turn back. The
+ * pointers from rb_peek or rb_peek_many are invalid afterwards. Works after
  * rb_shutdown too.
  * Returns: RB_OK; RB_EINVAL (no peek outstanding on this handle).
  * Thread-safety: call from the thread that peeked. */
 RB_API int rb_release(rb_ring *rb);
 
-/* Ends a peek WITHOUT consuming the message: it stays at the head for the
- * next read (for a reader that could not use it, e.g. its output broke).
+/* Ends a peek WITHOUT consuming the message (or any message of an
+ * rb_peek_many batch): it stays at the head for the next read (for a
+ * reader that could not use it, e.g. its output broke).
  * Works after rb_shutdown too.
  * Returns: RB_OK; RB_EINVAL (no peek outstanding on this handle).
  * Thread-safety: call from the thread that peeked. */

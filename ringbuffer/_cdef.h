@@ -100,6 +100,10 @@ int rb_read_many_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, siz
                       int64_t timeout_ns);
 int rb_peek(rb_ring *rb, const void **ptr, size_t *len);
 int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t timeout_ns);
+int rb_peek_many(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *positions, size_t max_count,
+                 size_t *count);
+int rb_peek_many_wait(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *positions, size_t max_count,
+                      size_t *count, int64_t timeout_ns);
 int rb_release(rb_ring *rb);
 int rb_peek_cancel(rb_ring *rb);
 int rb_data_region(rb_ring *rb, void **base, size_t *len);

@@ -317,7 +317,9 @@ TEST(gap_without_intent_is_corrupt)
 
 struct rcase {
     const char *point;
-    int mode;     /* 0 rb_read, 1 rb_read_many (3), 2 rb_peek then die */
+    int mode;     /* 0 rb_read, 1 rb_read_many (3), 2 rb_peek then die,
+                   * 3 rb_peek_many (4) then die, 4 rb_peek_many (4) then
+                   * rb_release (killed at its kill point) */
     int consumed; /* messages gone with the dead consumer */
 };
 
@@ -332,10 +334,18 @@ static void child_read(rb_ring *rb, const void *arg)
         rb_read(rb, buf, sizeof buf, &got);
     else if (c->mode == 1)
         rb_read_many(rb, buf, sizeof buf, lens, 3, &n);
-    else {
+    else if (c->mode == 2) {
         const void *p;
         if (rb_peek(rb, &p, &got) == RB_OK)
             raise(SIGKILL);
+    } else {
+        const void *ptrs[4];
+        size_t plens[4];
+        if (rb_peek_many(rb, ptrs, plens, NULL, 4, &n) == RB_OK && n == 4) {
+            if (c->mode == 3)
+                raise(SIGKILL);
+            rb_release(rb);
+        }
     }
     _exit(0);
 }
@@ -345,14 +355,15 @@ TEST(consumer_killed_at_each_step)
     static const struct rcase cases[] = {
         {"read.turn", 0, 0},     {"read.copied", 0, 0},   {"read.marked", 0, 1},   {"read.zeroed", 0, 1},
         {"read.released", 0, 1}, {"read.turn", 1, 0},     {"read.copied", 1, 0},   {"read.marked", 1, 3},
-        {"read.zeroed", 1, 3},   {"read.released", 1, 3}, {NULL, 2, 0},
+        {"read.zeroed", 1, 3},   {"read.released", 1, 3}, {NULL, 2, 0},           {NULL, 3, 0},
+        {"read.turn", 4, 0},     {"read.marked", 4, 4},   {"read.zeroed", 4, 4},   {"read.released", 4, 4},
     };
     int64_t worst = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const struct rcase *c = &cases[i];
         char what[96];
-        snprintf(what, sizeof what, "%s %s", c->point ? c->point : "peek held",
-                 c->mode == 0 ? "read" : c->mode == 1 ? "read_many" : "peek");
+        static const char *const modes[] = {"read", "read_many", "peek", "peek_many", "peek_many release"};
+        snprintf(what, sizeof what, "%s %s", c->point ? c->point : "peek held", modes[c->mode]);
         AUTO_FX(f);
         REQUIRE(fx_open_stall(&f, 4096));
         for (uint64_t s = 1; s <= 6; s++)

@@ -1,9 +1,10 @@
 /*
  * test_zerocopy.c - the zero-copy calls: rb_reserve/rb_commit/rb_abort
  * (and rb_reserve_wait), rb_peek/rb_release/rb_peek_cancel (and
- * rb_peek_wait): FIFO order with outstanding reservations, aborted records
- * skipped and zeroed, misuse, contiguous views across the end of the ring,
- * the read turn a peek holds, and a commit racing an abort.
+ * rb_peek_wait), rb_peek_many (and rb_peek_many_wait): FIFO order with
+ * outstanding reservations, aborted records skipped and zeroed, misuse,
+ * contiguous views across the end of the ring, the read turn a peek holds,
+ * batches and their positions, and a commit racing an abort.
  *
  * RB_STRESS_SCALE (default 1) scales the rounds of the commit/abort race.
  */
@@ -841,4 +842,207 @@ TEST(data_region_holds_every_payload)
             CHECK_EQ(rb_release(rb), RB_OK);
         }
     }
+}
+
+/* ---- rb_peek_many ---------------------------------------------------------------------- */
+
+/* A batch: arguments, max_count larger than what is there, positions from
+ * head by record sizes, DISCARD records in the middle inside the range,
+ * rb_release consuming everything (and counting it), rb_peek_cancel leaving
+ * everything. */
+TEST(peek_many_batches)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    rb_ring *rb = f.rb;
+    const void *ptrs[8];
+    size_t lens[8], n = 777;
+    uint64_t pos[8];
+    /* Arguments. */
+    CHECK_EQ(rb_peek_many(NULL, ptrs, lens, pos, 8, &n), RB_EINVAL);
+    CHECK_EQ_U(n, 0);
+    CHECK_EQ(rb_peek_many(rb, NULL, lens, pos, 8, &n), RB_EINVAL);
+    CHECK_EQ(rb_peek_many(rb, ptrs, NULL, pos, 8, &n), RB_EINVAL);
+    CHECK_EQ(rb_peek_many(rb, ptrs, lens, pos, 8, NULL), RB_EINVAL);
+    CHECK_EQ(rb_peek_many(rb, ptrs, lens, pos, 8, &n), RB_EEMPTY);
+    CHECK_EQ(rb_peek_many_wait(rb, ptrs, lens, pos, 8, &n, 0), RB_ETIMEDOUT);
+    CHECK_EQ(put(rb, 1, 10), RB_OK);
+    n = 777;
+    CHECK_EQ(rb_peek_many(rb, NULL, NULL, NULL, 0, &n), RB_OK); /* nothing asked: no turn kept */
+    CHECK_EQ_U(n, 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), 0);
+    CHECK_EQ(rb_release(rb), RB_EINVAL);
+
+    /* 1 is there; then an aborted record, 2, two aborted records, 3, and a
+     * reservation still open (4) that ends the batch. */
+    void *a, *b, *c, *d;
+    REQUIRE_EQ(rb_reserve(rb, 50, &a), RB_OK);
+    CHECK_EQ(rb_abort(rb, a), RB_OK);
+    CHECK_EQ(put(rb, 2, 20), RB_OK);
+    REQUIRE_EQ(rb_reserve(rb, 1, &b), RB_OK);
+    REQUIRE_EQ(rb_reserve(rb, 70, &c), RB_OK);
+    CHECK_EQ(rb_abort(rb, c), RB_OK);
+    CHECK_EQ(rb_abort(rb, b), RB_OK);
+    CHECK_EQ(put(rb, 3, 300), RB_OK);
+    REQUIRE_EQ(rb_reserve(rb, 40, &d), RB_OK);
+    uint64_t end3 = rec_size(10) + rec_size(50) + rec_size(20) + rec_size(1) + rec_size(70) + rec_size(300);
+    struct rb_stats s0;
+    REQUIRE_EQ(rb_stats(rb, &s0), RB_OK);
+    for (int round = 0; round < 2; round++) {
+        REQUIRE_EQ(rb_peek_many(rb, ptrs, lens, pos, 8, &n), RB_OK);
+        REQUIRE(CHECK_EQ_U(n, 3));
+        CHECK(is_msg(ptrs[0], lens[0], 1, 10));
+        CHECK(is_msg(ptrs[1], lens[1], 2, 20));
+        CHECK(is_msg(ptrs[2], lens[2], 3, 300));
+        CHECK_EQ_U(pos[0], 0);
+        CHECK_EQ_U(pos[1], rec_size(10) + rec_size(50));
+        CHECK_EQ_U(pos[2], pos[1] + rec_size(20) + rec_size(1) + rec_size(70));
+        CHECK_EQ(positions(rb), RB_OK);
+        CHECK_EQ_U(g_head, 0); /* nothing consumed */
+        CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), writer_id(f.path));
+        if (round == 0)
+            CHECK_EQ(rb_peek_cancel(rb), RB_OK); /* all left */
+    }
+    CHECK_EQ(rb_release(rb), RB_OK);
+    CHECK_EQ(rb_release(rb), RB_EINVAL);
+    CHECK_EQ(positions(rb), RB_OK);
+    CHECK_EQ_U(g_head, end3); /* the DISCARD records between them too */
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), 0);
+    struct rb_stats s1;
+    REQUIRE_EQ(rb_stats(rb, &s1), RB_OK);
+    CHECK_EQ_U(s1.read - s0.read, 3);
+    CHECK_EQ_U(s1.read_bytes - s0.read_bytes, 330);
+    /* Released bytes are zero, up to the open reservation. */
+    size_t fsize;
+    unsigned char *file = tu_slurp(f.path, &fsize);
+    if (CHECK(file != NULL && fsize == HEADER_SIZE + 4096)) {
+        size_t nz = 0;
+        for (uint64_t i = 0; i < end3; i++)
+            nz += file[HEADER_SIZE + i] != 0;
+        CHECK_EQ_U(nz, 0);
+    }
+    free(file);
+    /* The reservation at the head: nothing to peek until it is committed. */
+    CHECK_EQ(rb_peek_many(rb, ptrs, lens, NULL, 8, &n), RB_EEMPTY);
+    make_msg(d, 40, 4);
+    CHECK_EQ(rb_commit(rb, d), RB_OK);
+    CHECK_EQ(put(rb, 5, 8), RB_OK);
+    CHECK_EQ(put(rb, 6, 9), RB_OK);
+    /* max_count stops the batch; positions may be NULL. */
+    REQUIRE_EQ(rb_peek_many(rb, ptrs, lens, NULL, 2, &n), RB_OK);
+    CHECK_EQ_U(n, 2);
+    CHECK(is_msg(ptrs[0], lens[0], 4, 40));
+    CHECK(is_msg(ptrs[1], lens[1], 5, 8));
+    CHECK_EQ(rb_release(rb), RB_OK);
+    REQUIRE_EQ(rb_peek_many(rb, ptrs, lens, pos, 1, &n), RB_OK);
+    CHECK_EQ_U(n, 1);
+    CHECK(is_msg(ptrs[0], lens[0], 6, 9));
+    CHECK_EQ(positions(rb), RB_OK);
+    CHECK_EQ_U(pos[0], g_head);
+    CHECK_EQ(rb_release(rb), RB_OK);
+    CHECK_EQ(positions(rb), RB_OK);
+    CHECK_EQ_U(g_head, g_tail);
+}
+
+/* A batch across the end of the ring: every payload contiguous, positions
+ * keep growing past the capacity; a full ring is one batch. */
+TEST(peek_many_across_the_end)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    rb_ring *rb = f.rb;
+    const uint64_t cap = 4096;
+    REQUIRE(advance_to(rb, cap - 3 * 64));
+    CHECK_EQ(positions(rb), RB_OK);
+    const uint64_t h0 = g_head;
+    /* 64-byte records (56-byte payloads): 3 before the end, more after. */
+    for (uint64_t s = 1; s <= 10; s++)
+        REQUIRE_EQ(put(rb, s, 56), RB_OK);
+    const void *ptrs[16];
+    size_t lens[16], n;
+    uint64_t pos[16];
+    REQUIRE_EQ(rb_peek_many(rb, ptrs, lens, pos, 16, &n), RB_OK);
+    REQUIRE(CHECK_EQ_U(n, 10));
+    for (size_t i = 0; i < n; i++) {
+        CHECK(is_msg(ptrs[i], lens[i], i + 1, 56));
+        CHECK_EQ_U(pos[i], h0 + 64 * i);
+    }
+    CHECK(pos[9] > cap);
+    CHECK_EQ(rb_release(rb), RB_OK);
+    CHECK_EQ(positions(rb), RB_OK);
+    CHECK_EQ_U(g_head, h0 + 640);
+    CHECK_EQ_U(g_head, g_tail);
+    /* A full ring (64 records of 64 bytes): one batch, no more. */
+    for (uint64_t s = 1; s <= cap / 64; s++)
+        REQUIRE_EQ(put(rb, s, 56), RB_OK);
+    CHECK_EQ(put(rb, 99, 1), RB_EFULL);
+    const void *all[128];
+    size_t alens[128];
+    uint64_t apos[128];
+    REQUIRE_EQ(rb_peek_many(rb, all, alens, apos, 128, &n), RB_OK);
+    REQUIRE(CHECK_EQ_U(n, cap / 64));
+    for (size_t i = 0; i < n; i++)
+        CHECK(is_msg(all[i], alens[i], i + 1, 56));
+    CHECK_EQ(rb_release(rb), RB_OK);
+    CHECK_EQ(positions(rb), RB_OK);
+    CHECK_EQ_U(g_head, g_tail);
+    CHECK_EQ_U(g_head, apos[0] + cap);
+}
+
+/* The batch keeps the read turn until rb_release: another handle reads
+ * nothing meanwhile, then gets what follows the batch. */
+TEST(peek_many_holds_the_read_turn)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    AUTO_RING(h2);
+    REQUIRE_EQ(rb_open(f.path, &h2), RB_OK);
+    rb_ring *rb = f.rb;
+    for (uint64_t s = 1; s <= 3; s++)
+        CHECK_EQ(put(rb, s, 100), RB_OK);
+    const void *ptrs[2];
+    size_t lens[2], n, l;
+    REQUIRE_EQ(rb_peek_many(rb, ptrs, lens, NULL, 2, &n), RB_OK);
+    CHECK_EQ_U(n, 2);
+    unsigned char buf[4096];
+    CHECK_EQ(rb_read(h2, buf, sizeof buf, &l), RB_EEMPTY);
+    CHECK_EQ(rb_peek_many(h2, ptrs, lens, NULL, 2, &n), RB_EEMPTY);
+    CHECK_EQ(rb_release(rb), RB_OK);
+    GET_CHECK(h2, 3, 100);
+}
+
+/* A blocking rb_peek_many_wait times out, and wakes on a write from
+ * another thread. */
+TEST(peek_many_wait_times_out_and_wakes)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    const void *ptrs[4];
+    size_t lens[4], n = 777;
+    int64_t t0 = now_ns();
+    CHECK_EQ(rb_peek_many_wait(f.rb, ptrs, lens, NULL, 4, &n, 100 * MS), RB_ETIMEDOUT);
+    int64_t dt = now_ns() - t0;
+    CHECK(dt >= 100 * MS && dt < 100 * MS + 2 * SEC);
+    CHECK_EQ_U(n, 0);
+    CHECK_EQ(rb_release(f.rb), RB_EINVAL);
+    unsigned char m[333];
+    make_msg(m, sizeof m, 3);
+    struct call w;
+    call_init(&w, f.rb, OP_WRITE, 0);
+    w.delay_ns = 100 * MS;
+    w.msg = m;
+    w.len = sizeof m;
+    call_start(&w);
+    uint64_t pos[4];
+    int rc = rb_peek_many_wait(f.rb, ptrs, lens, pos, 4, &n, 10 * SEC);
+    CALL_FINISH(&w, 5.0);
+    CHECK_EQ(w.rc, RB_OK);
+    if (CHECK_EQ(rc, RB_OK)) {
+        CHECK_EQ_U(n, 1);
+        CHECK(is_msg(ptrs[0], lens[0], 3, sizeof m));
+        CHECK_EQ_U(pos[0], 0);
+        CHECK_EQ(rb_release(f.rb), RB_OK);
+    }
+    CHECK_EQ(positions(f.rb), RB_OK);
+    CHECK_EQ_U(g_head, g_tail);
 }

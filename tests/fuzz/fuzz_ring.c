@@ -3,7 +3,7 @@
  *
  * Per input: build a ring file from the input, rb_open it, and if it opens,
  * drive every non-blocking call on it (info, positions, peek/cancel/release,
- * read_many, read until empty, writes, reserve/commit, shutdown, close).
+ * peek_many, read_many, read until empty, writes, reserve/commit, shutdown, close).
  * Every status must be one the call documents, and every invariant the
  * harness can check from outside must hold; anything else abort()s, which
  * libFuzzer reports as a finding.
@@ -521,6 +521,44 @@ static void exercise(rb_ring *rb, const uint8_t prm[4])
     rc = rb_peek_cancel(rb);
     EXPECT(rc, ST(RB_EINVAL));
 
+    /* A batch peek (max_count 0 to 7): consecutive records in ring order
+     * inside [head, tail), each payload where its position says; then
+     * released (all consumed) or cancelled (all left). */
+    {
+        const void *ptrs[8];
+        size_t plens[8], pmax = prm[0] & 7, pn = 99;
+        uint64_t ppos[8];
+        before = positions(rb);
+        rc = rb_peek_many(rb, ptrs, plens, ppos, pmax, &pn);
+        EXPECT(rc, ST(RB_OK) | ST(RB_EEMPTY) | ST(RB_ECORRUPT));
+        CHECK(rc == RB_OK ? pn <= pmax && (pn >= 1 || pmax == 0) : pn == 0);
+        uint64_t pbytes = 0;
+        for (size_t i = 0; i < pn; i++) {
+            CHECK(plens[i] >= 1 && plens[i] <= max);
+            CHECK(ppos[i] >= (i == 0 ? before.head : ppos[i - 1] + rb_rec_size(plens[i - 1])));
+            CHECK(ppos[i] + rb_rec_size(plens[i]) <= before.tail);
+            CHECK((const unsigned char *)ptrs[i] == rb->data + (ppos[i] & (cap - 1)) + 8);
+            check_in_ring(rb, ptrs[i], plens[i]);
+            sum(ptrs[i], plens[i]);
+            pbytes += plens[i];
+        }
+        if (rc == RB_OK && pn > 0) {
+            if (prm[3] & 16) {
+                rc = rb_release(rb);
+                EXPECT(rc, ST(RB_OK));
+                struct pos after = positions(rb);
+                CHECK(after.head == ppos[pn - 1] + rb_rec_size(plens[pn - 1]));
+                got.messages += pn;
+                got.bytes += pbytes;
+            } else {
+                rc = rb_peek_cancel(rb);
+                EXPECT(rc, ST(RB_OK));
+            }
+        }
+        rc = rb_release(rb); /* no peek outstanding (max_count 0 keeps none) */
+        EXPECT(rc, ST(RB_EINVAL));
+    }
+
     /* One batch read into an exact-size buffer. */
     size_t bsize = (size_t)(prm[1] >> 4) * 300, maxc = prm[1] & 7, lens[8] = {0}, count = 99;
     unsigned char *buf = bsize ? malloc(bsize) : NULL;
@@ -693,6 +731,12 @@ static void exercise(rb_ring *rb, const uint8_t prm[4])
     CHECK(rc == (last == RB_EEMPTY ? RB_ETIMEDOUT : last));
     rc = rb_peek_wait(rb, &ptr, &len, us);
     CHECK(rc == (last == RB_EEMPTY ? RB_ETIMEDOUT : last));
+    {
+        const void *ptrs[2];
+        size_t plens[2], pn;
+        rc = rb_peek_many_wait(rb, ptrs, plens, NULL, 2, &pn, us);
+        CHECK(rc == (last == RB_EEMPTY ? RB_ETIMEDOUT : last));
+    }
     free(one);
     before = positions(rb);
     rc = rb_write_wait(rb, &prm[2], 1, us);
