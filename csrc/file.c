@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -223,6 +224,44 @@ static int create_temp(const char *path, unsigned mode, char **tmp_out)
     return -1;
 }
 
+/* Fills buf with len random bytes: getrandom(2) (without blocking, so that
+ * a ring created early at boot does not wait for the entropy pool), else
+ * /dev/urandom (old kernels, seccomp filters, early boot). Returns 0, or
+ * -1 with errno set when neither gives them. */
+static int random_bytes(unsigned char *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = getrandom(buf + got, len - got, GRND_NONBLOCK);
+        if (n > 0)
+            got += (size_t)n;
+        else if (n < 0 && errno == EINTR)
+            continue;
+        else
+            break;
+    }
+    if (got == len)
+        return 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    for (got = 0; got < len;) {
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n > 0)
+            got += (size_t)n;
+        else if (n < 0 && errno == EINTR)
+            continue;
+        else {
+            int e = n == 0 ? EIO : errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+    }
+    close(fd);
+    return 0;
+}
+
 static int write_all(int fd, const void *buf, size_t len)
 {
     const unsigned char *p = buf;
@@ -280,6 +319,11 @@ RB_API int rb_create_mode(const char *path, size_t size, unsigned flags, unsigne
     h->max_message = cap / 2;
     h->state = RB_STATE_READY;
     h->created_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    /* The file's identity, before it is published: never changed after. */
+    if (random_bytes(h->file_id, sizeof h->file_id) != 0) {
+        e = errno;
+        goto fail;
+    }
     /* head, tail, read_turn and the data region are zero: an empty ring. */
     if (write_all(fd, h, sizeof *h) != 0) {
         e = errno;

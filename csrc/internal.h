@@ -27,6 +27,7 @@
 
 #define RB_MAGIC "RINGBUF\0"
 #define RB_MAGIC_LEN 8
+#define RB_FILE_ID_LEN 16 /* the file's random identity (rb_info's file_id) */
 #define RB_STATE_READY 0x59444552u /* "REDY": header complete */
 #define RB_LINE 128                /* two cache lines: adjacent-line prefetch */
 
@@ -104,7 +105,8 @@ struct rb_header {
     uint64_t created_ns;           /*  40 */
     uint32_t slot_count;           /*  48: RB_SLOTS */
     uint32_t slot_size;            /*  52: RB_SLOT_SIZE */
-    unsigned char pad0[RB_LINE - 56];
+    unsigned char file_id[RB_FILE_ID_LEN]; /* 56: random, written at creation */
+    unsigned char pad0[RB_LINE - 56 - RB_FILE_ID_LEN];
     /* Producers' line: next free byte position, advanced by CAS. */
     _Atomic uint64_t tail;         /* 128 */
     unsigned char pad1[RB_LINE - 8];
@@ -187,6 +189,8 @@ _Static_assert(RB_REC_FLAGS_SHIFT == 32 && RB_REC_WRITER_SHIFT == RB_REC_FLAGS_S
 _Static_assert(RB_WRITER_MASK == (1u << RB_SLOT_BITS) * (RB_GEN_MASK + 1) - 1, "an id fills the writer field");
 _Static_assert(RB_HEADER_SIZE % 4096 == 0, "data region is page-aligned");
 _Static_assert(offsetof(struct rb_header, slot_count) == 48, "slot_count offset");
+_Static_assert(offsetof(struct rb_header, file_id) == 56, "file_id offset");
+_Static_assert(sizeof(((struct rb_info *)0)->file_id) == RB_FILE_ID_LEN, "rb_info's file_id");
 _Static_assert(offsetof(struct rb_header, tail) == 128, "tail offset");
 _Static_assert(offsetof(struct rb_header, head) == 256, "head offset");
 _Static_assert(offsetof(struct rb_header, read_turn) == 264, "read_turn offset");

@@ -1113,6 +1113,8 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
         return RB_ECLOSED;
     rb_check_fork(rb);
     struct rb_info in = {.capacity = rb->capacity, .max_message = rb->max_message, .format_version = RB_FORMAT_VERSION};
+    /* Plain copy: written before the file was published, never after. */
+    memcpy(in.file_id, rb->hdr->file_id, sizeof in.file_id);
     rb_positions(rb, &in.head, &in.tail);
     /* Relaxed: diagnostic snapshots of counters. */
     uint32_t turn = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);

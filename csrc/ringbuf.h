@@ -100,9 +100,11 @@ RB_API const char *rb_strerror(int status);
  * RB_REMOVE an existing path fails with RB_ESYS and errno EEXIST; with it the
  * file is replaced by rename(): processes that still map the old ring keep
  * working on it (it stays valid, shared among them), but no longer meet the
- * processes that open the new file.
+ * processes that open the new file. Every file gets a random identity
+ * (rb_info's file_id) from getrandom(2), or /dev/urandom where that fails.
  * Returns: RB_OK and *out set; RB_EINVAL (NULL path/out, size 0 or above
- * RB_MAX_CAPACITY, unknown flags); RB_ESYS (errno set).
+ * RB_MAX_CAPACITY, unknown flags); RB_ESYS (errno set; also when neither
+ * getrandom nor /dev/urandom gives random bytes: nothing is created).
  * Thread-safety: MT-safe. */
 RB_API int rb_create(const char *path, size_t size, unsigned flags, rb_ring **out);
 
@@ -205,6 +207,12 @@ struct rb_info {
     uint32_t full_fences;   /* 1 once a process waited without membarrier():
                              * writers and readers then pay a full fence per
                              * call, until the file is recreated            */
+    uint8_t file_id[16];    /* the ring file's identity: 16 random bytes
+                             * written when it was created, never changed
+                             * (a file recreated at the same path gets a
+                             * new one); all zero: a file made without one.
+                             * With a record's position (rb_peek_many) it
+                             * names a message for good                   */
 };
 
 /* Fills *out with a snapshot of the ring: positions, waiters, and (taking
@@ -454,8 +462,8 @@ RB_API int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t time
  * record (RB_ECORRUPT is then returned by the next read or peek). If
  * positions is not NULL, positions[i] receives the position of message i's
  * record (the byte count rb_positions reports for head and tail): unique for
- * the life of the ring file and increasing, so it names a message for
- * good, e.g. for acknowledgements. The next
+ * the life of the ring file and increasing, so (rb_info's file_id,
+ * position) names a message for good, e.g. for acknowledgements. The next
  * record starts at positions[i] + 8 + lens[i] rounded up to 8, unless
  * discarded records lie between. As with rb_peek, the caller holds the read
  * turn until rb_release (which consumes every message of the batch) or

@@ -50,6 +50,7 @@ struct rb_info {
     int counted;
     uint32_t attached;
     uint32_t full_fences;
+    uint8_t file_id[16];
 };
 
 struct rb_stats {

@@ -257,6 +257,7 @@ def _format_info(info: dict[str, Any]) -> str:
     used = info["bytes_used"]
     rows = [
         ("ring", info["path"]),
+        ("file id", f"{info['file_id']} (random, set when the file was created)"),
         ("format version", str(info["format_version"])),
         ("file size", f"{info['file_size']} bytes ({_human(info['file_size'])})"),
         ("capacity", f"{cap} bytes ({_human(cap)})"),

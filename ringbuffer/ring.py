@@ -229,6 +229,7 @@ class RingBuffer:
         "_bufs",
         "_capacity",
         "_capped_bufs",
+        "_file_id",
         "_h",
         "_max",
         "_path",
@@ -293,6 +294,7 @@ class RingBuffer:
         self._path = bpath
         self._capacity = int(lib.rb_capacity(rb))
         self._max = self._h.max_message
+        self._file_id: str | None = None  # read at the first use (file_id)
         # The zero-copy callbacks' region and views (the Handle's, see there).
         self._region = self._h.region
         self._wview = self._h.wview
@@ -320,6 +322,20 @@ class RingBuffer:
     def max_message_size(self) -> int:
         """The largest message that can be written: half the capacity."""
         return self._max
+
+    @property
+    def file_id(self) -> str:
+        """The ring file's identity: 32 lowercase hex digits of the 16
+        random bytes written when the file was created, never changed. A
+        ring created again at the same path has another; every handle on
+        one file has the same. With a record's position (a byte count, as
+        :meth:`positions` reports) it names a message for good. Raises
+        :class:`BufferClosed` if the ring was closed before it was first
+        asked."""
+        file_id = self._file_id
+        if file_id is None:
+            file_id = self._file_id = self.info(count=False)["file_id"]
+        return file_id
 
     @property
     def stall_timeout(self) -> float | None:
@@ -357,7 +373,8 @@ class RingBuffer:
         the read turn, the parked waiters, the handles open on the ring
         in all processes (``attached``), and whether writers and readers pay
         full memory fences because a waiter could not use ``membarrier``
-        (``full_fences``).
+        (``full_fences``), and the file's identity (``file_id``, as
+        :attr:`file_id`).
 
         Counting the records takes the read turn briefly, like a read; when
         another consumer keeps it, ``counted`` is False and the counts are 0.
@@ -393,6 +410,7 @@ class RingBuffer:
             "waiting_for_turn": int(i.turn_waiters),
             "attached": int(i.attached),
             "full_fences": bool(i.full_fences),
+            "file_id": bytes(i.file_id).hex(),
         }
 
     def stats(self) -> dict[str, Any]:

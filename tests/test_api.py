@@ -23,9 +23,11 @@ import weakref
 
 import pytest
 from _helpers import (
+    FILE_ID_LEN,
     HEADER_SIZE,
     MAGIC,
     OFF_CAPACITY,
+    OFF_FILE_ID,
     OFF_FLAGS,
     OFF_HEAD,
     OFF_HEADER_SIZE,
@@ -1617,3 +1619,26 @@ def test_get_copies_its_message_out_before_its_buffer_goes_back_to_the_pool(ring
     pool.armed = True
     assert ring.get() == b"first message"
     assert pool.inner == b"SECOND"
+
+
+def test_file_id_is_random_per_file_and_stable(ring_path):
+    with RingBuffer(ring_path, 4096) as rb:
+        first = rb.file_id
+        assert re.fullmatch(r"[0-9a-f]{32}", first)
+        assert rb.info()["file_id"] == rb.info(count=False)["file_id"] == first
+        rb.write(b"traffic")
+        assert rb.read() == b"traffic"
+        assert rb.file_id == first
+    # In the file at offset 56, 16 bytes, written at creation.
+    raw = ring_path.read_bytes()
+    assert raw[OFF_FILE_ID : OFF_FILE_ID + FILE_ID_LEN].hex() == first
+    with RingBuffer.open(ring_path) as again:
+        assert again.file_id == first
+    # A ring created again at the same path is another file: another id.
+    with RingBuffer(ring_path, 4096, remove=True) as rb:
+        second = rb.file_id
+    assert second != first and re.fullmatch(r"[0-9a-f]{32}", second)
+    assert ring_path.read_bytes()[OFF_FILE_ID : OFF_FILE_ID + FILE_ID_LEN].hex() == second
+    ring_path.unlink()
+    with RingBuffer(ring_path, 4096) as rb:
+        assert rb.file_id not in (first, second)

@@ -272,9 +272,11 @@ def test_info_matches_the_api(tmp_path):
     assert got["attached"] == 2  # the holder and this command
     assert got["full_fences"] is False
     assert got["file_size"] == os.path.getsize(path)
+    assert re.fullmatch(r"[0-9a-f]{32}", got["file_id"])
     assert_ok(human)
     text = human.stdout.decode()
     for pattern in (
+        rf"(?m)^file id +{got['file_id']} \(",
         rf"(?m)^format version +{format_version()}$",
         r"(?m)^capacity +4096 bytes",
         r"(?m)^max message size +2048 bytes",

@@ -290,10 +290,13 @@ TEST(create_header_fields)
     CHECK_EQ_U(u32, 1);
     memcpy(&u32, f + slot_off(0, SLOT_OFF_PID), 4);
     CHECK_EQ_U(u32, (uint32_t)getpid());
+    /* The file's identity: random, so (almost surely) not all zero. */
+    static const unsigned char zero_id[16];
+    CHECK(memcmp(f + OFF_FILE_ID, zero_id, 16) != 0);
     /* Everything else (padding, reserved words, the rest of the slot table,
      * the data region) is zero. */
     size_t nonzero = 0;
-    for (size_t i = OFF_SLOT_SIZE + 4; i < n; i++)
+    for (size_t i = OFF_FILE_ID + 16; i < n; i++)
         if (f[i] != 0 && i != OFF_TAIL && !(i >= OFF_HEAD && i < OFF_READ_TURN + 4) &&
             !(i >= OFF_SLOTS_USED && i < OFF_SLOTS_USED + 4) &&
             !(i >= (size_t)slot_off(0, SLOT_OFF_GEN) && i < (size_t)slot_off(0, SLOT_OFF_PID) + 4))
@@ -2207,4 +2210,39 @@ TEST(info_without_count_leaves_the_read_turn_alone)
     CHECK_EQ_U(in.attached, 2);
     CHECK_EQ(rb_release(h2), RB_OK);
     GET_CHECK(f.rb, 2, 50);
+}
+
+/* file_id: 16 random bytes at offset 56, written at creation; rb_info
+ * reports them (also without counting), the same through every handle on
+ * the file; a file created again at the same path gets new ones. */
+TEST(file_id_is_random_and_stable)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open(&f, 4096));
+    struct rb_info a, b;
+    REQUIRE_EQ(rb_info(f.rb, &a), RB_OK);
+    static const uint8_t zero[16];
+    CHECK(memcmp(a.file_id, zero, sizeof zero) != 0);
+    size_t n;
+    unsigned char *file = tu_slurp(f.path, &n);
+    if (CHECK(file != NULL && n > OFF_FILE_ID + 16))
+        CHECK_MEM_EQ(file + OFF_FILE_ID, a.file_id, 16);
+    free(file);
+    AUTO_RING(h2);
+    REQUIRE_EQ(rb_open(f.path, &h2), RB_OK);
+    memset(&b, 0, sizeof b);
+    REQUIRE_EQ(rb_info_ex(h2, &b, sizeof b, RB_INFO_NO_COUNT), RB_OK);
+    CHECK_MEM_EQ(b.file_id, a.file_id, 16);
+    /* Traffic does not change it. */
+    CHECK_EQ(put(f.rb, 1, 100), RB_OK);
+    GET_CHECK(h2, 1, 100);
+    REQUIRE_EQ(rb_info(f.rb, &b), RB_OK);
+    CHECK_MEM_EQ(b.file_id, a.file_id, 16);
+    /* Created again at the same path: another identity. */
+    rb_ring *again;
+    REQUIRE_EQ(rb_create(f.path, 4096, RB_REMOVE, &again), RB_OK);
+    REQUIRE_EQ(rb_info(again, &b), RB_OK);
+    CHECK(memcmp(b.file_id, a.file_id, 16) != 0);
+    CHECK(memcmp(b.file_id, zero, sizeof zero) != 0);
+    rb_close(again);
 }

@@ -42,6 +42,7 @@ enum {
     OFF_CREATED_NS = 40,
     OFF_SLOT_COUNT = 48,
     OFF_SLOT_SIZE = 52,
+    OFF_FILE_ID = 56, /* 16 random bytes */
     OFF_TAIL = 128,
     OFF_HEAD = 256,
     OFF_READ_TURN = 264,
