@@ -1,5 +1,5 @@
-"""The zero-copy blocks: what ``RingBuffer.reserve()`` and
-``RingBuffer.peek()`` return. They hold the ring's :class:`Handle` (never the
+"""The zero-copy blocks: what ``RingBuffer.reserve()``,
+``RingBuffer.peek()`` and ``RingBuffer.peek_many()`` return. They hold the ring's :class:`Handle` (never the
 RingBuffer itself) and use only its documented attributes."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from ringbuffer._ringbuf import ffi, lib
 from ringbuffer._wait import Timeout, check_timeout, wait
 from ringbuffer.exceptions import Status, error
 
-__all__ = ["Peek", "Reservation", "release_view"]
+__all__ = ["Peek", "PeekMany", "Reservation", "release_view"]
 
 # Looked up once: an attribute of ``lib`` or ``ffi`` costs a lookup on every use.
 _buffer = ffi.buffer
@@ -25,6 +25,10 @@ _rb_peek = lib.rb_peek
 _rb_peek_wait = lib.rb_peek_wait
 _rb_release = lib.rb_release
 _rb_peek_cancel = lib.rb_peek_cancel
+_rb_peek_many = lib.rb_peek_many
+_rb_peek_many_wait = lib.rb_peek_many_wait
+_new = ffi.new
+_unpack = ffi.unpack
 
 _OK = int(Status.OK)
 _EFULL = int(Status.EFULL)
@@ -237,3 +241,94 @@ class Peek(_Block):
                 finish(self._rb)
         if not released and typ is None:
             raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")
+
+
+class PeekMany(_Block):
+    """The block of ``peek_many()``: a batch of messages read in place, all
+    consumed when the block ends (``rb_release``), or, if it raises, all
+    consumed or all left (``consume_on_error``). As :class:`Peek`, the read
+    turn is never kept: given back (nothing consumed) if anything goes wrong
+    before the block is entered, and finished as an exception would if the
+    object is garbage-collected with its block open.
+
+    The C arrays are made per block (three arrays of ``max_messages``): a
+    batch is worth much more than they cost, and no pool has to be shared
+    between threads. The views are slices of the Handle's read-only view
+    of the data region, at the offsets the records' positions give."""
+
+    __slots__ = ("_consume", "_finish", "_max", "_views")
+    _what = "a peek_many()"
+
+    def __init__(
+        self, handle: Handle, max_messages: int, block: bool, timeout: Timeout, consume_on_error: bool
+    ) -> None:
+        super().__init__(handle, block, timeout)
+        self._max = max_messages  # checked by RingBuffer.peek_many: 1 or more
+        self._consume = consume_on_error
+        self._views: list[memoryview] | None = None
+
+    def __enter__(self) -> list[tuple[int, memoryview]]:
+        rb = self._enter()
+        handle = self._handle
+        self._check_timeout()
+        want = self._max
+        ptrs = _new("const void *[]", want)
+        lens = _new("size_t[]", want)
+        positions = _new("uint64_t[]", want)
+        count = _new("size_t *")  # 0 until peeked (C sets it only on success)
+        views: list[memoryview] = []
+        try:
+            # One C call when messages are there; the waiting loop only when there are none.
+            rc = _rb_peek_many(rb, ptrs, lens, positions, want, count)
+            if rc == _EEMPTY and self._block:
+                rc = wait(_rb_peek_many_wait, rb, ptrs, lens, positions, want, count, timeout=self._timeout)
+            if rc != _OK:
+                raise error(_EEMPTY) if rc in (_EEMPTY, _ETIMEDOUT) else error(rc, handle.path)
+            n = count[0]
+            # A payload lies at its record's position in the ring, past the
+            # 8-byte header word: (position mod capacity) + 8 in the region,
+            # which is twice the capacity long (mapped twice: never wraps).
+            rview = handle.rview
+            mask = len(rview) // 2 - 1
+            pos = _unpack(positions, n)
+            sizes = _unpack(lens, n)
+            batch = []
+            for p, size in zip(pos, sizes):
+                off = (p & mask) + 8
+                view = rview[off : off + size]
+                views.append(view)
+                batch.append((p, view))
+            self._views = views
+            self._finish = _rb_release if self._consume else _rb_peek_cancel
+            self._view = views[0]  # the last step: from here on, __exit__ finishes the batch
+            return batch
+        except BaseException:
+            # Also when an exception (Ctrl-C) lands between the peek and the
+            # block: never keep the read turn.
+            self._view = self._views = None
+            for view in views:
+                view.release()
+            if count[0] != 0:
+                _rb_peek_cancel(rb)
+            raise
+
+    def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
+        if self._view is None:  # not entered, or already finished
+            return
+        views = self._views or ()
+        finish = _rb_release if typ is None else self._finish
+        released = True
+        try:
+            for view in views:
+                if not release_view(view):  # still exported
+                    released = False
+        finally:
+            self._view = self._views = None
+            # (If the garbage collector already finalized the Handle,
+            # rb_close gave the turn back.)
+            if self._handle.owned is not None:
+                finish(self._rb)
+        if not released and typ is None:
+            raise BufferError(
+                "peek_many(): a view is still exported (e.g. by ffi.from_buffer) after the block"
+            )

@@ -2,16 +2,16 @@
 
 The binding (``ffi``/``lib`` of ``ringbuffer._ringbuf``) is imported by these
 modules only, each with one job: this one (the facade and its copying
-paths), ``_zerocopy`` (the ``reserve()``/``peek()`` blocks), ``_handle`` (the
-open handle, and the interface between the facade and the blocks) and
-``exceptions`` (status codes to exceptions). The rest of the package goes
-through them; tests/test_layout.py checks the rule.
+paths), ``_zerocopy`` (the ``reserve()``/``peek()``/``peek_many()``
+blocks), ``_handle`` (the open handle, and the interface between the
+facade and the blocks) and ``exceptions`` (status codes to exceptions). The
+rest of the package goes through them; tests/test_layout.py checks the rule.
 
 Naming rule: the file-like names (``write``, ``writev``, ``read``,
-``read_into``, ``reserve``, ``peek``) do not block by default; the
-queue-like names (``put``, ``putv``, ``get``, ``put_many``, ``get_many``)
-block by default, with :class:`queue.Queue`'s ``block`` and ``timeout``
-meanings.
+``read_into``, ``reserve``, ``peek``, ``peek_many``) do not block by
+default; the queue-like names (``put``, ``putv``, ``get``, ``put_many``,
+``get_many``) block by default, with :class:`queue.Queue`'s ``block`` and
+``timeout`` meanings.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ringbuffer._args import contiguous, path_arg, size_arg
 from ringbuffer._handle import Handle
 from ringbuffer._ringbuf import ffi, lib
 from ringbuffer._wait import STALL_DEFAULT, Timeout, check_timeout, stall_ns, wait
-from ringbuffer._zerocopy import Peek, Reservation
+from ringbuffer._zerocopy import Peek, PeekMany, Reservation
 from ringbuffer.exceptions import BufferClosed, InvalidSize, Status, error
 
 __all__ = ["RingBuffer", "StrPath", "Timeout", "c_version", "format_version"]
@@ -329,9 +329,9 @@ class RingBuffer:
         random bytes written when the file was created, never changed. A
         ring created again at the same path has another; every handle on
         one file has the same. With a record's position (a byte count, as
-        :meth:`positions` reports) it names a message for good. Raises
-        :class:`BufferClosed` if the ring was closed before it was first
-        asked."""
+        :meth:`positions` reports and :meth:`peek_many` gives) it names a
+        message for good. Raises :class:`BufferClosed` if the ring was
+        closed before it was first asked."""
         file_id = self._file_id
         if file_id is None:
             file_id = self._file_id = self.info(count=False)["file_id"]
@@ -967,6 +967,46 @@ class RingBuffer:
         with ``block``).
         """
         return Peek(self._h, block, timeout, consume_on_error)
+
+    def peek_many(
+        self, max_messages: int, block: bool = False, timeout: Timeout = None, consume_on_error: bool = True
+    ) -> PeekMany:
+        """Zero-copy read of a batch: ``with rb.peek_many(64) as batch:``
+        gives a list of ``(position, view)`` pairs, one per message, for up to
+        ``max_messages`` consecutive messages (what is there now, at least
+        one): ``view`` is a read-only memoryview of the message inside the
+        ring, ``position`` its record's byte position (as :meth:`positions`
+        counts: unique for the life of the file and increasing, so
+        ``(rb.file_id, position)`` names the message for good, e.g. for a
+        bridge that acknowledges messages one by one). A record takes 8
+        header bytes plus its payload rounded up to 8, so the next message's
+        position is ``position + 8 + len(view)`` rounded up to 8, unless
+        aborted records lie between.
+
+        All the messages are consumed when the block ends; if it raises,
+        all are consumed too, unless ``consume_on_error`` is false: then all
+        stay for the next read. An exception (Ctrl-C) before the block is
+        entered leaves them all, and a process killed inside the block
+        leaves them all to the next reader (at-least-once).
+
+        As with :meth:`peek`, other consumers wait while the block is open
+        (their non-blocking reads find the ring empty): keep it short, and
+        do not read from this ring inside it. The views are released at the
+        end of the block (using one afterwards raises ValueError; if one is
+        still exported, e.g. by ``ffi.from_buffer``, the messages are
+        consumed all the same and :class:`BufferError` raised); objects made
+        from them are not tracked: copy what you keep. Raises
+        :class:`BufferEmpty` if there is no message (after waiting, with
+        ``block``), TypeError if ``max_messages`` is not an integer and
+        :class:`InvalidArgument` (a ValueError) if it is below 1.
+        """
+        if isinstance(max_messages, bool):
+            raise TypeError("max_messages must be an integer, not bool")
+        want = operator.index(max_messages)  # TypeError for non-integers
+        if want < 1:
+            raise error(_EINVAL, detail=f"max_messages {want} (at least 1)")
+        want = min(want, self._capacity // 16)  # a ring holds no more records than that
+        return PeekMany(self._h, want, block, timeout, consume_on_error)
 
     def get_with(
         self,

@@ -1233,3 +1233,251 @@ def test_interrupt_while_enter_returns_its_pointers_finishes_at_once(ring, other
     assert other.drain() == [b"kept", b"next"]  # peek: not consumed; reserve: aborted
     assert block._view is None
     del block
+
+
+# ===========================================================================
+# peek_many: zero-copy reads of a batch
+
+
+def test_peek_many_round_trip_and_positions(ring, other):
+    msgs = [bytes([65 + i]) * (1 + 13 * i) for i in range(6)]
+    ring.write_many(msgs)
+    head, _ = ring.positions()
+    with ring.peek_many(4) as batch:
+        assert isinstance(batch, list) and len(batch) == 4
+        assert [bytes(view) for _, view in batch] == msgs[:4]
+        assert all(view.readonly for _, view in batch)
+        # Positions: the first at head, each next one a record further
+        # (8-byte header + payload rounded up to 8).
+        expected = head
+        for pos, view in batch:
+            assert pos == expected
+            expected += rec_size(len(view))
+        assert other.try_read() is None  # the turn is held meanwhile
+    assert ring.positions()[0] == expected  # all four consumed at once
+    assert ring.stats()["read"] == 4
+    with ring.peek_many(100) as batch:  # more than there is: what there is
+        assert [bytes(v) for _, v in batch] == msgs[4:]
+        assert batch[0][0] == expected
+    assert ring.positions()[0] == ring.positions()[1]
+
+
+def test_peek_many_positions_grow_across_the_end_and_skip_aborted_records(ring):
+    def aborted(n: int) -> None:
+        with pytest.raises(RuntimeError):
+            with ring.reserve(n):
+                raise RuntimeError  # aborted: a DISCARD record
+
+    move_to(ring, 4096 - 48)
+    ring.write(b"a" * 20)
+    aborted(30)
+    ring.write(b"b" * 20)
+    aborted(10)
+    aborted(1)
+    ring.write(b"c" * 100)
+    with ring.peek_many(10) as batch:
+        got = [(pos, bytes(view)) for pos, view in batch]
+    p0 = 4096 - 48
+    assert got[0] == (p0, b"a" * 20)
+    assert got[1] == (p0 + rec_size(20) + rec_size(30), b"b" * 20)
+    assert got[2] == (got[1][0] + rec_size(20) + rec_size(10) + rec_size(1), b"c" * 100)
+    assert got[2][0] > 4096  # positions keep counting past the capacity
+    assert ring.positions() == (got[2][0] + rec_size(100),) * 2
+
+
+def test_peek_many_file_id_and_position_name_a_message(ring, ring_path):
+    ring.write(b"x")
+    with ring.peek_many(1) as batch:
+        ((pos, _),) = batch
+    with RingBuffer.open(ring_path) as again:
+        assert again.file_id == ring.file_id
+    assert pos == 0
+
+
+@pytest.mark.parametrize("how", ["cancel", "consume"])
+def test_peek_many_on_error_consumes_or_leaves_all(ring, other, how):
+    ring.write_many([b"one", b"two", b"three"])
+    with pytest.raises(BrokenPipeError):
+        with ring.peek_many(2, consume_on_error=how == "consume") as batch:
+            assert len(batch) == 2
+            raise BrokenPipeError
+    assert other.drain() == ([b"three"] if how == "consume" else [b"one", b"two", b"three"])
+
+
+def test_peek_many_consumes_on_error_by_default(ring):
+    ring.write_many([b"a", b"b"])
+    with pytest.raises(RuntimeError):
+        with ring.peek_many(5):
+            raise RuntimeError
+    assert ring.try_read() is None
+
+
+def test_peek_many_views_are_released_after_the_block(ring):
+    ring.write_many([b"a", b"bb"])
+    with ring.peek_many(2) as batch:
+        views = [view for _, view in batch]
+    for view in views:
+        assert_released(view)
+    ring.write(b"c")
+    with pytest.raises(KeyError):
+        with ring.peek_many(2) as batch:
+            views = [view for _, view in batch]
+            raise KeyError
+    assert_released(views[0])
+
+
+def test_peek_many_with_a_view_exported_raises_buffer_error_and_consumes(ring):
+    ring.write_many([b"kept", b"other"])
+    with pytest.raises(BufferError):
+        with ring.peek_many(2) as batch:
+            export = ffi.from_buffer(batch[1][1])
+    ffi.release(export)
+    assert ring.try_read() is None
+
+
+def test_peek_many_on_empty_ring_raises_buffer_empty(ring):
+    for cm in (ring.peek_many(3), ring.peek_many(3, timeout=30), ring.peek_many(3, block=True, timeout=0)):
+        elapsed, exc, _ = timed(lambda cm=cm: enter(cm))
+        assert type(exc) is BufferEmpty
+        assert elapsed < AT_ONCE
+    elapsed, exc, _ = timed(lambda: enter(ring.peek_many(3, block=True, timeout=TIMEOUT)))
+    assert type(exc) is BufferEmpty
+    assert TIMEOUT <= elapsed < PROMPT
+    with pytest.raises(ValueError):
+        enter(ring.peek_many(3, block=True, timeout=-1))
+    ring.write(b"x")  # the read turn was given back every time
+    assert ring.read() == b"x"
+
+
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_peek_many_blocking_wakes_on_a_write(ring, other, timeout):
+    t0 = time.monotonic()
+    w = later(TIMEOUT, other.put_many, [b"one", b"two"])
+    with ring.peek_many(8, block=True, timeout=timeout) as batch:
+        elapsed = time.monotonic() - t0
+        got = [bytes(v) for _, v in batch]
+    assert TIMEOUT <= elapsed < TIMEOUT + PROMPT
+    assert w.join(PROMPT)
+    # Woken by the first message: the second may or may not have been there.
+    assert got in ([b"one"], [b"one", b"two"])
+    assert got + other.drain() == [b"one", b"two"]
+
+
+def test_peek_many_holds_other_consumers_until_the_block_ends(ring, other):
+    ring.write_many([b"a", b"b", b"next"])
+    with ring.peek_many(2) as batch:
+        elapsed, exc, got = timed(other.try_read)
+        assert exc is None and got is None and elapsed < AT_ONCE
+        assert other.read_many(5) == []
+        with pytest.raises(BufferEmpty):
+            enter(other.peek_many(5))
+        getter = InThread(other.get, timeout=30)
+        time.sleep(TIMEOUT)
+        assert not getter.done, "a blocking get() read while a peek_many was open"
+        assert [bytes(v) for _, v in batch] == [b"a", b"b"]
+    assert getter.join(PROMPT) and getter.result == b"next"
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_peek_many_max_messages_below_one_is_a_value_error(ring, bad):
+    ring.write(b"x")
+    with pytest.raises(ValueError):
+        ring.peek_many(bad)
+    assert ring.read() == b"x"
+
+
+@pytest.mark.parametrize("bad", ["3", 3.0, None, True, [3]], ids=lambda x: type(x).__name__)
+def test_peek_many_max_messages_must_be_an_integer(ring, bad):
+    with pytest.raises(TypeError):
+        ring.peek_many(bad)
+
+
+def test_peek_many_huge_max_messages_is_capped(ring):
+    ring.write(b"x")
+    with ring.peek_many(2**70) as batch:
+        assert [bytes(v) for _, v in batch] == [b"x"]
+
+
+def test_peek_many_on_closed_ring_raises_buffer_closed(ring):
+    block = ring.peek_many(2)
+    ring.close()
+    with pytest.raises(BufferClosed):
+        enter(block)
+
+
+def test_peek_many_interrupted_after_the_c_call_leaves_every_message(ring, other, monkeypatch):
+    """Ctrl-C landing in __enter__ after rb_peek_many succeeded (here: while
+    the positions are read out) gives the read turn back, nothing consumed."""
+    ring.write_many([b"kept", b"also"])
+    real = zerocopy_module._unpack
+
+    def interrupted(*args):
+        real(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zerocopy_module, "_unpack", interrupted)
+    block = ring.peek_many(2)
+    with pytest.raises(KeyboardInterrupt):
+        block.__enter__()
+    monkeypatch.undo()
+    assert block._view is None
+    other.write(b"next")
+    assert other.drain() == [b"kept", b"also", b"next"]
+
+
+def test_peek_many_interrupted_right_after_the_c_call_leaves_every_message(ring, other, monkeypatch):
+    """The same, with Ctrl-C landing as the C call returns (before its status
+    is even looked at)."""
+    ring.write_many([b"kept", b"also"])
+    real = zerocopy_module._rb_peek_many
+
+    def interrupted(*args):
+        real(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zerocopy_module, "_rb_peek_many", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        enter(ring.peek_many(2))
+    monkeypatch.undo()
+    assert other.drain() == [b"kept", b"also"]
+
+
+def test_peek_many_block_is_entered_once(ring):
+    ring.write_many([b"a", b"b"])
+    block = ring.peek_many(1)
+    with block as batch:
+        assert [bytes(v) for _, v in batch] == [b"a"]
+    with pytest.raises(RuntimeError):
+        enter(block)
+    assert ring.read() == b"b"
+
+
+def test_peek_many_abandoned_inside_is_finished_when_collected(ring, other):
+    ring.write_many([b"a", b"b", b"c"])
+    block = ring.peek_many(2)
+    batch = block.__enter__()
+    assert len(batch) == 2
+    del batch, block
+    gc.collect()
+    assert other.drain() == [b"c"]  # consumed (consume_on_error), turn given back
+
+
+def _peek_many_and_die(path: str) -> None:
+    rb = RingBuffer.open(path)
+    with rb.peek_many(64) as batch:
+        assert len(batch) == 5
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_reader_killed_holding_a_peek_many_loses_nothing(ring, ring_path):
+    msgs = [b"m%d" % i * (i + 1) for i in range(5)]
+    ring.write_many(msgs)
+    proc = mp.get_context("fork").Process(target=_peek_many_and_die, args=(str(ring_path),))
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == -signal.SIGKILL
+    ring.stall_timeout = 0.02
+    # Every message of the batch goes to the next reader.
+    assert [ring.get(timeout=10) for _ in range(5)] == msgs
+    assert ring.try_read() is None
+    assert ring.info()["read_turn_pid"] == 0
