@@ -7,6 +7,8 @@
     ringbuffer write PATH [--lines | --null | --stdin-raw]
     ringbuffer read PATH [--count N] [--follow | --timeout S] [--lines | --null | --raw]
     ringbuffer export RING... [--listen HOST:PORT]
+    ringbuffer bridge RING nats://HOST:PORT/SUBJECT [--stream NAME] [options]
+    ringbuffer bridge nats://HOST:PORT/SUBJECT RING [--durable NAME] [options]
     ringbuffer demo [--count N] [--size S]
     ringbuffer bench [--rounds N] [--json FILE]
 
@@ -136,6 +138,13 @@ def _count(text: str) -> int:
         raise ValueError(f"invalid count {text!r}: a whole number") from None
     if n < 0:
         raise ValueError(f"invalid count {text!r}: at least 0")
+    return n
+
+
+def _positive(text: str) -> int:
+    n = _count(text)
+    if n < 1:
+        raise ValueError(f"invalid count {text!r}: at least 1")
     return n
 
 
@@ -674,6 +683,59 @@ def _cmd_export(opts: argparse.Namespace) -> int:
         collector.close()
 
 
+# -- bridge -------------------------------------------------------------------
+
+_NEEDS_NATS = "ringbuffer bridge needs nats-py: pip install 'ringbuffer-ipc[nats]'"
+
+
+def _is_url(text: str) -> bool:
+    return text.partition("://")[0] in ("nats", "tls") and "://" in text
+
+
+def _cmd_bridge(opts: argparse.Namespace) -> int:
+    import asyncio
+
+    from ringbuffer import bridge
+
+    if _is_url(opts.source) == _is_url(opts.destination):
+        _error("bridge: one of SOURCE and DESTINATION is a nats://HOST:PORT/SUBJECT URL, the other a ring")
+        return 2
+    try:
+        import nats  # noqa: F401
+    except ImportError:
+        _error(_NEEDS_NATS)
+        return 2
+    to_nats = _is_url(opts.destination)
+    common: dict[str, Any] = {
+        "stream": opts.stream,
+        "batch": opts.batch,
+        "creds": opts.creds,
+        "tls_ca": opts.tls_ca,
+        "report": None if opts.quiet else _say,
+        "interval": opts.interval,
+    }
+    if opts.max_inflight is not None:
+        common["max_inflight"] = opts.max_inflight
+
+    async def run(stop: asyncio.Event) -> bridge.BridgeStats:
+        if to_nats:
+            return await bridge.ring_to_nats(opts.source, opts.destination, stop=stop, **common)
+        return await bridge.nats_to_ring(
+            opts.source, opts.destination, durable=opts.durable, ack_wait=opts.ack_wait, stop=stop, **common
+        )
+
+    try:
+        stats = asyncio.run(bridge.run_until_signal(run))
+    except bridge.BridgeError as exc:
+        raise _Failure(str(exc)) from None
+    if not opts.quiet:
+        _say(
+            f"bridge stopped: {stats.messages:,} messages ({stats.bytes:,} bytes) moved, "
+            f"{stats.skipped:,} duplicates skipped"
+        )
+    return 0
+
+
 # -- demo, bench --------------------------------------------------------------
 
 
@@ -954,6 +1016,64 @@ def build_parser() -> argparse.ArgumentParser:
         "IPv4 interface)",
     )
     p.set_defaults(run=_cmd_export)
+
+    p = sub.add_parser(
+        "bridge",
+        help="copy a ring's messages into NATS JetStream, or a stream's into a ring",
+        formatter_class=_Formatter,
+        description=(
+            "Copy messages between a ring and a NATS JetStream subject until Ctrl-C or SIGTERM (then "
+            "exit status 0, nothing lost). RING to URL: the bridge is the ring's consumer and consumes "
+            "a message only once JetStream acknowledged it; each carries Nats-Msg-Id FILE_ID:POSITION, "
+            "so a restarted bridge stores nothing twice (within the stream's duplicate window). The "
+            "stream is --stream (made with the subject if missing), else the one that covers the "
+            "subject, else a new one. URL to RING: reads through the durable consumer --durable "
+            "(default: one per ring file) and acknowledges a message once it is in the ring; after a "
+            "crash at most --max-inflight messages are written again. The URL is "
+            "nats://[USER:PASSWORD@]HOST[:PORT]/SUBJECT (tls:// for TLS). Needs nats-py "
+            "(pip install 'ringbuffer-ipc[nats]'). docs/scaling.md tells how to use it."
+        ),
+    )
+    p.add_argument("source", metavar="SOURCE", help="a ring file, or a nats:// URL to read from")
+    p.add_argument("destination", metavar="DESTINATION", help="a nats:// URL to publish to, or a ring file")
+    p.add_argument(
+        "--stream", metavar="NAME", help="JetStream stream (default: the one covering the subject)"
+    )
+    p.add_argument(
+        "--durable", metavar="NAME", help="durable consumer name (URL to RING; default ring-FILE_ID)"
+    )
+    p.add_argument(
+        "--batch",
+        type=_argtype(_positive, "count"),
+        default=256,
+        metavar="N",
+        help="messages taken at a time (default 256)",
+    )
+    p.add_argument(
+        "--max-inflight",
+        type=_argtype(_positive, "count"),
+        default=None,
+        metavar="N",
+        help="acknowledgements awaited at once (default 256 to NATS, 1024 from NATS)",
+    )
+    p.add_argument(
+        "--ack-wait",
+        type=_argtype(_interval, "interval"),
+        default=30.0,
+        metavar="SECONDS",
+        help="URL to RING: the consumer's ack wait, after which JetStream sends again (default 30)",
+    )
+    p.add_argument("--creds", metavar="FILE", help="NATS credentials file (JWT and NKey seed)")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA certificates to verify the server's TLS certificate")
+    p.add_argument(
+        "--interval",
+        type=_argtype(_interval, "interval"),
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between rate lines on standard error (default 5)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no rate lines or notices, only errors")
+    p.set_defaults(run=_cmd_bridge)
 
     sub.add_parser(
         "demo",

@@ -1183,6 +1183,21 @@ class RingBuffer:
 
         return await _aio.aget(self, self._h, timeout)
 
+    async def wait_readable(self, timeout: Timeout = None) -> bool:
+        """Coroutine: waits until a message may be there (True) or
+        ``timeout`` seconds pass (False), without reading anything: for
+        zero-copy reads in an event loop (await it, then ``peek()`` or
+        ``peek_many()`` without blocking). Readiness may be spurious
+        (another consumer was faster); a non-blocking read that then finds
+        the ring empty makes the next wait sleep again."""
+        if self._rb is None:
+            raise error(_ECLOSED)
+        from ringbuffer import _aio
+
+        return await _aio.wait_ready(
+            self._h, _aio.READABLE, check_timeout(timeout) if timeout is not None else None
+        )
+
     async def aget_many(self, max_messages: int, timeout: Timeout = None) -> list[bytes]:
         """Coroutine: waits for the first message (as :meth:`aget`), then takes
         up to ``max_messages`` of what is there (as :meth:`get_many`)."""
