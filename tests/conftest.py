@@ -54,3 +54,16 @@ def watchdog():
     faulthandler.dump_traceback_later(120, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture
+def nats_server(tmp_path):
+    """A real nats-server with JetStream on 127.0.0.1 (a free port, a file
+    store under tmp_path), stopped afterwards; ``.kill()`` and ``.restart()``
+    for the crash tests."""
+    from _nats import NatsServer
+
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
