@@ -123,7 +123,7 @@ def bench(c, quick=False, only=""):
     """Run the benchmark suite (bench/) against its peers and targets; results in bench/results/.
 
     Groups: throughput and latency next to multiprocessing, faster-fifo and pyzmq, idle CPU,
-    memory, ringbuffer.Queue objects, asyncio, arrays and large messages, the C benchmark."""
+    memory, ringbuffer.Queue objects, asyncio, arrays and large messages, the NATS bridge, the C benchmark."""
     if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so.0")):
         build(c)
     _run(c, "make -s -C bench")

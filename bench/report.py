@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from bench import arrays as A
+from bench import bridge as B
 
 SINGLE = "ringbuffer put/get"
 BATCH = "ringbuffer put_many/get_many"
@@ -176,6 +177,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         None if "vs_sync_get" not in many else "info",
     )
     out += _array_targets(data.get("arrays", {}))
+    out += B.targets(data)
     return out
 
 
@@ -271,6 +273,7 @@ def failures(data: dict[str, Any]) -> list[str]:
     sections += [(f"gather {size_label(k)}", v) for k, v in arr.get("gather", {}).items()]
     for what, rows in sections:
         out += [f"arrays, {what}, {label}: {r['error']}" for label, r in rows.items() if "error" in r]
+    out += B.failures(data)
     if "error" in data.get("c", {}):
         out.append(f"C: {data['c']['error']}")
     if data.get("library_rebuilt_during_run"):
@@ -382,6 +385,8 @@ def table(data: dict[str, Any]) -> str:
         out += _async_table(data["async"], s)
     if "arrays" in data:
         out += _arrays_table(data["arrays"], s)
+    if "bridge" in data:
+        out += B.table(data, s["reps"])
     if "c" in data:
         out += _c_table(data["c"])
     if "targets" in data:

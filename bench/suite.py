@@ -4,7 +4,9 @@ latency; CPU of an idle blocked consumer; memory over many messages;
 ringbuffer.Queue with small objects; asyncio (aget/aput ping-pong next to
 zmq.asyncio and run_in_executor, a consumer coroutine next to the get loop,
 on asyncio's loop and uvloop); arrays and large messages (bench/arrays.py:
-numpy arrays, zero-copy, gather writes); and the C benchmark (bench/cbench.c).
+numpy arrays, zero-copy, gather writes); the NATS JetStream bridge
+(bench/bridge.py: next to a plain nats-py publisher, and its end-to-end
+latency); and the C benchmark (bench/cbench.c).
 
     python -m bench.suite [--quick] [--out DIR] [--only GROUP ...]
 
@@ -39,7 +41,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from bench import arrays, report, workers
+from bench import arrays, bridge, report, workers
 from ringbuffer import RingBuffer, c_version
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +91,7 @@ ASYNC_THROUGHPUT = (
 SYNC_GET = "ringbuffer get loop (no loop)"
 # Optional peers: transport -> the module it needs.
 PEERS = {"faster-fifo": "faster_fifo", "pyzmq": "zmq", "uvloop": "uvloop"}
-GROUPS = ("throughput", "latency", "idle", "memory", "objects", "async", "arrays", "c")
+GROUPS = ("throughput", "latency", "idle", "memory", "objects", "async", "arrays", "bridge", "c")
 
 
 @dataclass
@@ -552,6 +554,11 @@ def group_memory(suite: Suite) -> None:
 # -- arrays and large messages (bench/arrays.py) ------------------------------------
 
 group_arrays = arrays.group
+
+
+# -- the NATS bridge (bench/bridge.py) ----------------------------------------------
+
+group_bridge = bridge.group
 
 
 # -- C ---------------------------------------------------------------------------
