@@ -8,7 +8,9 @@ bridge costs, next to NATS itself, on one host.
    acks awaited; it waits for a batch's acks before the next, as the bridge
    must before it consumes a batch). The publisher sends no headers; the
    bridge sends ``Nats-Msg-Id`` with each message (and JetStream checks it
-   against its duplicate window), so the ratio includes that cost too.
+   against its duplicate window), so the ratio includes that cost too; a
+   third row, the publisher with that header (built before the clock),
+   shows how much of the gap is the header's.
 2. End-to-end latency ring -> NATS -> ring: one process writes a timestamped
    64-byte message into ring A and waits for it on ring B, with the two
    bridges (``ringbuffer bridge`` processes) between them; next to the same
@@ -46,6 +48,7 @@ SIZES = (64, 4096)
 BATCH = 256
 INFLIGHT = 256
 PUBLISHER = "nats-py publish_async, from memory"
+PUBLISHER_IDS = "the same, with a Nats-Msg-Id header each"
 BRIDGE = "ring_to_nats, ring filled beforehand"
 VIA_NATS = "ring -> bridge -> NATS -> bridge -> ring"
 VIA_ECHO = "ring -> echo process -> ring"
@@ -64,16 +67,22 @@ def count_for(size: int, quick: bool) -> int:
 # -- the cases, each in a fresh process ----------------------------------------------
 
 
-async def _publisher(address: str, subject: str, size: int, n: int) -> float:
+async def _publisher(address: str, subject: str, size: int, n: int, ids: bool) -> float:
     import nats
 
     msgs = messages(size, n)
+    # The bridge's header, built before the clock (the bridge builds its
+    # own in its loop).
+    headers = [{"Nats-Msg-Id": f"{'0' * 32}:{i * (size + 8)}"} if ids else None for i in range(n)]
     nc = await nats.connect(address)
     try:
         js = nc.jetstream(publish_async_max_pending=INFLIGHT)
         t0 = time.perf_counter()
         for i in range(0, n, BATCH):
-            futs = [await js.publish_async(subject, m) for m in msgs[i : i + BATCH]]
+            futs = [
+                await js.publish_async(subject, m, headers=h)
+                for m, h in zip(msgs[i : i + BATCH], headers[i : i + BATCH])
+            ]
             await asyncio.gather(*futs)
         return n / (time.perf_counter() - t0)
     finally:
@@ -232,17 +241,24 @@ def group(suite: Suite) -> None:
         for size in SIZES:
             n = count_for(size, s.quick)
             progress(f"bridge: ring -> NATS, {size} B")
-            rates: dict[str, list[float]] = {PUBLISHER: [], BRIDGE: []}
+            rates: dict[str, list[float]] = {PUBLISHER: [], PUBLISHER_IDS: [], BRIDGE: []}
             rows: dict[str, Any] = {}
             try:
                 for _ in range(s.reps):
-                    for label in (PUBLISHER, BRIDGE):
+                    for label in rates:
                         runs += 1
                         stream, subject = f"BENCH{runs}", f"bench.r{runs}"
                         asyncio.run(_add_stream(server.address, stream, subject))
-                        if label == PUBLISHER:
+                        if label != BRIDGE:
+                            ids = label == PUBLISHER_IDS
                             rate = _child(
-                                "publisher", 300, address=server.address, subject=subject, size=size, n=n
+                                "publisher",
+                                300,
+                                address=server.address,
+                                subject=subject,
+                                size=size,
+                                n=n,
+                                ids=ids,
                             )
                         else:
                             ring = os.path.join(folder, f"r{runs}.ring")
@@ -263,7 +279,8 @@ def group(suite: Suite) -> None:
                         rates[label].append(rate)
                 for label, rs in rates.items():
                     rows[label] = {"msgs_per_s": statistics.median(rs), "runs": rs, "messages": n}
-                rows[BRIDGE]["vs_publisher"] = rows[BRIDGE]["msgs_per_s"] / rows[PUBLISHER]["msgs_per_s"]
+                for label in (PUBLISHER_IDS, BRIDGE):
+                    rows[label]["vs_publisher"] = rows[label]["msgs_per_s"] / rows[PUBLISHER]["msgs_per_s"]
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 rows = {"error": str(exc)}
             out["throughput"][str(size)] = rows
