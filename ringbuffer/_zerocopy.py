@@ -306,10 +306,12 @@ class PeekMany(_Block):
             # Also when an exception (Ctrl-C) lands between the peek and the
             # block: never keep the read turn.
             self._view = self._views = None
-            for view in views:
-                view.release()
-            if count[0] != 0:
-                _rb_peek_cancel(rb)
+            try:
+                if count[0] != 0:
+                    _rb_peek_cancel(rb)  # first: another Ctrl-C in the loop below must not skip it
+            finally:
+                for view in views:
+                    view.release()
             raise
 
     def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
@@ -326,8 +328,9 @@ class PeekMany(_Block):
             self._view = self._views = None
             # (If the garbage collector already finalized the Handle,
             # rb_close gave the turn back.)
-            if self._handle.owned is not None:
-                finish(self._rb)
+            rc = finish(self._rb) if self._handle.owned is not None else _OK
+        if rc != _OK and typ is None:
+            raise error(rc)  # RB_EINVAL: a block inherited through fork (the parent's peek)
         if not released and typ is None:
             raise BufferError(
                 "peek_many(): a view is still exported (e.g. by ffi.from_buffer) after the block"

@@ -61,6 +61,10 @@ _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
 # The first connection: given up after this many seconds.
 _CONNECT_TIMEOUT = 10.0
+# A flight of publishes stops growing at this many payload bytes; nats-py's
+# write buffer is made larger than a flight plus the largest message.
+_FLIGHT_BYTES = 4 << 20
+_PENDING_BYTES = 4 * _FLIGHT_BYTES
 
 
 class BridgeError(Exception):
@@ -178,6 +182,8 @@ def _nats() -> Any:
 def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return "no answer"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) and not str(exc):
+        return "no answer in time"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted ({exc.verify_message}): pass --tls-ca"
     if isinstance(exc, ssl.SSLError):
@@ -186,6 +192,14 @@ def _describe(exc: BaseException | None) -> str:
         return os.strerror(exc.errno)
     text = str(exc).strip() or type(exc).__name__
     return text.removeprefix("nats: ").strip("'")
+
+
+def _refused(exc: BaseException) -> bool:
+    """A reason the first connection will never succeed: TLS or credentials."""
+    if isinstance(exc, ssl.SSLError):
+        return True
+    text = str(exc).lower()
+    return "authorization" in text or "authentication" in text or "credentials" in text
 
 
 def _say(report: Report | None, line: str) -> None:
@@ -206,16 +220,19 @@ class _Link:
         self.up = False  # connected once, and not closing: notices are reported
         self.last: BaseException | None = None
         self.fatal: asyncio.Future[BaseException] | None = None
+        self.epoch = 0  # disconnections so far: a flight spanning one is cut short
 
     async def _on_error(self, exc: Exception) -> None:
         self.last = exc
         if self.up:
             _say(self.report, f"NATS: {_describe(exc)}")
-        elif isinstance(exc, ssl.SSLError) and self.fatal is not None and not self.fatal.done():
-            # nats-py keeps waiting after a failed TLS handshake: give up here.
+        elif self.fatal is not None and not self.fatal.done() and _refused(exc):
+            # No point trying again (and nats-py keeps waiting after a failed
+            # TLS handshake): give up here, with this reason.
             self.fatal.set_result(exc)
 
     async def _on_disconnect(self) -> None:
+        self.epoch += 1
         if self.drop_stale and self.nc is not None and hasattr(self.nc, "_pending"):
             # What nats-py had not written to the old socket it would send
             # after reconnecting, behind a part that went to the old socket
@@ -235,7 +252,8 @@ class _Link:
         if self.up:
             _say(self.report, f"reconnected to {self.target.display}")
 
-    async def connect(self, creds: StrPath | None, tls_ca: StrPath | None) -> Any:
+    async def connect(self, creds: StrPath | None, tls_ca: StrPath | None, stop: asyncio.Event) -> Any:
+        """The connection; raises _Stopped if ``stop`` is set first."""
         nats = _nats()
         kwargs: dict[str, Any] = {
             "servers": [self.target.server],
@@ -246,6 +264,10 @@ class _Link:
             "connect_timeout": 2,
             "max_reconnect_attempts": 2,  # the first connection; forever once connected (below)
             "reconnect_time_wait": 0.5,
+            # Larger than any flight the bridge sends (_FLIGHT_BYTES + one
+            # message): publish never waits for a forced flush, a pause in
+            # which the connection could change under a flight.
+            "pending_size": _PENDING_BYTES,
         }
         if creds is not None:
             path = os.fsdecode(creds)
@@ -266,18 +288,23 @@ class _Link:
         where = self.target.display
         self.fatal = asyncio.get_running_loop().create_future()
         attempt = asyncio.ensure_future(nats.connect(**kwargs))
+        stopped = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait(
-                {attempt, self.fatal}, timeout=_CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+                {attempt, self.fatal, stopped}, timeout=_CONNECT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
             )
+            if stop.is_set() and not attempt.done():
+                raise _Stopped
             if not attempt.done():
-                raise BridgeError(f"cannot connect to {where}: {_describe(self.last)}")
+                why = self.fatal.result() if self.fatal.done() else self.last
+                raise BridgeError(f"cannot connect to {where}: {_describe(why)}")
             nc = attempt.result()
         except nats.errors.NoServersError:
             raise BridgeError(f"cannot connect to {where}: {_describe(self.last)}") from None
         except (OSError, ssl.SSLError, nats.errors.Error) as exc:
             raise BridgeError(f"cannot connect to {where}: {_describe(exc)}") from None
         finally:
+            stopped.cancel()
             if not attempt.done():
                 attempt.cancel()
                 await asyncio.gather(attempt, return_exceptions=True)
@@ -335,6 +362,16 @@ async def _ensure_stream(js: Any, target: NatsTarget, stream: str | None) -> str
         raise BridgeError(f"{target.display}: {exc.description or exc}") from None
     except nats.errors.TimeoutError:
         raise BridgeError(f"{target.display}: JetStream did not answer") from None
+
+
+def _identity(rb: RingBuffer) -> str:
+    """The ring file's identity; refused when the file has none."""
+    if rb.file_id.strip("0"):
+        return rb.file_id
+    raise BridgeError(
+        f"{rb.path} has no file id (made by a development build of 0.2.0): the bridge tells rings "
+        "apart by it; create the ring again"
+    )
 
 
 def _open(ring: Ring) -> tuple[RingBuffer, bool]:
@@ -421,52 +458,73 @@ async def _last_position(js: Any, stream: str, subject: str, file_id: str) -> in
         msg = await js.get_last_msg(stream, subject)
     except nats.js.errors.NotFoundError:
         return None
+    except nats.errors.Error as exc:
+        raise BridgeError(
+            f"cannot read the last message of {subject} in stream {stream}: {_describe(exc)}"
+        ) from None
     ident = (msg.headers or {}).get(MSG_ID, "")
     fid, _, pos = ident.partition(":")
     return int(pos) if fid == file_id and pos.isdigit() else None
 
 
 async def _publish(
-    nc: Any,
-    js: Any,
+    link: _Link,
+    js: list[Any],
+    make_js: Callable[[], Any],
     subject: str,
     items: Sequence[tuple[int, bytes]],
     file_id: str,
     ack_timeout: float,
     stop: asyncio.Event,
-    stats: BridgeStats,
     report: Report | None,
 ) -> bool:
     """Publishes ``items`` (position, payload) in order until JetStream has
-    acknowledged every one; False if ``stop`` came first. A failure sends
-    again from the first message not acknowledged (the duplicate window
-    drops any that had been stored): that one alone first, until it is
-    acknowledged (JetStream is back), then the rest, pipelined again."""
+    acknowledged every one; False if ``stop`` came first. Flights of at most
+    ``_FLIGHT_BYTES``; a failure sends again from the first message not
+    acknowledged (the duplicate window drops any that had been stored):
+    that one alone first, until it is acknowledged (JetStream is back), then
+    the rest, pipelined again. ``js`` holds the JetStream context, made anew
+    when nats-py may have lost one of its in-flight slots."""
     nats = _nats()
+    nc, stats = link.nc, link.stats
     start, delay, probe = 0, _BACKOFF_FIRST, False
     while start < len(items):
         futs: list[asyncio.Future[Any]] = []
         problem: BaseException | None = None
+        epoch, size = link.epoch, 0
         try:
             for pos, data in items[start : start + 1] if probe else items[start:]:
-                if not nc.is_connected:
-                    # Reconnecting: nothing may wait in nats-py's buffer
-                    # to be sent after the reconnection (see _Link), or it
-                    # would be stored before what the old socket lost.
+                if not nc.is_connected or link.epoch != epoch:
+                    # Reconnecting, or reconnected since the flight began:
+                    # nothing may wait in nats-py's buffer to be sent after
+                    # the reconnection (see _Link), or it would be stored
+                    # before what the old socket lost.
                     problem = nats.errors.ConnectionReconnectingError()
                     break
+                if futs and size + len(data) > _FLIGHT_BYTES:
+                    break  # the flight is full: the rest go in the next one
                 # No wait_stall: with it nats-py waits for its semaphore in a
                 # task of its own, a pause in which the connection could go
                 # down before the message is queued. A flight is never
                 # larger than the semaphore (batch <= max_inflight), so the
                 # wait never happens.
-                futs.append(await js.publish_async(subject, data, headers={MSG_ID: f"{file_id}:{pos}"}))
+                futs.append(await js[0].publish_async(subject, data, headers={MSG_ID: f"{file_id}:{pos}"}))
+                size += len(data)
+            if link.epoch != epoch:
+                problem = nats.errors.ConnectionReconnectingError()
             if futs:
                 await asyncio.wait(futs, timeout=ack_timeout)
-        except Exception as exc:  # the connection went away while sending
+        except Exception as exc:  # raised by publish_async itself
             if not _retryable(nats, exc):
-                raise
+                pos, data = items[start + len(futs)]
+                raise BridgeError(
+                    f"cannot publish the message at ring position {pos} ({len(data):,} bytes): "
+                    f"{_describe(exc)}{_limit(nc, exc)}; it stays in the ring"
+                ) from None
             problem = exc
+            # It may have taken one of the context's in-flight slots and
+            # never given a future back to free it: start a fresh context.
+            js[0] = make_js()
         acked = 0
         for fut in futs:
             if not fut.done() or fut.cancelled():
@@ -476,7 +534,7 @@ async def _publish(
                 if not _retryable(nats, exc):
                     pos, data = items[start + acked]
                     raise BridgeError(
-                        f"JetStream refused the message at ring position {pos} ({len(data)} bytes): "
+                        f"JetStream refused the message at ring position {pos} ({len(data):,} bytes): "
                         f"{_describe(exc)}; it stays in the ring"
                     )
                 problem = problem or exc
@@ -501,6 +559,12 @@ async def _publish(
         if stop.is_set():
             return False
     return True
+
+
+def _limit(nc: Any, exc: BaseException) -> str:
+    if isinstance(exc, _nats().errors.MaxPayloadError):
+        return f" (the server takes at most {nc.max_payload:,} bytes)"
+    return ""
 
 
 def _check_order(
@@ -572,11 +636,18 @@ async def ring_to_nats(
     rb, owned = _open(ring)
     link = _Link(target, report, stats, drop_stale=True)
     try:
-        file_id = rb.file_id
-        nc = await link.connect(creds, tls_ca)
-        js = nc.jetstream(publish_async_max_pending=max_inflight)
-        name = await _ensure_stream(js, target, stream)
-        last = await _last_position(js, name, target.subject, file_id)
+        file_id = _identity(rb)
+        try:
+            nc = await link.connect(creds, tls_ca, stop)
+        except _Stopped:
+            return stats  # stopped while connecting: nothing was taken
+
+        def make_js() -> Any:
+            return nc.jetstream(publish_async_max_pending=max_inflight)
+
+        js = [make_js()]
+        name = await _ensure_stream(js[0], target, stream)
+        last = await _last_position(js[0], name, target.subject, file_id)
         rate = _Rate(f"{rb.path} -> {target.display}", stats, report, interval)
         _say(report, f"bridging {rb.path} -> {target.display} (stream {name})")
         take = min(batch, max_inflight)
@@ -587,7 +658,7 @@ async def ring_to_nats(
                     items = [(pos, bytes(view)) for pos, view in peeked if last is None or pos > last]
                     stats.skipped += len(peeked) - len(items)
                     if not await _publish(
-                        nc, js, target.subject, items, file_id, ack_timeout, stop, stats, report
+                        link, js, make_js, target.subject, items, file_id, ack_timeout, stop, report
                     ):
                         raise _Stopped
                     stats.messages += len(items)
@@ -607,14 +678,17 @@ async def ring_to_nats(
 
 
 async def _resync(
-    js: Any, stream: str, durable: str, subject: str, max_inflight: int, ack_wait: float
+    js: Any, stream: str, durable: str, subject: str, max_inflight: int, ack_wait: float, first: bool
 ) -> int:
     """Makes the durable consumer deliver, in order, from its first message
     not acknowledged; returns the consumer sequence its next delivery will
     have. A consumer left with messages delivered and not acknowledged (a
     bridge died, or a connection broke) would send those again only after
     ``ack_wait``, after newer ones: it is made again from its
-    acknowledgement floor instead."""
+    acknowledgement floor instead (so is one whose settings differ from
+    ours). On the ``first`` call, a consumer that another client is pulling
+    from is refused: two bridges on one durable would acknowledge each
+    other's messages."""
     nats = _nats()
     api = nats.js.api
     config = api.ConsumerConfig(
@@ -634,7 +708,22 @@ async def _resync(
     have = info.config
     if have.filter_subject != subject:
         raise BridgeError(f"consumer {durable} of stream {stream} reads {have.filter_subject}, not {subject}")
-    same = have.ack_policy == api.AckPolicy.ALL and have.max_ack_pending == max_inflight
+    if have.deliver_subject:
+        raise BridgeError(f"consumer {durable} of stream {stream} is a push consumer: name another --durable")
+    if first and info.num_waiting:
+        # Pull requests of a bridge that died expire within a second (_POLL * 4).
+        await asyncio.sleep(_POLL * 6)
+        info = await js.consumer_info(stream, durable)
+        if info.num_waiting:
+            raise BridgeError(
+                f"consumer {durable} of stream {stream} is in use by another client "
+                f"({info.num_waiting} pull requests waiting): one bridge per durable"
+            )
+    same = (
+        have.ack_policy == api.AckPolicy.ALL
+        and have.max_ack_pending == max_inflight
+        and abs((have.ack_wait or 0) - ack_wait) < 1e-3
+    )
     if same and not info.num_ack_pending:
         return int(info.delivered.consumer_seq) + 1 if info.delivered is not None else 1
     floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
@@ -679,24 +768,34 @@ async def nats_to_ring(
     rb, owned = _open(ring)
     link = _Link(target, report, stats, drop_stale=False)
     try:
-        durable = durable or default_durable(rb.file_id)
+        durable = durable or default_durable(_identity(rb))
         nats = _nats()
-        nc = await link.connect(creds, tls_ca)
+        try:
+            nc = await link.connect(creds, tls_ca, stop)
+        except _Stopped:
+            return stats  # stopped while connecting: nothing was taken
         js = nc.jetstream()
         name = await _ensure_stream(js, target, stream)
         rate = _Rate(f"{target.display} -> {rb.path}", stats, report, interval)
-        _say(report, f"bridging {target.display} -> {rb.path} (stream {name}, durable consumer {durable})")
         take = min(batch, max_inflight)
         last_seq = 0  # stream sequence of the last message written (this run)
         sub = None
         expect = 1  # the consumer sequence of the next delivery
+        first = True
         limit = rb.max_message_size
         delay = _BACKOFF_FIRST
         while not stop.is_set():
             rate.tick()
             try:
                 if sub is None:
-                    expect = await _resync(js, name, durable, target.subject, max_inflight, ack_wait)
+                    expect = await _resync(js, name, durable, target.subject, max_inflight, ack_wait, first)
+                    if first:
+                        _say(
+                            report,
+                            f"bridging {target.display} -> {rb.path} "
+                            f"(stream {name}, durable consumer {durable})",
+                        )
+                        first = False
                     sub = await js.pull_subscribe_bind(durable=durable, stream=name)
                 try:
                     msgs = await sub.fetch(take, timeout=_POLL * 4)

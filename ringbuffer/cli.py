@@ -728,6 +728,10 @@ def _cmd_bridge(opts: argparse.Namespace) -> int:
         stats = asyncio.run(bridge.run_until_signal(run))
     except bridge.BridgeError as exc:
         raise _Failure(str(exc)) from None
+    except (KeyboardInterrupt, _Terminated):
+        # Before the bridge's own handlers were in place (it was connecting):
+        # nothing was taken from the ring or the stream yet, so a clean stop.
+        return 0
     if not opts.quiet:
         _say(
             f"bridge stopped: {stats.messages:,} messages ({stats.bytes:,} bytes) moved, "

@@ -7,6 +7,7 @@ import asyncio
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -155,6 +156,20 @@ def positions_used(path: Path) -> tuple[int, int]:
         return rb.positions()
 
 
+def two_bridges(tmp_path: Path, server: NatsServer, subject: str):
+    """Rings a and b (1 MiB), and two bridge processes a -> subject -> b."""
+    a, b = tmp_path / "a.ring", tmp_path / "b.ring"
+    RingBuffer(a, 1 << 20).close()
+    RingBuffer(b, 1 << 20).close()
+    url = server.url(subject)
+    return (
+        a,
+        b,
+        start_bridge(tmp_path, str(a), url, name="out"),
+        start_bridge(tmp_path, url, str(b), name="in"),
+    )
+
+
 # -- URLs and names ---------------------------------------------------------
 
 
@@ -205,12 +220,7 @@ def test_covers_and_default_stream():
 
 def test_100k_messages_ring_to_nats_to_ring(tmp_path, nats_server):
     """Two bridges (processes): every message arrives, once, in order."""
-    a, b = tmp_path / "a.ring", tmp_path / "b.ring"
-    RingBuffer(a, 1 << 20).close()
-    RingBuffer(b, 1 << 20).close()
-    url = nats_server.url("e2e.data")
-    out = start_bridge(tmp_path, str(a), url, name="out")
-    inn = start_bridge(tmp_path, url, str(b), name="in")
+    a, b, out, inn = two_bridges(tmp_path, nats_server, "e2e.data")
     try:
         msgs = [message(i) for i in range(N)]
         w = writer_thread(a, msgs)
@@ -300,12 +310,7 @@ def test_nats_to_ring_killed_duplicates_within_the_inflight_bound(tmp_path, nats
 
 
 def test_server_killed_and_restarted_nothing_lost(tmp_path, nats_server):
-    a, b = tmp_path / "a.ring", tmp_path / "b.ring"
-    RingBuffer(a, 1 << 20).close()
-    RingBuffer(b, 1 << 20).close()
-    url = nats_server.url("restart.data")
-    out = start_bridge(tmp_path, str(a), url, name="out")
-    inn = start_bridge(tmp_path, url, str(b), name="in")
+    a, b, out, inn = two_bridges(tmp_path, nats_server, "restart.data")
     count = 30_000
     msgs = [message(i) for i in range(count)]
     try:
@@ -331,15 +336,10 @@ def test_server_killed_and_restarted_nothing_lost(tmp_path, nats_server):
 
 
 def test_sigterm_and_sigint_stop_cleanly_nothing_lost(tmp_path, nats_server):
-    a, b = tmp_path / "a.ring", tmp_path / "b.ring"
-    RingBuffer(a, 1 << 20).close()
-    RingBuffer(b, 1 << 20).close()
+    a, b, out, inn = two_bridges(tmp_path, nats_server, "clean.stop")
     url = nats_server.url("clean.stop")
     count = 20_000
-    msgs = [message(i) for i in range(count)]
-    w = writer_thread(a, msgs)
-    out = start_bridge(tmp_path, str(a), url, name="out")
-    inn = start_bridge(tmp_path, url, str(b), name="in")
+    w = writer_thread(a, [message(i) for i in range(count)])
     wait_until(lambda: positions_used(b)[1] > 0, 30, "messages to reach b")
     assert stop(out, signal.SIGTERM) == 0, log_of(out)
     assert stop(inn, signal.SIGINT) == 0, log_of(inn)
@@ -597,3 +597,118 @@ def test_needs_nats_py(tmp_path, a_ring):
         timeout=60,
     )
     assert_one_line(r, "needs nats-py", status=2)
+
+
+def test_server_frozen_then_killed_mid_flight_keeps_order(tmp_path, nats_server):
+    """Large messages (flights of megabytes, more than nats-py buffers
+    without a forced flush), the server frozen (SIGSTOP) as the bridge
+    starts publishing, then killed and restarted: the stream holds every
+    message once, in ring order (the part of the flight lost with the old
+    socket is not overtaken by the rest of it)."""
+    size, count = 60_000, 1000
+    a = tmp_path / "a.ring"
+    big = [i.to_bytes(8, "little") + bytes([i % 251]) * (size - 8) for i in range(count)]
+    with RingBuffer(a, 128 << 20) as rb:
+        rb.put_many(big)
+    notes: list[str] = []
+
+    def note(line: str) -> None:
+        notes.append(line)
+        if "bridging" in line:  # said just before the first batch: freeze the server now
+            nats_server.proc.send_signal(signal.SIGSTOP)
+            threading.Timer(1.5, nats_server.restart).start()  # SIGKILL, then start again
+
+    async def run() -> bridge.BridgeStats:
+        halt = asyncio.Event()
+        task = asyncio.ensure_future(
+            bridge.ring_to_nats(a, nats_server.url("frozen.x"), report=note, stop=halt)
+        )
+        with RingBuffer.open(a) as rb:
+            while rb.positions()[0] != rb.positions()[1]:
+                await asyncio.sleep(0.1)
+        halt.set()
+        return await task
+
+    stats = asyncio.run(run())
+    assert stats.reconnects >= 1 and stats.out_of_order == 0, notes
+    got = stream_contents(nats_server, "frozen.x", count)
+    assert [int.from_bytes(m[:8], "little") for m in got] == list(range(count))
+
+
+def test_a_ring_without_a_file_id_is_refused(tmp_path, nats_server):
+    """A ring made before file ids existed (16 zero bytes at offset 56)
+    would share its message ids and default durable with every such ring:
+    refused, for both directions."""
+    from _helpers import poke
+
+    a = tmp_path / "a.ring"
+    RingBuffer(a, 1 << 16).close()
+    poke(a, 56, bytes(16))
+    assert_one_line(run_cli(str(a), nats_server.url("x")), "has no file id")
+    assert_one_line(run_cli(nats_server.url("x"), str(a)), "has no file id")
+
+
+def test_a_message_over_the_server_max_payload_stops_the_bridge(tmp_path, nats_server):
+    a = tmp_path / "a.ring"
+    with RingBuffer(a, 4 << 20) as rb:
+        rb.write(b"small")
+        rb.write(b"x" * (1 << 20) + b"more")  # the server's default max_payload is 1 MiB
+    r = run_cli(str(a), nats_server.url("big.out"), "--quiet")
+    assert_one_line(r, "the server takes at most 1,048,576 bytes")
+    assert "it stays in the ring" in r.stderr
+    # The batch stays whole: "small" was published, but is released only
+    # with the batch (and a restarted bridge skips it: it is the subject's
+    # last message).
+    assert_one_line(run_cli(str(a), nats_server.url("big.out"), "--quiet"), "at most 1,048,576 bytes")
+    with RingBuffer.open(a) as rb:
+        assert [len(m) for m in rb.drain()] == [5, (1 << 20) + 4]
+    assert stream_contents(nats_server, "big.out", 1) == [b"small"]
+
+
+def test_a_push_consumer_or_one_in_use_is_refused(tmp_path, nats_server, a_ring):
+    async def setup() -> None:
+        nc = await nats.connect(nats_server.address)
+        js = nc.jetstream()
+        await js.add_stream(name="USED", subjects=["used.x"])
+        await js.add_consumer(
+            "USED", durable_name="pushy", deliver_subject="somewhere", filter_subject="used.x"
+        )
+        await nc.close()
+
+    asyncio.run(setup())
+    assert_one_line(
+        run_cli(nats_server.url("used.x"), str(a_ring), "--durable", "pushy"), "is a push consumer"
+    )
+    first = start_bridge(tmp_path, nats_server.url("used.x"), str(a_ring), "--durable", "shared")
+    try:
+        running(first)
+        r = run_cli(nats_server.url("used.x"), str(a_ring), "--durable", "shared")
+        assert_one_line(r, "is in use by another client")
+    finally:
+        assert stop(first) == 0
+    # Once the first one is gone, the durable is free again.
+    second = start_bridge(tmp_path, nats_server.url("used.x"), str(a_ring), "--durable", "shared")
+    try:
+        running(second)
+        time.sleep(1.0)
+        assert second.poll() is None, log_of(second)
+    finally:
+        assert stop(second) == 0
+
+
+def test_a_signal_while_connecting_is_a_clean_stop(tmp_path, a_ring):
+    """SIGTERM while the bridge is still trying to connect: exit status 0."""
+    port = free_port()
+    with socket.socket() as s:  # accepts, never answers: connecting hangs
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        proc = subprocess.Popen(
+            bridge_cmd(str(a_ring), f"nats://127.0.0.1:{port}/x"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err

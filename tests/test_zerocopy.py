@@ -24,7 +24,7 @@ import pytest
 from _helpers import InThread, later, rec_size, timed
 
 import ringbuffer._zerocopy as zerocopy_module
-from ringbuffer import BufferClosed, BufferEmpty, BufferFull, InvalidSize, RingBuffer
+from ringbuffer import BufferClosed, BufferEmpty, BufferFull, InvalidArgument, InvalidSize, RingBuffer
 from ringbuffer.ring import ffi, lib
 
 AT_ONCE = 1.0
@@ -1481,3 +1481,26 @@ def test_reader_killed_holding_a_peek_many_loses_nothing(ring, ring_path):
     assert [ring.get(timeout=10) for _ in range(5)] == msgs
     assert ring.try_read() is None
     assert ring.info()["read_turn_pid"] == 0
+
+
+def test_peek_many_block_inherited_through_fork_raises_in_the_child(big_ring):
+    """The parent's batch is not the child's to consume: ending the block in
+    a fork child raises (RB_EINVAL) instead of pretending it consumed it, and
+    the parent's own release still works."""
+    big_ring.write_many([b"a", b"b"])
+    blk = big_ring.peek_many(2)
+    assert [bytes(v) for _, v in blk.__enter__()] == [b"a", b"b"]
+    pid = os.fork()
+    if pid == 0:
+        code = 2
+        try:
+            blk.__exit__(None, None, None)
+            code = 1
+        except InvalidArgument:
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    blk.__exit__(None, None, None)
+    assert big_ring.try_read() is None  # consumed by the parent's block
