@@ -237,8 +237,11 @@ class Peek(_Block):
             self._view = self._raw = None
             # (If the garbage collector already finalized the Handle,
             # rb_close gave the turn back.)
-            if self._handle.owned is not None:
-                finish(self._rb)
+            rc = finish(self._rb) if self._handle.owned is not None else _OK
+        if rc != _OK and typ is None:
+            raise error(
+                rc, self._handle.path
+            )  # RB_EINVAL: a block inherited through fork (the parent's peek)
         if not released and typ is None:
             raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")
 
@@ -330,7 +333,9 @@ class PeekMany(_Block):
             # rb_close gave the turn back.)
             rc = finish(self._rb) if self._handle.owned is not None else _OK
         if rc != _OK and typ is None:
-            raise error(rc)  # RB_EINVAL: a block inherited through fork (the parent's peek)
+            raise error(
+                rc, self._handle.path
+            )  # RB_EINVAL: a block inherited through fork (the parent's peek)
         if not released and typ is None:
             raise BufferError(
                 "peek_many(): a view is still exported (e.g. by ffi.from_buffer) after the block"

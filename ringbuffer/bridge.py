@@ -64,7 +64,8 @@ _CONNECT_TIMEOUT = 10.0
 # A flight of publishes stops growing at this many payload bytes; nats-py's
 # write buffer is made larger than a flight plus the largest message.
 _FLIGHT_BYTES = 4 << 20
-_PENDING_BYTES = 4 * _FLIGHT_BYTES
+_PER_MESSAGE = 256  # a message's protocol line, reply subject and header, counted in a flight's bytes
+_PENDING_BYTES = 2 * _FLIGHT_BYTES + (64 << 20)
 
 
 class BridgeError(Exception):
@@ -211,11 +212,8 @@ class _Link:
     """The connection to NATS: made once (failing at once if it cannot be),
     then kept by nats-py, which reconnects in the background."""
 
-    def __init__(
-        self, target: NatsTarget, report: Report | None, stats: BridgeStats, drop_stale: bool
-    ) -> None:
+    def __init__(self, target: NatsTarget, report: Report | None, stats: BridgeStats) -> None:
         self.target, self.report, self.stats = target, report, stats
-        self.drop_stale = drop_stale
         self.nc: Any = None
         self.up = False  # connected once, and not closing: notices are reported
         self.last: BaseException | None = None
@@ -233,17 +231,6 @@ class _Link:
 
     async def _on_disconnect(self) -> None:
         self.epoch += 1
-        if self.drop_stale and self.nc is not None and hasattr(self.nc, "_pending"):
-            # What nats-py had not written to the old socket it would send
-            # after reconnecting, behind a part that went to the old socket
-            # and was lost with it: JetStream would store later messages
-            # before earlier ones. Dropped here (and _publish sends nothing
-            # while the connection is down); the bridge sends again, in
-            # order, from the first message not acknowledged. (nats-py has
-            # no option for this; tests/test_bridge.py's server-restart test
-            # fails if this stops working.)
-            self.nc._pending = []
-            self.nc._pending_data_size = 0
         if self.up:
             _say(self.report, f"disconnected from {self.target.display}; reconnecting")
 
@@ -264,10 +251,17 @@ class _Link:
             "connect_timeout": 2,
             "max_reconnect_attempts": 2,  # the first connection; forever once connected (below)
             "reconnect_time_wait": 0.5,
-            # Larger than any flight the bridge sends (_FLIGHT_BYTES + one
-            # message): publish never waits for a forced flush, a pause in
-            # which the connection could change under a flight.
+            # Larger than what the bridge ever has queued (one flight of at
+            # most _FLIGHT_BYTES, plus a message of up to 64 MiB, the
+            # largest max_payload a server takes): publish never waits for a
+            # forced flush, a pause in which the connection could change
+            # under a flight (see _publish).
             "pending_size": _PENDING_BYTES,
+            "flush_timeout": _CONNECT_TIMEOUT,
+            # A link that silently stopped carrying anything is found within
+            # about half a minute, not nats-py's default four minutes.
+            "ping_interval": 10,
+            "max_outstanding_pings": 3,
         }
         if creds is not None:
             path = os.fsdecode(creds)
@@ -319,7 +313,7 @@ class _Link:
         self.up = False
         if self.nc is not None:
             try:
-                await asyncio.wait_for(self.nc.close(), 5)
+                await asyncio.wait_for(self.nc.close(), 1.5)  # a stalled link never flushes
             except Exception:  # closing a connection that is gone anyway
                 pass
 
@@ -492,16 +486,22 @@ async def _publish(
         futs: list[asyncio.Future[Any]] = []
         problem: BaseException | None = None
         epoch, size = link.epoch, 0
+        if nc.pending_data_size:
+            # The socket has not taken what was queued before (a link that
+            # stopped carrying anything): queue nothing more until it does,
+            # or until a new connection sends it (it is at most one retry of
+            # the first message not acknowledged, so it goes first).
+            problem = nats.errors.ConnectionReconnectingError()
         try:
-            for pos, data in items[start : start + 1] if probe else items[start:]:
+            for pos, data in () if problem else items[start : start + 1] if probe else items[start:]:
                 if not nc.is_connected or link.epoch != epoch:
                     # Reconnecting, or reconnected since the flight began:
-                    # nothing may wait in nats-py's buffer to be sent after
-                    # the reconnection (see _Link), or it would be stored
-                    # before what the old socket lost.
+                    # the rest of the flight would go out on the new
+                    # connection ahead of what the old socket lost
+                    # (docs/design.md, "The NATS bridge").
                     problem = nats.errors.ConnectionReconnectingError()
                     break
-                if futs and size + len(data) > _FLIGHT_BYTES:
+                if futs and size + len(data) + _PER_MESSAGE > _FLIGHT_BYTES:
                     break  # the flight is full: the rest go in the next one
                 # No wait_stall: with it nats-py waits for its semaphore in a
                 # task of its own, a pause in which the connection could go
@@ -509,7 +509,7 @@ async def _publish(
                 # larger than the semaphore (batch <= max_inflight), so the
                 # wait never happens.
                 futs.append(await js[0].publish_async(subject, data, headers={MSG_ID: f"{file_id}:{pos}"}))
-                size += len(data)
+                size += len(data) + _PER_MESSAGE
             if link.epoch != epoch:
                 problem = nats.errors.ConnectionReconnectingError()
             if futs:
@@ -634,7 +634,7 @@ async def ring_to_nats(
     stop = stop or asyncio.Event()
     stats = BridgeStats()
     rb, owned = _open(ring)
-    link = _Link(target, report, stats, drop_stale=True)
+    link = _Link(target, report, stats)
     try:
         file_id = _identity(rb)
         try:
@@ -678,7 +678,14 @@ async def ring_to_nats(
 
 
 async def _resync(
-    js: Any, stream: str, durable: str, subject: str, max_inflight: int, ack_wait: float, first: bool
+    js: Any,
+    stream: str,
+    durable: str,
+    subject: str,
+    max_inflight: int,
+    ack_wait: float,
+    first: bool,
+    stop: asyncio.Event,
 ) -> int:
     """Makes the durable consumer deliver, in order, from its first message
     not acknowledged; returns the consumer sequence its next delivery will
@@ -710,20 +717,22 @@ async def _resync(
         raise BridgeError(f"consumer {durable} of stream {stream} reads {have.filter_subject}, not {subject}")
     if have.deliver_subject:
         raise BridgeError(f"consumer {durable} of stream {stream} is a push consumer: name another --durable")
+    if have.ack_policy != api.AckPolicy.ALL or have.headers_only:
+        # Not one a bridge made: remaking it would change another program's consumer.
+        raise BridgeError(
+            f"consumer {durable} of stream {stream} is not a bridge's (it acknowledges "
+            f"{have.ack_policy}{', headers only' if have.headers_only else ''}): name another --durable"
+        )
     if first and info.num_waiting:
         # Pull requests of a bridge that died expire within a second (_POLL * 4).
-        await asyncio.sleep(_POLL * 6)
+        await _backoff(_POLL * 6, stop)
         info = await js.consumer_info(stream, durable)
         if info.num_waiting:
             raise BridgeError(
                 f"consumer {durable} of stream {stream} is in use by another client "
                 f"({info.num_waiting} pull requests waiting): one bridge per durable"
             )
-    same = (
-        have.ack_policy == api.AckPolicy.ALL
-        and have.max_ack_pending == max_inflight
-        and abs((have.ack_wait or 0) - ack_wait) < 1e-3
-    )
+    same = have.max_ack_pending == max_inflight and abs((have.ack_wait or 0) - ack_wait) < 1e-3
     if same and not info.num_ack_pending:
         return int(info.delivered.consumer_seq) + 1 if info.delivered is not None else 1
     floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
@@ -766,7 +775,7 @@ async def nats_to_ring(
     stop = stop or asyncio.Event()
     stats = BridgeStats()
     rb, owned = _open(ring)
-    link = _Link(target, report, stats, drop_stale=False)
+    link = _Link(target, report, stats)
     try:
         durable = durable or default_durable(_identity(rb))
         nats = _nats()
@@ -788,7 +797,9 @@ async def nats_to_ring(
             rate.tick()
             try:
                 if sub is None:
-                    expect = await _resync(js, name, durable, target.subject, max_inflight, ack_wait, first)
+                    expect = await _resync(
+                        js, name, durable, target.subject, max_inflight, ack_wait, first, stop
+                    )
                     if first:
                         _say(
                             report,

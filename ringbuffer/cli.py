@@ -729,8 +729,8 @@ def _cmd_bridge(opts: argparse.Namespace) -> int:
     except bridge.BridgeError as exc:
         raise _Failure(str(exc)) from None
     except (KeyboardInterrupt, _Terminated):
-        # Before the bridge's own handlers were in place (it was connecting):
-        # nothing was taken from the ring or the stream yet, so a clean stop.
+        # While the event loop was starting or ending, outside the bridge's
+        # own handlers: nothing is held then (no batch, no fetch), so a clean stop.
         return 0
     if not opts.quiet:
         _say(

@@ -712,3 +712,51 @@ def test_a_signal_while_connecting_is_a_clean_stop(tmp_path, a_ring):
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert b"Traceback" not in err
+
+
+def test_stop_is_heard_while_the_server_is_frozen(tmp_path, nats_server, monkeypatch):
+    """A server that stops answering (SIGSTOP: the socket fills, nothing
+    errors) with megabytes in flight: the bridge keeps retrying without
+    queueing more and more, and a stop request ends it at once, the batch
+    left in the ring."""
+    a = tmp_path / "a.ring"
+    count, size = 40, 900_000
+    with RingBuffer(a, 64 << 20) as rb:
+        rb.put_many([i.to_bytes(8, "little") + bytes(size - 8) for i in range(count)])
+    notes: list[str] = []
+    queued: list[int] = []  # nats-py's write buffer after each command queued
+    send = nats.aio.client.Client._send_command
+
+    async def spy(self, cmd, priority=False):  # type: ignore[no-untyped-def]
+        await send(self, cmd, priority)
+        queued.append(self._pending_data_size)
+
+    monkeypatch.setattr(nats.aio.client.Client, "_send_command", spy)
+
+    def note(line: str) -> None:
+        notes.append(line)
+        if "bridging" in line:
+            nats_server.proc.send_signal(signal.SIGSTOP)
+
+    async def run() -> tuple[bridge.BridgeStats, float]:
+        halt = asyncio.Event()
+        task = asyncio.ensure_future(
+            bridge.ring_to_nats(a, nats_server.url("frozen.stop"), report=note, stop=halt, ack_timeout=0.5)
+        )
+        await asyncio.sleep(5)
+        halt.set()
+        t0 = time.monotonic()
+        stats = await asyncio.wait_for(task, 30)
+        return stats, time.monotonic() - t0
+
+    try:
+        stats, took = asyncio.run(run())
+    finally:
+        nats_server.proc.send_signal(signal.SIGCONT)
+    assert took < 3, notes
+    assert stats.retries >= 3 and stats.messages == 0
+    # Retries queue nothing while the socket has not taken what came before:
+    # at most one message waits in nats-py's buffer beyond a flight.
+    assert max(queued) < (4 << 20) + 2 * size
+    with RingBuffer.open(a) as rb:
+        assert len(rb.drain()) == count  # nothing was consumed
