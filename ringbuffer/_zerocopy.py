@@ -80,6 +80,17 @@ class _Block:
     def __exit__(self, typ: Any, value: Any, tb: Any) -> None:
         raise NotImplementedError
 
+    _exported = ""  # the BufferError's text: a view still exported after the block
+
+    def _ended(self, typ: Any, rc: int, released: bool) -> None:
+        """What a peek block raises at its end, when the block itself did not."""
+        if typ is not None:
+            return
+        if rc != _OK:  # RB_EINVAL: a block inherited through fork (the parent's peek)
+            raise error(rc, self._handle.path)
+        if not released:
+            raise BufferError(self._exported)
+
     def __del__(self) -> None:
         # Abandoned with its block open (in a reference cycle, or never
         # left): finished as closing the generator did. If the Handle was
@@ -178,6 +189,7 @@ class Peek(_Block):
 
     __slots__ = ("_consume", "_finish", "_raw")
     _what = "a peek()"
+    _exported = "peek(): the view is still exported (e.g. by ffi.from_buffer) after the block"
 
     def __init__(self, handle: Handle, block: bool, timeout: Timeout, consume_on_error: bool) -> None:
         super().__init__(handle, block, timeout)
@@ -238,12 +250,7 @@ class Peek(_Block):
             # (If the garbage collector already finalized the Handle,
             # rb_close gave the turn back.)
             rc = finish(self._rb) if self._handle.owned is not None else _OK
-        if rc != _OK and typ is None:
-            raise error(
-                rc, self._handle.path
-            )  # RB_EINVAL: a block inherited through fork (the parent's peek)
-        if not released and typ is None:
-            raise BufferError("peek(): the view is still exported (e.g. by ffi.from_buffer) after the block")
+        self._ended(typ, rc, released)
 
 
 class PeekMany(_Block):
@@ -261,6 +268,7 @@ class PeekMany(_Block):
 
     __slots__ = ("_consume", "_finish", "_max", "_views")
     _what = "a peek_many()"
+    _exported = "peek_many(): a view is still exported (e.g. by ffi.from_buffer) after the block"
 
     def __init__(
         self, handle: Handle, max_messages: int, block: bool, timeout: Timeout, consume_on_error: bool
@@ -332,11 +340,4 @@ class PeekMany(_Block):
             # (If the garbage collector already finalized the Handle,
             # rb_close gave the turn back.)
             rc = finish(self._rb) if self._handle.owned is not None else _OK
-        if rc != _OK and typ is None:
-            raise error(
-                rc, self._handle.path
-            )  # RB_EINVAL: a block inherited through fork (the parent's peek)
-        if not released and typ is None:
-            raise BufferError(
-                "peek_many(): a view is still exported (e.g. by ffi.from_buffer) after the block"
-            )
+        self._ended(typ, rc, released)
