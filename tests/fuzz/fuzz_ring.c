@@ -405,9 +405,11 @@ static void check_info(rb_ring *rb, struct rb_info *info, int rc)
     CHECK(info->counted == 0 || info->counted == 1);
     if (!info->counted)
         CHECK(info->messages == 0 && info->message_bytes == 0 && info->busy == 0 && info->discarded == 0);
-    /* Each counted message or discarded record took at least 16 bytes. */
+    /* Each counted message took at least 16 bytes (header and one 8-byte
+     * unit of payload), each discarded record at least 8 (a dead gap's
+     * DISCARD records may have length 0: a header alone). */
     CHECK(info->message_bytes <= p.tail - p.head && info->message_bytes >= info->messages);
-    CHECK((info->messages + info->discarded) * 16 <= p.tail - p.head);
+    CHECK(info->messages * 16 + info->discarded * 8 <= p.tail - p.head);
 }
 
 /* Reads until the ring says anything but RB_OK; returns that status. A
