@@ -5,9 +5,11 @@ imports nothing heavy, in particular not pytest.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import random
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -536,3 +538,20 @@ def wait_for(predicate, timeout: float = 10.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.01)
+
+
+def peek_and_die(path: str) -> None:
+    """A child's body: opens the ring, peeks, and is killed (SIGKILL)
+    holding the read turn."""
+    rb = RingBuffer.open(path)
+    with rb.peek():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_a_reader_inside_peek(path):  # -> multiprocessing.Process
+    """Runs peek_and_die in a forked child and waits for it; returns the
+    (dead) child."""
+    child = mp.get_context("fork").Process(target=peek_and_die, args=(str(path),))
+    child.start()
+    child.join(30)
+    return child

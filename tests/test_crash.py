@@ -17,6 +17,7 @@ import time
 import zlib
 
 import pytest
+from _helpers import peek_and_die
 
 from ringbuffer import BufferEmpty, RingBuffer
 
@@ -109,12 +110,6 @@ def test_killed_producers_lose_nothing_committed(tmp_path):
     rb.close()
 
 
-def _peek_and_die(path: str) -> None:
-    rb = RingBuffer.open(path)
-    with rb.peek():
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _get_many_and_die(path: str) -> None:
     rb = RingBuffer.open(path)
     rb.get_many(3)
@@ -126,7 +121,7 @@ def test_reader_killed_holding_a_peek_loses_nothing(tmp_path):
     rb = RingBuffer(path, 4096, stall_timeout=STALL)
     msgs = [message(0, s) for s in range(5)]
     rb.put_many(msgs)
-    proc = CTX.Process(target=_peek_and_die, args=(path,))
+    proc = CTX.Process(target=peek_and_die, args=(path,))
     proc.start()
     proc.join(10)
     assert proc.exitcode == -signal.SIGKILL

@@ -9,6 +9,7 @@ import signal
 import time
 
 import pytest
+from _helpers import kill_a_reader_inside_peek
 
 from ringbuffer import BufferClosed, BufferEmpty, BufferFull, RingBuffer
 
@@ -119,15 +120,7 @@ def test_counts_of_other_processes_stay_after_they_end(big_ring, target):
 def test_a_reader_killed_inside_peek_counts_a_turn_taken_over(ring, ring_path):
     ring.write(b"taken over")
     ring.stall_timeout = 0.01
-
-    def peek_and_die(path: str) -> None:
-        rb = RingBuffer.open(path)
-        with rb.peek():
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    p = mp.get_context("fork").Process(target=peek_and_die, args=(str(ring_path),))
-    p.start()
-    p.join(30)
+    kill_a_reader_inside_peek(ring_path)
     assert ring.get(timeout=5) == b"taken over"
     s = ring.stats()
     assert (s["turns_taken"], s["read"]) == (1, 1)

@@ -5,7 +5,6 @@ not a terminal), and the live view in a real terminal under tmux."""
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
 import re
 import shlex
@@ -24,6 +23,7 @@ from _helpers import (
     OFF_SLOTS_USED,
     SLOT_OFF_COUNT_OWN,
     assert_ok,
+    kill_a_reader_inside_peek,
     poke_u32,
     poke_u64,
     run,
@@ -358,12 +358,6 @@ def test_top_of_a_forged_file_is_sane(tmp_path, plain_top):
     no_negative_figure(out.text())
 
 
-def _peek_and_die(path: str) -> None:
-    rb = RingBuffer.open(path)
-    with rb.peek():
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def test_top_marks_a_crash_recovery(tmp_path, plain_top):
     path = tmp_path / "r.ring"
     make_ring(path, 4096)
@@ -372,9 +366,7 @@ def test_top_marks_a_crash_recovery(tmp_path, plain_top):
     with RingBuffer.open(path) as rb:
         rb.write(b"taken over")
         rb.stall_timeout = 0.01
-        child = mp.get_context("fork").Process(target=_peek_and_die, args=(str(path),))
-        child.start()
-        child.join(30)
+        kill_a_reader_inside_peek(path)
         assert rb.get(timeout=5) == b"taken over"  # takes the dead consumer's turn over
     out.wait(r"^  parks/s \S+   recoveries 1 \(\+1\), last at \d\d:\d\d:\d\d$")
     out.wait(r"^  parks/s \S+   recoveries 1, last at \d\d:\d\d:\d\d$")  # the next interval: no new one

@@ -21,7 +21,7 @@ import time
 from collections import deque
 
 import pytest
-from _helpers import InThread, later, rec_size, timed
+from _helpers import InThread, kill_a_reader_inside_peek, later, rec_size, timed
 
 import ringbuffer._zerocopy as zerocopy_module
 from ringbuffer import BufferClosed, BufferEmpty, BufferFull, InvalidArgument, InvalidSize, RingBuffer
@@ -1169,18 +1169,10 @@ def test_info_without_count_never_takes_the_read_turn(ring, ring_path):
     assert quick["counted"] is False and (quick["messages"], quick["message_bytes"]) == (0, 0)
     assert quick["bytes_used"] == rec_size(100) + rec_size(50) and quick["attached"] == 1
     assert ring.info()["messages"] == 2
-
-    def peek_and_die(path: str) -> None:
-        rb = RingBuffer.open(path)
-        with rb.peek():
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    p = mp.get_context("fork").Process(target=peek_and_die, args=(str(ring_path),))
-    p.start()
-    p.join(30)
+    child = kill_a_reader_inside_peek(ring_path)
     ring.stall_timeout = 0  # a counting info() would take the dead turn over at once
     quick = ring.info(count=False)
-    assert quick["read_turn_pid"] == p.pid and quick["counted"] is False
+    assert quick["read_turn_pid"] == child.pid and quick["counted"] is False
     assert ring.stats()["turns_taken"] == 0
     assert ring.info()["counted"] is True  # the check above could have failed
     assert ring.stats()["turns_taken"] == 1
