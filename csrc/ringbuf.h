@@ -53,7 +53,7 @@ extern "C" {
     (RB_VERSION_MAJOR * 10000 + RB_VERSION_MINOR * 100 + RB_VERSION_PATCH)
 
 /* Version of the on-disk format this library reads and writes. */
-#define RB_FORMAT_VERSION 3
+#define RB_FORMAT_VERSION 4
 
 /* Status codes. Stable: values never change meaning. */
 enum rb_status {
@@ -68,11 +68,39 @@ enum rb_status {
     RB_EINVAL = -8,    /* bad argument (NULL pointer, bad size or flags)   */
     RB_ESYS = -9,      /* an OS call failed; errno holds why               */
     RB_EINTR = -10,    /* a signal handler ran during a wait; nothing done */
-    RB_EVERSION = -11  /* a ring file of another format version            */
+    RB_EVERSION = -11, /* a ring file of another format version            */
+    RB_ELOST = -12,    /* an overwrite ring overran this handle's group:
+                        * messages were lost (rb_take_lost says how many) */
+    RB_ENOGROUP = -13, /* this handle's consumer group does not exist
+                        * (removed, or a ring created without the default
+                        * group), or no group of that name (rb_group_remove) */
+    RB_EGROUPS = -14   /* no room for another consumer group (RB_GROUPS_MAX) */
 };
 
 /* rb_create flags */
 #define RB_REMOVE 0x1u /* replace an existing file at path (atomically) */
+#define RB_OVERWRITE 0x2u /* writers never wait for readers: when the ring is
+                           * full the oldest records are reclaimed, and a
+                           * consumer group that had not read them loses them
+                           * (its next read returns RB_ELOST) */
+#define RB_NO_DEFAULT_GROUP 0x4u /* no default consumer group: only named
+                                  * and ephemeral groups receive messages */
+
+/* Consumer groups (rb_open_group). Each message is delivered once to every
+ * group that existed when it was written; the handles of one group (its
+ * members, in any processes) share its messages as the readers of a ring
+ * without groups do. RB_GROUPS_MAX groups at most per ring (default,
+ * named and ephemeral together); a name is 1 to RB_GROUP_NAME_MAX bytes,
+ * no NUL (UTF-8 is the convention, bytes are compared as they are). */
+#define RB_GROUPS_MAX 64
+#define RB_GROUP_NAME_MAX 63
+/* rb_open_group flags */
+#define RB_GROUP_EPHEMERAL 0x1u /* a new group of this handle alone (group must
+                                 * be NULL); it vanishes when the handle closes
+                                 * or its process dies */
+#define RB_START_EARLIEST 0x2u  /* a group made by this call starts at the
+                                 * oldest message still in the ring; without
+                                 * it, at the next message written */
 
 /* Smallest and largest ring capacity in bytes. */
 #define RB_MIN_CAPACITY ((size_t)4096)
@@ -128,6 +156,97 @@ RB_API int rb_create_mode(const char *path, size_t size, unsigned flags,
  * Thread-safety: MT-safe. */
 RB_API int rb_open(const char *path, rb_ring **out);
 
+/* rb_open, joining a consumer group: group NULL is the default group (what
+ * rb_open joins; a ring created with RB_NO_DEFAULT_GROUP has none, and reads
+ * through such a handle return RB_ENOGROUP); a name joins the durable group
+ * of that name, creating it if it does not exist (starting at the next
+ * message written, or with RB_START_EARLIEST at the oldest message still in
+ * the ring; a group that exists resumes where it is, whatever the flags).
+ * A durable group keeps its position in the file, also while no handle is
+ * attached and after every process died, until rb_group_remove. With
+ * RB_GROUP_EPHEMERAL (group NULL) the handle gets a new group of its own,
+ * removed when the handle closes or its process dies (found as crash
+ * recovery finds dead handles: writers of a lossless ring are held back by
+ * a dead subscriber's group for at most the stall timeout). Writes through
+ * any handle are the same: they ignore groups.
+ * In a lossless ring (the default) space is freed only when every group has
+ * read it: the slowest group holds writers back; with no group at all,
+ * writes always succeed. In an RB_OVERWRITE ring writers never wait for
+ * readers.
+ * Returns: as rb_open; RB_EINVAL also for a bad name (empty, longer than
+ * RB_GROUP_NAME_MAX, unknown flags, a name with RB_GROUP_EPHEMERAL);
+ * RB_EGROUPS (RB_GROUPS_MAX groups exist). Opening never fails for want of a
+ * group: reads report RB_ENOGROUP.
+ * Thread-safety: MT-safe. */
+RB_API int rb_open_group(const char *path, const char *group, unsigned flags, rb_ring **out);
+
+/* The messages this handle's group lost to an overwrite ring's writers
+ * since the last call (each read that found the group overrun returned
+ * RB_ELOST once and added to it): stores the count in *count and resets
+ * it to 0.
+ * Returns: RB_OK; RB_EINVAL (NULL argument).
+ * Thread-safety: MT-safe (the count is the handle's). */
+RB_API int rb_take_lost(rb_ring *rb, uint64_t *count);
+
+/* Removes the durable group of that name (group NULL: the default group).
+ * Handles attached to it get RB_ENOGROUP from their next read; a read in
+ * progress (or an open peek) is waited for. Its unread messages no longer
+ * hold writers back.
+ * Returns: RB_OK; RB_ENOGROUP (no such group); RB_EINVAL (bad name);
+ * RB_ECLOSED; RB_ETIMEDOUT (a member kept the group's read turn for more
+ * than a second).
+ * Thread-safety: MT-safe. */
+RB_API int rb_group_remove(rb_ring *rb, const char *group);
+
+/* One consumer group, as rb_groups reports it. May grow at its end
+ * (docs/abi.md), as struct rb_info. */
+struct rb_group_info {
+    char name[RB_GROUP_NAME_MAX + 1]; /* NUL-terminated; "" for the default
+                                       * group and for an ephemeral one     */
+    uint32_t kind;             /* RB_GROUP_KIND_* below                     */
+    uint32_t members;          /* handles attached to it now, any process   */
+    uint64_t position;         /* its next read position (a byte position,
+                                * as rb_positions')                        */
+    uint64_t backlog_messages; /* committed messages it has not read yet
+                                * (if counted)                             */
+    uint64_t backlog_bytes;    /* their payload bytes (if counted)          */
+    uint64_t lost;             /* messages it lost to an overwrite ring's
+                                * writers, since it was created            */
+    int counted;               /* 1 if the backlog was counted (the walk
+                                * takes the group's read turn; 0 when a
+                                * member keeps it)                         */
+    uint32_t pid;              /* ephemeral: the owner's pid, else 0         */
+};
+#define RB_GROUP_KIND_DEFAULT 1
+#define RB_GROUP_KIND_DURABLE 2
+#define RB_GROUP_KIND_EPHEMERAL 3
+
+/* Lists the ring's groups (dead ephemeral groups are removed first): up to
+ * max entries into out, *count receives how many groups exist (it may be
+ * more than max). size is the caller's sizeof(struct rb_group_info): call
+ * it as rb_groups(rb, out, max, &count), the macro below; each entry is
+ * written as rb_info_sized writes its struct.
+ * Returns: RB_OK; RB_EINVAL (NULL rb or count, NULL out with max > 0, size
+ * 0); RB_ECLOSED.
+ * Thread-safety: MT-safe; a snapshot. */
+RB_API int rb_groups_sized(rb_ring *rb, struct rb_group_info *out, size_t max, size_t *count, size_t size);
+#define rb_groups(rb, out, max, count) rb_groups_sized((rb), (out), (max), (count), sizeof(struct rb_group_info))
+
+/* The flags the ring was created with that describe it (RB_OVERWRITE,
+ * RB_NO_DEFAULT_GROUP); 0 for NULL.
+ * Thread-safety: MT-safe. */
+RB_API unsigned rb_ring_flags(const rb_ring *rb);
+
+/* Makes the ring durable: when it returns, every message committed before
+ * the call and every group's position are on stable storage (msync of the
+ * mapping, then fdatasync). On tmpfs (/dev/shm) there is no storage and it
+ * returns at once with nothing to do. Protects against power loss only as
+ * far as the filesystem and disk honour fdatasync; a message committed
+ * while it runs may or may not be included.
+ * Returns: RB_OK; RB_ECLOSED; RB_ESYS (errno set: EIO, ...); RB_EINVAL.
+ * Thread-safety: MT-safe; blocks for the disk. */
+RB_API int rb_sync(rb_ring *rb);
+
 /* Unmaps the ring and frees the handle. The file stays. NULL is a no-op.
  * A peek still open on the handle ends without consuming its message: the
  * read turn is given back and the next reader gets the message. Closing
@@ -164,7 +283,10 @@ RB_API size_t rb_capacity(const rb_ring *rb);
 RB_API size_t rb_max_message_size(const rb_ring *rb);
 
 /* Reads the consumer (head) and producer (tail) byte positions. Both only
- * grow; tail - head bytes are in use (committed, in progress or discarded).
+ * grow. head is this handle's group's next read position (for a handle
+ * whose group does not exist, where writers may write up to: rb_info's
+ * reclaimed); tail - head bytes are waiting for its group (committed, in
+ * progress or discarded).
  * A snapshot: it may be stale as soon as it returns.
  * Returns: RB_OK; RB_EINVAL (NULL rb).
  * Thread-safety: MT-safe. */
@@ -190,8 +312,10 @@ RB_API int rb_set_stall_timeout(rb_ring *rb, int64_t timeout_ns);
 struct rb_info {
     uint64_t capacity;      /* bytes                                        */
     uint64_t max_message;   /* bytes                                        */
-    uint64_t head, tail;    /* positions; tail - head bytes are in use      */
-    uint64_t messages;      /* committed messages waiting (if counted)      */
+    uint64_t head, tail;    /* positions (rb_positions): head is this handle's
+                             * group's, tail - head bytes wait for it        */
+    uint64_t messages;      /* committed messages waiting for this handle's
+                             * group (if counted)                          */
     uint64_t message_bytes; /* their payload bytes (if counted)             */
     uint64_t busy;          /* records reserved, not yet committed (if counted) */
     uint64_t discarded;     /* aborted records not yet skipped (if counted) */
@@ -213,6 +337,13 @@ struct rb_info {
                              * new one); all zero: a file made without one.
                              * With a record's position (rb_peek_many) it
                              * names a message for good                   */
+    uint64_t reclaimed;     /* bytes below this position are free for
+                             * writers: tail - reclaimed bytes are in use  */
+    uint64_t writable;      /* bytes a writer could take now (freeing what
+                             * every group has read); an overwrite ring's
+                             * writers may take more, overrunning groups  */
+    uint32_t ring_flags;    /* rb_ring_flags                               */
+    uint32_t groups;        /* consumer groups that exist                  */
 };
 
 /* Fills *out with a snapshot of the ring: positions, waiters, and (taking
