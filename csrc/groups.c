@@ -254,7 +254,7 @@ static int eph_check_due(rb_ring *rb, int64_t now)
  * impossible one. We hold the reclaim lock. need 0: walk all the way. */
 static uint64_t walk_finished(rb_ring *rb, uint64_t p, uint64_t t, uint64_t need)
 {
-    while (p < t && (need == 0 || t - p > rb_room(rb) - need)) {
+    while (p < t && (need == 0 || t - p > rb->capacity - need)) {
         /* Acquire pairs with the writer's commit or abort (release): the
          * record is done with before we zero it. */
         uint64_t w = atomic_load_explicit(rb_rec_word(rb, p), memory_order_acquire);
@@ -375,7 +375,7 @@ int rb_reclaim(rb_ring *rb, uint64_t need)
         m = h; /* a forged group head: free nothing on its account */
     if (!any)
         m = walk_finished(rb, h, t, 0); /* nobody is owed anything */
-    if (rb->overwrite && need != 0 && t - m > rb_room(rb) - need) {
+    if (rb->overwrite && need != 0 && t - m > rb->capacity - need) {
         uint64_t e = walk_finished(rb, m, t, need);
         if (e > m) {
             RB_KILLPOINT("reclaim.overrun");

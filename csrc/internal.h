@@ -409,12 +409,17 @@ static inline void rb_count2(rb_ring *rb, enum rb_counter c, uint64_t n, uint64_
 /* Adds n to counter c of our slot (rb_count2). */
 static inline void rb_count(rb_ring *rb, enum rb_counter c, uint64_t n) { rb_count2(rb, c, n, 0); }
 
-/* Bytes writers may fill: all but one header word. A group that has read
- * everything waits at tail, where it reads the word as "nothing yet": that
- * word must be free (zero), not the oldest record's that no writer has
- * freed yet, as it would be with tail == head + capacity (invariant 2 of
- * docs/design.md keeps [tail, head + capacity) zero, never empty). */
-static inline uint64_t rb_room(const rb_ring *rb) { return rb->capacity - RB_REC_HDR; }
+/* The first position a reader may not look at: head + capacity. Bytes a
+ * group has read are freed only when a writer needs them (rb_reclaim), so
+ * with tail == head + capacity a group that has read everything waits at
+ * tail, where the word is the oldest record's (read, not freed yet), not
+ * zero. Acquire: the zeroing of everything below head happens-before our
+ * look at the words above it (invariant 2, docs/design.md). Loaded before
+ * the words it guards. */
+static inline uint64_t rb_read_limit(const rb_ring *rb)
+{
+    return atomic_load_explicit(&rb->hdr->head, memory_order_acquire) + rb->capacity;
+}
 
 /* The header word of the record at position pos. Every atomic access to a
  * header word goes through here: the index is pos & mask, in the first
