@@ -40,29 +40,20 @@ struct rb_group *rb_group_of(rb_ring *rb)
 
 /* ---- the reclaim lock ---------------------------------------------------- */
 
-/* Zeroes [s, e) and moves head to e, recording the range in the header
- * first so that, if we die meanwhile, the next holder of the reclaim lock
- * finishes it. We hold the reclaim lock. */
+/* Zeroes [s, e) and moves head to e (we hold the reclaim lock). A holder
+ * killed anywhere in here leaves nothing for the next one to finish: the
+ * next reclaim computes its range again from the group heads, which are
+ * still at or past e, and zeroes [head, ...) again (docs/design.md, "Crash
+ * recovery"). */
 static void release_range(rb_ring *rb, uint64_t s, uint64_t e)
 {
-    /* Say what we are about to zero first: if we die before head moves, the
-     * next holder finishes the job from here (finish_release) instead of
-     * finding zero words below records it could not tell from reservations
-     * in progress. Relaxed: read by the next holder, after our release of
-     * the lock or after our death, which the kernel orders
-     * (docs/design.md, "Crash recovery"). */
-    atomic_store_explicit(&rb->hdr->release_start, s, memory_order_relaxed);
-    atomic_store_explicit(&rb->hdr->release_end, e, memory_order_relaxed);
-    RB_KILLPOINT("reclaim.marked");
+    RB_KILLPOINT("reclaim.zeroing");
     /* Plain stores suffice: every group has read these bytes (their
      * release of the group head, which we acquired, ordered their reads
      * before this), or an overwrite ring moved the groups that had not past
      * them first; and the release of head publishes the zeros to producers
      * before they can reuse the bytes. The range is at most a capacity: the
-     * double mapping makes it contiguous. The compiler must not move the
-     * zeroing before the range stores: a killed process leaves a prefix of
-     * its program. */
-    atomic_signal_fence(memory_order_seq_cst);
+     * double mapping makes it contiguous. */
     memset(rb->data + (s & rb->mask), 0, (size_t)(e - s));
     RB_KILLPOINT("reclaim.zeroed");
     /* Release pairs with the producers' acquire load of head in reserve():
@@ -71,26 +62,11 @@ static void release_range(rb_ring *rb, uint64_t s, uint64_t e)
     RB_KILLPOINT("reclaim.released");
 }
 
-/* We took the reclaim lock over from a dead holder: if it died while
- * zeroing, finish. The range is trusted only if it starts at head (the
- * holder had not released it yet) and is a plausible part of [head, tail):
- * anything else is an old range or a forged one. Relaxed: see
- * release_range; tail is only a bound. */
-static void finish_release(rb_ring *rb)
-{
-    uint64_t s = atomic_load_explicit(&rb->hdr->release_start, memory_order_relaxed);
-    uint64_t e = atomic_load_explicit(&rb->hdr->release_end, memory_order_relaxed);
-    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
-    uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-    if (s == h && e > s && e <= t && e - s <= rb->capacity && ((s | e) & 7u) == 0)
-        release_range(rb, s, e);
-}
-
 /* Takes the reclaim lock: 1 taken at once, 2 taken after another holder
  * let it go (it was freeing space: the caller may find enough now), 0 not
  * taken (budget_ns ran out: the holder is slow, or stopped), -1 closing.
  * budget_ns < 0 waits as long as it takes. A dead holder is taken over
- * after the stall timeout (rb_take_dead_lock), and its release finished. */
+ * after the stall timeout (rb_take_dead_lock). */
 static int lock_reclaim(rb_ring *rb, int64_t budget_ns)
 {
     int64_t end = 0;
@@ -107,10 +83,8 @@ static int lock_reclaim(rb_ring *rb, int64_t budget_ns)
             return waited ? 2 : 1;
         waited = 1;
         if (expected != 0 && (spins & 63) == 0 &&
-            rb_take_dead_lock(rb, &rb->hdr->reclaim_turn, expected, &rb->reclaim_stall)) {
-            finish_release(rb);
+            rb_take_dead_lock(rb, &rb->hdr->reclaim_turn, expected, &rb->reclaim_stall))
             return 2;
-        }
         if (is_closing_relaxed(rb))
             return -1;
         if ((spins & 63) == 0 && budget_ns >= 0) {

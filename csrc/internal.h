@@ -118,13 +118,7 @@ struct rb_header {
     _Atomic uint32_t reclaim_turn; /* 264: the reclaim lock: 0 = free, else holder's id */
     _Atomic uint32_t turn_seq;     /* 268: futex word, bumped when a group's read turn is given back */
     _Atomic uint32_t turn_waiters; /* 272: consumers parked on turn_seq (any group) */
-    uint32_t pad2a;                /* 276 */
-    /* The range the reclaim lock's holder is zeroing before it stores
-     * head = its end; the next holder finishes it if the holder dies
-     * meanwhile. */
-    _Atomic uint64_t release_start;/* 280 */
-    _Atomic uint64_t release_end;  /* 288 */
-    unsigned char pad2[RB_LINE - 40];
+    unsigned char pad2[RB_LINE - 20]; /* 276 */
     /* Consumers waiting for data (futex word, bumped by producers). */
     _Atomic uint32_t data_seq;     /* 384 */
     _Atomic uint32_t data_waiters; /* 388 */
@@ -235,7 +229,6 @@ _Static_assert(offsetof(struct rb_header, heavy_waiters) == 392, "heavy_waiters 
 _Static_assert(offsetof(struct rb_header, space_seq) == 512, "space_seq offset");
 _Static_assert(offsetof(struct rb_header, slots_used) == 640, "slots_used offset");
 _Static_assert(offsetof(struct rb_slot, parked) == 8, "parked offset");
-_Static_assert(offsetof(struct rb_header, release_start) == 280, "release_start offset");
 _Static_assert(offsetof(struct rb_slot, intent) == 48, "intent offset");
 _Static_assert(offsetof(struct rb_slot, count_own) == 128, "count_own offset");
 _Static_assert(offsetof(struct rb_slot, count_shared) == 256, "count_shared offset");
