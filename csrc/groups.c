@@ -222,13 +222,13 @@ static int eph_check_due(rb_ring *rb, int64_t now)
 
 /* ---- reclaiming ------------------------------------------------------------ */
 
-/* Walks finished records (committed or discarded) from p towards t, while
- * t - p > cap - need (that many bytes still missing); stops at a record not
- * finished (after trying to recover it, if its writer died) or an
- * impossible one. We hold the reclaim lock. need 0: walk all the way. */
-static uint64_t walk_finished(rb_ring *rb, uint64_t p, uint64_t t, uint64_t need)
+/* Walks finished records (committed or discarded) from p until stop (or
+ * t); stops at a record not finished (after trying to recover it, if its
+ * writer died) or an impossible one. Returns where it stopped: a record
+ * boundary. We hold the reclaim lock. */
+static uint64_t walk_finished(rb_ring *rb, uint64_t p, uint64_t t, uint64_t stop)
 {
-    while (p < t && (need == 0 || t - p > rb->capacity - need)) {
+    while (p < t && p < stop) {
         /* Acquire pairs with the writer's commit or abort (release): the
          * record is done with before we zero it. */
         uint64_t w = atomic_load_explicit(rb_rec_word(rb, p), memory_order_acquire);
@@ -312,6 +312,12 @@ uint64_t rb_reclaimable(rb_ring *rb)
     return m;
 }
 
+/* The most one reclaim zeroes beyond what the writer needs: bounds how
+ * long the lock is held (a memset of this much takes some microseconds),
+ * and so how long another writer waits for it and how much one write pays
+ * for the others. */
+#define RB_RECLAIM_CHUNK ((uint64_t)256 * 1024)
+
 int rb_reclaim(rb_ring *rb, uint64_t need)
 {
     /* A non-blocking write waits at most this long for another writer's
@@ -347,10 +353,16 @@ int rb_reclaim(rb_ring *rb, uint64_t need)
     }
     if (m < h || (m & 7u) != 0)
         m = h; /* a forged group head: free nothing on its account */
+    /* Free what the writer needs (head up to target), and up to a chunk
+     * more of what every group has read, at record boundaries. */
+    uint64_t target = t + need > h + rb->capacity ? t + need - rb->capacity : h;
+    uint64_t limit = target > h + RB_RECLAIM_CHUNK ? target : h + RB_RECLAIM_CHUNK;
     if (!any)
-        m = walk_finished(rb, h, t, 0); /* nobody is owed anything */
-    if (rb->overwrite && need != 0 && t - m > rb->capacity - need) {
-        uint64_t e = walk_finished(rb, m, t, need);
+        m = walk_finished(rb, h, t, limit); /* nobody is owed anything */
+    else if (m > limit)
+        m = walk_finished(rb, h, m, limit); /* all finished and read: the walk only finds a boundary */
+    if (rb->overwrite && m < target) {
+        uint64_t e = walk_finished(rb, m, t, target);
         if (e > m) {
             RB_KILLPOINT("reclaim.overrun");
             overrun_groups(rb, h, e);
