@@ -195,7 +195,7 @@ static int ephemeral_dead(rb_ring *rb, struct rb_group *g)
  * lock. A group whose turn a live handle holds is left for the next look. */
 static void reap_ephemeral(rb_ring *rb)
 {
-    for (uint32_t i = 1, n = rb_groups_used(rb); i < n; i++) {
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
         struct rb_group *g = rb_group_at(rb, i);
         /* Acquire: pairs with the creator's release of gen. */
         uint32_t gen = atomic_load_explicit(&g->gen, memory_order_acquire);
@@ -413,7 +413,7 @@ static int valid_name(const char *name)
 /* The durable group called name, or NULL; *gen its gen. */
 static struct rb_group *find_named(rb_ring *rb, const char *name, uint32_t *gen)
 {
-    for (uint32_t i = 1, n = rb_groups_used(rb); i < n; i++) {
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
         struct rb_group *g = rb_group_at(rb, i);
         /* Acquire: pairs with the creator's release of gen (its name). */
         uint32_t v = atomic_load_explicit(&g->gen, memory_order_acquire);
@@ -435,7 +435,7 @@ static int create_locked(rb_ring *rb, const char *name, unsigned flags, struct r
     for (int pass = 0; pass < 2 && g == NULL; pass++) {
         if (pass == 1)
             reap_ephemeral(rb); /* full: make room from dead subscribers */
-        for (uint32_t i = 1; i < RB_GROUPS_MAX; i++) {
+        for (uint32_t i = 0; i < RB_GROUPS_MAX; i++) {
             struct rb_group *c = rb_group_at(rb, i);
             uint32_t v = atomic_load_explicit(&c->gen, memory_order_relaxed);
             /* A free entry whose turn is free: a dead remover's left turn
@@ -486,17 +486,32 @@ static int create_locked(rb_ring *rb, const char *name, unsigned flags, struct r
     return RB_OK;
 }
 
+/* The default group (entry 0, when it holds the default group: a ring
+ * made without one may give entry 0 to another group), or NULL; *gen its
+ * gen. */
+static struct rb_group *find_default(rb_ring *rb, uint32_t *gen)
+{
+    struct rb_group *g = rb_group_at(rb, 0);
+    /* Acquire: pairs with the release of gen by whoever made it (kind is
+     * published with it). */
+    uint32_t v = atomic_load_explicit(&g->gen, memory_order_acquire);
+    if (!(v & 1u) || atomic_load_explicit(&g->kind, memory_order_relaxed) != RB_GROUP_KIND_DEFAULT)
+        return NULL;
+    *gen = v;
+    return g;
+}
+
 int rb_group_join(rb_ring *rb, const char *name, unsigned flags)
 {
     struct rb_group *g;
     uint32_t gen;
     int rc = RB_OK;
     if (name == NULL && !(flags & RB_GROUP_EPHEMERAL)) {
-        g = rb_group_at(rb, 0);
-        /* Acquire: pairs with the release of gen by whoever made it. */
-        gen = atomic_load_explicit(&g->gen, memory_order_acquire);
-        if (!(gen & 1u))
+        g = find_default(rb, &gen);
+        if (g == NULL) {
+            g = rb_group_at(rb, 0);
             gen = 0; /* no default group: reads return RB_ENOGROUP */
+        }
     } else {
         if (lock_reclaim(rb, -1) <= 0)
             return RB_ECLOSED;
@@ -581,9 +596,7 @@ RB_API int rb_group_remove(rb_ring *rb, const char *name)
     struct rb_group *g;
     uint32_t gen = 0;
     if (name == NULL) {
-        g = rb_group_at(rb, 0);
-        gen = atomic_load_explicit(&g->gen, memory_order_acquire);
-        if (!(gen & 1u))
+        if ((g = find_default(rb, &gen)) == NULL)
             return RB_ENOGROUP;
     } else if ((g = find_named(rb, name, &gen)) == NULL)
         return RB_ENOGROUP;
@@ -683,7 +696,7 @@ RB_API int rb_groups_sized(rb_ring *rb, struct rb_group_info *out, size_t max, s
             struct rb_group_info gi;
             memset(&gi, 0, sizeof gi);
             /* Relaxed: fixed while the group exists (published with gen). */
-            gi.kind = i == 0 ? RB_GROUP_KIND_DEFAULT : atomic_load_explicit(&g->kind, memory_order_relaxed);
+            gi.kind = atomic_load_explicit(&g->kind, memory_order_relaxed);
             if (gi.kind == RB_GROUP_KIND_DURABLE)
                 memcpy(gi.name, g->name, RB_GROUP_NAME_MAX);
             gi.name[RB_GROUP_NAME_MAX] = '\0';

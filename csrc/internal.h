@@ -141,7 +141,9 @@ struct rb_header {
 #define RB_HDR_FLAGS (RB_OVERWRITE | RB_NO_DEFAULT_GROUP)
 
 /* A consumer group (RB_GROUP_SIZE bytes) at RB_GROUPS_OFF + index *
- * RB_GROUP_SIZE. Entry 0 is the default group's. gen is odd while the
+ * RB_GROUP_SIZE. Entry 0 is the default group's (kind DEFAULT) while it
+ * exists; once it is removed, or in a ring made without it, any group may
+ * take entry 0. gen is odd while the
  * group exists: creating it adds 1, removing it adds 1 (both under the
  * reclaim lock and the group's turn), so a member that remembers the odd
  * value it joined sees any removal (docs/design.md, "Consumer groups"). */
