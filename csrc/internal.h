@@ -295,13 +295,13 @@ struct rb_ring {
     uint64_t tail_cache;
     /* Set by rb_shutdown: new calls return RB_ECLOSED, waits end. */
     _Atomic uint32_t closing;
-    /* The records this handle's rb_peek or rb_peek_many returned: the
-     * range [peek_start, peek_end) (DISCARD records between its messages
-     * included), how many messages and payload bytes it holds (for the
-     * counters). Only the turn holder touches them (peeking is atomic so
-     * rb_release can test it). */
+    /* The records this handle's rb_peek or rb_peek_many returned: where
+     * they end (peek_end: DISCARD records between its messages included;
+     * rb_release moves the group head there), how many messages and
+     * payload bytes it holds (for the counters). Only the turn holder
+     * touches them (peeking is atomic so rb_release can test it). */
     _Atomic uint32_t peeking;
-    uint64_t peek_start, peek_end, peek_count, peek_bytes;
+    uint64_t peek_end, peek_count, peek_bytes;
     /* Crash recovery (recover.c). stall_ns: rb_set_stall_timeout. The head
      * record stuck at head_stall_pos since head_stall_since is tracked by
      * the turn holder only; the turn holder stuck since turn_stall.since by

@@ -1117,7 +1117,6 @@ static inline __attribute__((always_inline)) int peek_turns(rb_ring *rb, const v
                 positions[0] = h;
             if (max_count > 1)
                 n = peek_following(rb, lim, end, ptrs, lens, positions, 1, max_count, &end, &bytes);
-            rb->peek_start = h;
             rb->peek_end = end;
             rb->peek_count = n;
             rb->peek_bytes = bytes;
