@@ -68,17 +68,25 @@ static int probe_data(rb_ring *rb, uint32_t *holder)
         give_turn(rb, 0);
         return 1; /* removed: the read reports RB_ENOGROUP */
     }
-    uint64_t h = atomic_load_explicit(&g->head, memory_order_relaxed);
+    /* Acquire in an overwrite ring: a writer may have moved it (as in
+     * read_records_ow). */
+    uint64_t h = atomic_load_explicit(&g->head, rb->overwrite ? memory_order_acquire : memory_order_relaxed);
     if (h >= rb_read_limit(rb)) {
         give_turn(rb, 0);
         return 0; /* everything read, the ring full of it: nothing new */
     }
     uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     /* Anything but a zero or BUSY word lets the read decide (a corrupt
-     * word is reported by the read). An overwrite ring's reader decides
-     * whatever it finds (the word may be a reclaimed record's). */
-    int ready = (w != 0 && rb_rec_flags(w) != RB_REC_BUSY) || rb->overwrite;
-    if (!ready)
+     * word is reported by the read). */
+    int ready = w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
+    if (!ready && rb->overwrite)
+        /* A writer overran us (the word may be a reclaimed record's: the
+         * read reports the loss), or a stuck record to recover (under the
+         * reclaim lock, as read_records_ow). Relaxed lost_pending: a hint
+         * the read acts on; acquire head: as above. */
+        ready = atomic_load_explicit(&g->lost_pending, memory_order_relaxed) != 0 ||
+                atomic_load_explicit(&g->head, memory_order_acquire) != h || rb_recover_locked(rb, h) != 0;
+    else if (!ready)
         ready = rb_recover_head(rb, h, &rb->head_stall) != 0; /* 1: recovered; RB_ECORRUPT: the read reports it */
     give_turn(rb, 0);
     return ready;
