@@ -313,10 +313,12 @@ uint64_t rb_reclaimable(rb_ring *rb)
 }
 
 /* The most one reclaim zeroes beyond what the writer needs: bounds how
- * long the lock is held (a memset of this much takes some microseconds),
- * and so how long another writer waits for it and how much one write pays
- * for the others. */
-#define RB_RECLAIM_CHUNK ((uint64_t)256 * 1024)
+ * long the lock is held (a memset of 4 MiB takes a few hundred
+ * microseconds), and so how much one write pays for the others' reads.
+ * Rings up to this size never walk to find where to stop: a stop below the
+ * lowest group head must be at a record boundary, found by walking the
+ * records (a few instructions each). */
+#define RB_RECLAIM_CHUNK ((uint64_t)4 << 20)
 
 int rb_reclaim(rb_ring *rb, uint64_t need)
 {

@@ -648,22 +648,45 @@ RB_API int rb_abort(rb_ring *rb, void *ptr)
 
 /* ---- consumers --------------------------------------------------------- */
 
+/* check_group found the group removed: gives the turn back. Out of line:
+ * the read paths never come here. */
+__attribute__((noinline, cold)) static int group_gone(rb_ring *rb)
+{
+    give_turn(rb, 0);
+    return RB_ENOGROUP;
+}
+
 /* We just took our group's turn: RB_OK if the group is still the one we
  * joined, else gives the turn back and returns RB_ENOGROUP. */
-static int check_group(rb_ring *rb)
+static inline int check_group(rb_ring *rb)
 {
     /* Relaxed: whoever removed the group changed gen while holding the
      * turn, and our turn's acquire pairs with its release. */
     if (__builtin_expect(atomic_load_explicit(&rb->grp->gen, memory_order_relaxed) == rb->grp_gen, 1))
         return RB_OK;
-    give_turn(rb, 0);
-    return RB_ENOGROUP;
+    return group_gone(rb);
 }
+
+static int take_turn_slow(rb_ring *rb, int64_t deadline);
 
 /* Takes our group's read turn (one CAS on a word only the group's readers
  * touch), waiting at most until the deadline; 0 means "only a short spin"
- * (-> RB_EEMPTY). RB_ENOGROUP: the group does not exist (any more). */
-static int take_turn(rb_ring *rb, int64_t deadline)
+ * (-> RB_EEMPTY). RB_ENOGROUP: the group does not exist (any more). The
+ * uncontended case inline, the rest in take_turn_slow. */
+static inline __attribute__((always_inline)) int take_turn(rb_ring *rb, int64_t deadline)
+{
+    uint32_t expected = 0;
+    /* Acq_rel: as in take_turn_slow. */
+    if (__builtin_expect(rb->grp_gen != 0, 1) &&
+        atomic_compare_exchange_strong_explicit(&rb->grp->turn, &expected, rb->id, memory_order_acq_rel,
+                                                memory_order_relaxed)) {
+        RB_KILLPOINT("read.turn");
+        return check_group(rb);
+    }
+    return take_turn_slow(rb, deadline);
+}
+
+__attribute__((noinline)) static int take_turn_slow(rb_ring *rb, int64_t deadline)
 {
     int64_t spin_end = 0;
     if (rb->grp_gen == 0)
