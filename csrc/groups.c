@@ -66,8 +66,11 @@ static void release_range(rb_ring *rb, uint64_t s, uint64_t e)
  * let it go (it was freeing space: the caller may find enough now), 0 not
  * taken (budget_ns ran out: the holder is slow, or stopped), -1 closing.
  * budget_ns < 0 waits as long as it takes. A dead holder is taken over
- * after the stall timeout (rb_take_dead_lock). */
-static int lock_reclaim(rb_ring *rb, int64_t budget_ns)
+ * after the stall timeout (rb_take_dead_lock). With TAKE_CLOSING, a
+ * handle being shut down still waits (rb_shutdown's own removal). */
+#define TAKE_CLOSING 0x1u  /* go on after rb_shutdown */
+#define TAKE_NO_DEAD 0x2u  /* a try that leaves a dead holder's turn alone */
+static int lock_reclaim_ex(rb_ring *rb, int64_t budget_ns, unsigned how)
 {
     int64_t end = 0;
     int waited = 0;
@@ -85,7 +88,7 @@ static int lock_reclaim(rb_ring *rb, int64_t budget_ns)
         if (expected != 0 && (spins & 63) == 0 &&
             rb_take_dead_lock(rb, &rb->hdr->reclaim_turn, expected, &rb->reclaim_stall))
             return 2;
-        if (is_closing_relaxed(rb))
+        if (!(how & TAKE_CLOSING) && is_closing_relaxed(rb))
             return -1;
         if ((spins & 63) == 0 && budget_ns >= 0) {
             int64_t now = rb_now_ns();
@@ -100,6 +103,8 @@ static int lock_reclaim(rb_ring *rb, int64_t budget_ns)
             sched_yield();
     }
 }
+
+static int lock_reclaim(rb_ring *rb, int64_t budget_ns) { return lock_reclaim_ex(rb, budget_ns, 0); }
 
 static void wake_space(rb_ring *rb)
 {
@@ -126,8 +131,9 @@ int rb_reclaim_trylock(rb_ring *rb) { return lock_reclaim(rb, 20000) > 0; }
 /* ---- group turns (taken here only to change the table) --------------------- */
 
 /* Takes group g's read turn, waiting up to budget_ns (< 0: no wait beyond a
- * try) and taking over a dead holder: 1 taken, 0 not. */
-static int take_group_turn(rb_ring *rb, struct rb_group *g, int64_t budget_ns)
+ * try, taking over a dead holder at once unless TAKE_NO_DEAD; else after
+ * the stall timeout): 1 taken, 0 not. how: TAKE_* as lock_reclaim_ex. */
+static int take_group_turn(rb_ring *rb, struct rb_group *g, int64_t budget_ns, unsigned how)
 {
     int64_t end = 0;
     for (unsigned spins = 0;; spins++) {
@@ -140,14 +146,14 @@ static int take_group_turn(rb_ring *rb, struct rb_group *g, int64_t budget_ns)
             return 0; /* ours already (a caller bug): do not wait for ourselves */
         if (expected != 0 && (budget_ns < 0 || (spins & 63) == 0)) {
             /* A dead holder: no stall wait when not waiting at all. */
-            if (budget_ns < 0 && !rb_id_alive(rb, expected)) {
+            if (budget_ns < 0 && !(how & TAKE_NO_DEAD) && !rb_id_alive(rb, expected)) {
                 if (atomic_compare_exchange_strong_explicit(&g->turn, &expected, rb->id, memory_order_acq_rel,
                                                             memory_order_relaxed))
                     return 1;
             } else if (budget_ns >= 0 && rb_take_dead_lock(rb, &g->turn, expected, &rb->turn_stall))
                 return 1;
         }
-        if (budget_ns < 0 || is_closing_relaxed(rb))
+        if (budget_ns < 0 || (!(how & TAKE_CLOSING) && is_closing_relaxed(rb)))
             return 0;
         int64_t now = rb_now_ns();
         if (end == 0)
@@ -201,7 +207,7 @@ static void reap_ephemeral(rb_ring *rb)
         uint32_t gen = atomic_load_explicit(&g->gen, memory_order_acquire);
         if (!(gen & 1u) || !ephemeral_dead(rb, g))
             continue;
-        if (!take_group_turn(rb, g, -1))
+        if (!take_group_turn(rb, g, -1, 0))
             continue;
         if (atomic_load_explicit(&g->gen, memory_order_relaxed) == gen)
             remove_locked(g, gen);
@@ -444,7 +450,7 @@ static int create_locked(rb_ring *rb, const char *name, unsigned flags, struct r
              * is taken over below. */
             if (v & 1u)
                 continue;
-            if (!take_group_turn(rb, c, -1))
+            if (!take_group_turn(rb, c, -1, 0))
                 continue;
             g = c;
             idx = i;
@@ -554,13 +560,13 @@ void rb_group_mark_slot(rb_ring *rb)
 
 /* Removes group g, which had gen when we found it: takes its turn first
  * (waiting for a member's read or peek, up to wait_ns), then the reclaim
- * lock. */
-static int remove_group(rb_ring *rb, struct rb_group *g, uint32_t gen, int64_t wait_ns)
+ * lock. how: TAKE_CLOSING for the handle's own group at shutdown. */
+static int remove_group(rb_ring *rb, struct rb_group *g, uint32_t gen, int64_t wait_ns, unsigned how)
 {
-    if (!take_group_turn(rb, g, wait_ns))
-        return is_closing_relaxed(rb) ? RB_ECLOSED : RB_ETIMEDOUT;
+    if (!take_group_turn(rb, g, wait_ns, how))
+        return !(how & TAKE_CLOSING) && is_closing_relaxed(rb) ? RB_ECLOSED : RB_ETIMEDOUT;
     int rc = RB_OK;
-    if (lock_reclaim(rb, -1) <= 0)
+    if (lock_reclaim_ex(rb, -1, how) <= 0)
         rc = RB_ECLOSED;
     else {
         if (atomic_load_explicit(&g->gen, memory_order_relaxed) == gen)
@@ -573,19 +579,19 @@ static int remove_group(rb_ring *rb, struct rb_group *g, uint32_t gen, int64_t w
     return rc;
 }
 
-void rb_group_leave(rb_ring *rb)
+void rb_group_leave(rb_ring *rb, int64_t wait_ns)
 {
     if (!rb->grp_ephemeral || rb->grp == NULL)
         return;
-    rb->grp_ephemeral = 0;
-    /* Our own group: nobody else reads it (a fork child sharing the handle
-     * could; then it waits like any member). rb_close calls us with no
-     * other call running: after rb_shutdown, closing would make the locks
-     * give up, so it is lifted while we remove (relaxed: this thread
-     * alone uses the handle now). */
-    uint32_t closing = atomic_exchange_explicit(&rb->closing, 0, memory_order_relaxed);
-    remove_group(rb, rb->grp, rb->grp_gen, RB_REMOVE_WAIT_NS);
-    atomic_store_explicit(&rb->closing, closing, memory_order_relaxed);
+    /* Our own group: nobody else reads it but this handle's threads (or a
+     * fork child sharing the handle), whose read in progress is waited for
+     * (up to wait_ns). Called by rb_shutdown (which has set closing: the
+     * waits go on regardless) and rb_close; if the wait runs out, rb_close
+     * tries again, and failing that the group dies with the handle (a dead
+     * owner's group is removed by the next look, reap_ephemeral). */
+    int rc = remove_group(rb, rb->grp, rb->grp_gen, wait_ns, TAKE_CLOSING);
+    if (rc == RB_OK || rc == RB_ENOGROUP)
+        rb->grp_ephemeral = 0;
 }
 
 RB_API int rb_group_remove(rb_ring *rb, const char *name)
@@ -606,7 +612,7 @@ RB_API int rb_group_remove(rb_ring *rb, const char *name)
      * forever: that is the caller's mistake, refused. */
     if (atomic_load_explicit(&g->turn, memory_order_relaxed) == rb->id)
         return RB_EINVAL;
-    return remove_group(rb, g, gen, RB_REMOVE_WAIT_NS);
+    return remove_group(rb, g, gen, RB_REMOVE_WAIT_NS, 0);
 }
 
 int rb_group_args_ok(const char *name, unsigned flags)
@@ -641,7 +647,10 @@ RB_API unsigned rb_ring_flags(const rb_ring *rb)
  * need the reclaim lock (writers could zero what we walk). */
 static int count_backlog(rb_ring *rb, struct rb_group *g, uint32_t gen, struct rb_group_info *gi)
 {
-    if (!take_group_turn(rb, g, -1))
+    /* A dead member's turn is left for the group's next reader to take
+     * over (after its stall timeout), as rb_info leaves it: listing does
+     * not change the ring. */
+    if (!take_group_turn(rb, g, -1, TAKE_NO_DEAD))
         return 0;
     int locked = 0;
     if (rb->overwrite && !(locked = lock_reclaim(rb, 20000) > 0)) {

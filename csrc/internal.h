@@ -527,8 +527,9 @@ int rb_group_args_ok(const char *name, unsigned flags);
 int rb_group_join(rb_ring *rb, const char *name, unsigned flags);
 /* Records the handle's group in its slot (for rb_groups' member counts). */
 void rb_group_mark_slot(rb_ring *rb);
-/* rb_close: removes the handle's ephemeral group. */
-void rb_group_leave(rb_ring *rb);
+/* rb_shutdown, rb_close: removes the handle's ephemeral group, waiting up
+ * to wait_ns for a read of its own in progress. */
+void rb_group_leave(rb_ring *rb, int64_t wait_ns);
 /* The handle's group entry if it exists and is the one we joined, else
  * NULL (a snapshot). */
 struct rb_group *rb_group_of(rb_ring *rb);

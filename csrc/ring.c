@@ -1259,6 +1259,14 @@ RB_API int rb_shutdown(rb_ring *rb)
     struct rb_waitq qs[3] = {rb_data_q(rb), rb_space_q(rb), rb_turn_q(rb)};
     for (int i = 0; i < 3; i++)
         rb_wake_always(&qs[i]);
+    /* An ephemeral group ends with its handle's use: remove it now (the
+     * calls just woken give its turn back), not only at rb_close, which a
+     * binding may run much later. Not in a fork child that never used the
+     * handle: the group is its parent's (as in rb_close). Relaxed: the
+     * epochs are this process's (rb_close). */
+    if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
+        atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
+        rb_group_leave(rb, 100000000);
     /* The descriptor stays open until rb_close: it holds our slot's lock,
      * and calls still running must not look dead to others. */
     return RB_OK;

@@ -269,6 +269,9 @@ RB_API int rb_close(rb_ring *rb);
  * file descriptor is closed at once). Calling it again is a no-op.
  * rb_commit, rb_abort and rb_release still work, so a reservation or peek in
  * progress can be finished. Other handles on the same file are not affected.
+ * The handle's ephemeral group (RB_GROUP_EPHEMERAL) is removed here, after
+ * waiting up to 100 ms for a read of this handle still in progress (an
+ * open peek keeps it until rb_close).
  * Returns: RB_OK; RB_EINVAL (NULL rb).
  * Thread-safety: MT-safe, also against calls blocked in rb. */
 RB_API int rb_shutdown(rb_ring *rb);
