@@ -203,14 +203,16 @@ _GROUP_KINDS = {
 _STARTS = ("latest", "earliest")
 
 
-def _group_arg(group: object) -> bytes:
+def _group_arg(group: object, strict: bool = True) -> bytes:
     """A consumer group's name as the C library takes it: 1 to
     RB_GROUP_NAME_MAX bytes of UTF-8, no NUL. TypeError for a non-str,
-    InvalidArgument (a ValueError) for a bad name."""
+    InvalidArgument (a ValueError) for a bad name. Not ``strict``: a name
+    as groups() decodes one a C program made of bytes that are not UTF-8
+    (surrogate escapes) is taken back as those bytes."""
     if not isinstance(group, str):
         raise TypeError(f"a group name must be a str (or None), not {type(group).__name__}")
     try:
-        raw = group.encode("utf-8", "surrogateescape")
+        raw = group.encode("utf-8", "strict" if strict else "surrogateescape")
     except UnicodeEncodeError:
         raise error(_EINVAL, detail=f"group name {group!r} is not valid UTF-8") from None
     limit = int(lib.RB_GROUP_NAME_MAX)
@@ -627,7 +629,7 @@ class RingBuffer:
         rb = self._rb
         if rb is None:
             raise error(_ECLOSED)
-        raw = ffi.NULL if name is None else _group_arg(name)
+        raw = ffi.NULL if name is None else _group_arg(name, strict=False)
         rc = lib.rb_group_remove(rb, raw)
         if rc != _OK:
             if rc == _ENOGROUP:
