@@ -401,8 +401,6 @@ def _cmd_groups(opts: argparse.Namespace) -> int:
             out.flush()
             return 0
         groups = rb.groups()
-    for g in groups:
-        g["members"] = _members(g)
     out.write(json.dumps(groups) + "\n" if opts.json else _format_groups(groups))
     out.flush()
     return 0
@@ -980,7 +978,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("path", metavar="PATH", help="ring file")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true", help="print a JSON list of objects, one per group")
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of objects, one per group, with the keys of RingBuffer.groups() "
+        "(the default group's members count this command's handle too)",
+    )
     g.add_argument("--remove", metavar="NAME", help="remove the durable group NAME")
     g.add_argument("--remove-default", action="store_true", help="remove the default group")
     p.set_defaults(run=_cmd_groups)
