@@ -95,6 +95,9 @@ _ECLOSED = int(Status.ECLOSED)
 _EINVAL = int(Status.EINVAL)
 _ESIZE = int(Status.ESIZE)
 _ELOST = int(Status.ELOST)
+# The header word writers leave zero after the last record: they may fill
+# the ring up to its capacity less this (rb_room in csrc/internal.h).
+_REC_HDR = 8
 _ENOGROUP = int(Status.ENOGROUP)
 _EV_READABLE = int(lib.RB_EV_READABLE)
 
@@ -519,9 +522,13 @@ class RingBuffer:
 
         With consumer groups: ``head`` is this handle's group's read
         position and ``messages``/``message_bytes`` count what waits for
-        it; ``bytes_used`` is ``tail - reclaimed``, the bytes writers cannot
-        use yet (``reclaimed``: below it the ring is free), ``writable`` the
-        bytes a writer could take now; ``overwrite`` whether the ring
+        it; ``bytes_used`` the bytes writers cannot use yet because a group
+        has not read them (or they are being written), ``writable`` the
+        bytes a writer could take now (the two add up to the capacity less
+        8: the header word after the last record stays free), ``reclaimed``
+        the position below which writers have freed the ring (they free
+        what every group has read only when they need the room, so ``tail -
+        reclaimed`` may exceed ``bytes_used``); ``overwrite`` whether the ring
         overwrites; ``group_count`` how many groups exist and ``groups`` the
         list :meth:`groups` returns (None with ``count=False``, since
         listing them counts each group's backlog).
@@ -548,7 +555,7 @@ class RingBuffer:
             "max_message_size": int(i.max_message),
             "head": int(i.head),
             "tail": int(i.tail),
-            "bytes_used": int(i.tail - i.reclaimed),
+            "bytes_used": max(0, int(i.capacity) - _REC_HDR - int(i.writable)),
             "reclaimed": int(i.reclaimed),
             "writable": int(i.writable),
             "overwrite": bool(i.ring_flags & lib.RB_OVERWRITE),
