@@ -364,7 +364,9 @@ class RingBuffer:
         with ``default_group=False``, a group removed meanwhile) raise
         :class:`GroupNotFound`. Raises :class:`InvalidArgument` (a
         ValueError) for a bad name, ``start`` or ``ephemeral`` with a name,
-        :class:`TooManyGroups` when the ring holds 64 groups already.
+        TypeError for a name that is not a str, :class:`TooManyGroups` when
+        the ring holds 64 groups already. A pickled handle reopens in its
+        durable group; one of an ephemeral group gets a new one.
         """
         self = cls.__new__(cls)
         self._rb = None
@@ -1213,7 +1215,9 @@ class RingBuffer:
         the block: using it afterwards raises ValueError. Objects made from
         it (slices, numpy arrays) are not tracked: copy what you keep.
         Raises :class:`BufferEmpty` if there is no message (after waiting,
-        with ``block``).
+        with ``block``); :class:`InvalidArgument` on an overwrite ring, where
+        a writer could reclaim the record while the view is held (use
+        :meth:`read` there).
         """
         self._h.check_peek()
         return Peek(self._h, block, timeout, consume_on_error)
@@ -1248,7 +1252,8 @@ class RingBuffer:
         from them are not tracked: copy what you keep. Raises
         :class:`BufferEmpty` if there is no message (after waiting, with
         ``block``), TypeError if ``max_messages`` is not an integer and
-        :class:`InvalidArgument` (a ValueError) if it is below 1.
+        :class:`InvalidArgument` (a ValueError) if it is below 1 or the ring
+        is an overwrite ring (as :meth:`peek`).
         """
         if isinstance(max_messages, bool):
             raise TypeError("max_messages must be an integer, not bool")
@@ -1283,7 +1288,8 @@ class RingBuffer:
         raises ValueError); if an export of it is still held
         (``ffi.from_buffer(view)``), the message is consumed all the same
         and :class:`BufferError` raised. Objects made from it (slices, numpy
-        arrays) are not tracked: copy what you keep.
+        arrays) are not tracked: copy what you keep. Refused on an overwrite
+        ring, as :meth:`peek`.
         """
         if self._rb is None:
             raise error(_ECLOSED)
