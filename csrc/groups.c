@@ -40,29 +40,20 @@ struct rb_group *rb_group_of(rb_ring *rb)
 
 /* ---- the reclaim lock ---------------------------------------------------- */
 
-/* Zeroes [s, e) and moves head to e, recording the range in the header
- * first so that, if we die meanwhile, the next holder of the reclaim lock
- * finishes it. We hold the reclaim lock. */
+/* Zeroes [s, e) and moves head to e (we hold the reclaim lock). A holder
+ * killed anywhere in here leaves nothing for the next one to finish: the
+ * next reclaim computes its range again from the group heads, which are
+ * still at or past e, and zeroes [head, ...) again (docs/design.md, "Crash
+ * recovery"). */
 static void release_range(rb_ring *rb, uint64_t s, uint64_t e)
 {
-    /* Say what we are about to zero first: if we die before head moves, the
-     * next holder finishes the job from here (finish_release) instead of
-     * finding zero words below records it could not tell from reservations
-     * in progress. Relaxed: read by the next holder, after our release of
-     * the lock or after our death, which the kernel orders
-     * (docs/design.md, "Crash recovery"). */
-    atomic_store_explicit(&rb->hdr->release_start, s, memory_order_relaxed);
-    atomic_store_explicit(&rb->hdr->release_end, e, memory_order_relaxed);
-    RB_KILLPOINT("reclaim.marked");
+    RB_KILLPOINT("reclaim.zeroing");
     /* Plain stores suffice: every group has read these bytes (their
      * release of the group head, which we acquired, ordered their reads
      * before this), or an overwrite ring moved the groups that had not past
      * them first; and the release of head publishes the zeros to producers
      * before they can reuse the bytes. The range is at most a capacity: the
-     * double mapping makes it contiguous. The compiler must not move the
-     * zeroing before the range stores: a killed process leaves a prefix of
-     * its program. */
-    atomic_signal_fence(memory_order_seq_cst);
+     * double mapping makes it contiguous. */
     memset(rb->data + (s & rb->mask), 0, (size_t)(e - s));
     RB_KILLPOINT("reclaim.zeroed");
     /* Release pairs with the producers' acquire load of head in reserve():
@@ -71,26 +62,11 @@ static void release_range(rb_ring *rb, uint64_t s, uint64_t e)
     RB_KILLPOINT("reclaim.released");
 }
 
-/* We took the reclaim lock over from a dead holder: if it died while
- * zeroing, finish. The range is trusted only if it starts at head (the
- * holder had not released it yet) and is a plausible part of [head, tail):
- * anything else is an old range or a forged one. Relaxed: see
- * release_range; tail is only a bound. */
-static void finish_release(rb_ring *rb)
-{
-    uint64_t s = atomic_load_explicit(&rb->hdr->release_start, memory_order_relaxed);
-    uint64_t e = atomic_load_explicit(&rb->hdr->release_end, memory_order_relaxed);
-    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
-    uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-    if (s == h && e > s && e <= t && e - s <= rb->capacity && ((s | e) & 7u) == 0)
-        release_range(rb, s, e);
-}
-
 /* Takes the reclaim lock: 1 taken at once, 2 taken after another holder
  * let it go (it was freeing space: the caller may find enough now), 0 not
  * taken (budget_ns ran out: the holder is slow, or stopped), -1 closing.
  * budget_ns < 0 waits as long as it takes. A dead holder is taken over
- * after the stall timeout (rb_take_dead_lock), and its release finished. */
+ * after the stall timeout (rb_take_dead_lock). */
 static int lock_reclaim(rb_ring *rb, int64_t budget_ns)
 {
     int64_t end = 0;
@@ -107,10 +83,8 @@ static int lock_reclaim(rb_ring *rb, int64_t budget_ns)
             return waited ? 2 : 1;
         waited = 1;
         if (expected != 0 && (spins & 63) == 0 &&
-            rb_take_dead_lock(rb, &rb->hdr->reclaim_turn, expected, &rb->reclaim_stall)) {
-            finish_release(rb);
+            rb_take_dead_lock(rb, &rb->hdr->reclaim_turn, expected, &rb->reclaim_stall))
             return 2;
-        }
         if (is_closing_relaxed(rb))
             return -1;
         if ((spins & 63) == 0 && budget_ns >= 0) {
@@ -221,7 +195,7 @@ static int ephemeral_dead(rb_ring *rb, struct rb_group *g)
  * lock. A group whose turn a live handle holds is left for the next look. */
 static void reap_ephemeral(rb_ring *rb)
 {
-    for (uint32_t i = 1, n = rb_groups_used(rb); i < n; i++) {
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
         struct rb_group *g = rb_group_at(rb, i);
         /* Acquire: pairs with the creator's release of gen. */
         uint32_t gen = atomic_load_explicit(&g->gen, memory_order_acquire);
@@ -248,13 +222,13 @@ static int eph_check_due(rb_ring *rb, int64_t now)
 
 /* ---- reclaiming ------------------------------------------------------------ */
 
-/* Walks finished records (committed or discarded) from p towards t, while
- * t - p > cap - need (that many bytes still missing); stops at a record not
- * finished (after trying to recover it, if its writer died) or an
- * impossible one. We hold the reclaim lock. need 0: walk all the way. */
-static uint64_t walk_finished(rb_ring *rb, uint64_t p, uint64_t t, uint64_t need)
+/* Walks finished records (committed or discarded) from p until stop (or
+ * t); stops at a record not finished (after trying to recover it, if its
+ * writer died) or an impossible one. Returns where it stopped: a record
+ * boundary. We hold the reclaim lock. */
+static uint64_t walk_finished(rb_ring *rb, uint64_t p, uint64_t t, uint64_t stop)
 {
-    while (p < t && (need == 0 || t - p > rb_room(rb) - need)) {
+    while (p < t && p < stop) {
         /* Acquire pairs with the writer's commit or abort (release): the
          * record is done with before we zero it. */
         uint64_t w = atomic_load_explicit(rb_rec_word(rb, p), memory_order_acquire);
@@ -338,6 +312,12 @@ uint64_t rb_reclaimable(rb_ring *rb)
     return m;
 }
 
+/* The most one reclaim zeroes beyond what the writer needs: bounds how
+ * long the lock is held (a memset of this much takes some microseconds),
+ * and so how long another writer waits for it and how much one write pays
+ * for the others. */
+#define RB_RECLAIM_CHUNK ((uint64_t)256 * 1024)
+
 int rb_reclaim(rb_ring *rb, uint64_t need)
 {
     /* A non-blocking write waits at most this long for another writer's
@@ -373,10 +353,16 @@ int rb_reclaim(rb_ring *rb, uint64_t need)
     }
     if (m < h || (m & 7u) != 0)
         m = h; /* a forged group head: free nothing on its account */
+    /* Free what the writer needs (head up to target), and up to a chunk
+     * more of what every group has read, at record boundaries. */
+    uint64_t target = t + need > h + rb->capacity ? t + need - rb->capacity : h;
+    uint64_t limit = target > h + RB_RECLAIM_CHUNK ? target : h + RB_RECLAIM_CHUNK;
     if (!any)
-        m = walk_finished(rb, h, t, 0); /* nobody is owed anything */
-    if (rb->overwrite && need != 0 && t - m > rb_room(rb) - need) {
-        uint64_t e = walk_finished(rb, m, t, need);
+        m = walk_finished(rb, h, t, limit); /* nobody is owed anything */
+    else if (m > limit)
+        m = walk_finished(rb, h, m, limit); /* all finished and read: the walk only finds a boundary */
+    if (rb->overwrite && m < target) {
+        uint64_t e = walk_finished(rb, m, t, target);
         if (e > m) {
             RB_KILLPOINT("reclaim.overrun");
             overrun_groups(rb, h, e);
@@ -427,7 +413,7 @@ static int valid_name(const char *name)
 /* The durable group called name, or NULL; *gen its gen. */
 static struct rb_group *find_named(rb_ring *rb, const char *name, uint32_t *gen)
 {
-    for (uint32_t i = 1, n = rb_groups_used(rb); i < n; i++) {
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
         struct rb_group *g = rb_group_at(rb, i);
         /* Acquire: pairs with the creator's release of gen (its name). */
         uint32_t v = atomic_load_explicit(&g->gen, memory_order_acquire);
@@ -449,7 +435,7 @@ static int create_locked(rb_ring *rb, const char *name, unsigned flags, struct r
     for (int pass = 0; pass < 2 && g == NULL; pass++) {
         if (pass == 1)
             reap_ephemeral(rb); /* full: make room from dead subscribers */
-        for (uint32_t i = 1; i < RB_GROUPS_MAX; i++) {
+        for (uint32_t i = 0; i < RB_GROUPS_MAX; i++) {
             struct rb_group *c = rb_group_at(rb, i);
             uint32_t v = atomic_load_explicit(&c->gen, memory_order_relaxed);
             /* A free entry whose turn is free: a dead remover's left turn
@@ -500,17 +486,32 @@ static int create_locked(rb_ring *rb, const char *name, unsigned flags, struct r
     return RB_OK;
 }
 
+/* The default group (entry 0, when it holds the default group: a ring
+ * made without one may give entry 0 to another group), or NULL; *gen its
+ * gen. */
+static struct rb_group *find_default(rb_ring *rb, uint32_t *gen)
+{
+    struct rb_group *g = rb_group_at(rb, 0);
+    /* Acquire: pairs with the release of gen by whoever made it (kind is
+     * published with it). */
+    uint32_t v = atomic_load_explicit(&g->gen, memory_order_acquire);
+    if (!(v & 1u) || atomic_load_explicit(&g->kind, memory_order_relaxed) != RB_GROUP_KIND_DEFAULT)
+        return NULL;
+    *gen = v;
+    return g;
+}
+
 int rb_group_join(rb_ring *rb, const char *name, unsigned flags)
 {
     struct rb_group *g;
     uint32_t gen;
     int rc = RB_OK;
     if (name == NULL && !(flags & RB_GROUP_EPHEMERAL)) {
-        g = rb_group_at(rb, 0);
-        /* Acquire: pairs with the release of gen by whoever made it. */
-        gen = atomic_load_explicit(&g->gen, memory_order_acquire);
-        if (!(gen & 1u))
+        g = find_default(rb, &gen);
+        if (g == NULL) {
+            g = rb_group_at(rb, 0);
             gen = 0; /* no default group: reads return RB_ENOGROUP */
+        }
     } else {
         if (lock_reclaim(rb, -1) <= 0)
             return RB_ECLOSED;
@@ -595,9 +596,7 @@ RB_API int rb_group_remove(rb_ring *rb, const char *name)
     struct rb_group *g;
     uint32_t gen = 0;
     if (name == NULL) {
-        g = rb_group_at(rb, 0);
-        gen = atomic_load_explicit(&g->gen, memory_order_acquire);
-        if (!(gen & 1u))
+        if ((g = find_default(rb, &gen)) == NULL)
             return RB_ENOGROUP;
     } else if ((g = find_named(rb, name, &gen)) == NULL)
         return RB_ENOGROUP;
@@ -697,7 +696,7 @@ RB_API int rb_groups_sized(rb_ring *rb, struct rb_group_info *out, size_t max, s
             struct rb_group_info gi;
             memset(&gi, 0, sizeof gi);
             /* Relaxed: fixed while the group exists (published with gen). */
-            gi.kind = i == 0 ? RB_GROUP_KIND_DEFAULT : atomic_load_explicit(&g->kind, memory_order_relaxed);
+            gi.kind = atomic_load_explicit(&g->kind, memory_order_relaxed);
             if (gi.kind == RB_GROUP_KIND_DURABLE)
                 memcpy(gi.name, g->name, RB_GROUP_NAME_MAX);
             gi.name[RB_GROUP_NAME_MAX] = '\0';

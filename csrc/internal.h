@@ -118,13 +118,7 @@ struct rb_header {
     _Atomic uint32_t reclaim_turn; /* 264: the reclaim lock: 0 = free, else holder's id */
     _Atomic uint32_t turn_seq;     /* 268: futex word, bumped when a group's read turn is given back */
     _Atomic uint32_t turn_waiters; /* 272: consumers parked on turn_seq (any group) */
-    uint32_t pad2a;                /* 276 */
-    /* The range the reclaim lock's holder is zeroing before it stores
-     * head = its end; the next holder finishes it if the holder dies
-     * meanwhile. */
-    _Atomic uint64_t release_start;/* 280 */
-    _Atomic uint64_t release_end;  /* 288 */
-    unsigned char pad2[RB_LINE - 40];
+    unsigned char pad2[RB_LINE - 20]; /* 276 */
     /* Consumers waiting for data (futex word, bumped by producers). */
     _Atomic uint32_t data_seq;     /* 384 */
     _Atomic uint32_t data_waiters; /* 388 */
@@ -147,7 +141,9 @@ struct rb_header {
 #define RB_HDR_FLAGS (RB_OVERWRITE | RB_NO_DEFAULT_GROUP)
 
 /* A consumer group (RB_GROUP_SIZE bytes) at RB_GROUPS_OFF + index *
- * RB_GROUP_SIZE. Entry 0 is the default group's. gen is odd while the
+ * RB_GROUP_SIZE. Entry 0 is the default group's (kind DEFAULT) while it
+ * exists; once it is removed, or in a ring made without it, any group may
+ * take entry 0. gen is odd while the
  * group exists: creating it adds 1, removing it adds 1 (both under the
  * reclaim lock and the group's turn), so a member that remembers the odd
  * value it joined sees any removal (docs/design.md, "Consumer groups"). */
@@ -235,7 +231,6 @@ _Static_assert(offsetof(struct rb_header, heavy_waiters) == 392, "heavy_waiters 
 _Static_assert(offsetof(struct rb_header, space_seq) == 512, "space_seq offset");
 _Static_assert(offsetof(struct rb_header, slots_used) == 640, "slots_used offset");
 _Static_assert(offsetof(struct rb_slot, parked) == 8, "parked offset");
-_Static_assert(offsetof(struct rb_header, release_start) == 280, "release_start offset");
 _Static_assert(offsetof(struct rb_slot, intent) == 48, "intent offset");
 _Static_assert(offsetof(struct rb_slot, count_own) == 128, "count_own offset");
 _Static_assert(offsetof(struct rb_slot, count_shared) == 256, "count_shared offset");
@@ -300,13 +295,13 @@ struct rb_ring {
     uint64_t tail_cache;
     /* Set by rb_shutdown: new calls return RB_ECLOSED, waits end. */
     _Atomic uint32_t closing;
-    /* The records this handle's rb_peek or rb_peek_many returned: the
-     * range [peek_start, peek_end) (DISCARD records between its messages
-     * included), how many messages and payload bytes it holds (for the
-     * counters). Only the turn holder touches them (peeking is atomic so
-     * rb_release can test it). */
+    /* The records this handle's rb_peek or rb_peek_many returned: where
+     * they end (peek_end: DISCARD records between its messages included;
+     * rb_release moves the group head there), how many messages and
+     * payload bytes it holds (for the counters). Only the turn holder
+     * touches them (peeking is atomic so rb_release can test it). */
     _Atomic uint32_t peeking;
-    uint64_t peek_start, peek_end, peek_count, peek_bytes;
+    uint64_t peek_end, peek_count, peek_bytes;
     /* Crash recovery (recover.c). stall_ns: rb_set_stall_timeout. The head
      * record stuck at head_stall_pos since head_stall_since is tracked by
      * the turn holder only; the turn holder stuck since turn_stall.since by
@@ -409,12 +404,17 @@ static inline void rb_count2(rb_ring *rb, enum rb_counter c, uint64_t n, uint64_
 /* Adds n to counter c of our slot (rb_count2). */
 static inline void rb_count(rb_ring *rb, enum rb_counter c, uint64_t n) { rb_count2(rb, c, n, 0); }
 
-/* Bytes writers may fill: all but one header word. A group that has read
- * everything waits at tail, where it reads the word as "nothing yet": that
- * word must be free (zero), not the oldest record's that no writer has
- * freed yet, as it would be with tail == head + capacity (invariant 2 of
- * docs/design.md keeps [tail, head + capacity) zero, never empty). */
-static inline uint64_t rb_room(const rb_ring *rb) { return rb->capacity - RB_REC_HDR; }
+/* The first position a reader may not look at: head + capacity. Bytes a
+ * group has read are freed only when a writer needs them (rb_reclaim), so
+ * with tail == head + capacity a group that has read everything waits at
+ * tail, where the word is the oldest record's (read, not freed yet), not
+ * zero. Acquire: the zeroing of everything below head happens-before our
+ * look at the words above it (invariant 2, docs/design.md). Loaded before
+ * the words it guards. */
+static inline uint64_t rb_read_limit(const rb_ring *rb)
+{
+    return atomic_load_explicit(&rb->hdr->head, memory_order_acquire) + rb->capacity;
+}
 
 /* The header word of the record at position pos. Every atomic access to a
  * header word goes through here: the index is pos & mask, in the first

@@ -68,13 +68,25 @@ static int probe_data(rb_ring *rb, uint32_t *holder)
         give_turn(rb, 0);
         return 1; /* removed: the read reports RB_ENOGROUP */
     }
-    uint64_t h = atomic_load_explicit(&g->head, memory_order_relaxed);
+    /* Acquire in an overwrite ring: a writer may have moved it (as in
+     * read_records_ow). */
+    uint64_t h = atomic_load_explicit(&g->head, rb->overwrite ? memory_order_acquire : memory_order_relaxed);
+    if (h >= rb_read_limit(rb)) {
+        give_turn(rb, 0);
+        return 0; /* everything read, the ring full of it: nothing new */
+    }
     uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     /* Anything but a zero or BUSY word lets the read decide (a corrupt
-     * word is reported by the read). An overwrite ring's reader decides
-     * whatever it finds (the word may be a reclaimed record's). */
-    int ready = (w != 0 && rb_rec_flags(w) != RB_REC_BUSY) || rb->overwrite;
-    if (!ready)
+     * word is reported by the read). */
+    int ready = w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
+    if (!ready && rb->overwrite)
+        /* A writer overran us (the word may be a reclaimed record's: the
+         * read reports the loss), or a stuck record to recover (under the
+         * reclaim lock, as read_records_ow). Relaxed lost_pending: a hint
+         * the read acts on; acquire head: as above. */
+        ready = atomic_load_explicit(&g->lost_pending, memory_order_relaxed) != 0 ||
+                atomic_load_explicit(&g->head, memory_order_acquire) != h || rb_recover_locked(rb, h) != 0;
+    else if (!ready)
         ready = rb_recover_head(rb, h, &rb->head_stall) != 0; /* 1: recovered; RB_ECORRUPT: the read reports it */
     give_turn(rb, 0);
     return ready;
@@ -105,7 +117,7 @@ static int space_ready(rb_ring *rb, uint64_t need)
      * relaxed tail: a hint, reserve()'s CAS decides. */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
     uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-    if (t - h <= rb_room(rb) - need)
+    if (t - h <= rb->capacity - need)
         return 1;
     /* Not free yet; ready if a reclaim would free it (reserve() then
      * reclaims), unless another writer is reclaiming (it wakes us when it
@@ -114,7 +126,7 @@ static int space_ready(rb_ring *rb, uint64_t need)
     uint32_t holder = atomic_load_explicit(&rb->hdr->reclaim_turn, memory_order_relaxed);
     if (holder != 0 && !rb_lock_stuck(rb, holder, &rb->reclaim_stall))
         return 0;
-    if (t - rb_reclaimable(rb) <= rb_room(rb) - need)
+    if (t - rb_reclaimable(rb) <= rb->capacity - need)
         return 1;
     if (rb->overwrite) {
         /* A writer overwrites the oldest records, unless the oldest is
@@ -226,7 +238,7 @@ static int reserve(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos,
          * read (with acquire, via head's release chain) before this load. */
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
         uint64_t used = t - h, need = 0;
-        uint64_t free_bytes = used < rb_room(rb) ? rb_room(rb) - used : 0;
+        uint64_t free_bytes = used < rb->capacity ? rb->capacity - used : 0;
         size_t k = 0;
         while (k < count && need + rb_rec_size(lens[k]) <= free_bytes)
             need += rb_rec_size(lens[k++]);
@@ -723,8 +735,11 @@ static void give_turn(rb_ring *rb, int released)
  * peek calls it per record, and with peek_following as a second caller the
  * compiler made it a call (rb_write + rb_peek + rb_release measured 5-8%
  * slower). */
-static inline __attribute__((always_inline)) int peek_record(rb_ring *rb, uint64_t h, uint64_t *word)
+static inline __attribute__((always_inline)) int peek_record(rb_ring *rb, uint64_t h, uint64_t lim,
+                                                             uint64_t *word)
 {
+    if (h >= lim)
+        return RB_EEMPTY; /* the word there is the oldest record's (rb_read_limit) */
     /* Acquire pairs with the producer's committing release store: the
      * payload is visible once we see the record committed. */
     uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
@@ -768,11 +783,11 @@ static inline void consume(rb_ring *rb, uint64_t e)
  * *h is the head on entry and the position reached on return; the caller
  * consumes what was skipped. A record stuck at the head may be recovered
  * here (recover.c), when its writer is dead. */
-static int next_record(rb_ring *rb, uint64_t *h, uint64_t *word)
+static int next_record(rb_ring *rb, uint64_t *h, uint64_t lim, uint64_t *word)
 {
     for (;;) {
-        int rc = peek_record(rb, *h, word);
-        if (rc == RB_EEMPTY) {
+        int rc = peek_record(rb, *h, lim, word);
+        if (rc == RB_EEMPTY && *h < lim) {
             rc = rb_recover_head(rb, *h, &rb->head_stall);
             if (rc == 1)
                 continue; /* now discarded: look again */
@@ -792,12 +807,12 @@ static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t
     /* Relaxed: in a lossless ring only our group's turn holders store its
      * head, and our turn's acquire made the last holder's store visible. */
     uint64_t start = atomic_load_explicit(&rb->grp->head, memory_order_relaxed);
-    uint64_t h = start;
+    uint64_t h = start, lim = rb_read_limit(rb);
     size_t n = 0, used = 0;
     int rc = RB_OK;
     while (n < max_count) {
         uint64_t w;
-        rc = next_record(rb, &h, &w);
+        rc = next_record(rb, &h, lim, &w);
         if (rc != RB_OK)
             break;
         uint64_t len = rb_rec_len(w);
@@ -869,13 +884,13 @@ __attribute__((noinline)) static int read_records_ow(rb_ring *rb, unsigned char 
             return RB_ELOST;
         /* Acquire: a writer may have moved it (overrun_groups' CAS). */
         uint64_t start = atomic_load_explicit(&g->head, memory_order_acquire);
-        uint64_t h = start;
+        uint64_t h = start, lim = rb_read_limit(rb);
         size_t n = 0, used = 0;
         int rc = RB_OK;
         while (n < max_count) {
             uint64_t w;
-            rc = peek_record(rb, h, &w);
-            if (rc == RB_EEMPTY && n == 0 && h == start) {
+            rc = peek_record(rb, h, lim, &w);
+            if (rc == RB_EEMPTY && n == 0 && h == start && h < lim) {
                 /* Recovery writes DISCARD words: only under the reclaim
                  * lock here, where no writer can reclaim them meanwhile. */
                 rc = rb_recover_locked(rb, h);
@@ -1047,12 +1062,12 @@ static int peek_many(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *pos
  * messages in all; *end: where the last one ends; *bytes: adds their
  * payload bytes. */
 __attribute__((noinline)) /* rb_peek never calls it: kept out of its code */
-static size_t peek_following(rb_ring *rb, uint64_t head, uint64_t e, const void **ptrs, size_t *lens,
+static size_t peek_following(rb_ring *rb, uint64_t lim, uint64_t e, const void **ptrs, size_t *lens,
                              uint64_t *positions, size_t n, size_t max_count, uint64_t *end, uint64_t *bytes)
 {
     uint64_t h = e, w;
     while (n < max_count) {
-        if (h - head >= rb->capacity || peek_record(rb, h, &w) != RB_OK)
+        if (peek_record(rb, h, lim, &w) != RB_OK)
             break;
         uint64_t len = rb_rec_len(w);
         if (rb_rec_flags(w) & RB_REC_DISCARD) {
@@ -1087,7 +1102,8 @@ static inline __attribute__((always_inline)) int peek_turns(rb_ring *rb, const v
         }
         /* Relaxed: as in read_records. */
         uint64_t start = atomic_load_explicit(&rb->grp->head, memory_order_relaxed), h = start, w;
-        rc = next_record(rb, &h, &w);
+        uint64_t lim = rb_read_limit(rb);
+        rc = next_record(rb, &h, lim, &w);
         if (h != start)
             consume(rb, h); /* discarded records skipped */
         if (rc == RB_OK) {
@@ -1108,8 +1124,7 @@ static inline __attribute__((always_inline)) int peek_turns(rb_ring *rb, const v
             if (positions != NULL)
                 positions[0] = h;
             if (max_count > 1)
-                n = peek_following(rb, h, end, ptrs, lens, positions, 1, max_count, &end, &bytes);
-            rb->peek_start = h;
+                n = peek_following(rb, lim, end, ptrs, lens, positions, 1, max_count, &end, &bytes);
             rb->peek_end = end;
             rb->peek_count = n;
             rb->peek_bytes = bytes;
@@ -1279,7 +1294,7 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
     in.reclaimed = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
     uint64_t tnow = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
     uint64_t used = tnow - rb_reclaimable(rb);
-    in.writable = used < rb_room(rb) ? rb_room(rb) - used : 0;
+    in.writable = used < rb->capacity ? rb->capacity - used : 0;
     in.ring_flags = rb_ring_flags(rb);
     for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++)
         in.groups += atomic_load_explicit(&rb_group_at(rb, i)->gen, memory_order_relaxed) & 1u;

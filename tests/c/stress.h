@@ -269,7 +269,7 @@ static TU_UNUSED uint64_t st_check_drained(rb_ring *rb, const char *path, size_t
     uint64_t head = 0, tail = 0;
     CHECK_EQ(rb_positions(rb, &head, &tail), RB_OK);
     CHECK_EQ_U(head, tail);
-    CHECK_EQ_U(tu_read_u32(path, OFF_READ_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(path, OFF_GROUPS + GROUP_OFF_TURN), 0);
     size_t n;
     unsigned char *f = tu_slurp(path, &n);
     if (CHECK(f != NULL && n == HEADER_SIZE + cap)) {
