@@ -1308,10 +1308,15 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
     in.space_waiters = atomic_load_explicit(&rb->hdr->space_waiters, memory_order_relaxed);
     in.turn_waiters = atomic_load_explicit(&rb->hdr->turn_waiters, memory_order_relaxed);
     int rc = RB_OK, locked = 0;
+    int walk = !(flags & RB_INFO_NO_COUNT) && take_turn(rb, 0) == RB_OK;
     /* An overwrite ring's writers could zero what we walk: hold them off
-     * (the reclaim lock, after the turn: the order readers take them in). */
-    if (!(flags & RB_INFO_NO_COUNT) && take_turn(rb, 0) == RB_OK &&
-        (!rb->overwrite || (locked = rb_reclaim_trylock(rb)) || (give_turn(rb, 0), 0))) {
+     * (the reclaim lock, after the turn: the order readers take them in),
+     * or count nothing. */
+    if (walk && rb->overwrite && !(locked = rb_reclaim_trylock(rb))) {
+        give_turn(rb, 0);
+        walk = 0;
+    }
+    if (walk) {
         /* Walk under the turn, as a consumer would read (read_records): the
          * words between head and tail are record headers, zero (reserved,
          * not written yet) or committed/BUSY/DISCARD words. */
