@@ -839,10 +839,9 @@ class Queue:
 
     def bytes_used(self) -> int:
         """Bytes of the ring in use now (each object takes 8 + its serialized
-        size, rounded up to 8), out of :attr:`capacity` (of which writers may
-        fill all but 8 bytes): what some consumer group has not read yet,
-        which writers cannot use. A snapshot: other processes may change it
-        at once."""
+        size, rounded up to 8), out of :attr:`capacity`: what some consumer
+        group has not read yet, which writers cannot use. A snapshot: other
+        processes may change it at once."""
         info = self._info()
         return int(info["bytes_used"])
 

@@ -95,9 +95,6 @@ _ECLOSED = int(Status.ECLOSED)
 _EINVAL = int(Status.EINVAL)
 _ESIZE = int(Status.ESIZE)
 _ELOST = int(Status.ELOST)
-# The header word writers leave zero after the last record: they may fill
-# the ring up to its capacity less this (rb_room in csrc/internal.h).
-_REC_HDR = 8
 _ENOGROUP = int(Status.ENOGROUP)
 _EV_READABLE = int(lib.RB_EV_READABLE)
 
@@ -526,8 +523,8 @@ class RingBuffer:
         position and ``messages``/``message_bytes`` count what waits for
         it; ``bytes_used`` the bytes writers cannot use yet because a group
         has not read them (or they are being written), ``writable`` the
-        bytes a writer could take now (the two add up to the capacity less
-        8: the header word after the last record stays free), ``reclaimed``
+        bytes a writer could take now (the two add up to the capacity),
+        ``reclaimed``
         the position below which writers have freed the ring (they free
         what every group has read only when they need the room, so ``tail -
         reclaimed`` may exceed ``bytes_used``); ``overwrite`` whether the ring
@@ -557,7 +554,7 @@ class RingBuffer:
             "max_message_size": int(i.max_message),
             "head": int(i.head),
             "tail": int(i.tail),
-            "bytes_used": max(0, int(i.capacity) - _REC_HDR - int(i.writable)),
+            "bytes_used": int(i.capacity - i.writable),
             "reclaimed": int(i.reclaimed),
             "writable": int(i.writable),
             "overwrite": bool(i.ring_flags & lib.RB_OVERWRITE),

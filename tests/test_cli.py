@@ -922,13 +922,13 @@ def test_read_reports_lost_messages_in_one_line_and_goes_on(tmp_path):
     path = tmp_path / "o.ring"
     with RingBuffer(path, 4096, overwrite=True) as rb:
         RingBuffer.open(path, group="g").close()
-        for i in range(20):  # records of 256 bytes: 15 fit (4096 - 8 bytes), the first 5 are overwritten
+        for i in range(20):  # records of 256 bytes: 16 fit, the first 4 are overwritten
             rb.write(b"%03d" % i + b"." * 245)
     proc = run("read", path, "--group", "g")
     assert_ok(proc)
-    assert [line[:3] for line in proc.stdout.splitlines()] == [b"%03d" % i for i in range(5, 20)]
+    assert [line[:3] for line in proc.stdout.splitlines()] == [b"%03d" % i for i in range(4, 20)]
     err = proc.stderr.decode()
-    assert err.count("\n") == 1 and "5 messages lost" in err and err.startswith("ringbuffer: read: "), err
+    assert err.count("\n") == 1 and "4 messages lost" in err and err.startswith("ringbuffer: read: "), err
 
 
 def test_read_on_an_overwrite_ring_copies(tmp_path):
@@ -1002,7 +1002,7 @@ def test_info_lists_the_groups_with_their_backlog(tmp_path):
     assert re.search(r"(?m)^kind +lossless", text), text
     got = info_json(path)
     assert [g["name"] for g in got["groups"]] == [None, "audit"] and got["overwrite"] is False
-    assert got["writable"] == 4096 - 8 - 24 and got["group_count"] == 2
+    assert got["writable"] == 4096 - 24 and got["group_count"] == 2
 
 
 def test_bridge_group_is_for_ring_to_nats(tmp_path):

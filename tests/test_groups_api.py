@@ -3,10 +3,8 @@ default groups, overwrite rings and MessagesLost, GroupNotFound, the group
 table (groups(), remove_group()), sync(), and the Queue in a group.
 
 Space arithmetic used below: a message of 248 bytes takes a record of
-8 + 248 = 256 bytes; writers may fill a ring up to its capacity less 8
-bytes (the header word of the next record stays zero), so a 4096-byte ring
-holds 15 of them with 248 bytes to spare; in an overwrite ring each write
-after the 15th reclaims the oldest record, exactly one."""
+8 + 248 = 256 bytes, so a 4096-byte ring holds 16 of them; in an overwrite
+ring each write after the 16th reclaims the oldest record, exactly one."""
 
 from __future__ import annotations
 
@@ -40,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("watchdog")
 
 REC = 256  # the record of a MSG-byte message
 MSG = REC - 8
-ROOM = 4096 - 8  # what writers may fill of a 4096-byte ring
+ROOM = 4096  # what writers may fill of a 4096-byte ring
 PER_RING = ROOM // REC  # records a 4096-byte ring holds
 
 
@@ -733,12 +731,12 @@ def test_queue_full_and_bytes_used_see_the_slowest_group(path):
     q = Queue(path=path, maxsize_bytes=4096, dumps=bytes, loads=bytes)
     slow = Queue.open(path, group="slow", dumps=bytes, loads=bytes)
     try:
-        for i in range(PER_RING):
+        for i in range(PER_RING - 1):
             q.put_nowait(m(i))
-        assert not q.full()  # 248 bytes left: a 232-byte message fits
-        q.put_nowait(m(PER_RING, 232))
+        assert not q.full()  # 256 bytes left: a 240-byte message fits
+        q.put_nowait(m(PER_RING - 1, 240))
         assert q.full() and q.bytes_used() == ROOM - 8
-        assert [num(q.get_nowait()) for _ in range(PER_RING + 1)] == list(range(PER_RING + 1))
+        assert [num(q.get_nowait()) for _ in range(PER_RING)] == list(range(PER_RING))
         assert q.empty()  # nothing left for the default group...
         assert q.full()  # ...but "slow" holds the space
         assert q.bytes_used() == ROOM - 8
