@@ -291,11 +291,6 @@ def test_an_ephemeral_group_is_private_and_vanishes_with_its_handle(path):
             rb.read()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="C: rb_shutdown (RingBuffer.close) keeps an ephemeral group; only rb_close, when the "
-    "object is collected, leaves it",
-)
 def test_an_ephemeral_group_vanishes_when_closed_though_the_object_lives_on(path):
     with RingBuffer(path, 4096) as rb:
         sub = RingBuffer.open(path, ephemeral=True)
