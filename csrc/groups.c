@@ -303,6 +303,18 @@ static void overrun_groups(rb_ring *rb, uint64_t h, uint64_t m)
     }
 }
 
+int rb_has_ephemeral(rb_ring *rb)
+{
+    /* Relaxed: a hint, as rb_reclaimable. */
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
+        struct rb_group *g = rb_group_at(rb, i);
+        if ((atomic_load_explicit(&g->gen, memory_order_relaxed) & 1u) &&
+            atomic_load_explicit(&g->kind, memory_order_relaxed) == RB_GROUP_KIND_EPHEMERAL)
+            return 1;
+    }
+    return 0;
+}
+
 uint64_t rb_reclaimable(rb_ring *rb)
 {
     /* Relaxed throughout: a hint; rb_reclaim decides under the lock. */

@@ -515,6 +515,8 @@ int rb_reclaim(rb_ring *rb, uint64_t need);
  * waiting writers and rb_info: the lowest head among the groups (tail with
  * no group). No lock, no syscall. */
 uint64_t rb_reclaimable(rb_ring *rb);
+/* Whether an ephemeral group exists (a hint, no lock). */
+int rb_has_ephemeral(rb_ring *rb);
 /* Takes the reclaim lock for a group table change (waits; takes over a
  * dead holder, finishing its release): RB_OK or RB_ECLOSED. */
 int rb_reclaim_lock(rb_ring *rb);

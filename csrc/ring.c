@@ -135,9 +135,12 @@ static int space_ready(rb_ring *rb, uint64_t need)
         return w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
     }
     /* A dead subscriber's ephemeral group may be what holds us back: the
-     * reclaim looks for those once per stall timeout. */
+     * reclaim looks for those once per stall timeout. (A writable event
+     * descriptor's notifier, which never reclaims, then says "writable"
+     * once per stall timeout while a live subscriber holds writers back.) */
     int64_t limit = atomic_load_explicit(&rb->stall_ns, memory_order_relaxed);
-    return limit >= 0 && rb_now_ns() - atomic_load_explicit(&rb->eph_check_since, memory_order_relaxed) >= limit;
+    return limit >= 0 && rb_now_ns() - atomic_load_explicit(&rb->eph_check_since, memory_order_relaxed) >= limit &&
+           rb_has_ephemeral(rb);
 }
 
 int rb_space_ready(rb_ring *rb, uint64_t need) { return space_ready(rb, need); }
