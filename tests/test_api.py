@@ -562,6 +562,7 @@ def test_a_format_3_file_is_refused_as_another_version(ring_path):
     assert isinstance(ei.value, CorruptBuffer)
     msg = str(ei.value)
     assert "another format version" in msg and f"({FORMAT_VERSION})" in msg and str(ring_path) in msg, msg
+    assert "a file of format version 3" in msg, msg
 
 
 @pytest.mark.parametrize(("name", "spoil"), corrupt_cases(), ids=[c[0] for c in corrupt_cases()])
