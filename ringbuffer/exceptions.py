@@ -210,8 +210,8 @@ def error(code: int, path: bytes | str | None = None, detail: str | None = None)
 
 
 def _file_version(path: bytes | str) -> str:
-    """", a file of format version N" for the ring file at ``path`` (its
-    word at offset 8, docs/format.md), or "" if it cannot be read."""
+    """The words naming the format version of the ring file at ``path``
+    (its word at offset 8, docs/format.md), or "" if it cannot be read."""
     try:
         with open(path, "rb") as f:
             f.seek(8)
