@@ -475,7 +475,6 @@ int rb_reclaim(rb_ring *rb, uint64_t need)
     if (rb->overwrite && m < target) {
         uint64_t e = walk_finished(rb, m, t, target);
         if (e > m) {
-            RB_KILLPOINT("reclaim.overrun");
             overrun_groups(rb, h, e);
             /* The groups' moves come before our zeroing for every reader (a
              * release store orders only what came before it): a reader that

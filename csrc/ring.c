@@ -132,8 +132,8 @@ static int space_ready(rb_ring *rb, uint64_t need)
      * lets go; a holder stuck for the stall timeout is checked by the
      * reclaim). Relaxed: hints. */
     uint32_t holder = atomic_load_explicit(&rb->hdr->reclaim_turn, memory_order_relaxed);
-    if (holder != 0 && !rb_lock_stuck(rb, holder, &rb->reclaim_stall))
-        return 0;
+    if (holder != 0)
+        return rb_lock_stuck(rb, holder, &rb->reclaim_stall); /* stuck: the reclaim takes a dead one over */
     int any;
     if (t - rb_reclaimable(rb, &any) <= rb->capacity - need && any)
         return 1;
