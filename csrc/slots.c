@@ -86,7 +86,7 @@ int rb_id_alive(rb_ring *rb, uint32_t id)
  * announced before a CAS that never happened, or lost, reserves nothing).
  * A slot whose owner still holds the read turn is left alone too, so that
  * rb_info can name the dead holder's pid (recovery itself needs nothing
- * from the slot: the range to finish is in the header). */
+ * from the slot: what a dead reclaimer left to finish is in the header). */
 static int slot_reusable(rb_ring *rb, uint32_t slot)
 {
     struct rb_slot *s = &rb->slots[slot];
