@@ -377,8 +377,12 @@ int rb_group_head(rb_ring *rb, uint64_t *head)
             }
             cpu_relax();
         }
-        if (lock_reclaim(rb, 20000) > 0)
-            rb_reclaim_unlock(rb); /* its holder was done, or dead and finished by us */
+        if (lock_reclaim(rb, 20000) > 0) {
+            /* Its holder was done, or dead and finished by us; a tag still
+             * there now belongs to nobody (a forged file): clear it. */
+            clear_overrun_tags(rb);
+            rb_reclaim_unlock(rb);
+        }
     }
     return RB_EEMPTY;
 }

@@ -1381,7 +1381,7 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
          * needed: the walk needs only a bound (the turn's acquire chain
          * already gives tail >= head, and each word it reads is acquired
          * and checked on its own). */
-        uint64_t h = atomic_load_explicit(&rb->grp->head, memory_order_relaxed);
+        uint64_t h = atomic_load_explicit(&rb->grp->head, memory_order_relaxed) & ~(uint64_t)RB_HEAD_OVERRUN;
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
         in.head = h;
         in.tail = t;
