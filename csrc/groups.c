@@ -652,7 +652,8 @@ int rb_group_join(rb_ring *rb, const char *name, unsigned flags)
          * write (heads only grow, and a group head is never below head). */
         uint32_t idx = (uint32_t)(((unsigned char *)g - (unsigned char *)rb_group_at(rb, 0)) / RB_GROUP_SIZE);
         uint64_t hh = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
-        uint64_t gh = atomic_load_explicit(&g->head, memory_order_acquire) & ~(uint64_t)RB_HEAD_OVERRUN;
+        uint64_t gh = atomic_load_explicit(&g->head, memory_order_acquire) &
+                      ~(uint64_t)(rb->overwrite ? RB_HEAD_OVERRUN : 0); /* only overwrite rings tag heads */
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
         if ((gh & 7u) != 0 || gh < hh || gh > t || idx >= rb_groups_used(rb))
             return RB_ECORRUPT;

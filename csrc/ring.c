@@ -1310,12 +1310,13 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail)
     _Atomic uint64_t *hw = &rb->hdr->head;
     if (rb->grp != NULL && rb->grp_gen != 0 && atomic_load_explicit(&rb->grp->gen, memory_order_relaxed) == rb->grp_gen)
         hw = &rb->grp->head;
-    uint64_t h, t, h2 = atomic_load_explicit(hw, memory_order_acquire) & ~(uint64_t)RB_HEAD_OVERRUN;
+    uint64_t tag = rb->overwrite ? RB_HEAD_OVERRUN : 0; /* only overwrite rings tag heads */
+    uint64_t h, t, h2 = atomic_load_explicit(hw, memory_order_acquire) & ~tag;
     int tries = 0;
     do {
         h = h2;
         t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-        h2 = atomic_load_explicit(hw, memory_order_acquire) & ~(uint64_t)RB_HEAD_OVERRUN;
+        h2 = atomic_load_explicit(hw, memory_order_acquire) & ~tag;
     } while (h2 != h && ++tries < 100);
     if (h2 != h) {
         h = h2;
@@ -1381,7 +1382,8 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
          * needed: the walk needs only a bound (the turn's acquire chain
          * already gives tail >= head, and each word it reads is acquired
          * and checked on its own). */
-        uint64_t h = atomic_load_explicit(&rb->grp->head, memory_order_relaxed) & ~(uint64_t)RB_HEAD_OVERRUN;
+        uint64_t h = atomic_load_explicit(&rb->grp->head, memory_order_relaxed) &
+                     ~(uint64_t)(rb->overwrite ? RB_HEAD_OVERRUN : 0); /* only overwrite rings tag heads */
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
         in.head = h;
         in.tail = t;
