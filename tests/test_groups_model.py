@@ -480,8 +480,8 @@ def test_random_walk(tmp_path, overwrite, seed):
         return rng.randint(1, 300) if r < 0.7 else rng.randint(capacity // 2 - 16, capacity // 2)
 
     try:
-        for step in range(3000):
-            if rng.random() < 0.45:
+        for step in range(6000):
+            if rng.random() < 0.3:
                 msg = rng.randbytes(size())
                 assert writer.try_write(msg) is m.write(msg), step
             else:
@@ -497,14 +497,14 @@ def test_random_walk(tmp_path, overwrite, seed):
                     assert rb.try_read() is None, step
                 else:
                     assert rb.try_read() == want[1], step
-            if step % 500 == 499:
+            if step % 1000 == 999:
                 # the ephemeral reader leaves and a new one comes, at the oldest message
                 rb, g = readers.pop()
                 rb.close()
                 m.remove(g)
                 rb = RingBuffer.open(path, ephemeral=True, start="earliest")
                 readers.append((rb, m.add_group("ephemeral", None, "earliest")))
-        assert m.tail > 100 * capacity  # wrapped many times
+        assert m.tail > 10 * capacity  # wrapped many times
         if overwrite:
             assert lost_events > 10
         else:
