@@ -8,7 +8,8 @@ The model (docs/design.md, "Consumer groups"):
 - A message occupies rec_size(len) = 8 + len rounded up to 8 bytes; the
   capacity is a power of two, the largest message half of it.
 - Writers may use the bytes from ``freed`` (a byte position, rb_info's
-  ``reclaimed``) up to ``freed + capacity``. Freeing is lazy: only a writer
+  ``reclaimed``) up to ``freed + capacity - 8`` (a ring never fills its
+  last header word: a reader that has read everything waits there). Freeing is lazy: only a writer
   that finds no room frees, and it frees everything every group has read
   (with no group at all: every committed record).
 - A lossless ring then refuses a record that still does not fit
@@ -28,6 +29,7 @@ The model (docs/design.md, "Consumer groups"):
 
 from __future__ import annotations
 
+import gc
 import random
 import shutil
 import tempfile
@@ -125,7 +127,7 @@ class Model:
     # writing
 
     def _fits(self, size: int) -> bool:
-        return self.tail - self.freed_pos + rec_size(size) <= self.capacity
+        return self.tail - self.freed_pos + rec_size(size) <= self.capacity - 8
 
     def write(self, msg: bytes) -> bool:
         """True if written, False for BufferFull (lossless rings only)."""
@@ -361,6 +363,10 @@ class GroupsMachine(RuleBasedStateMachine):
 
     def close_handle(self, h: Handle) -> None:
         h.rb.close()
+        # close() ends the handle; the C handle itself (rb_close) goes when
+        # the object is collected (a traceback in a cycle may hold it).
+        # test_ephemeral_group_vanishes_at_close checks close() alone.
+        gc.collect()
         self.handles.remove(h)
         if h.group is not None:
             h.group.members.discard(h.hid)
@@ -553,13 +559,36 @@ def test_lazy_freeing_and_earliest(tmp_path):
             assert e.read_many(10) == [b"a", b"b", b"c"]
         with RingBuffer.open(path, ephemeral=True, start="latest") as e:
             assert e.try_read() is None
-        big = b"x" * 2040  # a record of 2048 bytes
+        big = b"x" * 2032  # a record of 2040 bytes
         w.write(big)  # fits without freeing anything
         with RingBuffer.open(path, ephemeral=True, start="earliest") as e:
             assert e.read_many(10) == [b"a", b"b", b"c", big]
-        w.write(big)  # 48 + 2 * 2048 > 4096: the writer frees a, b, c (read by every group)
+        w.write(big)  # 48 + 2 * 2040 > 4096 - 8: the writer frees a, b, c (read by every group)
         with RingBuffer.open(path, ephemeral=True, start="earliest") as e:
             assert e.read_many(10) == [big, big]
         assert w.read_many(10) == [big, big]
         with RingBuffer.open(path, ephemeral=True, start="earliest") as e:
             assert e.read_many(10) == [big, big]  # read, not freed yet
+
+
+def test_ephemeral_group_vanishes_at_close(tmp_path):
+    """close() ends an ephemeral group at once, also while something still
+    refers to the handle (here a peek block that ended with an exception,
+    its traceback kept)."""
+    path = str(tmp_path / "e.ring")
+    with RingBuffer(path, 4096, default_group=False) as w:
+        e = RingBuffer.open(path, ephemeral=True)
+        w.write(b"m")
+        kept = []
+        try:
+            with e.peek():
+                raise KeyError("x")
+        except KeyError as exc:
+            kept.append(exc)  # its traceback refers to e's frames
+        held = e  # and another name for the object
+        e.close()
+        assert w.groups() == []
+        # and it no longer holds writers back
+        for _ in range(10):
+            w.write(b"x" * 2000)
+        del held, kept
