@@ -20,7 +20,7 @@ import struct
 import time
 
 import pytest
-from _helpers import rec_size
+from _helpers import InThread, rec_size
 
 from ringbuffer import BufferEmpty, InvalidArgument, MessagesLost, RingBuffer
 
@@ -192,3 +192,31 @@ def test_lost_count_is_exact(tmp_path):
     g.close()
     e.close()
     rb.close()
+
+
+def test_waiting_reader_of_an_overwrite_ring_times_out_and_sleeps(tmp_path):
+    """A blocking read of an overwrite ring waits as any other: it raises at
+    its timeout, sleeps meanwhile, and wakes for a message."""
+    path = str(tmp_path / "ow.ring")
+    with RingBuffer(path, 4096, overwrite=True) as rb:
+
+        def get_empty():
+            t0 = time.thread_time()
+            try:
+                rb.get(timeout=0.2)
+            except BufferEmpty:
+                return time.thread_time() - t0
+            return None
+
+        call = InThread(get_empty)
+        if not call.join(3.0):
+            rb.close()  # it returns now
+            call.join(10.0)
+            raise AssertionError("get(timeout=0.2) of an empty overwrite ring has not returned after 3 s")
+        assert call.exc is None and call.result is not None
+        assert call.done_at - call.started_at >= 0.19
+        assert call.result < 0.06, f"{call.result:.3f} s of CPU in a 0.2 s wait"
+        call = InThread(rb.get, timeout=5)
+        time.sleep(0.05)
+        rb.write(b"late")
+        assert call.join(6.0) and call.result == b"late"

@@ -24,7 +24,7 @@ from ringbuffer import BufferEmpty, RingBuffer
 PRODUCERS = 2
 GROUPS = ("alpha", "beta", "gamma")
 MEMBERS = 2
-PER_PRODUCER = 12_000
+PER_PRODUCER = 60_000
 RING_SIZE = 4096  # the minimum: a handful of messages fill it
 TIMEOUT = 90  # seconds for the whole run: a hang fails instead of blocking the suite
 CTX = multiprocessing.get_context("fork")

@@ -7,7 +7,8 @@
  * 3 groups of 2 reader threads; an overwriting writer and readers that
  * validate every message) so that TSan checks the per-group protocol.
  *
- * RB_STRESS_SCALE (default 1) scales the message counts of the runs.
+ * RB_STRESS_SCALE (default 1) scales the message counts of the runs;
+ * RB_STRESS_TIMEOUT (seconds, default 120) bounds each.
  */
 #include "runner.h"
 #include "testutil.h"
@@ -430,6 +431,58 @@ TEST(overwrite_elost_and_take_lost_exact)
     CHECK_EQ(rb_take_lost(g, NULL), RB_EINVAL);
 }
 
+/* A reader of an overwrite ring waits as any reader does: it gives up at
+ * its timeout, sleeps meanwhile (no CPU), and wakes for a message. */
+TEST(overwrite_ring_waits_end_at_their_timeout_and_sleep)
+{
+    AUTO_FX(f);
+    REQUIRE(create(&f, 4096, RB_OVERWRITE | RB_NO_DEFAULT_GROUP));
+    AUTO_RING(g);
+    REQUIRE((g = open_group(f.path, "g", 0)) != NULL);
+    for (int history = 0; history < 2; history++) {
+        if (history) { /* the same after messages came and went */
+            for (uint64_t s = 0; s < 10; s++)
+                CHECK_EQ(put(f.rb, s, 1000), RB_OK);
+            unsigned char buf[2048];
+            size_t len;
+            CHECK_EQ(rb_read(g, buf, sizeof buf, &len), RB_ELOST);
+            while (rb_read(g, buf, sizeof buf, &len) == RB_OK)
+                ;
+        }
+        const enum op ops[] = {OP_READ_WAIT, OP_READ_MANY_WAIT};
+        for (size_t i = 0; i < 2; i++) {
+            struct call c;
+            call_init(&c, g, ops[i], 200 * MS);
+            REQUIRE(call_start(&c));
+            if (!call_join(&c, 3.0)) {
+                FAILF("%s(200 ms) on an empty overwrite ring has not returned after 3 s", op_names[ops[i]]);
+                rb_shutdown(g); /* it must return now; then stop */
+                call_join(&c, 10.0);
+                return;
+            }
+            CHECK_EQ(c.rc, RB_ETIMEDOUT);
+            CHECK(c.t1 - c.t0 >= 190 * MS);
+            if (c.cpu_ns > 60 * MS)
+                FAILF("%s: %.0f ms of CPU in a 200 ms wait (it spins instead of sleeping)", op_names[ops[i]],
+                      (double)c.cpu_ns / 1e6);
+        }
+    }
+    /* and a waiting reader gets a message written meanwhile */
+    struct call c;
+    call_init(&c, g, OP_READ_WAIT, 5 * SEC);
+    REQUIRE(call_start(&c));
+    sleep_ns(50 * MS);
+    CHECK_EQ(put(f.rb, 77, 100), RB_OK);
+    if (!call_join(&c, 6.0)) {
+        rb_shutdown(g);
+        call_join(&c, 10.0);
+        FAILF("rb_read_wait did not return");
+        return;
+    }
+    CHECK_EQ(c.rc, RB_OK);
+    CHECK(is_msg(c.buf, c.got, 77, 100));
+}
+
 /* ---- names and flags -------------------------------------------------------------------------- */
 
 TEST(names_and_flags_validated)
@@ -634,7 +687,7 @@ static void fan_run(size_t cap, int overwrite, uint64_t n)
     fan->n = n;
     fan->cap = cap;
     fan->overwrite = overwrite;
-    fan->deadline = now_ns() + 120 * SEC;
+    fan->deadline = now_ns() + (int64_t)(env_double("RB_STRESS_TIMEOUT", 120.0) * 1e9);
     fan->seen = calloc((size_t)FAN_GROUPS * n, sizeof *fan->seen);
     REQUIRE(fan->seen != NULL);
     for (int g = 0; g < FAN_GROUPS; g++) { /* made before the first message */
@@ -655,6 +708,12 @@ static void fan_run(size_t cap, int overwrite, uint64_t n)
     for (int i = 0; i < FAN_GROUPS * FAN_READERS; i++)
         pthread_join(rd[i], NULL);
     CHECK_EQ(atomic_load(&fan->errors), 0);
+    for (int g = 0; g < FAN_GROUPS; g++) {
+        uint64_t got = atomic_load(&fan->got[g]), lost = atomic_load(&fan->lost[g]);
+        if (got + lost != n)
+            FAILF("group fan%d: %llu received + %llu reported lost != %llu written (timed out)", g,
+                  (unsigned long long)got, (unsigned long long)lost, (unsigned long long)n);
+    }
     uint64_t lost_total = 0;
     for (int g = 0; g < FAN_GROUPS; g++) {
         uint64_t dup = 0, missing = 0;
