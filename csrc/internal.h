@@ -119,10 +119,14 @@ struct rb_header {
     _Atomic uint32_t turn_seq;     /* 268: futex word, bumped when a group's read turn is given back */
     _Atomic uint32_t turn_waiters; /* 272: consumers parked on turn_seq (any group) */
     uint32_t pad2a;                /* 276 */
-    /* The range the reclaim lock's holder is zeroing before it stores
-     * head = its end; the next holder finishes it if the holder dies
-     * meanwhile. */
-    _Atomic uint64_t release_start;/* 280 */
+    /* tail when a group was last made at "latest": below it, records
+     * every group head has passed may still be unfinished (reserved
+     * before the group was made, never read by it), so a reclaim walks
+     * them (groups.c, rb_reclaim). Only grows; under the reclaim lock. */
+    _Atomic uint64_t join_tail;    /* 280 */
+    /* The end of the range the reclaim lock's holder is zeroing, stored
+     * before it zeroes; whoever takes a dead holder's lock over zeroes
+     * [head, release_end) again and stores head first (finish_release). */
     _Atomic uint64_t release_end;  /* 288 */
     unsigned char pad2[RB_LINE - 40];
     /* Consumers waiting for data (futex word, bumped by producers). */
@@ -147,7 +151,9 @@ struct rb_header {
 #define RB_HDR_FLAGS (RB_OVERWRITE | RB_NO_DEFAULT_GROUP)
 
 /* A consumer group (RB_GROUP_SIZE bytes) at RB_GROUPS_OFF + index *
- * RB_GROUP_SIZE. Entry 0 is the default group's. gen is odd while the
+ * RB_GROUP_SIZE. Entry 0 is the default group's (kind DEFAULT) while it
+ * exists; once it is removed, or in a ring made without it, any group may
+ * take entry 0. gen is odd while the
  * group exists: creating it adds 1, removing it adds 1 (both under the
  * reclaim lock and the group's turn), so a member that remembers the odd
  * value it joined sees any removal (docs/design.md, "Consumer groups"). */
@@ -216,6 +222,8 @@ _Static_assert(sizeof(struct rb_group) == RB_GROUP_SIZE, "group size");
 _Static_assert(offsetof(struct rb_group, name) == 128, "group name offset");
 _Static_assert(offsetof(struct rb_slot, group) == 20, "slot group offset");
 _Static_assert(offsetof(struct rb_header, groups_used) == 644, "groups_used offset");
+_Static_assert(offsetof(struct rb_header, join_tail) == 280, "join_tail offset");
+_Static_assert(offsetof(struct rb_header, release_end) == 288, "release_end offset");
 _Static_assert((RB_SLOTS & (RB_SLOTS - 1)) == 0 && RB_SLOTS == 1u << RB_SLOT_BITS, "slot bits");
 _Static_assert(RB_REC_FLAGS_SHIFT == 32 && RB_REC_WRITER_SHIFT == RB_REC_FLAGS_SHIFT + 8 &&
                    RB_WRITER_MASK == (1u << (64 - RB_REC_WRITER_SHIFT)) - 1,
@@ -235,7 +243,6 @@ _Static_assert(offsetof(struct rb_header, heavy_waiters) == 392, "heavy_waiters 
 _Static_assert(offsetof(struct rb_header, space_seq) == 512, "space_seq offset");
 _Static_assert(offsetof(struct rb_header, slots_used) == 640, "slots_used offset");
 _Static_assert(offsetof(struct rb_slot, parked) == 8, "parked offset");
-_Static_assert(offsetof(struct rb_header, release_start) == 280, "release_start offset");
 _Static_assert(offsetof(struct rb_slot, intent) == 48, "intent offset");
 _Static_assert(offsetof(struct rb_slot, count_own) == 128, "count_own offset");
 _Static_assert(offsetof(struct rb_slot, count_shared) == 256, "count_shared offset");
@@ -278,10 +285,8 @@ struct rb_ring {
     uint32_t grp_gen;
     int grp_ephemeral;       /* the group is ours: removed by rb_close   */
     /* Overwrite rings: messages our group lost that reads reported
-     * (RB_ELOST) and rb_take_lost has not returned yet; and a loss found by
-     * a read that had already delivered messages, to report at the next. */
+     * (RB_ELOST) and rb_take_lost has not returned yet. */
     _Atomic uint64_t lost;
-    _Atomic uint32_t lost_unreported;
     uint32_t id;             /* writer id / turn holder id: slot | gen << 9 */
     uint32_t slot;           /* our slot index                        */
     struct rb_slot *me;      /* our slot                              */
@@ -300,13 +305,13 @@ struct rb_ring {
     uint64_t tail_cache;
     /* Set by rb_shutdown: new calls return RB_ECLOSED, waits end. */
     _Atomic uint32_t closing;
-    /* The records this handle's rb_peek or rb_peek_many returned: the
-     * range [peek_start, peek_end) (DISCARD records between its messages
-     * included), how many messages and payload bytes it holds (for the
-     * counters). Only the turn holder touches them (peeking is atomic so
-     * rb_release can test it). */
+    /* The records this handle's rb_peek or rb_peek_many returned: where
+     * they end (peek_end: DISCARD records between its messages included;
+     * rb_release moves the group head there), how many messages and
+     * payload bytes it holds (for the counters). Only the turn holder
+     * touches them (peeking is atomic so rb_release can test it). */
     _Atomic uint32_t peeking;
-    uint64_t peek_start, peek_end, peek_count, peek_bytes;
+    uint64_t peek_end, peek_count, peek_bytes;
     /* Crash recovery (recover.c). stall_ns: rb_set_stall_timeout. The head
      * record stuck at head_stall_pos since head_stall_since is tracked by
      * the turn holder only; the turn holder stuck since turn_stall.since by
@@ -409,12 +414,17 @@ static inline void rb_count2(rb_ring *rb, enum rb_counter c, uint64_t n, uint64_
 /* Adds n to counter c of our slot (rb_count2). */
 static inline void rb_count(rb_ring *rb, enum rb_counter c, uint64_t n) { rb_count2(rb, c, n, 0); }
 
-/* Bytes writers may fill: all but one header word. A group that has read
- * everything waits at tail, where it reads the word as "nothing yet": that
- * word must be free (zero), not the oldest record's that no writer has
- * freed yet, as it would be with tail == head + capacity (invariant 2 of
- * docs/design.md keeps [tail, head + capacity) zero, never empty). */
-static inline uint64_t rb_room(const rb_ring *rb) { return rb->capacity - RB_REC_HDR; }
+/* The first position a reader may not look at: head + capacity. Bytes a
+ * group has read are freed only when a writer needs them (rb_reclaim), so
+ * with tail == head + capacity a group that has read everything waits at
+ * tail, where the word is the oldest record's (read, not freed yet), not
+ * zero. Acquire: the zeroing of everything below head happens-before our
+ * look at the words above it (invariant 2, docs/design.md). Loaded before
+ * the words it guards. */
+static inline uint64_t rb_read_limit(const rb_ring *rb)
+{
+    return atomic_load_explicit(&rb->hdr->head, memory_order_acquire) + rb->capacity;
+}
 
 /* The header word of the record at position pos. Every atomic access to a
  * header word goes through here: the index is pos & mask, in the first
@@ -514,10 +524,18 @@ int rb_reclaim(rb_ring *rb, uint64_t need);
 /* What rb_reclaim could free now without overrunning anyone, as a hint for
  * waiting writers and rb_info: the lowest head among the groups (tail with
  * no group). No lock, no syscall. */
-uint64_t rb_reclaimable(rb_ring *rb);
-/* Takes the reclaim lock for a group table change (waits; takes over a
- * dead holder, finishing its release): RB_OK or RB_ECLOSED. */
-int rb_reclaim_lock(rb_ring *rb);
+uint64_t rb_reclaimable(rb_ring *rb, int *any);
+/* An overwrite ring's group head while a writer overruns the group: the
+ * new head with this bit set, until the writer has counted the loss
+ * (overrun_groups); readers wait for it to clear (rb_group_head). */
+#define RB_HEAD_OVERRUN 1u
+/* Our group's head, once no writer is in the middle of overrunning it
+ * (overwrite rings: waits up to about 20 us, taking over a dead writer's
+ * reclaim lock after the stall timeout; RB_EEMPTY if the writer is slow).
+ * Acquire. We hold the group's turn. */
+int rb_group_head(rb_ring *rb, uint64_t *head);
+/* Whether an ephemeral group exists (a hint, no lock). */
+int rb_has_ephemeral(rb_ring *rb);
 void rb_reclaim_unlock(rb_ring *rb);
 /* The reclaim lock within about 20 us: 1 taken, 0 not. */
 int rb_reclaim_trylock(rb_ring *rb);
@@ -527,8 +545,9 @@ int rb_group_args_ok(const char *name, unsigned flags);
 int rb_group_join(rb_ring *rb, const char *name, unsigned flags);
 /* Records the handle's group in its slot (for rb_groups' member counts). */
 void rb_group_mark_slot(rb_ring *rb);
-/* rb_close: removes the handle's ephemeral group. */
-void rb_group_leave(rb_ring *rb);
+/* rb_shutdown, rb_close: removes the handle's ephemeral group, waiting up
+ * to wait_ns for a read of its own in progress. */
+void rb_group_leave(rb_ring *rb, int64_t wait_ns);
 /* The handle's group entry if it exists and is the one we joined, else
  * NULL (a snapshot). */
 struct rb_group *rb_group_of(rb_ring *rb);

@@ -68,13 +68,33 @@ static int probe_data(rb_ring *rb, uint32_t *holder)
         give_turn(rb, 0);
         return 1; /* removed: the read reports RB_ENOGROUP */
     }
-    uint64_t h = atomic_load_explicit(&g->head, memory_order_relaxed);
+    /* Acquire in an overwrite ring: a writer may have moved it (as in
+     * read_records_ow). */
+    uint64_t h = atomic_load_explicit(&g->head, rb->overwrite ? memory_order_acquire : memory_order_relaxed);
+    if (h & RB_HEAD_OVERRUN) {
+        /* A writer is overrunning us: its commit wakes us; if it has held
+         * its lock for the stall timeout, the read looks (rb_group_head
+         * takes a dead one's lock over). Relaxed: hints. */
+        uint32_t holder = atomic_load_explicit(&rb->hdr->reclaim_turn, memory_order_relaxed);
+        give_turn(rb, 0);
+        return holder == 0 || rb_lock_stuck(rb, holder, &rb->reclaim_stall);
+    }
+    if (h >= rb_read_limit(rb)) {
+        give_turn(rb, 0);
+        return 0; /* everything read, the ring full of it: nothing new */
+    }
     uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     /* Anything but a zero or BUSY word lets the read decide (a corrupt
-     * word is reported by the read). An overwrite ring's reader decides
-     * whatever it finds (the word may be a reclaimed record's). */
-    int ready = (w != 0 && rb_rec_flags(w) != RB_REC_BUSY) || rb->overwrite;
-    if (!ready)
+     * word is reported by the read). */
+    int ready = w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
+    if (!ready && rb->overwrite)
+        /* A writer overran us (the word may be a reclaimed record's: the
+         * read reports the loss), or a stuck record to recover (under the
+         * reclaim lock, as read_records_ow). Relaxed lost_pending: a hint
+         * the read acts on; acquire head: as above. */
+        ready = atomic_load_explicit(&g->lost_pending, memory_order_relaxed) != 0 ||
+                atomic_load_explicit(&g->head, memory_order_acquire) != h || rb_recover_locked(rb, h) != 0;
+    else if (!ready)
         ready = rb_recover_head(rb, h, &rb->head_stall) != 0; /* 1: recovered; RB_ECORRUPT: the read reports it */
     give_turn(rb, 0);
     return ready;
@@ -105,27 +125,32 @@ static int space_ready(rb_ring *rb, uint64_t need)
      * relaxed tail: a hint, reserve()'s CAS decides. */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
     uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-    if (t - h <= rb_room(rb) - need)
+    if (t - h <= rb->capacity - need)
         return 1;
     /* Not free yet; ready if a reclaim would free it (reserve() then
      * reclaims), unless another writer is reclaiming (it wakes us when it
      * lets go; a holder stuck for the stall timeout is checked by the
      * reclaim). Relaxed: hints. */
     uint32_t holder = atomic_load_explicit(&rb->hdr->reclaim_turn, memory_order_relaxed);
-    if (holder != 0 && !rb_lock_stuck(rb, holder, &rb->reclaim_stall))
-        return 0;
-    if (t - rb_reclaimable(rb) <= rb_room(rb) - need)
+    if (holder != 0)
+        return rb_lock_stuck(rb, holder, &rb->reclaim_stall); /* stuck: the reclaim takes a dead one over */
+    int any;
+    if (t - rb_reclaimable(rb, &any) <= rb->capacity - need && any)
         return 1;
-    if (rb->overwrite) {
-        /* A writer overwrites the oldest records, unless the oldest is
-         * still being written (a hint: the word may be stale). */
+    if (rb->overwrite || !any) {
+        /* A writer frees the oldest records (overwrite, or nobody owed
+         * them), unless the oldest is still being written (a hint: the
+         * word may be stale; its commit wakes us, notify_data). */
         uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed);
         return w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
     }
     /* A dead subscriber's ephemeral group may be what holds us back: the
-     * reclaim looks for those once per stall timeout. */
+     * reclaim looks for those once per stall timeout. (A writable event
+     * descriptor's notifier, which never reclaims, then says "writable"
+     * once per stall timeout while a live subscriber holds writers back.) */
     int64_t limit = atomic_load_explicit(&rb->stall_ns, memory_order_relaxed);
-    return limit >= 0 && rb_now_ns() - atomic_load_explicit(&rb->eph_check_since, memory_order_relaxed) >= limit;
+    return limit >= 0 && rb_now_ns() - atomic_load_explicit(&rb->eph_check_since, memory_order_relaxed) >= limit &&
+           rb_has_ephemeral(rb);
 }
 
 int rb_space_ready(rb_ring *rb, uint64_t need) { return space_ready(rb, need); }
@@ -226,7 +251,7 @@ static int reserve(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos,
          * read (with acquire, via head's release chain) before this load. */
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
         uint64_t used = t - h, need = 0;
-        uint64_t free_bytes = used < rb_room(rb) ? rb_room(rb) - used : 0;
+        uint64_t free_bytes = used < rb->capacity ? rb->capacity - used : 0;
         size_t k = 0;
         while (k < count && need + rb_rec_size(lens[k]) <= free_bytes)
             need += rb_rec_size(lens[k++]);
@@ -281,7 +306,7 @@ static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t 
                         struct rb_intent **in, int64_t deadline)
 {
     uint64_t need = rb_rec_size(lens[0]), refill = rb->capacity / RB_REFILL_DIV;
-    for (;;) {
+    for (int tries = 0;; tries++) {
         int rc = reserve(rb, lens, count, pos, n, in);
         if (rc != RB_EFULL)
             return rc;
@@ -289,6 +314,10 @@ static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t 
             rb_event_rearm(rb, RB_EV_WRITABLE, need); /* found full: the writable fd stops polling ready */
             return rc;
         }
+        /* The readiness tests are hints: one that keeps saying "ready"
+         * while reserve keeps failing must not outlive the deadline. */
+        if (tries > 0 && deadline != RB_FOREVER && rb_now_ns() >= deadline)
+            return RB_ETIMEDOUT;
         /* Full: first spin until a share of the ring is free, not just
          * what we need. A producer faster than its consumers would
          * otherwise take the few bytes each read frees, one message at a
@@ -327,10 +356,14 @@ static void publish(rb_ring *rb, uint64_t pos, uint64_t len, uint32_t flags)
 /* After publishing: wake consumers parked for data, if any. */
 static void notify_data(rb_ring *rb)
 {
-    /* Fence between our commit and rb_wake's load of the waiter count;
-     * pairs with the fence in rb_wait (see docs/design.md, "Waiting"). */
+    /* Fence between our commit and rb_wake's load of the waiter counts;
+     * pairs with the fence in rb_wait (see docs/design.md, "Waiting").
+     * Writers may wait for our record too: one that needs the oldest
+     * record finished (an overwrite ring, a ring with no group). */
     rb_waker_fence(rb);
     struct rb_waitq q = rb_data_q(rb);
+    rb_wake(rb, &q);
+    q = rb_space_q(rb);
     rb_wake(rb, &q);
 }
 
@@ -636,22 +669,45 @@ RB_API int rb_abort(rb_ring *rb, void *ptr)
 
 /* ---- consumers --------------------------------------------------------- */
 
+/* check_group found the group removed: gives the turn back. Out of line:
+ * the read paths never come here. */
+__attribute__((noinline, cold)) static int group_gone(rb_ring *rb)
+{
+    give_turn(rb, 0);
+    return RB_ENOGROUP;
+}
+
 /* We just took our group's turn: RB_OK if the group is still the one we
  * joined, else gives the turn back and returns RB_ENOGROUP. */
-static int check_group(rb_ring *rb)
+static inline int check_group(rb_ring *rb)
 {
     /* Relaxed: whoever removed the group changed gen while holding the
      * turn, and our turn's acquire pairs with its release. */
     if (__builtin_expect(atomic_load_explicit(&rb->grp->gen, memory_order_relaxed) == rb->grp_gen, 1))
         return RB_OK;
-    give_turn(rb, 0);
-    return RB_ENOGROUP;
+    return group_gone(rb);
 }
+
+static int take_turn_slow(rb_ring *rb, int64_t deadline);
 
 /* Takes our group's read turn (one CAS on a word only the group's readers
  * touch), waiting at most until the deadline; 0 means "only a short spin"
- * (-> RB_EEMPTY). RB_ENOGROUP: the group does not exist (any more). */
-static int take_turn(rb_ring *rb, int64_t deadline)
+ * (-> RB_EEMPTY). RB_ENOGROUP: the group does not exist (any more). The
+ * uncontended case inline, the rest in take_turn_slow. */
+static inline __attribute__((always_inline)) int take_turn(rb_ring *rb, int64_t deadline)
+{
+    uint32_t expected = 0;
+    /* Acq_rel: as in take_turn_slow. */
+    if (__builtin_expect(rb->grp_gen != 0, 1) &&
+        atomic_compare_exchange_strong_explicit(&rb->grp->turn, &expected, rb->id, memory_order_acq_rel,
+                                                memory_order_relaxed)) {
+        RB_KILLPOINT("read.turn");
+        return check_group(rb);
+    }
+    return take_turn_slow(rb, deadline);
+}
+
+__attribute__((noinline)) static int take_turn_slow(rb_ring *rb, int64_t deadline)
 {
     int64_t spin_end = 0;
     if (rb->grp_gen == 0)
@@ -723,8 +779,11 @@ static void give_turn(rb_ring *rb, int released)
  * peek calls it per record, and with peek_following as a second caller the
  * compiler made it a call (rb_write + rb_peek + rb_release measured 5-8%
  * slower). */
-static inline __attribute__((always_inline)) int peek_record(rb_ring *rb, uint64_t h, uint64_t *word)
+static inline __attribute__((always_inline)) int peek_record(rb_ring *rb, uint64_t h, uint64_t lim,
+                                                             uint64_t *word)
 {
+    if (h >= lim)
+        return RB_EEMPTY; /* the word there is the oldest record's (rb_read_limit) */
     /* Acquire pairs with the producer's committing release store: the
      * payload is visible once we see the record committed. */
     uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
@@ -768,11 +827,11 @@ static inline void consume(rb_ring *rb, uint64_t e)
  * *h is the head on entry and the position reached on return; the caller
  * consumes what was skipped. A record stuck at the head may be recovered
  * here (recover.c), when its writer is dead. */
-static int next_record(rb_ring *rb, uint64_t *h, uint64_t *word)
+static int next_record(rb_ring *rb, uint64_t *h, uint64_t lim, uint64_t *word)
 {
     for (;;) {
-        int rc = peek_record(rb, *h, word);
-        if (rc == RB_EEMPTY) {
+        int rc = peek_record(rb, *h, lim, word);
+        if (rc == RB_EEMPTY && *h < lim) {
             rc = rb_recover_head(rb, *h, &rb->head_stall);
             if (rc == 1)
                 continue; /* now discarded: look again */
@@ -792,12 +851,12 @@ static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t
     /* Relaxed: in a lossless ring only our group's turn holders store its
      * head, and our turn's acquire made the last holder's store visible. */
     uint64_t start = atomic_load_explicit(&rb->grp->head, memory_order_relaxed);
-    uint64_t h = start;
+    uint64_t h = start, lim = rb_read_limit(rb);
     size_t n = 0, used = 0;
     int rc = RB_OK;
     while (n < max_count) {
         uint64_t w;
-        rc = next_record(rb, &h, &w);
+        rc = next_record(rb, &h, lim, &w);
         if (rc != RB_OK)
             break;
         uint64_t len = rb_rec_len(w);
@@ -865,17 +924,20 @@ __attribute__((noinline)) static int read_records_ow(rb_ring *rb, unsigned char 
     *released = 0;
     *count = 0;
     for (;;) {
+        /* The head first (a writer overrunning us counts the loss before
+         * it lets the head be seen: rb_group_head), then the count. */
+        uint64_t start;
+        int rc = rb_group_head(rb, &start);
+        if (rc != RB_OK)
+            return rc;
         if (lost_found(rb))
             return RB_ELOST;
-        /* Acquire: a writer may have moved it (overrun_groups' CAS). */
-        uint64_t start = atomic_load_explicit(&g->head, memory_order_acquire);
-        uint64_t h = start;
+        uint64_t h = start, lim = rb_read_limit(rb);
         size_t n = 0, used = 0;
-        int rc = RB_OK;
         while (n < max_count) {
             uint64_t w;
-            rc = peek_record(rb, h, &w);
-            if (rc == RB_EEMPTY && n == 0 && h == start) {
+            rc = peek_record(rb, h, lim, &w);
+            if (rc == RB_EEMPTY && n == 0 && h == start && h < lim) {
                 /* Recovery writes DISCARD words: only under the reclaim
                  * lock here, where no writer can reclaim them meanwhile. */
                 rc = rb_recover_locked(rb, h);
@@ -1047,12 +1109,12 @@ static int peek_many(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *pos
  * messages in all; *end: where the last one ends; *bytes: adds their
  * payload bytes. */
 __attribute__((noinline)) /* rb_peek never calls it: kept out of its code */
-static size_t peek_following(rb_ring *rb, uint64_t head, uint64_t e, const void **ptrs, size_t *lens,
+static size_t peek_following(rb_ring *rb, uint64_t lim, uint64_t e, const void **ptrs, size_t *lens,
                              uint64_t *positions, size_t n, size_t max_count, uint64_t *end, uint64_t *bytes)
 {
     uint64_t h = e, w;
     while (n < max_count) {
-        if (h - head >= rb->capacity || peek_record(rb, h, &w) != RB_OK)
+        if (peek_record(rb, h, lim, &w) != RB_OK)
             break;
         uint64_t len = rb_rec_len(w);
         if (rb_rec_flags(w) & RB_REC_DISCARD) {
@@ -1087,7 +1149,8 @@ static inline __attribute__((always_inline)) int peek_turns(rb_ring *rb, const v
         }
         /* Relaxed: as in read_records. */
         uint64_t start = atomic_load_explicit(&rb->grp->head, memory_order_relaxed), h = start, w;
-        rc = next_record(rb, &h, &w);
+        uint64_t lim = rb_read_limit(rb);
+        rc = next_record(rb, &h, lim, &w);
         if (h != start)
             consume(rb, h); /* discarded records skipped */
         if (rc == RB_OK) {
@@ -1108,8 +1171,7 @@ static inline __attribute__((always_inline)) int peek_turns(rb_ring *rb, const v
             if (positions != NULL)
                 positions[0] = h;
             if (max_count > 1)
-                n = peek_following(rb, h, end, ptrs, lens, positions, 1, max_count, &end, &bytes);
-            rb->peek_start = h;
+                n = peek_following(rb, lim, end, ptrs, lens, positions, 1, max_count, &end, &bytes);
             rb->peek_end = end;
             rb->peek_count = n;
             rb->peek_bytes = bytes;
@@ -1221,6 +1283,14 @@ RB_API int rb_shutdown(rb_ring *rb)
     struct rb_waitq qs[3] = {rb_data_q(rb), rb_space_q(rb), rb_turn_q(rb)};
     for (int i = 0; i < 3; i++)
         rb_wake_always(&qs[i]);
+    /* An ephemeral group ends with its handle's use: remove it now (the
+     * calls just woken give its turn back), not only at rb_close, which a
+     * binding may run much later. Not in a fork child that never used the
+     * handle: the group is its parent's (as in rb_close). Relaxed: the
+     * epochs are this process's (rb_close). */
+    if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
+        atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
+        rb_group_leave(rb, 100000000);
     /* The descriptor stays open until rb_close: it holds our slot's lock,
      * and calls still running must not look dead to others. */
     return RB_OK;
@@ -1240,12 +1310,12 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail)
     _Atomic uint64_t *hw = &rb->hdr->head;
     if (rb->grp != NULL && rb->grp_gen != 0 && atomic_load_explicit(&rb->grp->gen, memory_order_relaxed) == rb->grp_gen)
         hw = &rb->grp->head;
-    uint64_t h, t, h2 = atomic_load_explicit(hw, memory_order_acquire);
+    uint64_t h, t, h2 = atomic_load_explicit(hw, memory_order_acquire) & ~(uint64_t)RB_HEAD_OVERRUN;
     int tries = 0;
     do {
         h = h2;
         t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-        h2 = atomic_load_explicit(hw, memory_order_acquire);
+        h2 = atomic_load_explicit(hw, memory_order_acquire) & ~(uint64_t)RB_HEAD_OVERRUN;
     } while (h2 != h && ++tries < 100);
     if (h2 != h) {
         h = h2;
@@ -1278,8 +1348,9 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
     uint32_t turn = rb->grp_gen != 0 ? atomic_load_explicit(&rb->grp->turn, memory_order_relaxed) : 0;
     in.reclaimed = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
     uint64_t tnow = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-    uint64_t used = tnow - rb_reclaimable(rb);
-    in.writable = used < rb_room(rb) ? rb_room(rb) - used : 0;
+    int any;
+    uint64_t used = tnow - rb_reclaimable(rb, &any);
+    in.writable = used < rb->capacity ? rb->capacity - used : 0;
     in.ring_flags = rb_ring_flags(rb);
     for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++)
         in.groups += atomic_load_explicit(&rb_group_at(rb, i)->gen, memory_order_relaxed) & 1u;
@@ -1293,10 +1364,15 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
     in.space_waiters = atomic_load_explicit(&rb->hdr->space_waiters, memory_order_relaxed);
     in.turn_waiters = atomic_load_explicit(&rb->hdr->turn_waiters, memory_order_relaxed);
     int rc = RB_OK, locked = 0;
+    int walk = !(flags & RB_INFO_NO_COUNT) && take_turn(rb, 0) == RB_OK;
     /* An overwrite ring's writers could zero what we walk: hold them off
-     * (the reclaim lock, after the turn: the order readers take them in). */
-    if (!(flags & RB_INFO_NO_COUNT) && take_turn(rb, 0) == RB_OK &&
-        (!rb->overwrite || (locked = rb_reclaim_trylock(rb)) || (give_turn(rb, 0), 0))) {
+     * (the reclaim lock, after the turn: the order readers take them in),
+     * or count nothing. */
+    if (walk && rb->overwrite && !(locked = rb_reclaim_trylock(rb))) {
+        give_turn(rb, 0);
+        walk = 0;
+    }
+    if (walk) {
         /* Walk under the turn, as a consumer would read (read_records): the
          * words between head and tail are record headers, zero (reserved,
          * not written yet) or committed/BUSY/DISCARD words. */
@@ -1305,10 +1381,14 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
          * needed: the walk needs only a bound (the turn's acquire chain
          * already gives tail >= head, and each word it reads is acquired
          * and checked on its own). */
-        uint64_t h = atomic_load_explicit(&rb->grp->head, memory_order_relaxed);
+        uint64_t h = atomic_load_explicit(&rb->grp->head, memory_order_relaxed) & ~(uint64_t)RB_HEAD_OVERRUN;
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
         in.head = h;
         in.tail = t;
+        /* A group head forged since we joined (below head, past tail,
+         * unaligned) is not walked: the reads report it. */
+        if ((h & 7u) != 0 || h < in.reclaimed || h > t)
+            h = t;
         while (h < t) {
             /* Acquire: as in peek_record. */
             uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
