@@ -150,7 +150,6 @@ def test_lost_count_is_exact(tmp_path):
     assert rb.overwrite is True
     g = RingBuffer.open(path, group="g")
     e = RingBuffer.open(path, ephemeral=True)
-    # Writers may fill capacity - 8 bytes (the last header word stays free).
     msgs = [bytes([i]) * 1000 for i in range(4)]  # records of 1008 bytes: 4 fill the ring
     for m in msgs:
         rb.write(m)
