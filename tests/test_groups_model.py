@@ -28,6 +28,7 @@ The model (docs/design.md, "Consumer groups"):
 
 from __future__ import annotations
 
+import gc
 import random
 import shutil
 import tempfile
@@ -360,7 +361,11 @@ class GroupsMachine(RuleBasedStateMachine):
         self.add_handle(rb, g)
 
     def close_handle(self, h: Handle) -> None:
-        h.rb.close()  # (the object may live on: close() alone ends an ephemeral group)
+        h.rb.close()
+        # The C handle goes (rb_close) when the object is collected; until
+        # then it counts as a member (test_members_leave_at_close checks
+        # close() alone), and a traceback in a cycle may hold it.
+        gc.collect()
         self.handles.remove(h)
         if h.group is not None:
             h.group.members.discard(h.hid)
@@ -586,3 +591,17 @@ def test_ephemeral_group_vanishes_at_close(tmp_path):
         for _ in range(10):
             w.write(b"x" * 2000)
         del held, kept
+
+
+def test_members_leave_at_close(tmp_path):
+    """groups()' member count drops at close(), also while the closed
+    object is still referenced."""
+    path = str(tmp_path / "m.ring")
+    with RingBuffer(path, 4096) as w:
+        a = RingBuffer.open(path, group="audit")
+        b = RingBuffer.open(path, group="audit")
+        assert {d["name"]: d["members"] for d in w.groups()} == {None: 1, "audit": 2}
+        a.close()
+        assert {d["name"]: d["members"] for d in w.groups()} == {None: 1, "audit": 1}
+        b.close()
+        assert {d["name"]: d["members"] for d in w.groups()} == {None: 1, "audit": 0}
