@@ -116,14 +116,16 @@ def demo(c, count=300_000, size=64):
 @task(
     help={
         "quick": "small time budgets: the whole suite in under a minute",
-        "only": "only these groups, comma-separated: throughput,latency,idle,memory,objects,async,arrays,c",
+        "only": "only these groups, comma-separated: "
+        "throughput,latency,idle,memory,objects,async,arrays,bridge,fanout,c",
     }
 )
 def bench(c, quick=False, only=""):
     """Run the benchmark suite (bench/) against its peers and targets; results in bench/results/.
 
     Groups: throughput and latency next to multiprocessing, faster-fifo and pyzmq, idle CPU,
-    memory, ringbuffer.Queue objects, asyncio, arrays and large messages, the NATS bridge, the C benchmark."""
+    memory, ringbuffer.Queue objects, asyncio, arrays and large messages, the NATS bridge, fan-out to
+    consumer groups (C and Python pub/sub next to pyzmq), the C benchmark."""
     if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so.0")):
         build(c)
     _run(c, "make -s -C bench")

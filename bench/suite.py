@@ -41,7 +41,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from bench import arrays, bridge, report, workers
+from bench import arrays, bridge, fanout, report, workers
 from ringbuffer import RingBuffer, c_version
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +91,7 @@ ASYNC_THROUGHPUT = (
 SYNC_GET = "ringbuffer get loop (no loop)"
 # Optional peers: transport -> the module it needs.
 PEERS = {"faster-fifo": "faster_fifo", "pyzmq": "zmq", "uvloop": "uvloop"}
-GROUPS = ("throughput", "latency", "idle", "memory", "objects", "async", "arrays", "bridge", "c")
+GROUPS = ("throughput", "latency", "idle", "memory", "objects", "async", "arrays", "bridge", "fanout", "c")
 
 
 @dataclass
@@ -561,6 +561,11 @@ group_arrays = arrays.group
 group_bridge = bridge.group
 
 
+# -- fan-out: consumer groups (bench/fanout.py, bench/fanout.c) ---------------------
+
+group_fanout = fanout.group
+
+
 # -- C ---------------------------------------------------------------------------
 
 
@@ -667,7 +672,9 @@ def main(argv: list[str] | None = None) -> int:
         preload.append("zmq.asyncio")
     if importlib.util.find_spec("numpy") is not None:
         preload.append("numpy")
-    ctx.set_forkserver_preload(["bench.workers", "bench.arrays", "ringbuffer.benchmark", "asyncio", *preload])
+    ctx.set_forkserver_preload(
+        ["bench.workers", "bench.arrays", "bench.fanout", "ringbuffer.benchmark", "asyncio", *preload]
+    )
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     folder = tempfile.mkdtemp(prefix="rb-bench-", dir=shm)
     suite = Suite(settings, ctx, folder, missing)
