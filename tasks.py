@@ -133,6 +133,21 @@ def bench(c, quick=False, only=""):
     _run(c, f"{PY} -m bench.suite{opts}")
 
 
+@task(
+    help={
+        "a": "the revision before (default main)",
+        "b": "the revision after (default WORKTREE: the working tree, uncommitted changes included)",
+        "rounds": "interleaved rounds, each figure (default 7, at least 5)",
+    }
+)
+def bench_ab(c, a="main", b="WORKTREE", rounds=7):
+    """A/B: the 64 B put/get (Python) and single-message C rates of the library at two revisions.
+
+    Builds each in a folder of its own and runs them interleaved (bench/ab.py); results in
+    bench/results/ab.txt and ab.json."""
+    _run(c, f"{PY} bench/ab.py --a {a} --b {b} --rounds {int(rounds)}")
+
+
 @task
 def clean(c):
     """Remove build outputs (C objects, the extension, caches)."""
