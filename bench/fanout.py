@@ -103,7 +103,7 @@ def ring_subscriber(path: str, n: int, mode: str) -> Work:
     # The group is made now, before the publisher starts: it gets every
     # message. A lost message would leave get() waiting: the suite's
     # timeout then fails the case.
-    rb = RingBuffer.open(path, ephemeral=True)  # type: ignore[call-arg]
+    rb = RingBuffer.open(path, ephemeral=True)
     if mode == "batch":
         get_many = rb.get_many
 
@@ -210,7 +210,7 @@ def pubsub_once(suite: Suite, transport: str, mode: str, n: int) -> dict[str, An
     name = suite.name()
     if transport == "ring":
         path = os.path.join(suite.folder, f"{name}.ring")
-        RingBuffer(path, RING_BYTES, default_group=False).close()  # type: ignore[call-arg]
+        RingBuffer(path, RING_BYTES, default_group=False).close()
         jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [(ring_publisher, (path, n, mode))]
         jobs += [(ring_subscriber, (path, n, mode))] * SUBSCRIBERS
     else:
