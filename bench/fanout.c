@@ -18,11 +18,15 @@
  * words (each subscriber gets every message exactly once, in order, whole),
  * then, once the producer is done, that no message is left (no duplicate).
  *
- * Modes (--modes, default single,batch): "single" subscribers read with
- * rb_read_wait (the headline: one call per message on both sides);
+ * Modes (--modes, default single,batch,hogs): "single" subscribers read
+ * with rb_read_wait (the headline: one call per message on both sides);
  * "batch" subscribers with rb_read_many_wait (the producer still writes one
  * message per rb_write_wait): what the producer gets when its subscribers
- * need less CPU per message.
+ * need less CPU per message; "hogs" (K > 1 only), the control for CPU
+ * sharing: one subscriber (as "single") and K - 1 processes that only spin
+ * (no ring) until it is done, so that K + 1 processes share the CPUs as
+ * with K subscribers, without fan-out: the producer's rate there is what
+ * sharing the CPUs alone leaves it.
  *
  * N per (K, mode) comes from an untimed calibration run of --messages
  * (default 500000) messages, scaled to --budget seconds (default 1) of the
@@ -36,7 +40,9 @@
  * run, each process's CPU time (getrusage: user, system, voluntary and
  * involuntary context switches) over its timed part, and the ring's
  * counters (rb_stats: parks, wake-ups, time parked) over the run: with K
- * subscribers K + 1 processes share the machine's CPUs.
+ * subscribers K + 1 processes share the machine's CPUs. machine_busy_cpus
+ * is how many CPUs every process on the machine kept busy over the run
+ * (/proc/stat): more than busy_cpus (ours) means other work shared them.
  *
  * Times come from CLOCK_MONOTONIC. Prints one JSON object on stdout
  * (progress on stderr); exits 1 if any case failed its checks.
@@ -65,6 +71,9 @@
 #define READ_BYTES (256u << 10) /* a batched subscriber's buffer */
 #define READ_COUNT 4096
 #define READ_TIMEOUT_NS (10 * 1000000000LL) /* a subscriber gives up (and fails) */
+
+enum mode { MODE_SINGLE, MODE_BATCH, MODE_HOGS, NMODES };
+static const char *const mode_names[NMODES] = {"single", "batch", "hogs"};
 
 static double budget_s = 1.0;
 static int reps = 3;
@@ -189,6 +198,26 @@ static pid_t spawn(void)
 
 /* ---- one run --------------------------------------------------------------- */
 
+/* The machine's busy and total CPU time so far (/proc/stat, in ticks): the
+ * CPU that every process used, ours and the other work on the machine. */
+static void machine_ticks(unsigned long long *busy, unsigned long long *total)
+{
+    unsigned long long v[10] = {0};
+    *busy = *total = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+                   &v[5], &v[6], &v[7], &v[8], &v[9]);
+    fclose(f);
+    if (n < 8)
+        return;
+    /* user nice system idle iowait irq softirq steal (guest counted in user) */
+    for (int i = 0; i < 8; i++)
+        *total += v[i];
+    *busy = *total - v[3] - v[4];
+}
+
 /* A process's CPU over its timed part (getrusage deltas). */
 struct cpu {
     double user_s, sys_s;
@@ -229,6 +258,7 @@ struct sub_shared {
 struct run_shared {
     int64_t t0, t1; /* the producer's first write, its last write's return */
     _Atomic int producer_done;
+    _Atomic int subscribers_done; /* hogs spin until the subscriber is done */
     struct cpu producer_cpu;
     struct sub_shared sub[MAXSUBS];
 };
@@ -236,6 +266,7 @@ struct run_shared {
 struct run_result {
     int ok;
     double producer_rate, delivery_rate, wall_s;
+    double machine_busy_cpus; /* every process's, from /proc/stat, over the run */
     struct cpu producer_cpu, sub_cpu[MAXSUBS];
     struct rb_stats stats;
 };
@@ -287,6 +318,18 @@ static inline void account(struct sub_shared *me, const unsigned char *m, size_t
         me->first_bad = k;
 }
 
+/* A process of "hogs" mode: spins, without the ring, until the subscriber
+ * is done. */
+static void hog(int id, struct gate *g, struct run_shared *sh)
+{
+    child_ready_and_wait(g);
+    struct rusage ru = usage_now();
+    while (!atomic_load_explicit(&sh->subscribers_done, memory_order_relaxed))
+        ;
+    sh->sub[id].cpu = usage_since(&ru);
+    _exit(0);
+}
+
 static void subscriber(const char *path, int id, int batched, uint64_t n, struct gate *g, struct run_shared *sh)
 {
     struct sub_shared *me = &sh->sub[id];
@@ -325,6 +368,7 @@ static void subscriber(const char *path, int id, int batched, uint64_t n, struct
     }
     me->t_last = now_ns();
     me->cpu = usage_since(&ru);
+    atomic_fetch_add(&sh->subscribers_done, 1);
     me->received = k;
     me->status = k >= n ? RB_OK : rc;
     if (k >= n) {
@@ -343,8 +387,11 @@ static void subscriber(const char *path, int id, int batched, uint64_t n, struct
     _exit(me->status == RB_OK && me->errors == 0 && me->extra == 0 && k == n ? 0 : 5);
 }
 
-static struct run_result run_once(int nsubs, int batched, uint64_t n)
+/* One run: the producer and nprocs other processes (subscribers, or in
+ * hogs mode one subscriber and nprocs - 1 hogs). */
+static struct run_result run_once(int nprocs, enum mode mode, uint64_t n)
 {
+    int nsubs = mode == MODE_HOGS ? 1 : nprocs;
     char path[600];
     snprintf(path, sizeof path, "%s/fanout-%d.ring", dir, (int)getpid());
     rb_ring *rb;
@@ -356,19 +403,26 @@ static struct run_result run_once(int nsubs, int batched, uint64_t n)
     struct gate g;
     gate_init(&g);
     pid_t pids[MAXSUBS + 1];
-    for (int i = 0; i <= nsubs; i++) {
+    for (int i = 0; i <= nprocs; i++) {
         pids[i] = spawn();
         if (pids[i] == 0) {
             rb_close(rb); /* the parent's handle is not the children's business */
-            if (i == nsubs)
+            if (i == nprocs)
                 producer(path, n, &g, sh);
-            subscriber(path, i, batched, n, &g, sh);
+            if (i >= nsubs)
+                hog(i, &g, sh);
+            subscriber(path, i, mode == MODE_BATCH, n, &g, sh);
         }
     }
     /* A run is about budget_s; a machine far slower than the calibration
      * run still finishes (or is stopped) in bounded time. */
-    int bad = gate_run(&g, pids, nsubs + 1, (int64_t)((budget_s * 30 + 30) * 1e9));
+    unsigned long long busy0, total0, busy1, total1;
+    machine_ticks(&busy0, &total0);
+    int bad = gate_run(&g, pids, nprocs + 1, (int64_t)((budget_s * 30 + 30) * 1e9));
+    machine_ticks(&busy1, &total1);
     struct run_result r = {0};
+    if (total1 > total0)
+        r.machine_busy_cpus = (double)(busy1 - busy0) / (total1 - total0) * sysconf(_SC_NPROCESSORS_ONLN);
     rb_stats(rb, &r.stats); /* every handle's counts stay in the file */
     rb_close(rb);
     unlink(path);
@@ -380,17 +434,18 @@ static struct run_result run_once(int nsubs, int batched, uint64_t n)
             fprintf(stderr,
                     "fanout: %d subscribers (%s): subscriber %d got %llu of %llu messages, %llu wrong (first at "
                     "%llu), %llu more after the last; %s\n",
-                    nsubs, batched ? "batch" : "single", i, (unsigned long long)s->received,
+                    nprocs, mode_names[mode], i, (unsigned long long)s->received,
                     (unsigned long long)n, (unsigned long long)s->errors, (unsigned long long)s->first_bad,
                     (unsigned long long)s->extra, rb_strerror(s->status));
         }
         if (s->t_last > t_last)
             t_last = s->t_last;
-        r.sub_cpu[i] = s->cpu;
     }
+    for (int i = 0; i < nprocs; i++)
+        r.sub_cpu[i] = sh->sub[i].cpu;
     if (bad || sh->t1 <= sh->t0) {
         if (!bad)
-            fprintf(stderr, "fanout: %d subscribers: no time measured\n", nsubs);
+            fprintf(stderr, "fanout: %d subscribers: no time measured\n", nprocs);
         munmap(sh, sizeof *sh);
         return r;
     }
@@ -406,7 +461,8 @@ static struct run_result run_once(int nsubs, int batched, uint64_t n)
 /* ---- cases and output --------------------------------------------------------- */
 
 struct fcase {
-    int nsubs, batched, ok;
+    int nsubs, ok; /* nsubs: the processes besides the producer (hogs mode: 1 subscriber, nsubs - 1 hogs) */
+    enum mode mode;
     uint64_t n;
     double prate[MAXREPS], drate[MAXREPS];
     struct run_result runs[MAXREPS];
@@ -434,11 +490,13 @@ static void print_case(const struct fcase *c, const char *sep)
             mi = r;
         }
     const struct run_result *m = &c->runs[mi];
-    fprintf(stderr, "fanout: %d subscriber(s), %s: producer %.2fM msgs/s, deliveries %.2fM/s%s\n", c->nsubs,
-            c->batched ? "batch" : "single", pm / 1e6, dm / 1e6, c->ok ? "" : " (FAILED)");
-    printf("%s    {\"subscribers\": %d, \"mode\": \"%s\", \"size\": %d, \"ok\": %s, \"messages\": %llu, "
-           "\"producer_msgs_per_s\": %.0f, \"deliveries_per_s\": %.0f",
-           sep, c->nsubs, c->batched ? "batch" : "single", SIZE, c->ok ? "true" : "false",
+    int real = c->mode == MODE_HOGS ? 1 : c->nsubs;
+    fprintf(stderr, "fanout: %d %s, %s: producer %.2fM msgs/s, deliveries %.2fM/s%s\n", c->nsubs,
+            c->mode == MODE_HOGS ? "processes (1 subscriber)" : "subscriber(s)", mode_names[c->mode], pm / 1e6,
+            dm / 1e6, c->ok ? "" : " (FAILED)");
+    printf("%s    {\"subscribers\": %d, \"mode\": \"%s\", \"hogs\": %d, \"size\": %d, \"ok\": %s, "
+           "\"messages\": %llu, \"producer_msgs_per_s\": %.0f, \"deliveries_per_s\": %.0f",
+           sep, real, mode_names[c->mode], c->nsubs - real, SIZE, c->ok ? "true" : "false",
            (unsigned long long)c->n, pm, dm);
     printf(", \"runs_producer_msgs_per_s\": [");
     for (int r = 0; r < reps; r++)
@@ -454,14 +512,15 @@ static void print_case(const struct fcase *c, const char *sep)
         print_cpu("producer", &m->producer_cpu, producer_wall, c->n);
         printf(", \"subscribers\": [");
         for (int i = 0; i < c->nsubs; i++) {
-            printf(i ? ", {" : "{");
+            printf(i == real ? "], \"hogs\": [{" : i ? ", {" : "{");
             total += m->sub_cpu[i].user_s + m->sub_cpu[i].sys_s;
             print_cpu("cpu", &m->sub_cpu[i], wall, c->n);
             printf("}");
         }
-        printf("],\n        \"busy_cpus\": %.3f, \"rb_stats\": {\"written\": %llu, \"read\": %llu, \"parks\": "
+        printf(real == c->nsubs ? "], \"hogs\": [" : "");
+        printf("],\n        \"busy_cpus\": %.3f, \"machine_busy_cpus\": %.3f, \"rb_stats\": {\"written\": %llu, \"read\": %llu, \"parks\": "
                "%llu, \"parked_ns\": %llu, \"wakes\": %llu}}",
-               wall > 0 ? total / wall : 0, (unsigned long long)m->stats.written,
+               wall > 0 ? total / wall : 0, m->machine_busy_cpus, (unsigned long long)m->stats.written,
                (unsigned long long)m->stats.read, (unsigned long long)m->stats.parks,
                (unsigned long long)m->stats.parked_ns, (unsigned long long)m->stats.wakes);
     }
@@ -471,14 +530,15 @@ static void print_case(const struct fcase *c, const char *sep)
 static void usage(void)
 {
     fprintf(stderr, "usage: fanout [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR] [--subs 1,2,4] "
-                    "[--modes single,batch] [--messages N]\n");
+                    "[--modes single,batch,hogs] [--messages N]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
-    int subs[MAXCASES], nsubs = 0, modes[2], nmodes = 0;
-    const char *subs_arg = "1,2,4", *modes_arg = "single,batch";
+    int subs[MAXCASES], nsubs = 0, nmodes = 0;
+    enum mode modes[NMODES];
+    const char *subs_arg = "1,2,4", *modes_arg = "single,batch,hogs";
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
             usage();
@@ -512,24 +572,28 @@ int main(int argc, char **argv)
     char mbuf[64];
     snprintf(mbuf, sizeof mbuf, "%s", modes_arg);
     for (char *save = NULL, *t = strtok_r(mbuf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (nmodes == 2 || (strcmp(t, "single") != 0 && strcmp(t, "batch") != 0))
+        int m = 0;
+        while (m < NMODES && strcmp(t, mode_names[m]) != 0)
+            m++;
+        if (m == NMODES || nmodes == NMODES)
             usage();
-        modes[nmodes++] = strcmp(t, "batch") == 0;
+        modes[nmodes++] = (enum mode)m;
     }
     if (budget_s <= 0 || reps < 1 || reps > MAXREPS || ring_bytes < 4096 || (ring_bytes & (ring_bytes - 1)) ||
         nsubs == 0 || nmodes == 0 || calib_messages < 1000)
         usage();
 
-    static struct fcase cases[MAXCASES];
+    static struct fcase cases[NMODES * MAXCASES];
     int ncases = 0;
     for (int mo = 0; mo < nmodes; mo++)
         for (int s = 0; s < nsubs; s++)
-            cases[ncases++] = (struct fcase){.nsubs = subs[s], .batched = modes[mo], .ok = 1};
+            if (modes[mo] != MODE_HOGS || subs[s] > 1)
+                cases[ncases++] = (struct fcase){.nsubs = subs[s], .mode = modes[mo], .ok = 1};
     int failures = 0;
     for (int c = 0; c < ncases; c++) {
         /* Calibration (and warm-up): untimed, N for about budget_s of the
          * producer's time. */
-        struct run_result r = run_once(cases[c].nsubs, cases[c].batched, calib_messages);
+        struct run_result r = run_once(cases[c].nsubs, cases[c].mode, calib_messages);
         if (!r.ok) {
             cases[c].ok = 0;
             cases[c].n = calib_messages;
@@ -537,15 +601,15 @@ int main(int argc, char **argv)
         }
         double n = r.producer_rate * budget_s;
         cases[c].n = n < 100000 ? 100000 : n > 500e6 ? 500000000 : (uint64_t)n;
-        fprintf(stderr, "fanout: %d subscriber(s), %s: %llu messages a run\n", cases[c].nsubs,
-                cases[c].batched ? "batch" : "single", (unsigned long long)cases[c].n);
+        fprintf(stderr, "fanout: K=%d, %s: %llu messages a run\n", cases[c].nsubs, mode_names[cases[c].mode],
+                (unsigned long long)cases[c].n);
     }
     for (int rep = 0; rep < reps; rep++) {
         fprintf(stderr, "fanout: round %d of %d\n", rep + 1, reps);
         for (int c = 0; c < ncases; c++) {
             if (!cases[c].ok)
                 continue;
-            struct run_result r = run_once(cases[c].nsubs, cases[c].batched, cases[c].n);
+            struct run_result r = run_once(cases[c].nsubs, cases[c].mode, cases[c].n);
             cases[c].ok &= r.ok;
             cases[c].runs[rep] = r;
             cases[c].prate[rep] = r.producer_rate;

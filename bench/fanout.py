@@ -9,7 +9,9 @@ fan-out costs, in C and in Python.
    rate with 4 groups against its rate with 1, with each process's CPU time
    (getrusage): on a 2-CPU machine, 4 subscribers and the producer share
    two CPUs. Subscribers reading one message a call (``rb_read_wait``, the
-   headline) and in batches (``rb_read_many_wait``, reported).
+   headline) and in batches (``rb_read_many_wait``, reported); and the
+   control for CPU sharing ("hogs"): one subscriber and K - 1 processes that
+   only spin, so that as many processes share the CPUs without fan-out.
 2. Python pub/sub: one publisher process and 2 subscriber processes, 64 B;
    messages delivered per second (the sum over the subscribers), our ring
    (``RingBuffer.open(path, ephemeral=True)`` per subscriber, ``put`` /
@@ -304,15 +306,25 @@ def group_c(suite: Suite) -> dict[str, Any]:
         return {"error": f"fanout failed ({proc.returncode}): {proc.stderr.strip()[-500:]}"}
     if proc.returncode != 0:
         out["error"] = proc.stderr.strip()[-500:]
-    for mode in ("single", "batch"):
-        rows = {r["subscribers"]: r for r in out["cases"] if r["mode"] == mode and r.get("ok")}
-        one = rows.get(1)
+    ok = [r for r in out["cases"] if r.get("ok")]
+    for mode in ("single", "batch", "hogs"):
+        # hogs: against one subscriber with the CPUs to itself
+        one = next(
+            (r for r in ok if r["mode"] == ("single" if mode == "hogs" else mode) and _k(r) == 1), None
+        )
         if one is None:
             continue
-        for r in rows.values():
-            r["vs_one_group"] = r["producer_msgs_per_s"] / one["producer_msgs_per_s"]
-            r["ceiling"] = cpu_ceiling(one, r["subscribers"], out["cpus"])
+        for r in ok:
+            if r["mode"] == mode:
+                r["vs_one_group"] = r["producer_msgs_per_s"] / one["producer_msgs_per_s"]
+                if mode == "single":
+                    r["ceiling"] = cpu_ceiling(one, r["subscribers"], out["cpus"])
     return out
+
+
+def _k(r: dict[str, Any]) -> int:
+    """The processes besides the producer (subscribers, and hogs)."""
+    return int(r["subscribers"] + r.get("hogs", 0))
 
 
 def cpu_ceiling(one: dict[str, Any], k: int, cpus: int) -> dict[str, float] | None:
@@ -342,8 +354,9 @@ def group(suite: Suite) -> None:
 
 
 def _c_rows(data: dict[str, Any], mode: str) -> dict[int, dict[str, Any]]:
+    """The C cases of a mode that passed, by K."""
     c = data.get("fanout", {}).get("c", {})
-    return {r["subscribers"]: r for r in c.get("cases", []) if r["mode"] == mode and r.get("ok")}
+    return {_k(r): r for r in c.get("cases", []) if r["mode"] == mode and r.get("ok")}
 
 
 def _cpu_note(r: dict[str, Any]) -> str:
@@ -353,10 +366,16 @@ def _cpu_note(r: dict[str, Any]) -> str:
     return (
         f"producer {m['producer']['share_of_a_cpu']:.2f} of a CPU, "
         f"{m['producer']['cpu_ns_per_msg']:.0f} ns/msg; "
-        f"subscribers {share:.2f} of a CPU each, "
+        f"subscriber{'s' if len(subs) > 1 else ''} {share:.2f} of a CPU{' each' if len(subs) > 1 else ''}, "
         f"{statistics.fmean(x['cpu']['cpu_ns_per_msg'] for x in subs):.0f} ns/msg; "
-        f"{m['busy_cpus']:.2f} CPUs busy"
+        f"{m['busy_cpus']:.2f} CPUs busy{_others(m)}"
     )
+
+
+def _others(m: dict[str, Any]) -> str:
+    """The CPUs that other work on the machine used during the run."""
+    other = m.get("machine_busy_cpus", 0) - m["busy_cpus"]
+    return f", other work {other:.2f} CPUs" if other >= 0.05 else ""
 
 
 def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -375,17 +394,30 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     cpus = fo.get("c", {}).get("cpus", "?")
     target = f"C fan-out, 64 B: producer rate with 4 ephemeral groups >= 0.5x with 1 (on {cpus} CPUs)"
     if one and four:
-        ceil = four.get("ceiling") or {}
+        hogs = _c_rows(data, "hogs").get(4)
         add(
             target,
             f"{four['vs_one_group']:.2f}x ({four['producer_msgs_per_s'] / 1e6:.2f}M against "
-            f"{one['producer_msgs_per_s'] / 1e6:.2f}M msgs/s; CPU-bound ceiling from the 1-group run's "
-            f"CPU per message: {ceil.get('vs_one_group', float('nan')):.2f}x)",
+            f"{one['producer_msgs_per_s'] / 1e6:.2f}M msgs/s"
+            + (
+                ""
+                if hogs is None
+                else f"; 5 processes without fan-out (1 subscriber, 3 spinning): {hogs['vs_one_group']:.2f}x"
+            )
+            + ")",
             four["vs_one_group"] >= 0.5,
+        )
+        control = (
+            ""
+            if hogs is None
+            else ". Control, 1 subscriber and 3 processes that only spin (5 processes, no fan-out): producer "
+            f"{hogs['vs_one_group']:.2f}x the 1-group rate ({_cpu_note(hogs)}, "
+            f"hogs {statistics.fmean(x['cpu']['share_of_a_cpu'] for x in hogs['median_run']['hogs']):.2f} "
+            "of a CPU each)"
         )
         add(
             "C fan-out, 4 groups: how CPU sharing weighs on it (reported)",
-            f"1 group: {_cpu_note(one)}. 4 groups: {_cpu_note(four)}",
+            f"1 group: {_cpu_note(one)}. 4 groups: {_cpu_note(four)}{control}",
             "info",
         )
     else:
@@ -443,14 +475,17 @@ def table(data: dict[str, Any], reps: int) -> list[str]:
             f"C fan-out (bench/fanout.c): 1 producer process (rb_write_wait) and K subscriber processes, "
             f"each on its own ephemeral group, {c['size']} B, lossless ring of {c['ring_bytes'] >> 10} KiB, "
             f"{c['cpus']} CPUs; median of {c['reps']} runs of ~{c['budget_s']:g} s",
-            "  subscribers read one message a call (single) or in batches (batch); CPU: each process's share "
-            "of a CPU and CPU time per message (getrusage), CPUs busy in all",
+            "  subscribers read one message a call (single) or in batches (batch); hogs: 1 subscriber "
+            "(single) and K - 1 processes that only spin (CPU sharing without fan-out)",
+            "  CPU: each process's share of a CPU and CPU time per message (getrusage; subscribers' mean), "
+            "CPUs busy in all, CPUs other work on the machine used meanwhile (/proc/stat); the ring's parks "
+            "and futex wake-ups (rb_stats)",
             f"  {'K':<3} {'mode':<7} {'producer msgs/s':>16} {'vs K=1':>7} {'deliveries/s':>14} "
             f"{'producer CPU':>13} {'ns/msg':>7} {'subscriber CPU':>15} {'ns/msg':>7} {'busy':>5} "
-            f"{'parks':>7} {'wakes':>9}",
+            f"{'others':>6} {'parks':>7} {'wakes':>9}",
         ]
         for r in c["cases"]:
-            head = f"  {r['subscribers']:<3} {r['mode']:<7}"
+            head = f"  {_k(r):<3} {r['mode']:<7}"
             if not r.get("ok"):
                 out.append(f"{head} FAILED")
                 continue
@@ -463,7 +498,8 @@ def table(data: dict[str, Any], reps: int) -> list[str]:
                 f"{m['producer']['share_of_a_cpu']:>13.2f} {m['producer']['cpu_ns_per_msg']:>7.0f} "
                 f"{statistics.fmean(x['cpu']['share_of_a_cpu'] for x in subs):>15.2f} "
                 f"{statistics.fmean(x['cpu']['cpu_ns_per_msg'] for x in subs):>7.0f} "
-                f"{m['busy_cpus']:>5.2f} {st['parks']:>7,} {st['wakes']:>9,}"
+                f"{m['busy_cpus']:>5.2f} {max(0.0, m.get('machine_busy_cpus', 0) - m['busy_cpus']):>6.2f} "
+                f"{st['parks']:>7,} {st['wakes']:>9,}"
             )
         four = _c_rows(data, "single").get(4, {})
         ceil = four.get("ceiling")
