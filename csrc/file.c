@@ -41,7 +41,7 @@ static int validate_header(const struct rb_header *h, uint64_t file_size)
         return RB_ECORRUPT;
     if (h->version != RB_FORMAT_VERSION)
         return RB_EVERSION;
-    if (h->state != RB_STATE_READY || h->flags != 0)
+    if (h->state != RB_STATE_READY || (h->flags & ~RB_HDR_FLAGS) != 0)
         return RB_ECORRUPT;
     if (h->header_size != RB_HEADER_SIZE || h->slot_count != RB_SLOTS || h->slot_size != RB_SLOT_SIZE)
         return RB_ECORRUPT;
@@ -146,6 +146,7 @@ int rb_map_fd(int fd, struct rb_ring *rb)
     rb->capacity = h.capacity;
     rb->mask = h.capacity - 1;
     rb->max_message = h.max_message;
+    rb->overwrite = (h.flags & RB_OVERWRITE) != 0;
     rb->fd = fd;
     /* Not shared yet: plain initialisation. */
     atomic_init(&rb->head_cache, head);
@@ -161,7 +162,7 @@ int rb_map_fd(int fd, struct rb_ring *rb)
     return rc;
 }
 
-static int open_fd(int fd, rb_ring **out)
+static int open_fd(int fd, const char *group, unsigned flags, rb_ring **out)
 {
     rb_ring *rb = calloc(1, sizeof *rb);
     if (rb == NULL) {
@@ -178,19 +179,30 @@ static int open_fd(int fd, rb_ring **out)
         errno = e;
         return rc;
     }
+    rc = rb_group_join(rb, group, flags);
+    if (rc != RB_OK) {
+        int e = errno;
+        munmap(rb->hdr, rb->map_len);
+        close(fd);
+        free(rb);
+        errno = e;
+        return rc;
+    }
     *out = rb;
     return RB_OK;
 }
 
-RB_API int rb_open(const char *path, rb_ring **out)
+RB_API int rb_open_group(const char *path, const char *group, unsigned flags, rb_ring **out)
 {
-    if (path == NULL || out == NULL)
+    if (path == NULL || out == NULL || !rb_group_args_ok(group, flags))
         return RB_EINVAL;
     int fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return RB_ESYS;
-    return open_fd(fd, out);
+    return open_fd(fd, group, flags, out);
 }
+
+RB_API int rb_open(const char *path, rb_ring **out) { return rb_open_group(path, NULL, 0, out); }
 
 /* Creates ".ringbuf-<pid>-<ns>-<n>" exclusively in path's directory (a
  * short name, so that a target name of NAME_MAX bytes still works);
@@ -282,7 +294,7 @@ RB_API int rb_create_mode(const char *path, size_t size, unsigned flags, unsigne
 {
     if (path == NULL || out == NULL || *path == '\0')
         return RB_EINVAL;
-    if (size == 0 || size > RB_MAX_CAPACITY || (flags & ~RB_REMOVE) != 0 || (mode & ~07777u) != 0)
+    if (size == 0 || size > RB_MAX_CAPACITY || (flags & ~(RB_REMOVE | RB_HDR_FLAGS)) != 0 || (mode & ~07777u) != 0)
         return RB_EINVAL;
     /* A power of two >= 4096 is a multiple of any page size that divides
      * the 4096-byte header, which the double mapping needs. */
@@ -318,16 +330,32 @@ RB_API int rb_create_mode(const char *path, size_t size, unsigned flags, unsigne
     h->capacity = cap;
     h->max_message = cap / 2;
     h->state = RB_STATE_READY;
+    h->flags = flags & RB_HDR_FLAGS;
     h->created_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
     /* The file's identity, before it is published: never changed after. */
     if (random_bytes(h->file_id, sizeof h->file_id) != 0) {
         e = errno;
         goto fail;
     }
-    /* head, tail, read_turn and the data region are zero: an empty ring. */
+    /* head, tail, the locks and the data region are zero: an empty ring. */
     if (write_all(fd, h, sizeof *h) != 0) {
         e = errno;
         goto fail;
+    }
+    if (!(flags & RB_NO_DEFAULT_GROUP)) {
+        /* The default group, entry 0: exists (gen 1), at position 0. */
+        struct rb_group g;
+        memset(&g, 0, sizeof g);
+        atomic_init(&g.gen, 1);
+        atomic_init(&g.kind, RB_GROUP_KIND_DEFAULT);
+        atomic_init(&g.created_ns, h->created_ns);
+        atomic_init(&h->groups_used, 1);
+        if (pwrite(fd, &g, sizeof g, RB_GROUPS_OFF) != (ssize_t)sizeof g ||
+            pwrite(fd, (const char *)h + offsetof(struct rb_header, groups_used), 4,
+                   offsetof(struct rb_header, groups_used)) != 4) {
+            e = errno;
+            goto fail;
+        }
     }
     /* Publish: link() fails with EEXIST rather than replacing anything;
      * rename() replaces atomically (old mappings keep the old inode). */
@@ -339,7 +367,7 @@ RB_API int rb_create_mode(const char *path, size_t size, unsigned flags, unsigne
         unlink(tmp);
     free(tmp);
     free(h);
-    return open_fd(fd, out);
+    return open_fd(fd, NULL, 0, out);
 
 fail:
     unlink(tmp);
@@ -366,8 +394,10 @@ RB_API int rb_close(rb_ring *rb)
      * both epochs were last written by this process (rb_slot_attach, the
      * fork handler) before any call that could race this one. */
     if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
-        atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
+        atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed)) {
         rb_peek_cancel(rb);
+        rb_group_leave(rb); /* an ephemeral group of ours (not the parent's, in a fork child) */
+    }
     /* Notifier threads use the mapping: stop them first. They end on
      * closing (rb_event_close wakes them); relaxed: no other thread calls
      * the handle any more, and the wake-up orders the rest. */

@@ -40,7 +40,9 @@
 #define RB_SLOT_SIZE 512u
 #define RB_SLOT_INTENTS 5u       /* reservations in flight at once per handle */
 #define RB_PAGE0 4096u           /* the header page */
-#define RB_HEADER_SIZE (RB_PAGE0 + RB_SLOTS * RB_SLOT_SIZE) /* bytes before the data region */
+#define RB_GROUPS_OFF (RB_PAGE0 + RB_SLOTS * RB_SLOT_SIZE) /* the group table */
+#define RB_GROUP_SIZE 256u
+#define RB_HEADER_SIZE (RB_GROUPS_OFF + RB_GROUPS_MAX * RB_GROUP_SIZE) /* bytes before the data region */
 
 /* A record: an 8-byte header word, then the payload, padded to 8 bytes.
  * Header word: bits 0-31 payload length, bits 32-39 flags, bits 40-63 the
@@ -110,14 +112,16 @@ struct rb_header {
     /* Producers' line: next free byte position, advanced by CAS. */
     _Atomic uint64_t tail;         /* 128 */
     unsigned char pad1[RB_LINE - 8];
-    /* Consumers' line: first unconsumed position, and the read turn. */
+    /* The reclaim line: bytes below head are free for writers (zeroed),
+     * moved by the holder of the reclaim lock (groups.c, rb_reclaim). */
     _Atomic uint64_t head;         /* 256 */
-    _Atomic uint32_t read_turn;    /* 264: 0 = free, else holder's id */
-    _Atomic uint32_t turn_seq;     /* 268: futex word, bumped when the turn is given back */
-    _Atomic uint32_t turn_waiters; /* 272: consumers parked on turn_seq */
+    _Atomic uint32_t reclaim_turn; /* 264: the reclaim lock: 0 = free, else holder's id */
+    _Atomic uint32_t turn_seq;     /* 268: futex word, bumped when a group's read turn is given back */
+    _Atomic uint32_t turn_waiters; /* 272: consumers parked on turn_seq (any group) */
     uint32_t pad2a;                /* 276 */
-    /* The range the turn holder is zeroing before it stores head = its
-     * end; the next holder finishes it if the holder dies meanwhile. */
+    /* The range the reclaim lock's holder is zeroing before it stores
+     * head = its end; the next holder finishes it if the holder dies
+     * meanwhile. */
     _Atomic uint64_t release_start;/* 280 */
     _Atomic uint64_t release_end;  /* 288 */
     unsigned char pad2[RB_LINE - 40];
@@ -134,7 +138,31 @@ struct rb_header {
     unsigned char pad4[RB_LINE - 8];
     /* Slots ever taken (a high-water mark: scans stop there). */
     _Atomic uint32_t slots_used;   /* 640 */
-    unsigned char reserved[RB_PAGE0 - 5 * RB_LINE - 4];
+    /* Group table entries ever used (a high-water mark, as slots_used). */
+    _Atomic uint32_t groups_used;  /* 644 */
+    unsigned char reserved[RB_PAGE0 - 5 * RB_LINE - 8];
+};
+
+/* Header flags (offset 36): the rb_create flags that describe the ring. */
+#define RB_HDR_FLAGS (RB_OVERWRITE | RB_NO_DEFAULT_GROUP)
+
+/* A consumer group (RB_GROUP_SIZE bytes) at RB_GROUPS_OFF + index *
+ * RB_GROUP_SIZE. Entry 0 is the default group's. gen is odd while the
+ * group exists: creating it adds 1, removing it adds 1 (both under the
+ * reclaim lock and the group's turn), so a member that remembers the odd
+ * value it joined sees any removal (docs/design.md, "Consumer groups"). */
+struct rb_group {
+    _Atomic uint64_t head;         /*   0: next record the group reads */
+    _Atomic uint32_t turn;         /*   8: the group's read turn: 0 = free, else holder's id */
+    _Atomic uint32_t gen;          /*  12: odd: the group exists */
+    _Atomic uint64_t lost_pending; /*  16: overwrite rings: lost, not yet reported to a member */
+    _Atomic uint64_t lost;         /*  24: overwrite rings: lost since the group was made */
+    _Atomic uint32_t owner;        /*  32: ephemeral: the owning handle's id, else 0 */
+    _Atomic uint32_t kind;         /*  36: RB_GROUP_KIND_* */
+    _Atomic uint64_t created_ns;   /*  40 */
+    unsigned char pad0[RB_LINE - 48];
+    char name[RB_GROUP_NAME_MAX + 1]; /* 128: NUL-terminated, "" when unnamed */
+    unsigned char pad1[RB_GROUP_SIZE - RB_LINE - RB_GROUP_NAME_MAX - 1];
 };
 
 /* A reservation in flight: [start, end) is being reserved or was just
@@ -169,7 +197,9 @@ struct rb_slot {
     _Atomic uint32_t gen;          /*  0: generation of the current (or last) owner, 1..RB_GEN_MASK */
     _Atomic uint32_t pid;          /*  4: owner's pid, for diagnostics only */
     _Atomic uint32_t parked[3];    /*  8: this slot's share of the data/space/turn waiter counts */
-    unsigned char pad0[28];        /* 20 */
+    _Atomic uint32_t group;        /* 20: the owner's group: index + 1, 0 none (rb_groups counts members) */
+    _Atomic uint32_t group_gen;    /* 24: that group's gen when the owner joined */
+    unsigned char pad0[20];        /* 28 */
     struct rb_intent intent[RB_SLOT_INTENTS]; /* 48 */
     /* 128: the counters written with relaxed loads and stores, by one
      * writer per word at a time (rb_count2_own: the owner of intent entry
@@ -182,6 +212,10 @@ struct rb_slot {
 
 _Static_assert(sizeof(struct rb_header) == RB_PAGE0, "header is one page");
 _Static_assert(sizeof(struct rb_slot) == RB_SLOT_SIZE, "slot size");
+_Static_assert(sizeof(struct rb_group) == RB_GROUP_SIZE, "group size");
+_Static_assert(offsetof(struct rb_group, name) == 128, "group name offset");
+_Static_assert(offsetof(struct rb_slot, group) == 20, "slot group offset");
+_Static_assert(offsetof(struct rb_header, groups_used) == 644, "groups_used offset");
 _Static_assert((RB_SLOTS & (RB_SLOTS - 1)) == 0 && RB_SLOTS == 1u << RB_SLOT_BITS, "slot bits");
 _Static_assert(RB_REC_FLAGS_SHIFT == 32 && RB_REC_WRITER_SHIFT == RB_REC_FLAGS_SHIFT + 8 &&
                    RB_WRITER_MASK == (1u << (64 - RB_REC_WRITER_SHIFT)) - 1,
@@ -193,7 +227,7 @@ _Static_assert(offsetof(struct rb_header, file_id) == 56, "file_id offset");
 _Static_assert(sizeof(((struct rb_info *)0)->file_id) == RB_FILE_ID_LEN, "rb_info's file_id");
 _Static_assert(offsetof(struct rb_header, tail) == 128, "tail offset");
 _Static_assert(offsetof(struct rb_header, head) == 256, "head offset");
-_Static_assert(offsetof(struct rb_header, read_turn) == 264, "read_turn offset");
+_Static_assert(offsetof(struct rb_header, reclaim_turn) == 264, "reclaim_turn offset");
 _Static_assert(offsetof(struct rb_header, turn_seq) == 268, "turn_seq offset");
 _Static_assert(offsetof(struct rb_header, turn_waiters) == 272, "turn_waiters offset");
 _Static_assert(offsetof(struct rb_header, data_seq) == 384, "data_seq offset");
@@ -211,6 +245,23 @@ _Static_assert(sizeof(_Atomic uint64_t) == 8, "atomic u64 has no hidden lock");
  * checks whether its owner is alive (rb_set_stall_timeout). */
 #define RB_STALL_DEFAULT_NS 100000000
 
+/* Watching a lock word (a group's read turn, the reclaim lock) for a holder
+ * that keeps it past the stall timeout (recover.c). Relaxed atomics: a
+ * race only shifts a timing. */
+struct rb_lockstall {
+    _Atomic uint32_t id;
+    _Atomic int64_t since;
+};
+
+/* Watching the record at one position for a writer that never finishes it
+ * (recover.c, rb_recover_head): the turn holder's (head_stall) and the
+ * reclaim lock holder's (reclaim_rec_stall) are apart, plain: each is used
+ * only by the holder of its lock. */
+struct rb_recstall {
+    uint64_t pos;
+    int64_t since;
+};
+
 /* The process-local handle. */
 struct rb_ring {
     struct rb_header *hdr;   /* start of the mapping                    */
@@ -220,6 +271,17 @@ struct rb_ring {
     uint64_t capacity;
     uint64_t mask;           /* capacity - 1                          */
     uint64_t max_message;
+    int overwrite;           /* the ring was made with RB_OVERWRITE      */
+    /* Our consumer group: its entry (NULL: none, reads return
+     * RB_ENOGROUP) and the odd gen it had when we joined (groups.c). */
+    struct rb_group *grp;
+    uint32_t grp_gen;
+    int grp_ephemeral;       /* the group is ours: removed by rb_close   */
+    /* Overwrite rings: messages our group lost that reads reported
+     * (RB_ELOST) and rb_take_lost has not returned yet; and a loss found by
+     * a read that had already delivered messages, to report at the next. */
+    _Atomic uint64_t lost;
+    _Atomic uint32_t lost_unreported;
     uint32_t id;             /* writer id / turn holder id: slot | gen << 9 */
     uint32_t slot;           /* our slot index                        */
     struct rb_slot *me;      /* our slot                              */
@@ -247,13 +309,16 @@ struct rb_ring {
     uint64_t peek_start, peek_end, peek_count, peek_bytes;
     /* Crash recovery (recover.c). stall_ns: rb_set_stall_timeout. The head
      * record stuck at head_stall_pos since head_stall_since is tracked by
-     * the turn holder only; the turn holder stuck since turn_stall_since by
-     * any thread (relaxed atomics: a race only shifts a timing). */
+     * the turn holder only; the turn holder stuck since turn_stall.since by
+     * any thread; likewise the reclaim lock and the record stuck where the
+     * reclaim lock's holder walks. */
     _Atomic int64_t stall_ns;
-    uint64_t head_stall_pos;
-    int64_t head_stall_since;
-    _Atomic uint32_t turn_stall_id;
-    _Atomic int64_t turn_stall_since;
+    struct rb_recstall head_stall;
+    struct rb_lockstall turn_stall;
+    struct rb_lockstall reclaim_stall;
+    struct rb_recstall reclaim_rec_stall;
+    /* When this handle last looked for dead ephemeral groups (groups.c). */
+    _Atomic int64_t eph_check_since;
     /* fork(): the child gets its own slot at its first call (slots.c).
      * reattaching: the epoch being re-attached (0: none). */
     _Atomic uint32_t fork_epoch;
@@ -344,6 +409,18 @@ static inline void rb_count2(rb_ring *rb, enum rb_counter c, uint64_t n, uint64_
 /* Adds n to counter c of our slot (rb_count2). */
 static inline void rb_count(rb_ring *rb, enum rb_counter c, uint64_t n) { rb_count2(rb, c, n, 0); }
 
+/* The first position a reader may not look at: head + capacity. Bytes a
+ * group has read are freed only when a writer needs them (rb_reclaim), so
+ * with tail == head + capacity a group that has read everything waits at
+ * tail, where the word is the oldest record's (read, not freed yet), not
+ * zero. Acquire: the zeroing of everything below head happens-before our
+ * look at the words above it (invariant 2, docs/design.md). Loaded before
+ * the words it guards. */
+static inline uint64_t rb_read_limit(const rb_ring *rb)
+{
+    return atomic_load_explicit(&rb->hdr->head, memory_order_acquire) + rb->capacity;
+}
+
 /* The header word of the record at position pos. Every atomic access to a
  * header word goes through here: the index is pos & mask, in the first
  * mapping (a header word never crosses the end of the ring). */
@@ -403,27 +480,69 @@ static inline int rb_check_fork(rb_ring *rb)
 
 /* ---- crash recovery (recover.c) ---------------------------------------- */
 
-/* The read turn is held by id: if it has been held for the stall timeout
- * and id's handle is dead, takes the turn over, finishes the dead holder's
- * release (docs/design.md) and returns 1 (we hold the turn); else 0. */
-int rb_take_dead_turn(rb_ring *rb, uint32_t id);
-/* 1 if id has held the read turn for the stall timeout, as far as this
- * handle has watched (no syscall: a hint for waiters to look closer). */
-int rb_turn_stuck(rb_ring *rb, uint32_t id);
-/* True if the read turn's holder id has kept it for the stall timeout and
- * is dead (a read would take the turn over: the stall clock is left as it
- * is, so that the read finds the turn stuck too). For a live holder the
- * check is made again only a timeout later, as rb_take_dead_turn's. Takes
- * nothing. */
+/* The lock word is held by id: if it has been held for the stall timeout
+ * (as st has watched) and id's handle is dead, CASes it from id to ours and
+ * returns 1 (we hold it; the caller finishes what the dead holder left);
+ * else 0. */
+int rb_take_dead_lock(rb_ring *rb, _Atomic uint32_t *word, uint32_t id, struct rb_lockstall *st);
+/* 1 if id has held the lock watched by st for the stall timeout, as far as
+ * this handle has watched (no syscall: a hint for waiters to look closer). */
+int rb_lock_stuck(rb_ring *rb, uint32_t id, struct rb_lockstall *st);
+/* True if the group's read turn holder id has kept it for the stall
+ * timeout and is dead (a read would take the turn over: the stall clock is
+ * left as it is, so that the read finds the turn stuck too). For a live
+ * holder the check is made again only a timeout later. Takes nothing. */
 int rb_turn_dead(rb_ring *rb, uint32_t id);
-/* We hold the turn and the record at head h is not ready. If it has been
- * stuck for the stall timeout and its writer is dead, marks it (or the gap
- * it left) DISCARD and returns 1: look again. 0: nothing to do yet.
- * RB_ECORRUPT: the ring cannot be in this state. */
-int rb_recover_head(rb_ring *rb, uint64_t h);
-/* Zeroes [s, e) and releases head to e, recording the range in the header
- * first so that, if we die meanwhile, the next turn holder finishes it. */
-void rb_consume_range(rb_ring *rb, uint64_t s, uint64_t e);
+/* We hold the lock that st belongs to and the record at h is not ready. If
+ * it has been stuck for the stall timeout and its writer is dead, marks it
+ * (or the gap it left) DISCARD and returns 1: look again. 0: nothing to do
+ * yet. RB_ECORRUPT: the ring cannot be in this state. */
+int rb_recover_head(rb_ring *rb, uint64_t h, struct rb_recstall *st);
+/* Whether the record at h has been stuck for the stall timeout, as st has
+ * watched (we hold the lock st belongs to). */
+int rb_rec_stuck(rb_ring *rb, uint64_t h, int64_t now, struct rb_recstall *st);
+/* rb_recover_head for a reader of an overwrite ring, at its group head h
+ * (we hold the group's turn): under the reclaim lock, taken only once the
+ * record has been stuck for the stall timeout; 0 if the lock is busy. */
+int rb_recover_locked(rb_ring *rb, uint64_t h);
+
+/* ---- consumer groups and reclaiming (groups.c) --------------------------- */
+
+/* Frees space for writers: takes the reclaim lock (waiting for a holder
+ * that is freeing space, taking over a dead one) and moves head up to what
+ * every group has read (lossless; with no group, every finished record);
+ * in an overwrite ring, then on over the oldest records until need bytes
+ * are free, overrunning the groups that had not read them. Returns 1 if
+ * head moved (or another holder moved it meanwhile), 0 if nothing could be
+ * freed now. */
+int rb_reclaim(rb_ring *rb, uint64_t need);
+/* What rb_reclaim could free now without overrunning anyone, as a hint for
+ * waiting writers and rb_info: the lowest head among the groups (tail with
+ * no group). No lock, no syscall. */
+uint64_t rb_reclaimable(rb_ring *rb);
+/* Takes the reclaim lock for a group table change (waits; takes over a
+ * dead holder, finishing its release): RB_OK or RB_ECLOSED. */
+int rb_reclaim_lock(rb_ring *rb);
+void rb_reclaim_unlock(rb_ring *rb);
+/* The reclaim lock within about 20 us: 1 taken, 0 not. */
+int rb_reclaim_trylock(rb_ring *rb);
+/* Whether rb_open_group's name and flags make sense. */
+int rb_group_args_ok(const char *name, unsigned flags);
+/* Joins the handle to its group at open (rb_open_group). */
+int rb_group_join(rb_ring *rb, const char *name, unsigned flags);
+/* Records the handle's group in its slot (for rb_groups' member counts). */
+void rb_group_mark_slot(rb_ring *rb);
+/* rb_close: removes the handle's ephemeral group. */
+void rb_group_leave(rb_ring *rb);
+/* The handle's group entry if it exists and is the one we joined, else
+ * NULL (a snapshot). */
+struct rb_group *rb_group_of(rb_ring *rb);
+static inline struct rb_group *rb_group_at(const rb_ring *rb, uint32_t i)
+{
+    return (struct rb_group *)(void *)((unsigned char *)rb->hdr + RB_GROUPS_OFF + (uint64_t)i * RB_GROUP_SIZE);
+}
+/* Entries to scan: the high-water mark, clamped. */
+uint32_t rb_groups_used(const rb_ring *rb);
 
 /* ---- test-only kill points ---------------------------------------------- */
 

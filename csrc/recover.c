@@ -23,9 +23,9 @@ RB_API int rb_set_stall_timeout(rb_ring *rb, int64_t timeout_ns)
 /* Relaxed: a setting, as in rb_set_stall_timeout. */
 static int64_t stall_ns(rb_ring *rb) { return atomic_load_explicit(&rb->stall_ns, memory_order_relaxed); }
 
-/* ---- the read turn ------------------------------------------------------ */
+/* ---- lock words: a group's read turn, the reclaim lock ------------------ */
 
-int rb_turn_stuck(rb_ring *rb, uint32_t id)
+int rb_lock_stuck(rb_ring *rb, uint32_t id, struct rb_lockstall *st)
 {
     int64_t limit = stall_ns(rb);
     if (limit < 0)
@@ -33,83 +33,66 @@ int rb_turn_stuck(rb_ring *rb, uint32_t id)
     int64_t now = rb_now_ns();
     /* Relaxed: per-handle bookkeeping; racing threads only shift when the
      * next check happens. */
-    if (atomic_load_explicit(&rb->turn_stall_id, memory_order_relaxed) != id) {
-        atomic_store_explicit(&rb->turn_stall_id, id, memory_order_relaxed);
-        atomic_store_explicit(&rb->turn_stall_since, now, memory_order_relaxed);
+    if (atomic_load_explicit(&st->id, memory_order_relaxed) != id) {
+        atomic_store_explicit(&st->id, id, memory_order_relaxed);
+        atomic_store_explicit(&st->since, now, memory_order_relaxed);
         return limit == 0;
     }
-    return now - atomic_load_explicit(&rb->turn_stall_since, memory_order_relaxed) >= limit;
+    return now - atomic_load_explicit(&st->since, memory_order_relaxed) >= limit;
 }
 
 int rb_turn_dead(rb_ring *rb, uint32_t id)
 {
-    if (!rb_turn_stuck(rb, id))
+    if (!rb_lock_stuck(rb, id, &rb->turn_stall))
         return 0;
     /* Dead: leave the stall clock alone, so that the read this answer
      * leads to finds the turn stuck too and takes it over at once. */
     if (!rb_id_alive(rb, id))
         return 1;
-    /* Alive: as rb_take_dead_turn, look again only a full timeout from now
-     * (relaxed: as in rb_turn_stuck). */
-    atomic_store_explicit(&rb->turn_stall_since, rb_now_ns(), memory_order_relaxed);
+    /* Alive: as rb_take_dead_lock, look again only a full timeout from now
+     * (relaxed: as in rb_lock_stuck). */
+    atomic_store_explicit(&rb->turn_stall.since, rb_now_ns(), memory_order_relaxed);
     return 0;
 }
 
-int rb_take_dead_turn(rb_ring *rb, uint32_t id)
+int rb_take_dead_lock(rb_ring *rb, _Atomic uint32_t *word, uint32_t id, struct rb_lockstall *st)
 {
-    if (!rb_turn_stuck(rb, id))
+    if (!rb_lock_stuck(rb, id, st))
         return 0;
     /* Look again only a full timeout from now, whatever we find (relaxed:
-     * as in rb_turn_stuck). */
-    atomic_store_explicit(&rb->turn_stall_since, rb_now_ns(), memory_order_relaxed);
+     * as in rb_lock_stuck). */
+    atomic_store_explicit(&st->since, rb_now_ns(), memory_order_relaxed);
     if (rb_id_alive(rb, id))
         return 0; /* slow, not dead: keep waiting */
-    /* Acq_rel, as in take_turn. The dead holder released nothing; what it
-     * wrote is visible because it is dead: the kernel tore it down before
-     * it dropped the lock whose absence we just saw (docs/design.md). */
+    /* Acq_rel, as in taking the lock. The dead holder released nothing;
+     * what it wrote is visible because it is dead: the kernel tore it down
+     * before it dropped the lock whose absence we just saw
+     * (docs/design.md). */
     uint32_t expected = id;
-    if (!atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
+    if (!atomic_compare_exchange_strong_explicit(word, &expected, rb->id, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return 0; /* someone else took it over, or it was given back */
     RB_KILLPOINT("turn.taken");
     rb_count(rb, RB_C_TURNS_TAKEN, 1);
-    atomic_store_explicit(&rb->turn_stall_id, 0, memory_order_relaxed); /* relaxed: as in rb_turn_stuck */
-    /* If the holder died while zeroing what it had consumed, finish: the
-     * header says which range. The range is trusted only if it starts at
-     * head (the holder had not released it yet) and is a plausible part of
-     * [head, tail): anything else is an old range or a forged one. If we
-     * die in turn, the range is still there for the next holder. Relaxed:
-     * see rb_consume_range; tail is only a bound. */
-    uint64_t s = atomic_load_explicit(&rb->hdr->release_start, memory_order_relaxed);
-    uint64_t e = atomic_load_explicit(&rb->hdr->release_end, memory_order_relaxed);
-    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
-    uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-    if (s == h && e > s && e <= t && e - s <= rb->capacity && ((s | e) & 7u) == 0) {
-        rb_consume_range(rb, s, e);
-        /* Space was freed: the fence and wake-up give_turn would do (our
-         * caller may give the turn back without having moved head). */
-        rb_waker_fence(rb);
-        struct rb_waitq q = rb_space_q(rb);
-        rb_wake(rb, &q);
-    }
+    atomic_store_explicit(&st->id, 0, memory_order_relaxed); /* relaxed: as in rb_lock_stuck */
     return 1;
 }
 
 /* ---- the record at the head --------------------------------------------- */
 
 /* Whether the record at h has been stuck for the stall timeout (we hold the
- * turn: head_stall_* are ours). */
-static int head_stuck(rb_ring *rb, uint64_t h, int64_t now)
+ * lock st belongs to: it is ours). */
+int rb_rec_stuck(rb_ring *rb, uint64_t h, int64_t now, struct rb_recstall *st)
 {
     int64_t limit = stall_ns(rb);
     if (limit < 0)
         return 0;
-    if (h != rb->head_stall_pos || rb->head_stall_since == 0) {
-        rb->head_stall_pos = h;
-        rb->head_stall_since = now;
+    if (h != st->pos || st->since == 0) {
+        st->pos = h;
+        st->since = now;
         return limit == 0;
     }
-    return now - rb->head_stall_since >= limit;
+    return now - st->since >= limit;
 }
 
 /* A BUSY record whose writer is dead: discard it. */
@@ -179,7 +162,7 @@ static int recover_gap(rb_ring *rb, uint64_t h, uint64_t t)
     return 1;
 }
 
-int rb_recover_head(rb_ring *rb, uint64_t h)
+int rb_recover_head(rb_ring *rb, uint64_t h, struct rb_recstall *st)
 {
     /* Acquire: pairs with the producers' release CAS on tail, so that the
      * intent entry of whoever moved tail past h is visible to recover_gap. */
@@ -189,7 +172,7 @@ int rb_recover_head(rb_ring *rb, uint64_t h)
     if ((h & 7u) != 0)
         return RB_ECORRUPT; /* head was forged after we opened */
     int64_t now = rb_now_ns();
-    if (!head_stuck(rb, h, now))
+    if (!rb_rec_stuck(rb, h, now, st))
         return 0;
     /* Relaxed: recover_busy's CAS and recover_gap's acquire re-read it. */
     uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed);
@@ -203,6 +186,6 @@ int rb_recover_head(rb_ring *rb, uint64_t h)
     /* "Alive, keep waiting": look again only a full timeout from now. A
      * corrupt state stays reported at every call. */
     if (rc == 0)
-        rb->head_stall_since = now;
+        st->since = now;
     return rc;
 }

@@ -5,11 +5,14 @@
  * docs/design.md explains the protocol and why each memory order suffices.
  *
  * Invariants (positions are byte counts that only grow, index = pos & mask):
- *   head <= tail <= head + capacity
- *   every byte in [tail, head + capacity) is zero (consumers zero what they
- *   release), so a zero header word means "not written yet".
+ *   head <= group head <= tail <= head + capacity, for every group
+ *   every byte in [tail, head + capacity) is zero (rb_reclaim zeroes what it
+ *   frees), so a zero header word means "not written yet".
  *   a record in [head, tail) whose header word is still zero is covered by
  *   an intent entry of its writer's slot (crash recovery, recover.c).
+ * Readers of a group read from the group's head and move it; writers free
+ * what every group has read (rb_reclaim, groups.c) when they find the ring
+ * full.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -43,27 +46,40 @@ static void give_turn(rb_ring *rb, int released);
  * record's payload, being written with plain stores. */
 static int probe_data(rb_ring *rb, uint32_t *holder)
 {
+    struct rb_group *g = rb->grp;
+    if (rb->grp_gen == 0)
+        return 1; /* no group: the read reports RB_ENOGROUP */
     uint32_t expected = 0;
     /* Relaxed load first, to avoid writing the line while another reads.
      * Acq_rel CAS as in take_turn(). */
-    uint32_t seen = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
+    uint32_t seen = atomic_load_explicit(&g->turn, memory_order_relaxed);
     if (seen != 0) {
         *holder = seen;
         return -1;
     }
-    if (!atomic_compare_exchange_strong_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
+    if (!atomic_compare_exchange_strong_explicit(&g->turn, &expected, rb->id, memory_order_acq_rel,
                                                  memory_order_relaxed)) {
         *holder = expected;
         return -1;
     }
-    /* Relaxed head: as in read_records(); acquire word: as in peek_record(). */
-    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
+    /* Relaxed gen: as in take_turn. Relaxed head: as in read_records();
+     * acquire word: as in peek_record(). */
+    if (atomic_load_explicit(&g->gen, memory_order_relaxed) != rb->grp_gen) {
+        give_turn(rb, 0);
+        return 1; /* removed: the read reports RB_ENOGROUP */
+    }
+    uint64_t h = atomic_load_explicit(&g->head, memory_order_relaxed);
+    if (h >= rb_read_limit(rb)) {
+        give_turn(rb, 0);
+        return 0; /* everything read, the ring full of it: nothing new */
+    }
     uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     /* Anything but a zero or BUSY word lets the read decide (a corrupt
-     * word is reported by the read). */
-    int ready = w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
+     * word is reported by the read). An overwrite ring's reader decides
+     * whatever it finds (the word may be a reclaimed record's). */
+    int ready = (w != 0 && rb_rec_flags(w) != RB_REC_BUSY) || rb->overwrite;
     if (!ready)
-        ready = rb_recover_head(rb, h) != 0; /* 1: recovered; RB_ECORRUPT: the read reports it */
+        ready = rb_recover_head(rb, h, &rb->head_stall) != 0; /* 1: recovered; RB_ECORRUPT: the read reports it */
     give_turn(rb, 0);
     return ready;
 }
@@ -93,7 +109,27 @@ static int space_ready(rb_ring *rb, uint64_t need)
      * relaxed tail: a hint, reserve()'s CAS decides. */
     uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
     uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-    return t - h <= rb->capacity - need;
+    if (t - h <= rb->capacity - need)
+        return 1;
+    /* Not free yet; ready if a reclaim would free it (reserve() then
+     * reclaims), unless another writer is reclaiming (it wakes us when it
+     * lets go; a holder stuck for the stall timeout is checked by the
+     * reclaim). Relaxed: hints. */
+    uint32_t holder = atomic_load_explicit(&rb->hdr->reclaim_turn, memory_order_relaxed);
+    if (holder != 0 && !rb_lock_stuck(rb, holder, &rb->reclaim_stall))
+        return 0;
+    if (t - rb_reclaimable(rb) <= rb->capacity - need)
+        return 1;
+    if (rb->overwrite) {
+        /* A writer overwrites the oldest records, unless the oldest is
+         * still being written (a hint: the word may be stale). */
+        uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed);
+        return w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
+    }
+    /* A dead subscriber's ephemeral group may be what holds us back: the
+     * reclaim looks for those once per stall timeout. */
+    int64_t limit = atomic_load_explicit(&rb->stall_ns, memory_order_relaxed);
+    return limit >= 0 && rb_now_ns() - atomic_load_explicit(&rb->eph_check_since, memory_order_relaxed) >= limit;
 }
 
 int rb_space_ready(rb_ring *rb, uint64_t need) { return space_ready(rb, need); }
@@ -104,8 +140,10 @@ static int turn_ready(rb_ring *rb, uint64_t unused)
 {
     (void)unused;
     /* Relaxed: a hint; take_turn's CAS decides. */
-    uint32_t id = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
-    return id == 0 || rb_turn_stuck(rb, id);
+    if (rb->grp_gen == 0)
+        return 1;
+    uint32_t id = atomic_load_explicit(&rb->grp->turn, memory_order_relaxed);
+    return id == 0 || rb_lock_stuck(rb, id, &rb->turn_stall);
 }
 
 int rb_await_turn(rb_ring *rb, int64_t deadline)
@@ -197,9 +235,11 @@ static int reserve(rb_ring *rb, const size_t *lens, size_t count, uint64_t *pos,
         while (k < count && need + rb_rec_size(lens[k]) <= free_bytes)
             need += rb_rec_size(lens[k++]);
         if (k < count) {
-            /* Acquire pairs with the consumers' release of head: their
+            /* Acquire pairs with the reclaimer's release of head: its
              * zeroing of the freed bytes happens-before our writes there. */
             uint64_t fresh = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
+            if (fresh == h && rb_reclaim(rb, rb_rec_size(lens[k])))
+                fresh = atomic_load_explicit(&rb->hdr->head, memory_order_acquire); /* as above */
             if (fresh != h) {
                 /* Release: publishes the refreshed bound to sibling threads
                  * together with the happens-before it carries. */
@@ -600,31 +640,49 @@ RB_API int rb_abort(rb_ring *rb, void *ptr)
 
 /* ---- consumers --------------------------------------------------------- */
 
-/* Takes the read turn (one CAS on a word only consumers touch), waiting at
- * most until the deadline; 0 means "only a short spin" (-> RB_EEMPTY). */
+/* We just took our group's turn: RB_OK if the group is still the one we
+ * joined, else gives the turn back and returns RB_ENOGROUP. */
+static int check_group(rb_ring *rb)
+{
+    /* Relaxed: whoever removed the group changed gen while holding the
+     * turn, and our turn's acquire pairs with its release. */
+    if (__builtin_expect(atomic_load_explicit(&rb->grp->gen, memory_order_relaxed) == rb->grp_gen, 1))
+        return RB_OK;
+    give_turn(rb, 0);
+    return RB_ENOGROUP;
+}
+
+/* Takes our group's read turn (one CAS on a word only the group's readers
+ * touch), waiting at most until the deadline; 0 means "only a short spin"
+ * (-> RB_EEMPTY). RB_ENOGROUP: the group does not exist (any more). */
 static int take_turn(rb_ring *rb, int64_t deadline)
 {
     int64_t spin_end = 0;
+    if (rb->grp_gen == 0)
+        return RB_ENOGROUP; /* the ring has no default group */
+    _Atomic uint32_t *turn = &rb->grp->turn;
     for (unsigned spins = 0;; spins++) {
         uint32_t expected = 0;
         /* Acquire pairs with the previous holder's release in give_turn():
-         * its head store and zeroing are visible to us. Release: a reader
-         * that finds our id here and checks whether we are alive sees our
+         * its group head store is visible to us. Release: a reader that
+         * finds our id here and checks whether we are alive sees our
          * slot's generation (rb_id_alive). Relaxed on failure: the holder's
-         * id is only a hint for rb_take_dead_turn; what makes acting on it
+         * id is only a hint for rb_take_dead_lock; what makes acting on it
          * safe is rb_id_alive's acquire fence, which pairs with the
          * holder's release here (its generation, not a stale one, is seen). */
-        if (atomic_compare_exchange_weak_explicit(&rb->hdr->read_turn, &expected, rb->id, memory_order_acq_rel,
+        if (atomic_compare_exchange_weak_explicit(turn, &expected, rb->id, memory_order_acq_rel,
                                                   memory_order_relaxed)) {
             RB_KILLPOINT("read.turn");
-            return RB_OK;
+            return check_group(rb);
         }
         /* A holder that keeps the turn past the stall timeout may be dead
          * (checked once per timeout: a syscall). While spinning, look only
-         * every 64 rounds: the check reads the clock. */
-        if (expected != 0 && (deadline != 0 || (spins & 63) == 0) && rb_take_dead_turn(rb, expected)) {
+         * every 64 rounds: the check reads the clock. A dead holder left
+         * nothing half done: a group head is one store. */
+        if (expected != 0 && (deadline != 0 || (spins & 63) == 0) &&
+            rb_take_dead_lock(rb, turn, expected, &rb->turn_stall)) {
             RB_KILLPOINT("read.turn");
-            return RB_OK;
+            return check_group(rb);
         }
         if (is_closing_relaxed(rb))
             return RB_ECLOSED;
@@ -648,13 +706,13 @@ static int take_turn(rb_ring *rb, int64_t deadline)
 }
 
 /* Gives the turn back and wakes whoever waits for it or for the space we
- * released. */
+ * made reclaimable. */
 static void give_turn(rb_ring *rb, int released)
 {
-    /* Release: our head store and zeroing happen-before the next holder. */
-    atomic_store_explicit(&rb->hdr->read_turn, 0, memory_order_release);
-    /* Fence between our stores (head, turn) and rb_wake's loads of the
-     * waiter counts; pairs with the fence in rb_wait. */
+    /* Release: our group head store happens-before the next holder. */
+    atomic_store_explicit(&rb->grp->turn, 0, memory_order_release);
+    /* Fence between our stores (group head, turn) and rb_wake's loads of
+     * the waiter counts; pairs with the fence in rb_wait. */
     rb_waker_fence(rb);
     if (released) {
         struct rb_waitq q = rb_space_q(rb);
@@ -669,8 +727,11 @@ static void give_turn(rb_ring *rb, int released)
  * peek calls it per record, and with peek_following as a second caller the
  * compiler made it a call (rb_write + rb_peek + rb_release measured 5-8%
  * slower). */
-static inline __attribute__((always_inline)) int peek_record(rb_ring *rb, uint64_t h, uint64_t *word)
+static inline __attribute__((always_inline)) int peek_record(rb_ring *rb, uint64_t h, uint64_t lim,
+                                                             uint64_t *word)
 {
+    if (h >= lim)
+        return RB_EEMPTY; /* the word there is the oldest record's (rb_read_limit) */
     /* Acquire pairs with the producer's committing release store: the
      * payload is visible once we see the record committed. */
     uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
@@ -699,30 +760,14 @@ static inline __attribute__((always_inline)) int peek_record(rb_ring *rb, uint64
     return RB_OK;
 }
 
-void rb_consume_range(rb_ring *rb, uint64_t s, uint64_t e)
+/* Our group has read (or skipped) up to e (we hold its turn; a lossless
+ * ring: nobody else moves the group head). */
+static inline void consume(rb_ring *rb, uint64_t e)
 {
-    /* Say what we are about to zero first, on the consumers' line (which
-     * the turn holder writes anyway): if we die before head moves, the
-     * next turn holder finishes the job from here (rb_take_dead_turn)
-     * instead of finding zero words at head it could not tell from a
-     * record not written yet. Relaxed: read by the next holder, after our
-     * release of the turn or after our death, which the kernel orders
-     * (docs/design.md, "Crash recovery"). */
-    atomic_store_explicit(&rb->hdr->release_start, s, memory_order_relaxed);
-    atomic_store_explicit(&rb->hdr->release_end, e, memory_order_relaxed);
-    RB_KILLPOINT("read.marked");
-    /* Plain stores suffice: only the turn holder reads these words, and the
-     * release of head publishes the zeros to producers before they can
-     * reuse the bytes. The range is at most a capacity: the double mapping
-     * makes it contiguous. The compiler must not move the zeroing before
-     * the range stores: a killed process leaves a prefix of its program. */
-    atomic_signal_fence(memory_order_seq_cst);
-    memset(rb->data + (s & rb->mask), 0, (size_t)(e - s));
-    RB_KILLPOINT("read.zeroed");
-    /* Release pairs with the producers' acquire load of head in reserve():
-     * the zeroed bytes are visible before anyone writes there again. */
-    atomic_store_explicit(&rb->hdr->head, e, memory_order_release);
-    RB_KILLPOINT("read.released");
+    /* Release pairs with rb_reclaim's acquire of the group head: our copies
+     * out of the bytes below e happen-before it zeroes them. */
+    atomic_store_explicit(&rb->grp->head, e, memory_order_release);
+    RB_KILLPOINT("read.consumed");
 }
 
 /* Skips discarded records at the head; returns the first deliverable
@@ -730,12 +775,12 @@ void rb_consume_range(rb_ring *rb, uint64_t s, uint64_t e)
  * *h is the head on entry and the position reached on return; the caller
  * consumes what was skipped. A record stuck at the head may be recovered
  * here (recover.c), when its writer is dead. */
-static int next_record(rb_ring *rb, uint64_t *h, uint64_t *word)
+static int next_record(rb_ring *rb, uint64_t *h, uint64_t lim, uint64_t *word)
 {
     for (;;) {
-        int rc = peek_record(rb, *h, word);
-        if (rc == RB_EEMPTY) {
-            rc = rb_recover_head(rb, *h);
+        int rc = peek_record(rb, *h, lim, word);
+        if (rc == RB_EEMPTY && *h < lim) {
+            rc = rb_recover_head(rb, *h, &rb->head_stall);
             if (rc == 1)
                 continue; /* now discarded: look again */
             return rc == 0 ? RB_EEMPTY : rc;
@@ -751,15 +796,15 @@ static int next_record(rb_ring *rb, uint64_t *h, uint64_t *word)
 static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t *lens, size_t max_count,
                         size_t *count, int *released)
 {
-    /* Relaxed: only turn holders store head, and our turn's acquire made
-     * the last holder's store visible. */
-    uint64_t start = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
-    uint64_t h = start;
+    /* Relaxed: in a lossless ring only our group's turn holders store its
+     * head, and our turn's acquire made the last holder's store visible. */
+    uint64_t start = atomic_load_explicit(&rb->grp->head, memory_order_relaxed);
+    uint64_t h = start, lim = rb_read_limit(rb);
     size_t n = 0, used = 0;
     int rc = RB_OK;
     while (n < max_count) {
         uint64_t w;
-        rc = next_record(rb, &h, &w);
+        rc = next_record(rb, &h, lim, &w);
         if (rc != RB_OK)
             break;
         uint64_t len = rb_rec_len(w);
@@ -780,11 +825,108 @@ static int read_records(rb_ring *rb, unsigned char *buf, size_t buf_size, size_t
      * on, if we die, these messages count as received by us. */
     *released = h != start;
     if (*released)
-        rb_consume_range(rb, start, h);
+        consume(rb, h);
     if (n > 0)
         rb_count2_own(rb, RB_C_READ, n, used); /* we hold the turn: rb_count2_own */
     *count = n;
     return n > 0 ? RB_OK : rc;
+}
+
+/* An overwrite ring: a loss our group suffered (overrun_groups, groups.c)
+ * and no member reported yet: 1 (the read returns RB_ELOST, having
+ * delivered nothing), with the count added to our handle's (rb_take_lost). */
+static int lost_found(rb_ring *rb)
+{
+    /* Relaxed: counts; the exchange takes each loss once, whichever member
+     * finds it. */
+    if (atomic_load_explicit(&rb->grp->lost_pending, memory_order_relaxed) == 0)
+        return 0;
+    uint64_t n = atomic_exchange_explicit(&rb->grp->lost_pending, 0, memory_order_relaxed);
+    if (n == 0)
+        return 0;
+    atomic_fetch_add_explicit(&rb->lost, n, memory_order_relaxed);
+    return 1;
+}
+
+/* Copies a payload that a writer of an overwrite ring may be reclaiming
+ * while we copy it: the copy is used only if the group head did not move
+ * meanwhile (read_records_ow), so a torn copy is never delivered. The race
+ * is by design (a seqlock's reader): hidden from TSan, which would report
+ * it; the bytes read are discarded whenever it matters. */
+__attribute__((no_sanitize("thread"))) static void copy_racy(unsigned char *dst, const unsigned char *src, size_t n)
+{
+    memcpy(dst, src, n);
+}
+
+/* read_records for an overwrite ring (docs/design.md, "Overwrite rings"):
+ * a writer may move our group head past what we read (overrun_groups)
+ * while we copy, so the head is moved with a CAS from where we started:
+ * if it fails, nothing we copied is delivered, the loss is reported
+ * (RB_ELOST) and the next read starts at the oldest message left. We hold
+ * the turn. */
+__attribute__((noinline)) static int read_records_ow(rb_ring *rb, unsigned char *buf, size_t buf_size,
+                                                     size_t *lens, size_t max_count, size_t *count,
+                                                     int *released)
+{
+    struct rb_group *g = rb->grp;
+    *released = 0;
+    *count = 0;
+    for (;;) {
+        if (lost_found(rb))
+            return RB_ELOST;
+        /* Acquire: a writer may have moved it (overrun_groups' CAS). */
+        uint64_t start = atomic_load_explicit(&g->head, memory_order_acquire);
+        uint64_t h = start, lim = rb_read_limit(rb);
+        size_t n = 0, used = 0;
+        int rc = RB_OK;
+        while (n < max_count) {
+            uint64_t w;
+            rc = peek_record(rb, h, lim, &w);
+            if (rc == RB_EEMPTY && n == 0 && h == start && h < lim) {
+                /* Recovery writes DISCARD words: only under the reclaim
+                 * lock here, where no writer can reclaim them meanwhile. */
+                rc = rb_recover_locked(rb, h);
+                if (rc == 1)
+                    continue;
+                rc = rc == 0 ? RB_EEMPTY : rc;
+            }
+            if (rc != RB_OK)
+                break;
+            uint64_t len = rb_rec_len(w);
+            if (rb_rec_flags(w) & RB_REC_DISCARD) {
+                h += rb_rec_size(len);
+                continue;
+            }
+            if (len > buf_size - used) {
+                if (n == 0) {
+                    lens[0] = (size_t)len;
+                    rc = RB_ETRUNC;
+                }
+                break;
+            }
+            copy_racy(buf + used, rb_rec_payload(rb, h), (size_t)len);
+            lens[n++] = (size_t)len;
+            used += (size_t)len;
+            h += rb_rec_size(len);
+        }
+        RB_KILLPOINT("read.copied");
+        uint64_t expected = start;
+        if (h != start) {
+            /* Release on success: our copies happen-before a writer's
+             * acquire of the new head (rb_reclaim). Failure (relaxed): a
+             * writer moved the head: what we copied may be torn, drop it
+             * and look again (lost_found reports the loss). */
+            if (!atomic_compare_exchange_strong_explicit(&g->head, &expected, h, memory_order_release,
+                                                         memory_order_relaxed))
+                continue;
+            *released = 1;
+        } else if (rc != RB_OK && atomic_load_explicit(&g->head, memory_order_acquire) != start)
+            continue; /* what we found (empty, corrupt, too long) was a reclaimed record's */
+        if (n > 0)
+            rb_count2_own(rb, RB_C_READ, n, used); /* we hold the turn: rb_count2_own */
+        *count = n;
+        return n > 0 ? RB_OK : rc;
+    }
 }
 
 static int read_turns(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, size_t max_count, size_t *count,
@@ -827,7 +969,10 @@ static int read_turns(rb_ring *rb, void *buf, size_t buf_size, size_t *lens, siz
             return rc;
         }
         int released;
-        rc = read_records(rb, buf, buf_size, lens, max_count, count, &released);
+        if (__builtin_expect(rb->overwrite, 0))
+            rc = read_records_ow(rb, buf, buf_size, lens, max_count, count, &released);
+        else
+            rc = read_records(rb, buf, buf_size, lens, max_count, count, &released);
         give_turn(rb, released);
         if (rc != RB_EEMPTY)
             return rc;
@@ -893,6 +1038,8 @@ static int peek_many(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *pos
         return RB_ECLOSED;
     if (max_count == 0)
         return RB_OK; /* nothing asked: the turn is not taken */
+    if (rb->overwrite)
+        return RB_EINVAL; /* a writer could reclaim the record while it is held */
     rb_check_fork(rb);
     return count_empty(rb, peek_turns(rb, ptrs, lens, positions, max_count, count, deadline));
 }
@@ -907,12 +1054,12 @@ static int peek_many(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *pos
  * messages in all; *end: where the last one ends; *bytes: adds their
  * payload bytes. */
 __attribute__((noinline)) /* rb_peek never calls it: kept out of its code */
-static size_t peek_following(rb_ring *rb, uint64_t head, uint64_t e, const void **ptrs, size_t *lens,
+static size_t peek_following(rb_ring *rb, uint64_t lim, uint64_t e, const void **ptrs, size_t *lens,
                              uint64_t *positions, size_t n, size_t max_count, uint64_t *end, uint64_t *bytes)
 {
     uint64_t h = e, w;
     while (n < max_count) {
-        if (h - head >= rb->capacity || peek_record(rb, h, &w) != RB_OK)
+        if (peek_record(rb, h, lim, &w) != RB_OK)
             break;
         uint64_t len = rb_rec_len(w);
         if (rb_rec_flags(w) & RB_REC_DISCARD) {
@@ -946,10 +1093,11 @@ static inline __attribute__((always_inline)) int peek_turns(rb_ring *rb, const v
             return rc;
         }
         /* Relaxed: as in read_records. */
-        uint64_t start = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed), h = start, w;
-        rc = next_record(rb, &h, &w);
+        uint64_t start = atomic_load_explicit(&rb->grp->head, memory_order_relaxed), h = start, w;
+        uint64_t lim = rb_read_limit(rb);
+        rc = next_record(rb, &h, lim, &w);
         if (h != start)
-            rb_consume_range(rb, start, h); /* discarded records skipped */
+            consume(rb, h); /* discarded records skipped */
         if (rc == RB_OK) {
             if (h != start) {
                 /* Space was freed while we keep the turn: the fence and
@@ -968,7 +1116,7 @@ static inline __attribute__((always_inline)) int peek_turns(rb_ring *rb, const v
             if (positions != NULL)
                 positions[0] = h;
             if (max_count > 1)
-                n = peek_following(rb, h, end, ptrs, lens, positions, 1, max_count, &end, &bytes);
+                n = peek_following(rb, lim, end, ptrs, lens, positions, 1, max_count, &end, &bytes);
             rb->peek_start = h;
             rb->peek_end = end;
             rb->peek_count = n;
@@ -994,8 +1142,8 @@ static inline __attribute__((always_inline)) int peek_turns(rb_ring *rb, const v
  * compiler makes it one function again (as before rb_peek_many). */
 static int peek_one(rb_ring *rb, const void **ptr, size_t *len, int64_t deadline)
 {
-    if (rb == NULL || ptr == NULL || len == NULL)
-        return RB_EINVAL;
+    if (rb == NULL || ptr == NULL || len == NULL || rb->overwrite)
+        return RB_EINVAL; /* overwrite: as in peek_many */
     if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     rb_check_fork(rb);
@@ -1049,7 +1197,7 @@ RB_API int rb_release(rb_ring *rb)
     /* Everything peeked, the DISCARD records between the messages
      * included; rb_peek and rb_peek_many stored the range (plain: this
      * thread holds the turn and peeked). */
-    rb_consume_range(rb, rb->peek_start, rb->peek_end);
+    consume(rb, rb->peek_end);
     rb_count2_own(rb, RB_C_READ, rb->peek_count, rb->peek_bytes); /* we still hold the turn: rb_count2_own */
     give_turn(rb, 1);
     return RB_OK;
@@ -1095,12 +1243,17 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail)
      * not moved by a second load, (head, tail) held at one instant, so
      * head <= tail <= head + capacity; on a busy ring, retry a few times,
      * then clamp. */
-    uint64_t h, t, h2 = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
+    /* Our group's head if it exists, else where writers may write up to.
+     * Relaxed gen: a snapshot. */
+    _Atomic uint64_t *hw = &rb->hdr->head;
+    if (rb->grp != NULL && rb->grp_gen != 0 && atomic_load_explicit(&rb->grp->gen, memory_order_relaxed) == rb->grp_gen)
+        hw = &rb->grp->head;
+    uint64_t h, t, h2 = atomic_load_explicit(hw, memory_order_acquire);
     int tries = 0;
     do {
         h = h2;
         t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-        h2 = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
+        h2 = atomic_load_explicit(hw, memory_order_acquire);
     } while (h2 != h && ++tries < 100);
     if (h2 != h) {
         h = h2;
@@ -1129,8 +1282,15 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
     /* Plain copy: written before the file was published, never after. */
     memcpy(in.file_id, rb->hdr->file_id, sizeof in.file_id);
     rb_positions(rb, &in.head, &in.tail);
-    /* Relaxed: diagnostic snapshots of counters. */
-    uint32_t turn = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
+    /* Relaxed: diagnostic snapshots of counters and positions. */
+    uint32_t turn = rb->grp_gen != 0 ? atomic_load_explicit(&rb->grp->turn, memory_order_relaxed) : 0;
+    in.reclaimed = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
+    uint64_t tnow = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
+    uint64_t used = tnow - rb_reclaimable(rb);
+    in.writable = used < rb->capacity ? rb->capacity - used : 0;
+    in.ring_flags = rb_ring_flags(rb);
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++)
+        in.groups += atomic_load_explicit(&rb_group_at(rb, i)->gen, memory_order_relaxed) & 1u;
     in.read_turn = turn == 0 ? 0 : atomic_load_explicit(&rb->slots[rb_id_slot(turn)].pid, memory_order_relaxed);
     if (turn != 0 && in.read_turn == 0)
         in.read_turn = UINT32_MAX; /* a forged holder: no pid on record */
@@ -1140,8 +1300,11 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
     in.data_waiters = atomic_load_explicit(&rb->hdr->data_waiters, memory_order_relaxed);
     in.space_waiters = atomic_load_explicit(&rb->hdr->space_waiters, memory_order_relaxed);
     in.turn_waiters = atomic_load_explicit(&rb->hdr->turn_waiters, memory_order_relaxed);
-    int rc = RB_OK;
-    if (!(flags & RB_INFO_NO_COUNT) && take_turn(rb, 0) == RB_OK) {
+    int rc = RB_OK, locked = 0;
+    /* An overwrite ring's writers could zero what we walk: hold them off
+     * (the reclaim lock, after the turn: the order readers take them in). */
+    if (!(flags & RB_INFO_NO_COUNT) && take_turn(rb, 0) == RB_OK &&
+        (!rb->overwrite || (locked = rb_reclaim_trylock(rb)) || (give_turn(rb, 0), 0))) {
         /* Walk under the turn, as a consumer would read (read_records): the
          * words between head and tail are record headers, zero (reserved,
          * not written yet) or committed/BUSY/DISCARD words. */
@@ -1150,7 +1313,7 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
          * needed: the walk needs only a bound (the turn's acquire chain
          * already gives tail >= head, and each word it reads is acquired
          * and checked on its own). */
-        uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
+        uint64_t h = atomic_load_explicit(&rb->grp->head, memory_order_relaxed);
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
         in.head = h;
         in.tail = t;
@@ -1177,6 +1340,8 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
             }
             h += rb_rec_size(len);
         }
+        if (locked)
+            rb_reclaim_unlock(rb);
         give_turn(rb, 0);
         in.counted = 1;
     }

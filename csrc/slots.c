@@ -92,9 +92,14 @@ static int slot_reusable(rb_ring *rb, uint32_t slot)
     struct rb_slot *s = &rb->slots[slot];
     /* Relaxed: the owner is dead, nothing writes these words any more, and
      * head and tail only grow (an old value is the cautious one). */
-    uint32_t turn = atomic_load_explicit(&rb->hdr->read_turn, memory_order_relaxed);
+    uint32_t turn = atomic_load_explicit(&rb->hdr->reclaim_turn, memory_order_relaxed);
     if (turn != 0 && rb_id_slot(turn) == slot)
         return 0;
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
+        turn = atomic_load_explicit(&rb_group_at(rb, i)->turn, memory_order_relaxed);
+        if (turn != 0 && rb_id_slot(turn) == slot)
+            return 0;
+    }
     uint64_t head = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
     for (unsigned i = 0; i < RB_SLOT_INTENTS; i++) {
@@ -258,6 +263,8 @@ int rb_after_fork(rb_ring *rb)
     if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) != epoch) {
         /* A peek open in the parent is the parent's: forget it here. */
         atomic_store_explicit(&rb->peeking, 0, memory_order_relaxed);
+        /* So is an ephemeral group: the parent's handle removes it. */
+        rb->grp_ephemeral = 0;
         rb_membarrier_register();
         char path[64];
         snprintf(path, sizeof path, "/proc/self/fd/%d", rb->fd);
@@ -268,6 +275,7 @@ int rb_after_fork(rb_ring *rb)
             if (attach_fd(rb, fd) == RB_OK) {
                 close(old); /* the parent's description: its lock stays with the parent */
                 attached = 1;
+                rb_group_mark_slot(rb); /* our new slot is a member too */
             } else
                 close(fd);
         }

@@ -35,6 +35,12 @@ RB_API const char *rb_strerror(int status)
         return "interrupted by a signal";
     case RB_EVERSION:
         return "ring file of another format version than this library's (" RB_STR(RB_FORMAT_VERSION) ")";
+    case RB_ELOST:
+        return "messages were lost: an overwrite ring's writers reclaimed them before this consumer group read them";
+    case RB_ENOGROUP:
+        return "no such consumer group (removed, or the ring has no default group)";
+    case RB_EGROUPS:
+        return "no room for another consumer group (" RB_STR(RB_GROUPS_MAX) " per ring)";
     default:
         return "unknown ring buffer status code";
     }

@@ -237,7 +237,13 @@ def get_array(rb: Any, block: bool, timeout: Timeout) -> Any:
         except NotAnArray as e:
             return e
 
-    out = rb.get_with(take, block, timeout, consume_on_error=False)
+    if rb.overwrite:
+        # Zero-copy reads are refused on an overwrite ring (a writer may
+        # reclaim the record meanwhile): the message is copied out first,
+        # so an interrupt while it becomes an array loses it.
+        out = take(memoryview(rb.get(block, timeout)))
+    else:
+        out = rb.get_with(take, block, timeout, consume_on_error=False)
     if isinstance(out, NotAnArray):
         raise out
     return out

@@ -6,6 +6,15 @@
 #define RB_VERSION_NUMBER ...
 #define RB_FORMAT_VERSION ...
 #define RB_REMOVE ...
+#define RB_OVERWRITE ...
+#define RB_NO_DEFAULT_GROUP ...
+#define RB_GROUPS_MAX ...
+#define RB_GROUP_NAME_MAX ...
+#define RB_GROUP_EPHEMERAL ...
+#define RB_START_EARLIEST ...
+#define RB_GROUP_KIND_DEFAULT ...
+#define RB_GROUP_KIND_DURABLE ...
+#define RB_GROUP_KIND_EPHEMERAL ...
 #define RB_MIN_CAPACITY ...
 #define RB_MAX_CAPACITY ...
 #define RB_INFO_NO_COUNT ...
@@ -22,7 +31,10 @@ enum rb_status {
     RB_EINVAL = -8,
     RB_ESYS = -9,
     RB_EINTR = -10,
-    RB_EVERSION = -11
+    RB_EVERSION = -11,
+    RB_ELOST = -12,
+    RB_ENOGROUP = -13,
+    RB_EGROUPS = -14
 };
 
 typedef struct rb_ring rb_ring;
@@ -51,6 +63,22 @@ struct rb_info {
     uint32_t attached;
     uint32_t full_fences;
     uint8_t file_id[16];
+    uint64_t reclaimed;
+    uint64_t writable;
+    uint32_t ring_flags;
+    uint32_t groups;
+};
+
+struct rb_group_info {
+    char name[...];
+    uint32_t kind;
+    uint32_t members;
+    uint64_t position;
+    uint64_t backlog_messages;
+    uint64_t backlog_bytes;
+    uint64_t lost;
+    int counted;
+    uint32_t pid;
 };
 
 struct rb_stats {
@@ -74,6 +102,12 @@ const char *rb_strerror(int status);
 int rb_create(const char *path, size_t size, unsigned flags, rb_ring **out);
 int rb_create_mode(const char *path, size_t size, unsigned flags, unsigned mode, rb_ring **out);
 int rb_open(const char *path, rb_ring **out);
+int rb_open_group(const char *path, const char *group, unsigned flags, rb_ring **out);
+int rb_take_lost(rb_ring *rb, uint64_t *count);
+int rb_group_remove(rb_ring *rb, const char *group);
+int rb_groups_sized(rb_ring *rb, struct rb_group_info *out, size_t max, size_t *count, size_t size);
+unsigned rb_ring_flags(const rb_ring *rb);
+int rb_sync(rb_ring *rb);
 int rb_close(rb_ring *rb);
 int rb_shutdown(rb_ring *rb);
 int rb_set_stall_timeout(rb_ring *rb, int64_t timeout_ns);

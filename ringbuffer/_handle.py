@@ -5,13 +5,19 @@ each other only through its attributes: the interface between them."""
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from typing import Any
 
 from ringbuffer._ringbuf import ffi, lib
-from ringbuffer.exceptions import Status, error
+from ringbuffer.exceptions import Status, error, messages_lost
 
-__all__ = ["Handle"]
+__all__ = ["PEEK_REFUSED", "Handle"]
+
+PEEK_REFUSED = (
+    "peek is not available on an overwrite ring: a writer may reclaim the record while you hold it; "
+    "use read()"
+)
 
 
 class Handle:
@@ -25,6 +31,10 @@ class Handle:
       :meth:`shutdown` ran (every call then raises BufferClosed).
     - ``path``: the ring file's path (bytes), for error messages.
     - ``max_message``: the largest message, for error messages.
+    - ``group``: the handle's consumer group as error messages name it
+      ("the default group", "group 'audit'", "an ephemeral group").
+    - ``overwrite``: whether the ring is an overwrite ring (``RB_OVERWRITE``):
+      zero-copy reads are refused there (see :meth:`check_peek`).
     - ``reserved``: the reservations (``void *``) made through this handle
       and not yet committed or aborted. Whoever removes a pointer from the
       set finishes that reservation, exactly once.
@@ -45,7 +55,9 @@ class Handle:
 
     __slots__ = (
         "fd_waiters",
+        "group",
         "max_message",
+        "overwrite",
         "owned",
         "path",
         "pointers",
@@ -61,6 +73,8 @@ class Handle:
         self.owned: Any = rb
         self.path = path
         self.max_message = int(lib.rb_max_message_size(rb))
+        self.group = "the default group"
+        self.overwrite = bool(lib.rb_ring_flags(rb) & lib.RB_OVERWRITE)
         self.reserved: set[Any] = set()
         self.pointers: deque[tuple[Any, Any]] = deque()
         self.fd_waiters: dict[tuple[Any, int], set[Any]] = {}
@@ -82,6 +96,30 @@ class Handle:
         if rc == Status.ESIZE:
             return error(rc, detail=f"message of {size} bytes (maximum {self.max_message})")
         return error(rc)
+
+    def read_error(self, rc: int) -> Exception:
+        """The exception for a read that failed with ``rc`` (not empty, not a
+        timeout, not a short buffer: the callers handle those).
+
+        ``RB_ELOST`` becomes :class:`MessagesLost` with the count the C
+        library kept for this handle (``rb_take_lost``, which resets it);
+        ``RB_ENOGROUP`` a :class:`GroupNotFound` naming the group."""
+        if rc == Status.ELOST:
+            rb = self.rb if self.rb is not None else self.owned
+            count = ffi.new("uint64_t *")
+            if rb is not None:
+                lib.rb_take_lost(rb, count)
+            return messages_lost(int(count[0]))
+        if rc == Status.ENOGROUP:
+            return error(rc, detail=f"{self.group} of {os.fsdecode(self.path)!r}")
+        return error(rc, self.path)
+
+    def check_peek(self) -> None:
+        """Refuses a zero-copy read on an overwrite ring: a writer may
+        reclaim the record while the view is held (the C library says
+        ``RB_EINVAL``; this says why)."""
+        if self.overwrite:
+            raise error(Status.EINVAL, detail=PEEK_REFUSED)
 
     def event_fd(self, events: int) -> int:
         """The handle's event descriptor for ``events`` (``rb_event_fd``):

@@ -208,7 +208,7 @@ class Peek(_Block):
             if rc == _EEMPTY and self._block:
                 rc = wait(_rb_peek_wait, rb, ptr, lenp, timeout=self._timeout)
             if rc != _OK:
-                raise error(_EEMPTY) if rc in (_EEMPTY, _ETIMEDOUT) else error(rc, handle.path)
+                raise error(_EEMPTY) if rc in (_EEMPTY, _ETIMEDOUT) else handle.read_error(rc)
             p, n = ptr[0], lenp[0]
             peeked = True
             # Back in the pool only once p is read, and at most once: an
@@ -294,7 +294,7 @@ class PeekMany(_Block):
             if rc == _EEMPTY and self._block:
                 rc = wait(_rb_peek_many_wait, rb, ptrs, lens, positions, want, count, timeout=self._timeout)
             if rc != _OK:
-                raise error(_EEMPTY) if rc in (_EEMPTY, _ETIMEDOUT) else error(rc, handle.path)
+                raise error(_EEMPTY) if rc in (_EEMPTY, _ETIMEDOUT) else handle.read_error(rc)
             n = count[0]
             # A payload lies at its record's position in the ring, past the
             # 8-byte header word: (position mod capacity) + 8 in the region,

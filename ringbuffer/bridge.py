@@ -368,12 +368,18 @@ def _identity(rb: RingBuffer) -> str:
     )
 
 
-def _open(ring: Ring) -> tuple[RingBuffer, bool]:
-    """The ring, and whether we opened it (and so close it)."""
+def _open(ring: Ring, group: str | None = None) -> tuple[RingBuffer, bool]:
+    """The ring, and whether we opened it (and so close it); a path is
+    opened in the consumer group ``group`` (made at the oldest message still
+    in the ring if missing), None the default group."""
     if isinstance(ring, RingBuffer):
+        if group is not None:
+            raise ValueError("group= is for a ring given by path (an open RingBuffer reads in its own group)")
         return ring, False
     try:
-        return RingBuffer.open(ring), True
+        if group is None:
+            return RingBuffer.open(ring), True
+        return RingBuffer.open(ring, group=group, start="earliest"), True
     except (RingBufferError, OSError, ValueError) as exc:
         if isinstance(exc, OSError) and exc.strerror:
             raise BridgeError(f"{os.fsdecode(ring)}: {exc.strerror}") from None
@@ -607,6 +613,7 @@ async def ring_to_nats(
     report: Report | None = None,
     interval: float = 5.0,
     stop: asyncio.Event | None = None,
+    group: str | None = None,
 ) -> BridgeStats:
     """Copies the messages of ``ring`` (a :class:`RingBuffer` or a path) to
     the subject of ``url`` (``nats://HOST:PORT/SUBJECT``) in JetStream, until
@@ -625,7 +632,15 @@ async def ring_to_nats(
     ``FILE_ID:POSITION``; a bridge restarted after a crash skips the
     records up to the subject's last message from this ring, and
     JetStream's duplicate window (2 minutes by default) drops anything else
-    sent twice. Raises :class:`BridgeError` for what cannot be retried."""
+    sent twice. Raises :class:`BridgeError` for what cannot be retried.
+
+    ``group`` (with a path): the bridge reads the ring in that durable
+    consumer group, made at the oldest message still in the ring if it does
+    not exist, so that it gets every message while other groups get theirs
+    too; a restarted bridge resumes where the group stands. An overwrite
+    ring is refused: the bridge consumes a message only once JetStream has
+    it, which needs a zero-copy read, and such a ring's writers may reclaim
+    the message meanwhile."""
     if batch < 1 or max_inflight < 1:
         raise ValueError("batch and max_inflight must be at least 1")
     target = parse_url(url)
@@ -633,9 +648,14 @@ async def ring_to_nats(
         raise BridgeError(f"{target.display}: a bridge cannot publish to a wildcard subject")
     stop = stop or asyncio.Event()
     stats = BridgeStats()
-    rb, owned = _open(ring)
+    rb, owned = _open(ring, group)
     link = _Link(target, report, stats)
     try:
+        if rb.overwrite:
+            raise BridgeError(
+                f"{rb.path} is an overwrite ring: the bridge consumes a message only once JetStream has "
+                "it, and such a ring's writers may overwrite it meanwhile"
+            )
         file_id = _identity(rb)
         try:
             nc = await link.connect(creds, tls_ca, stop)
@@ -649,7 +669,8 @@ async def ring_to_nats(
         name = await _ensure_stream(js[0], target, stream)
         last = await _last_position(js[0], name, target.subject, file_id)
         rate = _Rate(f"{rb.path} -> {target.display}", stats, report, interval)
-        _say(report, f"bridging {rb.path} -> {target.display} (stream {name})")
+        where = f", ring group {rb.group!r}" if rb.group is not None else ""
+        _say(report, f"bridging {rb.path} -> {target.display} (stream {name}{where})")
         take = min(batch, max_inflight)
         while not stop.is_set():
             rate.tick()

@@ -1,13 +1,15 @@
 """The ``ringbuffer`` command line (also ``python -m ringbuffer``).
 
-    ringbuffer create PATH --size SIZE [--remove] [--mode 0600]
+    ringbuffer create PATH --size SIZE [--remove] [--mode 0600] [--overwrite] [--no-default-group]
     ringbuffer info PATH [--json]
+    ringbuffer groups PATH [--json | --remove NAME | --remove-default]
     ringbuffer stats PATH [--json]
     ringbuffer top RING... [--interval SECONDS] [--once]
     ringbuffer write PATH [--lines | --null | --stdin-raw]
     ringbuffer read PATH [--count N] [--follow | --timeout S] [--lines | --null | --raw]
+                         [--group NAME | --subscribe] [--start earliest|latest]
     ringbuffer export RING... [--listen HOST:PORT]
-    ringbuffer bridge RING nats://HOST:PORT/SUBJECT [--stream NAME] [options]
+    ringbuffer bridge RING nats://HOST:PORT/SUBJECT [--stream NAME] [--group NAME] [options]
     ringbuffer bridge nats://HOST:PORT/SUBJECT RING [--durable NAME] [options]
     ringbuffer demo [--count N] [--size S]
     ringbuffer bench [--rounds N] [--json FILE]
@@ -38,7 +40,7 @@ import time
 from types import FrameType
 from typing import Any, BinaryIO, Callable, NoReturn, TextIO
 
-from ringbuffer.exceptions import BufferEmpty, RingBufferError
+from ringbuffer.exceptions import BufferEmpty, MessagesLost, RingBufferError
 from ringbuffer.ring import RingBuffer, c_version, format_version
 
 __all__ = ["main", "parse_listen", "parse_mode", "parse_size"]
@@ -174,13 +176,25 @@ def _seconds(text: str) -> float:
 def _cmd_create(opts: argparse.Namespace) -> int:
     out = _stdout()
     try:
-        rb = RingBuffer(opts.path, opts.size, remove=opts.remove, mode=opts.mode)
+        rb = RingBuffer(
+            opts.path,
+            opts.size,
+            remove=opts.remove,
+            mode=opts.mode,
+            overwrite=opts.overwrite,
+            default_group=not opts.no_default_group,
+        )
     except FileExistsError as exc:
         raise _Failure(f"{_describe_os_error(exc)} (--remove replaces it)") from None
     try:
+        kind = []
+        if opts.overwrite:
+            kind.append("overwrite ring (writers never wait; slow readers lose messages)")
+        if opts.no_default_group:
+            kind.append("no default group (only --group and --subscribe readers receive messages)")
         out.write(
             f"created {rb.path}: capacity {rb.capacity} bytes ({_human(rb.capacity)}), "
-            f"messages up to {rb.max_message_size} bytes\n"
+            f"messages up to {rb.max_message_size} bytes" + "".join(f"; {k}" for k in kind) + "\n"
         )
     finally:
         rb.close()
@@ -246,8 +260,8 @@ def _hints(info: dict[str, Any]) -> list[str]:
             "until its producer commits or aborts it (if that producer died, consumers skip it "
             "after their stall timeout, default 0.1 s)"
         )
-    free = info["capacity"] - info["bytes_used"]
-    if info["waiting_producers"] or free < 16:
+    free = info["writable"]
+    if info["waiting_producers"] or (free < 16 and not info["overwrite"]):
         hints.append(
             f"{free} bytes free: producers wait for consumers to make room"
             if info["waiting_producers"]
@@ -271,9 +285,13 @@ def _format_info(info: dict[str, Any]) -> str:
         ("file size", f"{info['file_size']} bytes ({_human(info['file_size'])})"),
         ("capacity", f"{cap} bytes ({_human(cap)})"),
         ("max message size", f"{info['max_message_size']} bytes ({_human(info['max_message_size'])})"),
-        ("head", f"{info['head']} (consumer position)"),
+        (
+            "kind",
+            "overwrite (writers never wait; slow groups lose messages)" if info["overwrite"] else "lossless",
+        ),
+        ("head", f"{info['head']} (the default group's read position)"),
         ("tail", f"{info['tail']} (producer position)"),
-        ("bytes in use", f"{used} ({100 * used / cap:.1f}% of capacity, {cap - used} free)"),
+        ("bytes in use", f"{used} ({100 * used / cap:.1f}% of capacity, {info['writable']} writable now)"),
     ]
     if info["counted"]:
         rows += [
@@ -303,6 +321,13 @@ def _format_info(info: dict[str, Any]) -> str:
             else "light (waiters use membarrier)",
         ),
     ]
+    groups = info.get("groups") or []
+    rows.append(("consumer groups", f"{info['group_count']} (backlog: messages, payload bytes, lost)"))
+    for g in groups:
+        backlog = (
+            f"{g['backlog_messages']} messages, {g['backlog_bytes']} bytes" if g["counted"] else "not counted"
+        )
+        rows.append((f"  {_group_name(g)}", f"{backlog}, {g['lost']} lost, {_members(g)} member(s)"))
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     for hint in _hints(info):
@@ -310,11 +335,73 @@ def _format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _group_name(g: dict[str, Any]) -> str:
+    """A group as the tables name it."""
+    if g["kind"] == "default":
+        return "(default)"
+    if g["kind"] == "ephemeral":
+        return f"(ephemeral, pid {g['pid']})"
+    return str(g["name"])
+
+
+def _members(g: dict[str, Any]) -> int:
+    """A group's members, without this command's own handle (a member of
+    the default group when there is one)."""
+    return g["members"] - 1 if g["kind"] == "default" and g["members"] > 0 else g["members"]
+
+
 def _cmd_info(opts: argparse.Namespace) -> int:
     with RingBuffer.open(opts.path) as rb:
         info = _snapshot(rb)
     out = _stdout()
     out.write(json.dumps(info) + "\n" if opts.json else _format_info(info))
+    out.flush()
+    return 0
+
+
+# -- groups -------------------------------------------------------------------
+
+
+def _format_groups(groups: list[dict[str, Any]]) -> str:
+    head = ("NAME", "KIND", "MEMBERS", "POSITION", "BACKLOG", "BACKLOG BYTES", "LOST")
+    rows = [head]
+    for g in groups:
+        counted = g["counted"]
+        rows.append(
+            (
+                _group_name(g),
+                g["kind"],
+                str(_members(g)),
+                str(g["position"]),
+                str(g["backlog_messages"]) if counted else "-",
+                str(g["backlog_bytes"]) if counted else "-",
+                str(g["lost"]),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [
+        "  ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
+    text = "\n".join(line.rstrip() for line in lines) + "\n"
+    if not groups:
+        text += "no consumer groups: writes always succeed, and nobody receives them\n"
+    if any(not g["counted"] for g in groups):
+        text += "-: not counted (a member held the group's read turn)\n"
+    return text
+
+
+def _cmd_groups(opts: argparse.Namespace) -> int:
+    out = _stdout()
+    with RingBuffer.open(opts.path) as rb:
+        if opts.remove is not None or opts.remove_default:
+            name = None if opts.remove_default else opts.remove
+            rb.remove_group(name)
+            out.write(f"removed {'the default group' if name is None else f'group {name!r}'} of {rb.path}\n")
+            out.flush()
+            return 0
+        groups = rb.groups()
+    out.write(json.dumps(groups) + "\n" if opts.json else _format_groups(groups))
     out.flush()
     return 0
 
@@ -594,6 +681,12 @@ class _Output:
                 select.select([], [self.fd], [])
 
 
+def _lost(exc: MessagesLost) -> None:
+    """The one line a read that met a gap prints (then it goes on)."""
+    noun = "message" if exc.count == 1 else "messages"
+    _say(f"read: {exc.count} {noun} lost (overwritten before this group read them)")
+
+
 def _cmd_read(opts: argparse.Namespace) -> int:
     if opts.follow:
         block, timeout = True, None
@@ -601,16 +694,30 @@ def _cmd_read(opts: argparse.Namespace) -> int:
         block, timeout = True, opts.timeout
     else:
         block, timeout = False, None
+    if opts.start is not None and opts.group is None and not opts.subscribe:
+        _error("read: --start needs --group or --subscribe (the default group has no start)")
+        return 2
     keep: dict[str, Any] = {"consume_on_error": False} if _peek_can_keep() else {}
     out = _Output({"lines": b"\n", "null": b"\0", "raw": b""}[opts.output])
     done = 0
-    with RingBuffer.open(opts.path) as rb:
+    with RingBuffer.open(
+        opts.path, group=opts.group, ephemeral=opts.subscribe, start=opts.start or "latest"
+    ) as rb:
+        # An overwrite ring refuses peeks (a writer may reclaim the record
+        # meanwhile): there a message is copied out, consumed, then written.
+        copy = rb.overwrite
         while opts.count is None or done < opts.count:
             try:
-                with rb.peek(block=block, timeout=timeout, **keep) as view:
-                    out.write(view)
+                if copy:
+                    out.write(memoryview(rb.get(block, timeout)))
+                else:
+                    with rb.peek(block=block, timeout=timeout, **keep) as view:
+                        out.write(view)
             except BufferEmpty:
                 break
+            except MessagesLost as exc:
+                _lost(exc)
+                continue
             done += 1
     return 0
 
@@ -700,6 +807,9 @@ def _cmd_bridge(opts: argparse.Namespace) -> int:
     if _is_url(opts.source) == _is_url(opts.destination):
         _error("bridge: one of SOURCE and DESTINATION is a nats://HOST:PORT/SUBJECT URL, the other a ring")
         return 2
+    if opts.group is not None and not _is_url(opts.destination):
+        _error("bridge: --group is for RING to URL (the bridge reads the ring in that group)")
+        return 2
     try:
         import nats  # noqa: F401
     except ImportError:
@@ -719,7 +829,9 @@ def _cmd_bridge(opts: argparse.Namespace) -> int:
 
     async def run(stop: asyncio.Event) -> bridge.BridgeStats:
         if to_nats:
-            return await bridge.ring_to_nats(opts.source, opts.destination, stop=stop, **common)
+            return await bridge.ring_to_nats(
+                opts.source, opts.destination, group=opts.group, stop=stop, **common
+            )
         return await bridge.nats_to_ring(
             opts.source, opts.destination, durable=opts.durable, ack_wait=opts.ack_wait, stop=stop, **common
         )
@@ -820,6 +932,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0o600,
         help="permission bits in octal, before the umask (default 0600)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="writers never wait for readers: when the ring is full the oldest messages are "
+        "overwritten, and a reader's group that had not read them loses them",
+    )
+    p.add_argument(
+        "--no-default-group",
+        action="store_true",
+        help="no default consumer group: only 'read --group' and 'read --subscribe' readers receive "
+        "messages (with none, writes always succeed)",
+    )
     p.set_defaults(run=_cmd_create)
 
     p = sub.add_parser(
@@ -837,6 +961,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="ring file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.set_defaults(run=_cmd_info)
+
+    p = sub.add_parser(
+        "groups",
+        help="list a ring's consumer groups, or remove one",
+        formatter_class=_Formatter,
+        description=(
+            "List the ring's consumer groups: name ((default) for the default group, (ephemeral, pid N) "
+            "for a subscriber's), kind, members attached now (this command's handle excluded), read "
+            "position, backlog (messages and payload bytes committed that the group has not read) and "
+            "messages lost to an overwrite ring's writers. Every group gets every message; the members "
+            "of a group share its messages. Counting a backlog takes the group's read turn briefly. "
+            "--remove NAME removes a durable group and --remove-default the default group: their unread "
+            "messages stop holding writers back, and their members' next reads fail."
+        ),
+    )
+    p.add_argument("path", metavar="PATH", help="ring file")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON list of objects, one per group, with the keys of RingBuffer.groups() "
+        "(the default group's members count this command's handle too)",
+    )
+    g.add_argument("--remove", metavar="NAME", help="remove the durable group NAME")
+    g.add_argument("--remove-default", action="store_true", help="remove the default group")
+    p.set_defaults(run=_cmd_groups)
 
     p = sub.add_parser(
         "stats",
@@ -956,7 +1106,11 @@ def build_parser() -> argparse.ArgumentParser:
             "exits quietly with status 0, and the message it could not write and all later ones stay "
             "in the ring (what was already in the pipe but never read by the next command is gone, "
             "as with any pipe). While it waits for its output to drain it keeps the ring's read turn, "
-            "so other consumers wait too."
+            "so other consumers wait too. It reads in the ring's default group, shared with every "
+            "plain reader, or in a consumer group of its own (--group, --subscribe), which gets every "
+            "message. On an overwrite ring a message is consumed before it is written out, and when "
+            "the group was overrun one line on standard error says how many messages it lost; "
+            "reading goes on."
         ),
     )
     p.add_argument("path", metavar="PATH", help="ring file")
@@ -991,6 +1145,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const="raw",
         help="write the messages back to back, with nothing after each",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--group",
+        metavar="NAME",
+        help="read in the durable consumer group NAME (made if missing; it keeps its position "
+        "after this command exits, until 'ringbuffer groups PATH --remove NAME')",
+    )
+    g.add_argument(
+        "--subscribe",
+        action="store_true",
+        help="read in a group of this command's own, removed when it exits (tail -f for a ring: "
+        "takes nothing from other readers)",
+    )
+    p.add_argument(
+        "--start",
+        choices=("earliest", "latest"),
+        help="where a group made by --group or --subscribe starts: the oldest message still in the "
+        "ring, or the next one written (default latest); an existing group resumes where it is",
     )
     p.set_defaults(run=_cmd_read, output="lines")
 
@@ -1045,6 +1218,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--durable", metavar="NAME", help="durable consumer name (URL to RING; default ring-FILE_ID)"
+    )
+    p.add_argument(
+        "--group",
+        metavar="NAME",
+        help="RING to URL: read in the ring's durable consumer group NAME (made if missing, at the "
+        "oldest message still in the ring) instead of the default group",
     )
     p.add_argument(
         "--batch",

@@ -18,7 +18,7 @@ import enum
 import os
 import queue
 import warnings
-from typing import Any
+from typing import Any, cast
 
 from ringbuffer._ringbuf import ffi, lib
 
@@ -27,14 +27,17 @@ __all__ = [
     "BufferEmpty",
     "BufferFull",
     "CorruptBuffer",
+    "GroupNotFound",
     "InvalidArgument",
     "InvalidSize",
+    "MessagesLost",
     "NotAnArray",
     "RingBufferError",
     "Status",
+    "TooManyGroups",
     "UnsupportedVersion",
 ]
-# error() and strerror() are the package's own helpers, not exported.
+# error(), strerror() and messages_lost() are the package's own helpers, not exported.
 
 
 class Status(enum.IntEnum):
@@ -53,6 +56,9 @@ class Status(enum.IntEnum):
     ESYS = lib.RB_ESYS
     EINTR = lib.RB_EINTR
     EVERSION = lib.RB_EVERSION
+    ELOST = lib.RB_ELOST
+    ENOGROUP = lib.RB_ENOGROUP
+    EGROUPS = lib.RB_EGROUPS
 
 
 class RingBufferError(Exception):
@@ -102,6 +108,34 @@ class UnsupportedVersion(CorruptBuffer):
     message names the version this library reads."""
 
 
+class MessagesLost(RingBufferError):
+    """An overwrite ring's writers reclaimed messages this handle's consumer
+    group had not read yet (``RB_ELOST``): ``count`` is how many the group
+    missed. The read that raises it delivered nothing; the next read goes on
+    with the oldest message still in the ring (as tokio's broadcast
+    ``Lagged(n)``). ``messages``: what a call that reads in several steps
+    (``drain()``) had already consumed before it met the gap, in order;
+    empty for the other calls."""
+
+    count: int = 0
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code, message)
+        self.messages: list[bytes] = []
+
+
+class GroupNotFound(RingBufferError, LookupError):
+    """The handle's consumer group does not exist (``RB_ENOGROUP``): it was
+    removed, or it is the default group of a ring created with
+    ``default_group=False``; or ``remove_group()`` found no group of that
+    name. A blocking read raises it at once."""
+
+
+class TooManyGroups(RingBufferError):
+    """The ring has no room for another consumer group (``RB_EGROUPS``:
+    64 groups at most, durable and ephemeral together)."""
+
+
 class NotAnArray(ValueError):
     """``RingBuffer.get_array()`` met a message that is not an array message
     (a ``.npy`` file of a dtype without Python objects, its data exactly as
@@ -131,6 +165,9 @@ _CLASSES: dict[int, type[RingBufferError]] = {
     Status.ECORRUPT: CorruptBuffer,
     Status.EINVAL: InvalidArgument,
     Status.EVERSION: UnsupportedVersion,
+    Status.ELOST: MessagesLost,
+    Status.ENOGROUP: GroupNotFound,
+    Status.EGROUPS: TooManyGroups,
 }
 
 # The C messages of the known codes, read once.
@@ -168,6 +205,15 @@ def error(code: int, path: bytes | str | None = None, detail: str | None = None)
     except ValueError:  # a code this binding does not know (a newer library)
         status = code
     return _CLASSES.get(code, RingBufferError)(status, message)
+
+
+def messages_lost(count: int) -> MessagesLost:
+    """The :class:`MessagesLost` of a read that found its group overrun,
+    ``count`` being what ``rb_take_lost`` returned."""
+    noun = "message" if count == 1 else "messages"
+    exc = cast(MessagesLost, error(Status.ELOST, detail=f"{count} {noun} lost"))
+    exc.count = count
+    return exc
 
 
 def deprecated_timeout_class(stacklevel: int) -> type[RingBufferError]:

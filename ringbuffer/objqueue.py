@@ -203,10 +203,18 @@ def _check_maxsize(maxsize: Any) -> None:
     raise error(Status.EINVAL, detail=hint)
 
 
-def _rebuild(path: str, dumps: Dumps | None, loads: Loads | None) -> Queue:
-    """Unpickles a Queue: reopens its ring by path (in a child process, say)."""
+def _rebuild(
+    path: str,
+    dumps: Dumps | None,
+    loads: Loads | None,
+    group: str | None = None,
+    ephemeral: bool = False,
+    start: str = "latest",
+) -> Queue:
+    """Unpickles a Queue: reopens its ring by path (in a child process, say),
+    in the same durable group (an ephemeral one gets a new group of its own)."""
     try:
-        return Queue.open(path, dumps=dumps, loads=loads)
+        return Queue.open(path, dumps=dumps, loads=loads, group=group, ephemeral=ephemeral, start=start)
     except FileNotFoundError as e:
         raise FileNotFoundError(
             errno.ENOENT,
@@ -266,7 +274,7 @@ class Queue:
     which raise :class:`~ringbuffer.BufferClosed`.
     """
 
-    __slots__ = ("__weakref__", "_dumps", "_finalizer", "_loads", "_max", "_owner_pid", "_ring")
+    __slots__ = ("__weakref__", "_dumps", "_finalizer", "_loads", "_max", "_overwrite", "_owner_pid", "_ring")
 
     __class_getitem__ = classmethod(types.GenericAlias)
 
@@ -299,18 +307,35 @@ class Queue:
         self._setup(ring, dumps, loads)
 
     @classmethod
-    def open(cls, path: StrPath, *, dumps: Dumps | None = None, loads: Loads | None = None) -> Queue:
+    def open(
+        cls,
+        path: StrPath,
+        *,
+        dumps: Dumps | None = None,
+        loads: Loads | None = None,
+        group: str | None = None,
+        ephemeral: bool = False,
+        start: str = "latest",
+    ) -> Queue:
         """Opens the queue whose ring is at ``path`` (created by ``Queue(..., path=path)``
-        in any process, or by :class:`~ringbuffer.RingBuffer`). Closing it never removes the file."""
+        in any process, or by :class:`~ringbuffer.RingBuffer`). Closing it never removes the file.
+
+        ``group``, ``ephemeral`` and ``start`` choose the consumer group its
+        gets read in, as for :meth:`RingBuffer.open`: every group gets
+        every object (fan-out), the handles of one group share them.
+        ``group=None`` is the default group, shared by every plain reader.
+        """
         _check_callables(dumps, loads)
+        ring = RingBuffer.open(path, group=group, ephemeral=ephemeral, start=start)
         self = cls.__new__(cls)
         self._finalizer = None
         self._owner_pid = None
-        self._setup(RingBuffer.open(path), dumps, loads)
+        self._setup(ring, dumps, loads)
         return self
 
     def _setup(self, ring: RingBuffer, dumps: Dumps | None, loads: Loads | None) -> None:
         self._ring = ring
+        self._overwrite = ring.overwrite
         self._max = ring.max_message_size
         self._dumps = dumps  # None: pickle
         self._loads = loads
@@ -590,6 +615,11 @@ class Queue:
         object will own), then unpickled outside the read turn."""
         ring = self._ring
         loads = self._loads
+        if self._overwrite:
+            # Zero-copy reads are refused on an overwrite ring (a writer may
+            # reclaim the record meanwhile): a copying read instead.
+            msg = ring.get(block, _time_left(timeout, since) if block else None)
+            return _load(msg) if loads is None else loads(msg)
         malformed: pickle.UnpicklingError | None = None
         while True:
             try:
@@ -809,25 +839,33 @@ class Queue:
 
     def bytes_used(self) -> int:
         """Bytes of the ring in use now (each object takes 8 + its serialized
-        size, rounded up to 8), out of :attr:`capacity`. A snapshot: other
+        size, rounded up to 8), out of :attr:`capacity`: what some consumer
+        group has not read yet, which writers cannot use. A snapshot: other
         processes may change it at once."""
-        head, tail = self._positions()
-        return tail - head
+        info = self._info()
+        return int(info["bytes_used"])
 
     def empty(self) -> bool:
-        """True if the ring holds nothing now. Approximate, as with
-        :class:`multiprocessing.Queue`: other processes may change it at
-        once, and a message still being written counts as present (a
-        :meth:`get_nowait` may then still raise :class:`queue.Empty`)."""
+        """True if nothing waits for this queue's consumer group now.
+        Approximate, as with :class:`multiprocessing.Queue`: other processes
+        may change it at once, and a message still being written counts as
+        present (a :meth:`get_nowait` may then still raise :class:`queue.Empty`)."""
         head, tail = self._positions()
         return head == tail
 
     def full(self) -> bool:
         """True if not even the smallest message (16 bytes in the ring) would
-        fit now; a larger object may not fit even when this is False.
-        Approximate, as :meth:`empty`."""
-        head, tail = self._positions()
-        return self._ring.capacity - (tail - head) < _MIN_RECORD
+        fit now; a larger object may not fit even when this is False
+        (never True on an overwrite ring, whose writers reclaim old
+        messages). Approximate, as :meth:`empty`."""
+        if self._overwrite:
+            return False
+        return int(self._info()["writable"]) < _MIN_RECORD
+
+    def _info(self) -> dict[str, Any]:
+        if self._ring.closed:
+            raise self._closed_error()
+        return self._ring.info(count=False)
 
     def _positions(self) -> tuple[int, int]:
         if self._ring.closed:
@@ -868,7 +906,7 @@ class Queue:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __reduce__(self) -> tuple[Callable[..., Queue], tuple[str, Dumps | None, Loads | None]]:
+    def __reduce__(self) -> tuple[Callable[..., Queue], tuple[Any, ...]]:
         if self._ring.closed:
             raise self._closed_error()
         fin = self._finalizer
@@ -878,7 +916,10 @@ class Queue:
             fin.detach()
             self._finalizer = None
             _remove_at_exit.add((self._ring.path, self._owner_pid))
-        return _rebuild, (self._ring.path, self._dumps, self._loads)
+        ring = self._ring
+        if ring.group is None and not ring.ephemeral:
+            return _rebuild, (ring.path, self._dumps, self._loads)
+        return _rebuild, (ring.path, self._dumps, self._loads, ring.group, ring.ephemeral, "latest")
 
     def __repr__(self) -> str:
         state = "closed" if self._ring.closed else f"capacity={self._ring.capacity}"

@@ -27,11 +27,11 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any, Callable, TypeVar, Union, cast
 
 from ringbuffer._args import contiguous, path_arg, size_arg
-from ringbuffer._handle import Handle
+from ringbuffer._handle import PEEK_REFUSED, Handle
 from ringbuffer._ringbuf import ffi, lib
 from ringbuffer._wait import STALL_DEFAULT, Timeout, check_timeout, stall_ns, wait
 from ringbuffer._zerocopy import Peek, PeekMany, Reservation
-from ringbuffer.exceptions import BufferClosed, InvalidSize, Status, error
+from ringbuffer.exceptions import BufferClosed, InvalidSize, MessagesLost, Status, error
 
 __all__ = ["RingBuffer", "StrPath", "Timeout", "c_version", "format_version"]
 
@@ -94,6 +94,8 @@ _ETRUNC = int(Status.ETRUNC)
 _ECLOSED = int(Status.ECLOSED)
 _EINVAL = int(Status.EINVAL)
 _ESIZE = int(Status.ESIZE)
+_ELOST = int(Status.ELOST)
+_ENOGROUP = int(Status.ENOGROUP)
 _EV_READABLE = int(lib.RB_EV_READABLE)
 
 # The package's version: the one csrc/ringbuf.h (which the extension was
@@ -192,8 +194,51 @@ def format_version() -> int:
     return int(lib.RB_FORMAT_VERSION)
 
 
-def _reopen(path: str, stall_timeout: float | None = STALL_DEFAULT) -> RingBuffer:
-    return RingBuffer.open(path, stall_timeout=stall_timeout)
+# The kinds of consumer group rb_groups reports (RB_GROUP_KIND_*), by name.
+_GROUP_KINDS = {
+    int(lib.RB_GROUP_KIND_DEFAULT): "default",
+    int(lib.RB_GROUP_KIND_DURABLE): "durable",
+    int(lib.RB_GROUP_KIND_EPHEMERAL): "ephemeral",
+}
+_STARTS = ("latest", "earliest")
+
+
+def _group_arg(group: object, strict: bool = True) -> bytes:
+    """A consumer group's name as the C library takes it: 1 to
+    RB_GROUP_NAME_MAX bytes of UTF-8, no NUL. TypeError for a non-str,
+    InvalidArgument (a ValueError) for a bad name. Not ``strict``: a name
+    as groups() decodes one a C program made of bytes that are not UTF-8
+    (surrogate escapes) is taken back as those bytes."""
+    if not isinstance(group, str):
+        raise TypeError(f"a group name must be a str (or None), not {type(group).__name__}")
+    try:
+        raw = group.encode("utf-8", "strict" if strict else "surrogateescape")
+    except UnicodeEncodeError:
+        raise error(_EINVAL, detail=f"group name {group!r} is not valid UTF-8") from None
+    limit = int(lib.RB_GROUP_NAME_MAX)
+    if not 1 <= len(raw) <= limit or b"\0" in raw:
+        raise error(
+            _EINVAL,
+            detail=f"group name {group!r}: 1 to {limit} bytes of UTF-8 without NUL (it has {len(raw)})",
+        )
+    return raw
+
+
+def _group_label(group: str | None, ephemeral: bool) -> str:
+    """How error messages name a handle's group."""
+    if ephemeral:
+        return "this handle's ephemeral group"
+    return "the default group" if group is None else f"group {group!r}"
+
+
+def _reopen(
+    path: str,
+    stall_timeout: float | None = STALL_DEFAULT,
+    group: str | None = None,
+    ephemeral: bool = False,
+    start: str = "latest",
+) -> RingBuffer:
+    return RingBuffer.open(path, group=group, ephemeral=ephemeral, start=start, stall_timeout=stall_timeout)
 
 
 class RingBuffer:
@@ -205,7 +250,19 @@ class RingBuffer:
     which atomically replaces it. ``RingBuffer.open(path)`` opens an existing
     ring. Any number of threads and processes may write and read the same ring
     at once; each message (1 to :attr:`max_message_size` bytes) is delivered
-    exactly once, in order.
+    exactly once to each consumer group, in order.
+
+    Consumer groups (fan-out): every group gets every message written after
+    it started; the handles of a group (its members) share its messages.
+    Plain readers, this handle included, are the ring's *default group*,
+    unless it is created with ``default_group=False`` (then only named and
+    ephemeral groups, :meth:`open`, receive messages). In a lossless ring
+    (the default), space is freed once every group has read it: the slowest
+    group holds writers back (with no group at all, writes always succeed).
+    With ``overwrite=True`` writers never wait: the oldest records are
+    reclaimed, and a group that had not read them gets
+    :class:`MessagesLost` at its next read, then goes on with the oldest
+    message still there; zero-copy reads are refused on such a ring.
 
     Crash safety: a message is in the file once ``write``/``put`` returns, and
     is delivered even if every process dies and another one opens the file
@@ -229,14 +286,18 @@ class RingBuffer:
         "_bufs",
         "_capacity",
         "_capped_bufs",
+        "_ephemeral",
         "_file_id",
+        "_group",
         "_h",
         "_max",
+        "_overwrite",
         "_path",
         "_rb",
         "_region",
         "_rview",
         "_stall",
+        "_start",
         "_wview",
     )
 
@@ -248,12 +309,18 @@ class RingBuffer:
         *,
         mode: int = 0o600,
         stall_timeout: float | None = STALL_DEFAULT,
+        overwrite: bool = False,
+        default_group: bool = True,
     ) -> None:
         self._rb: Any = None
         bpath = path_arg(path)
         ns = stall_ns(stall_timeout)
         out = ffi.new("rb_ring **")
         flags = lib.RB_REMOVE if remove else 0
+        if overwrite:
+            flags |= lib.RB_OVERWRITE
+        if not default_group:
+            flags |= lib.RB_NO_DEFAULT_GROUP
         mode = operator.index(mode)
         if not 0 <= mode <= 0o7777:
             raise error(_EINVAL, detail=f"mode {mode:#o}")
@@ -261,19 +328,57 @@ class RingBuffer:
         if rc != _OK:
             detail = (f"size {size!r}" if bpath else "empty path") if rc == _EINVAL else None
             raise error(rc, bpath, detail)
-        self._attach(out[0], bpath, stall_timeout, ns)
+        self._attach(out[0], bpath, stall_timeout, ns, None, False, "latest")
 
     @classmethod
-    def open(cls, path: StrPath, *, stall_timeout: float | None = STALL_DEFAULT) -> RingBuffer:
+    def open(
+        cls,
+        path: StrPath,
+        *,
+        group: str | None = None,
+        ephemeral: bool = False,
+        start: str = "latest",
+        stall_timeout: float | None = STALL_DEFAULT,
+    ) -> RingBuffer:
         """Opens an existing ring file; raises :class:`CorruptBuffer` if it is
         not one, :class:`UnsupportedVersion` if it is a ring of another format
-        version. ``stall_timeout`` is as for the constructor."""
+        version. ``stall_timeout`` is as for the constructor.
+
+        The handle reads in a consumer group (writes ignore groups): every
+        group gets every message, and the handles of one group share its
+        messages. ``group=None`` (the default) is the ring's default group,
+        which every plain reader shares; ``group="audit"`` joins the durable
+        group "audit" (1 to 63 bytes of UTF-8, no NUL), creating it if it
+        does not exist; ``ephemeral=True`` (with ``group=None``) makes a
+        group of this handle alone, removed when it is closed (or its
+        process dies). A group made by this call starts at ``start``:
+        ``"latest"`` (the next message written) or ``"earliest"`` (the
+        oldest message still in the ring); a durable group that exists
+        resumes at its own position whatever ``start`` says.
+
+        Opening never fails for want of a group: reads through a handle
+        whose group does not exist (the default group of a ring created
+        with ``default_group=False``, a group removed meanwhile) raise
+        :class:`GroupNotFound`. Raises :class:`InvalidArgument` (a
+        ValueError) for a bad name, ``start`` or ``ephemeral`` with a name,
+        :class:`TooManyGroups` when the ring holds 64 groups already.
+        """
         self = cls.__new__(cls)
         self._rb = None
         bpath = path_arg(path)
         ns = stall_ns(stall_timeout)
+        if start not in _STARTS:
+            raise error(_EINVAL, detail=f'start {start!r} ("latest" or "earliest")')
+        name = _group_arg(group) if group is not None else ffi.NULL
+        ephemeral = bool(ephemeral)
+        if ephemeral and group is not None:
+            detail = f"ephemeral=True with group {group!r}: an ephemeral group has no name"
+            raise error(_EINVAL, detail=detail)
+        flags = (lib.RB_GROUP_EPHEMERAL if ephemeral else 0) | (
+            lib.RB_START_EARLIEST if start == "earliest" else 0
+        )
         out = ffi.new("rb_ring **")
-        rc = lib.rb_open(bpath, out)
+        rc = lib.rb_open_group(bpath, name, flags, out)
         if rc != _OK:
             exc = error(rc, bpath)
             if isinstance(exc, OSError) and exc.errno == errno.ELOOP and os.path.islink(bpath):
@@ -281,15 +386,29 @@ class RingBuffer:
                 message = "is a symbolic link (not followed when opening a ring; open its target)"
                 exc = OSError(errno.ELOOP, message, os.fsdecode(bpath))
             raise exc
-        self._attach(out[0], bpath, stall_timeout, ns)
+        self._attach(out[0], bpath, stall_timeout, ns, group, ephemeral, start)
         return self
 
-    def _attach(self, rb: Any, bpath: bytes, stall_timeout: float | None, ns: int) -> None:
+    def _attach(
+        self,
+        rb: Any,
+        bpath: bytes,
+        stall_timeout: float | None,
+        ns: int,
+        group: str | None,
+        ephemeral: bool,
+        start: str,
+    ) -> None:
         lib.rb_set_stall_timeout(rb, ns)
         self._stall = None if stall_timeout is None else float(stall_timeout)
         # The Handle owns rb (rb_close when the last holder is collected);
         # self._rb is its copy for the hot paths, None once closed.
         self._h = Handle(rb, bpath)
+        self._h.group = _group_label(group, ephemeral)
+        self._group = group
+        self._ephemeral = ephemeral
+        self._start = start  # for pickling: a reopened ephemeral group starts there
+        self._overwrite = self._h.overwrite
         self._rb = rb
         self._path = bpath
         self._capacity = int(lib.rb_capacity(rb))
@@ -338,6 +457,24 @@ class RingBuffer:
         return file_id
 
     @property
+    def group(self) -> str | None:
+        """The name of this handle's consumer group; None for the default
+        group and for an ephemeral one."""
+        return self._group
+
+    @property
+    def ephemeral(self) -> bool:
+        """True if this handle reads in a group of its own (``open(ephemeral=True)``)."""
+        return self._ephemeral
+
+    @property
+    def overwrite(self) -> bool:
+        """True for an overwrite ring (``overwrite=True`` at creation): writers
+        never wait for readers, a group that falls behind loses messages
+        (:class:`MessagesLost`), and zero-copy reads (:meth:`peek`) are refused."""
+        return self._overwrite
+
+    @property
     def stall_timeout(self) -> float | None:
         """Seconds a record or the read turn may stay stuck before this handle
         checks whether its owner is alive (None: never). Settable."""
@@ -358,7 +495,11 @@ class RingBuffer:
         return self._rb is None
 
     def positions(self) -> tuple[int, int]:
-        """A snapshot ``(head, tail)`` of the byte positions; ``tail - head`` bytes are in use."""
+        """A snapshot ``(head, tail)`` of the byte positions: ``head`` is this
+        handle's group's next read position, so ``tail - head`` bytes wait
+        for the group (for a handle whose group does not exist, head is
+        where writers may write up to). Bytes in use for writers:
+        ``info()["bytes_used"]``."""
         rb = self._rb
         if rb is None:
             raise error(_ECLOSED)
@@ -376,6 +517,15 @@ class RingBuffer:
         (``full_fences``), and the file's identity (``file_id``, as
         :attr:`file_id`).
 
+        With consumer groups: ``head`` is this handle's group's read
+        position and ``messages``/``message_bytes`` count what waits for
+        it; ``bytes_used`` is ``tail - reclaimed``, the bytes writers cannot
+        use yet (``reclaimed``: below it the ring is free), ``writable`` the
+        bytes a writer could take now; ``overwrite`` whether the ring
+        overwrites; ``group_count`` how many groups exist and ``groups`` the
+        list :meth:`groups` returns (None with ``count=False``, since
+        listing them counts each group's backlog).
+
         Counting the records takes the read turn briefly, like a read; when
         another consumer keeps it, ``counted`` is False and the counts are 0.
         Nothing is consumed. Raises :class:`CorruptBuffer` if an impossible
@@ -391,14 +541,17 @@ class RingBuffer:
         if rc != _OK:
             raise error(rc, self._path)
         i = out[0]
-        return {
+        info = {
             "path": self.path,
             "format_version": int(i.format_version),
             "capacity": int(i.capacity),
             "max_message_size": int(i.max_message),
             "head": int(i.head),
             "tail": int(i.tail),
-            "bytes_used": int(i.tail - i.head),
+            "bytes_used": int(i.tail - i.reclaimed),
+            "reclaimed": int(i.reclaimed),
+            "writable": int(i.writable),
+            "overwrite": bool(i.ring_flags & lib.RB_OVERWRITE),
             "counted": bool(i.counted),
             "messages": int(i.messages),
             "message_bytes": int(i.message_bytes),
@@ -411,7 +564,92 @@ class RingBuffer:
             "attached": int(i.attached),
             "full_fences": bool(i.full_fences),
             "file_id": bytes(i.file_id).hex(),
+            "group_count": int(i.groups),
+            "groups": self.groups() if count else None,
         }
+        return info
+
+    # -- consumer groups ---------------------------------------------------
+
+    def groups(self) -> list[dict[str, Any]]:
+        """The ring's consumer groups now (a snapshot; dead ephemeral groups
+        are removed first), one dict each: ``name`` (None for the default
+        group and for ephemeral ones), ``kind`` ("default", "durable" or
+        "ephemeral"), ``ephemeral``, ``members`` (handles attached now, in
+        any process), ``position`` (its next read position),
+        ``backlog_messages`` and ``backlog_bytes`` (committed messages it
+        has not read, and their payload bytes), ``lost`` (messages it lost
+        to an overwrite ring's writers since it was created), ``counted``
+        (False when a member kept the group's read turn, so the backlog
+        could not be counted and is 0) and ``pid`` (an ephemeral group's
+        owner, else 0). Counting takes each group's read turn briefly, as
+        :meth:`info` does; nothing is consumed."""
+        rb = self._rb
+        if rb is None:
+            raise error(_ECLOSED)
+        size = ffi.sizeof("struct rb_group_info")
+        count = ffi.new("size_t *")
+        room = int(lib.RB_GROUPS_MAX)
+        while True:
+            out = ffi.new("struct rb_group_info[]", room)
+            rc = lib.rb_groups_sized(rb, out, room, count, size)
+            if rc != _OK:
+                raise error(rc, self._path)
+            n = int(count[0])
+            if n <= room:
+                break
+            room = n  # more groups than this binding expects: ask again
+        groups = []
+        for g in out[0:n]:
+            kind = _GROUP_KINDS.get(int(g.kind), str(int(g.kind)))
+            raw = ffi.string(g.name)
+            groups.append(
+                {
+                    "name": raw.decode("utf-8", "surrogateescape") if raw else None,
+                    "kind": kind,
+                    "ephemeral": kind == "ephemeral",
+                    "members": int(g.members),
+                    "position": int(g.position),
+                    "backlog_messages": int(g.backlog_messages),
+                    "backlog_bytes": int(g.backlog_bytes),
+                    "lost": int(g.lost),
+                    "counted": bool(g.counted),
+                    "pid": int(g.pid),
+                }
+            )
+        return groups
+
+    def remove_group(self, name: str | None) -> None:
+        """Removes the durable group ``name`` (None: the default group): its
+        unread messages no longer hold writers back, and its members get
+        :class:`GroupNotFound` at their next read (a read in progress is
+        waited for). Raises :class:`GroupNotFound` if there is no such
+        group, :class:`InvalidArgument` for a bad name, TypeError for a
+        name that is not a str."""
+        rb = self._rb
+        if rb is None:
+            raise error(_ECLOSED)
+        raw = ffi.NULL if name is None else _group_arg(name, strict=False)
+        rc = lib.rb_group_remove(rb, raw)
+        if rc != _OK:
+            if rc == _ENOGROUP:
+                raise error(rc, detail=f"{_group_label(name, False)} of {self.path!r}")
+            raise error(rc, self._path)
+
+    def sync(self) -> None:
+        """Makes the ring durable (``rb_sync``): when it returns, every
+        message committed before the call and every group's position are on
+        stable storage (msync, then fdatasync), as far as the filesystem
+        and the disk honour fdatasync. A message committed while it runs may
+        or may not be included. On tmpfs (``/dev/shm``) there is no storage:
+        it returns at once. Blocks for the disk; raises :class:`OSError` if
+        the OS reports a failure (EIO)."""
+        rb = self._rb
+        if rb is None:
+            raise error(_ECLOSED)
+        rc = lib.rb_sync(rb)
+        if rc != _OK:
+            raise error(rc, self._path)
 
     def stats(self) -> dict[str, Any]:
         """The ring's counters since it was created (``rb_stats``), summed
@@ -734,7 +972,7 @@ class RingBuffer:
                     continue
                 if n in (_EEMPTY, _ETIMEDOUT):
                     return None
-                raise error(n, self._path)
+                raise self._h.read_error(n)
         finally:
             bufs.append(pooled)
 
@@ -790,6 +1028,10 @@ class RingBuffer:
                 bufs.append(pooled)
                 return msg
             bufs.append(pooled)
+            if n == _ELOST or n == _ENOGROUP:
+                # Not to be read again below: the next read would go on
+                # past the loss report (or wait for a group that is gone).
+                raise self._h.read_error(n)
         msg = self._receive(rb, block, timeout)
         if msg is None:
             raise error(_EEMPTY)
@@ -845,7 +1087,7 @@ class RingBuffer:
             return None
         if n in (_EEMPTY, _ETIMEDOUT):
             raise error(_EEMPTY)
-        raise error(n, self._path)
+        raise self._h.read_error(n)
 
     def read_into(self, buffer: Any, block: bool = False, timeout: Timeout = None) -> int:
         """Reads the next message into a writable buffer (bytearray, memoryview,
@@ -880,7 +1122,7 @@ class RingBuffer:
             raise error(_EEMPTY)
         if rc == _ETRUNC:
             raise _too_small(int(lenp[0]), size)
-        raise error(rc, self._path)
+        raise self._h.read_error(rc)
 
     def read_many(self, max_messages: int) -> list[bytes]:
         """Reads up to ``max_messages`` messages with one C call, without blocking.
@@ -935,7 +1177,7 @@ class RingBuffer:
             if rc in (_EEMPTY, _ETIMEDOUT):
                 return []
             if rc != _OK:
-                raise error(rc, self._path)
+                raise self._h.read_error(rc)
             # One bytes object per message, sliced straight out of the read
             # buffer (before it goes back to the pool): no copy of the batch.
             raw = _buffer(buf)
@@ -966,6 +1208,7 @@ class RingBuffer:
         Raises :class:`BufferEmpty` if there is no message (after waiting,
         with ``block``).
         """
+        self._h.check_peek()
         return Peek(self._h, block, timeout, consume_on_error)
 
     def peek_many(
@@ -1006,6 +1249,7 @@ class RingBuffer:
         if want < 1:
             raise error(_EINVAL, detail=f"max_messages {want} (at least 1)")
         want = min(want, self._capacity // 16)  # a ring holds no more records than that
+        self._h.check_peek()
         return PeekMany(self._h, want, block, timeout, consume_on_error)
 
     def get_with(
@@ -1036,6 +1280,8 @@ class RingBuffer:
         """
         if self._rb is None:
             raise error(_ECLOSED)
+        if self._overwrite:
+            raise error(_EINVAL, detail=PEEK_REFUSED)
         if block and timeout is not None:
             check_timeout(timeout)
         region = self._region
@@ -1048,7 +1294,7 @@ class RingBuffer:
                 if off == _EEMPTY and block:
                     off = wait(_rbpy_peek_wait, region, timeout=timeout)
                 if off < 0:
-                    raise error(_EEMPTY) if off in (_EEMPTY, _ETIMEDOUT) else error(int(off), self._path)
+                    raise error(_EEMPTY) if off in (_EEMPTY, _ETIMEDOUT) else self._h.read_error(int(off))
             view = self._rview[off : off + region.len]
             called = True
             result = func(view)
@@ -1105,18 +1351,29 @@ class RingBuffer:
         then consumed (left, it would stop every ``get_array`` loop there);
         read messages of unknown kind with :meth:`read` or :meth:`peek`
         instead. An exception while copying (Ctrl-C, MemoryError) leaves
-        the message for the next read. :class:`BufferEmpty` as :meth:`get`;
-        ImportError without numpy.
+        the message for the next read (except on an overwrite ring, where
+        zero-copy reads are refused: the message is copied out first, and
+        consumed). :class:`BufferEmpty` as :meth:`get`; ImportError without
+        numpy.
         """
         from ringbuffer import _array
 
         return _array.get_array(self, block, timeout)
 
     def drain(self) -> list[bytes]:
-        """Reads every message there is now, without blocking."""
+        """Reads every message there is now, without blocking.
+
+        If this handle's group is found overrun (an overwrite ring) after
+        some messages were taken, the :class:`MessagesLost` raised holds
+        them, in order, as its ``messages``: they were consumed, and came
+        before the gap."""
         out: list[bytes] = []
         while True:
-            batch = self._get_many(4096, block=False, timeout=None)
+            try:
+                batch = self._get_many(4096, block=False, timeout=None)
+            except MessagesLost as exc:
+                exc.messages = out
+                raise
             if not batch:
                 return out
             out.extend(batch)
@@ -1173,6 +1430,8 @@ class RingBuffer:
                 bufs.append(pooled)  # after the copy, as in get()
                 return msg
             bufs.append(pooled)
+            if n == _ELOST or n == _ENOGROUP:
+                raise self._h.read_error(n)  # as in get()
         if n != _EEMPTY:
             msg = self._receive(rb, False, None)
             if msg is not None:
@@ -1285,10 +1544,15 @@ class RingBuffer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __reduce__(self) -> tuple[Callable[[str, float | None], RingBuffer], tuple[str, float | None]]:
+    def __reduce__(self) -> tuple[Callable[..., RingBuffer], tuple[Any, ...]]:
+        # A handle of the default group pickles as before (path, stall
+        # timeout); one of a durable group reopens in that group, and one
+        # of an ephemeral group gets a new ephemeral group of its own.
         if self._rb is None:
             raise error(_ECLOSED)
-        return _reopen, (self.path, self._stall)
+        if self._group is None and not self._ephemeral:
+            return _reopen, (self.path, self._stall)
+        return _reopen, (self.path, self._stall, self._group, self._ephemeral, self._start)
 
     def __repr__(self) -> str:
         state = "closed" if self._rb is None else f"capacity={self._capacity}"

@@ -836,3 +836,177 @@ def test_console_script(tmp_path):
     read = subprocess.run([script, "read", path], capture_output=True, timeout=30)
     assert_ok(read)
     assert read.stdout == b"hi\n"
+
+
+# -- consumer groups -------------------------------------------------------------
+
+
+def test_create_overwrite_and_no_default_group(tmp_path):
+    path = tmp_path / "o.ring"
+    proc = run("create", path, "--size", "4k", "--overwrite")
+    assert_ok(proc)
+    assert b"overwrite ring" in proc.stdout
+    with RingBuffer.open(path) as rb:
+        assert rb.overwrite
+        for _ in range(100):
+            rb.write(b"x" * 1000)  # never full
+    path = tmp_path / "n.ring"
+    proc = run("create", path, "--size", "4k", "--no-default-group")
+    assert_ok(proc)
+    assert b"no default group" in proc.stdout
+    with RingBuffer.open(path) as rb:
+        assert not rb.overwrite and rb.groups() == []
+        rb.write(b"x")
+    assert_error(run("read", path), match="default group")
+
+
+def test_read_group_gets_every_message_and_resumes(tmp_path):
+    path = tmp_path / "r.ring"
+    make_ring(path, 4096, [b"1", b"2", b"3"])
+    proc = run("read", path, "--group", "audit", "--start", "earliest", "--count", "2")
+    assert_ok(proc)
+    assert proc.stdout == b"1\n2\n"
+    proc = run("read", path, "--group", "audit", "--start", "earliest")  # resumes where it stood
+    assert_ok(proc)
+    assert proc.stdout == b"3\n"
+    assert_ok(run("write", path, input=b"4\n"))
+    assert run("read", path, "--group", "audit").stdout == b"4\n"
+    assert run("read", path, "--group", "late").stdout == b""  # made at latest
+    assert drain(path) == [b"1", b"2", b"3", b"4"]  # the default group got them all too
+
+
+def test_read_subscribe_takes_nothing_from_other_readers(tmp_path):
+    path = tmp_path / "r.ring"
+    make_ring(path, 4096, [b"old"])
+    assert run("read", path, "--subscribe", "--start", "earliest").stdout == b"old\n"
+    assert run("read", path, "--subscribe").stdout == b""  # latest: nothing new yet
+    reader = start(
+        "read",
+        path,
+        "--subscribe",
+        "--follow",
+        "--count",
+        "2",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def subscribed() -> bool:
+            with RingBuffer.open(path) as rb:
+                return any(g["ephemeral"] for g in rb.groups())
+
+        wait_for(subscribed)
+        assert_ok(run("write", path, input=b"a\nb\n"))
+        out, err = reader.communicate(timeout=20)
+    finally:
+        reader.kill()
+    assert reader.returncode == 0, err
+    assert out == b"a\nb\n"
+    assert drain(path) == [b"old", b"a", b"b"]
+    with RingBuffer.open(path) as rb:
+        assert [g["kind"] for g in rb.groups()] == ["default"]  # gone with the command
+
+
+def test_read_group_options_usage_errors(tmp_path):
+    path = tmp_path / "r.ring"
+    make_ring(path)
+    assert_error(run("read", path, "--group", "g", "--subscribe"), status=2, match="not allowed with")
+    assert_error(run("read", path, "--start", "earliest"), status=2, match="--start needs --group")
+    assert_error(run("read", path, "--group", "g", "--start", "middle"), status=2, match="invalid choice")
+    assert_error(run("read", path, "--group", ""), match="group name")
+    assert_error(run("read", path, "--group", "x" * 64), match="group name")
+
+
+def test_read_reports_lost_messages_in_one_line_and_goes_on(tmp_path):
+    path = tmp_path / "o.ring"
+    with RingBuffer(path, 4096, overwrite=True) as rb:
+        RingBuffer.open(path, group="g").close()
+        for i in range(20):  # records of 256 bytes: 16 fit, the first 4 are overwritten
+            rb.write(b"%03d" % i + b"." * 245)
+    proc = run("read", path, "--group", "g")
+    assert_ok(proc)
+    assert [line[:3] for line in proc.stdout.splitlines()] == [b"%03d" % i for i in range(4, 20)]
+    err = proc.stderr.decode()
+    assert err.count("\n") == 1 and "4 messages lost" in err and err.startswith("ringbuffer: read: "), err
+
+
+def test_read_on_an_overwrite_ring_copies(tmp_path):
+    path = tmp_path / "o.ring"
+    with RingBuffer(path, 4096, overwrite=True) as rb:
+        rb.write(b"one")
+        rb.write(b"two")
+    proc = run("read", path)
+    assert_ok(proc)
+    assert proc.stdout == b"one\ntwo\n" and proc.stderr == b""
+
+
+def test_groups_lists_and_removes(tmp_path):
+    path = tmp_path / "r.ring"
+    make_ring(path, 4096)
+    with RingBuffer.open(path, group="audit") as g, RingBuffer.open(path) as rb:
+        rb.write(b"abc")
+        rb.write(b"de")
+        g.read()
+        proc = run("groups", path)
+        assert_ok(proc)
+        text = proc.stdout.decode()
+        lines = text.splitlines()
+        assert lines[0].split() == [
+            "NAME",
+            "KIND",
+            "MEMBERS",
+            "POSITION",
+            "BACKLOG",
+            "BACKLOG",
+            "BYTES",
+            "LOST",
+        ]
+        rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+        assert rows["(default)"][0] == "default" and rows["(default)"][1] == "1"  # rb; the command's excluded
+        assert rows["(default)"][3:] == ["2", "5", "0"]
+        assert (
+            rows["audit"][0] == "durable" and rows["audit"][1] == "1" and rows["audit"][3:] == ["1", "2", "0"]
+        )
+        proc = run("groups", path, "--json")
+        assert_ok(proc)
+        got = {str(e["name"]): e for e in json.loads(proc.stdout)}
+        api = {str(e["name"]): e for e in rb.groups()}
+        assert got["audit"] == api["audit"]
+        assert got["None"] == {**api["None"], "members": 2}  # the command's own handle counts in JSON
+    proc = run("groups", path, "--remove", "audit")
+    assert_ok(proc)
+    assert b"removed group 'audit'" in proc.stdout
+    assert_error(run("groups", path, "--remove", "audit"), match="'audit'")
+    assert_error(run("groups", path, "--remove", "x" * 64), match="group name")
+    proc = run("groups", path, "--remove-default")
+    assert_ok(proc)
+    with RingBuffer.open(path) as rb:
+        assert rb.groups() == []
+    proc = run("groups", path)
+    assert_ok(proc)
+    assert b"no consumer groups" in proc.stdout
+    assert_error(run("groups", path, "--remove", "a", "--remove-default"), status=2, match="not allowed with")
+
+
+def test_info_lists_the_groups_with_their_backlog(tmp_path):
+    path = tmp_path / "r.ring"
+    make_ring(path, 4096, [b"x" * 10])
+    RingBuffer.open(path, group="audit", start="earliest").close()
+    proc = run("info", path)
+    assert_ok(proc)
+    text = proc.stdout.decode()
+    assert re.search(r"(?m)^consumer groups +2 ", text), text
+    assert re.search(r"(?m)^  \(default\) +1 messages, 10 bytes, 0 lost, 0 member", text), text
+    assert re.search(r"(?m)^  audit +1 messages, 10 bytes, 0 lost, 0 member", text), text
+    assert re.search(r"(?m)^kind +lossless", text), text
+    got = info_json(path)
+    assert [g["name"] for g in got["groups"]] == [None, "audit"] and got["overwrite"] is False
+    assert got["writable"] == 4096 - 24 and got["group_count"] == 2
+
+
+def test_bridge_group_is_for_ring_to_nats(tmp_path):
+    path = tmp_path / "r.ring"
+    make_ring(path)
+    proc = run("bridge", "nats://127.0.0.1:1/x", path, "--group", "g")
+    assert_error(proc, status=2, match="--group is for RING to URL")

@@ -165,7 +165,7 @@ TEST(layout_table_matches_docs_format_md)
         {OFF_SLOT_SIZE, 4, "slot_size"},
         {OFF_TAIL, 8, "tail"},
         {OFF_HEAD, 8, "head"},
-        {OFF_READ_TURN, 4, "read_turn"},
+        {OFF_RECLAIM_TURN, 4, "reclaim_turn"},
         {OFF_TURN_SEQ, 4, "turn_seq"},
         {OFF_TURN_WAITERS, 4, "turn_waiters"},
         {OFF_DATA_SEQ, 4, "data_seq"},
@@ -173,10 +173,22 @@ TEST(layout_table_matches_docs_format_md)
         {OFF_SPACE_SEQ, 4, "space_seq"},
         {OFF_SPACE_WAITERS, 4, "space_waiters"},
         {OFF_SLOTS_USED, 4, "slots_used"},
+        {OFF_GROUPS_USED, 4, "groups_used"},
         {SLOT_OFF_GEN, 4, "gen"}, /* offsets in a slot */
         {SLOT_OFF_PID, 4, "pid"},
         {SLOT_OFF_COUNT_OWN, 128, "count_own[16]"},
         {SLOT_OFF_COUNT_SHARED, 128, "count_shared[16]"},
+        {SLOT_OFF_GROUP, 4, "group"},
+        {SLOT_OFF_GROUP_GEN, 4, "group_gen"},
+        {GROUP_OFF_HEAD, 8, "group head"}, /* offsets in a group entry */
+        {GROUP_OFF_TURN, 4, "turn"},
+        {GROUP_OFF_GEN, 4, "gen"},
+        {GROUP_OFF_LOST_PENDING, 8, "lost_pending"},
+        {GROUP_OFF_LOST, 8, "lost"},
+        {GROUP_OFF_OWNER, 4, "owner"},
+        {GROUP_OFF_KIND, 4, "kind"},
+        {GROUP_OFF_CREATED_NS, 8, "created_ns"},
+        {GROUP_OFF_NAME, 64, "name"},
     };
     char want[256];
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -186,6 +198,10 @@ TEST(layout_table_matches_docs_format_md)
     }
     snprintf(want, sizeof want, "\n| %d | %d | slot table: %d slots of %d bytes", (int)OFF_SLOTS,
              (int)(SLOT_COUNT * SLOT_SIZE), (int)SLOT_COUNT, (int)SLOT_SIZE);
+    if (strstr(doc, want) == NULL)
+        FAILF("docs/format.md has no row \"%s\"", want + 1);
+    snprintf(want, sizeof want, "\n| %d | %d | group table: %d entries of %d bytes", (int)OFF_GROUPS,
+             (int)(GROUP_COUNT * GROUP_SIZE), (int)GROUP_COUNT, (int)GROUP_SIZE);
     if (strstr(doc, want) == NULL)
         FAILF("docs/format.md has no row \"%s\"", want + 1);
     snprintf(want, sizeof want, "\n| %d | capacity | data region", (int)HEADER_SIZE);
@@ -277,7 +293,7 @@ TEST(create_header_fields)
     CHECK_EQ_U(u64, 0);
     memcpy(&u64, f + OFF_HEAD, 8);
     CHECK_EQ_U(u64, 0);
-    memcpy(&u32, f + OFF_READ_TURN, 4);
+    memcpy(&u32, f + OFF_RECLAIM_TURN, 4);
     CHECK_EQ_U(u32, 0);
     memcpy(&u32, f + OFF_SLOT_COUNT, 4);
     CHECK_EQ_U(u32, SLOT_COUNT);
@@ -297,7 +313,7 @@ TEST(create_header_fields)
      * the data region) is zero. */
     size_t nonzero = 0;
     for (size_t i = OFF_FILE_ID + 16; i < n; i++)
-        if (f[i] != 0 && i != OFF_TAIL && !(i >= OFF_HEAD && i < OFF_READ_TURN + 4) &&
+        if (f[i] != 0 && i != OFF_TAIL && !(i >= OFF_HEAD && i < OFF_RECLAIM_TURN + 4) &&
             !(i >= OFF_SLOTS_USED && i < OFF_SLOTS_USED + 4) &&
             !(i >= (size_t)slot_off(0, SLOT_OFF_GEN) && i < (size_t)slot_off(0, SLOT_OFF_PID) + 4))
             nonzero++;
@@ -1661,7 +1677,7 @@ TEST(data_survives_close_and_reopen)
     size_t len;
     unsigned char b[8];
     CHECK_EQ(rb_read(rb, b, sizeof b, &len), RB_EEMPTY);
-    CHECK_EQ_U(tu_read_u32(path, OFF_READ_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(path, OFF_RECLAIM_TURN), 0);
 }
 
 TEST(two_handles_one_process)
@@ -1862,7 +1878,7 @@ TEST(impossible_record_is_corrupt)
         CHECK_EQ(rb_read(rb, buf, sizeof buf, &len), RB_ECORRUPT);
         CHECK_EQ(rb_read(rb, NULL, 0, &len), RB_ECORRUPT);
         CLOSE(rb);
-        CHECK_EQ_U(tu_read_u32(path, OFF_READ_TURN), 0);
+        CHECK_EQ_U(tu_read_u32(path, OFF_RECLAIM_TURN), 0);
     }
 }
 

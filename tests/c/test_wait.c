@@ -44,7 +44,7 @@ TEST(zero_timeout_does_not_wait)
     if (dt >= 0.5)
         FAILF("three calls with timeout 0 on an empty ring took %.3f s", dt);
     CHECK_EQ(rb_release(rb), RB_EINVAL); /* the failed peek kept nothing */
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
 
     /* Possible now: RB_OK. */
     make_msg(m, 100, 1);
@@ -154,7 +154,7 @@ TEST(timeouts_elapse)
     CHECK_EQ_U(g_head, 0);
     CHECK_EQ_U(g_tail, 0);
     CHECK_EQ(rb_release(e.rb), RB_EINVAL);
-    CHECK_EQ_U(tu_read_u32(e.path, OFF_READ_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(e.path, OFF_RECLAIM_TURN), 0);
     CHECK_EQ_U(tu_read_u32(e.path, OFF_DATA_WAITERS), 0);
     CHECK_EQ_U(tu_read_u32(f.path, OFF_SPACE_WAITERS), 0);
     for (int i = 0; i < nf; i++)

@@ -484,7 +484,7 @@ TEST(peek_and_release)
     CHECK_EQ(rb_peek(NULL, &p, &len), RB_EINVAL);
     CHECK_EQ(rb_peek(rb, NULL, &len), RB_EINVAL);
     CHECK_EQ(rb_peek(rb, &p, NULL), RB_EINVAL);
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
 
     CHECK_EQ(put(rb, 1, 300), RB_OK);
     CHECK_EQ(put(rb, 2, 40), RB_OK);
@@ -499,13 +499,13 @@ TEST(peek_and_release)
         CHECK_EQ(positions(rb), RB_OK);
         CHECK_EQ_U(g_head, h0);
         CHECK_EQ_U(g_tail, rec_size(300) + rec_size(40));
-        CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), writer_id(f.path));
+        CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), writer_id(f.path));
         CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + (off_t)h0), rec_word(mlen, 0, writer_id(f.path)));
         CHECK(is_msg(p, len, seq, mlen)); /* still there */
         CHECK_EQ(rb_release(rb), RB_OK);
         CHECK_EQ(positions(rb), RB_OK);
         CHECK_EQ_U(g_head, h0 + rec_size(mlen));
-        CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), 0);
+        CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
         CHECK_EQ(rb_release(rb), RB_EINVAL);
     }
     /* Released records are zeroed. */
@@ -690,7 +690,7 @@ TEST(peek_holds_the_read_turn)
     for (int s = 2; s <= 5; s++)
         CHECK_EQ(got[s], 1);
     CHECK_EQ_U(tu_read_u32(f.path, OFF_TURN_WAITERS), 0);
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
 }
 
 /* ---- fixes from the design review ------------------------------------------------- */
@@ -709,7 +709,7 @@ TEST(close_with_an_open_peek_gives_the_turn_back)
     size_t len;
     REQUIRE_EQ(rb_peek(a, &q, &len), RB_OK);
     CHECK_EQ(rb_close(a), RB_OK);
-    CHECK_EQ(tu_read_u32(f.path, OFF_READ_TURN), 0);
+    CHECK_EQ(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
     GET_CHECK(f.rb, 1, 100);
     GET_CHECK(f.rb, 2, 200);
 }
@@ -870,7 +870,7 @@ TEST(peek_many_batches)
     n = 777;
     CHECK_EQ(rb_peek_many(rb, NULL, NULL, NULL, 0, &n), RB_OK); /* nothing asked: no turn kept */
     CHECK_EQ_U(n, 0);
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
     CHECK_EQ(rb_release(rb), RB_EINVAL);
 
     /* 1 is there; then an aborted record, 2, two aborted records, 3, and a
@@ -899,7 +899,7 @@ TEST(peek_many_batches)
         CHECK_EQ_U(pos[2], pos[1] + rec_size(20) + rec_size(1) + rec_size(70));
         CHECK_EQ(positions(rb), RB_OK);
         CHECK_EQ_U(g_head, 0); /* nothing consumed */
-        CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), writer_id(f.path));
+        CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), writer_id(f.path));
         if (round == 0)
             CHECK_EQ(rb_peek_cancel(rb), RB_OK); /* all left */
     }
@@ -907,7 +907,7 @@ TEST(peek_many_batches)
     CHECK_EQ(rb_release(rb), RB_EINVAL);
     CHECK_EQ(positions(rb), RB_OK);
     CHECK_EQ_U(g_head, end3); /* the DISCARD records between them too */
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_READ_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
     struct rb_stats s1;
     REQUIRE_EQ(rb_stats(rb, &s1), RB_OK);
     CHECK_EQ_U(s1.read - s0.read, 3);

@@ -45,7 +45,7 @@ enum {
     OFF_FILE_ID = 56, /* 16 random bytes */
     OFF_TAIL = 128,
     OFF_HEAD = 256,
-    OFF_READ_TURN = 264,
+    OFF_RECLAIM_TURN = 264, /* the reclaim lock */
     /* The wait queues: a futex word and a count of the sleepers on it. */
     OFF_TURN_SEQ = 268,
     OFF_TURN_WAITERS = 272,
@@ -54,6 +54,7 @@ enum {
     OFF_SPACE_SEQ = 512,
     OFF_SPACE_WAITERS = 516,
     OFF_SLOTS_USED = 640,
+    OFF_GROUPS_USED = 644,
     /* The slot table follows the header page: one slot per open handle. */
     OFF_SLOTS = 4096,
     SLOT_COUNT = 512,
@@ -62,8 +63,23 @@ enum {
     SLOT_OFF_PID = 4,
     SLOT_OFF_COUNT_OWN = 128, /* a handle's counters (docs/format.md, "Counters") */
     SLOT_OFF_COUNT_SHARED = 256,
-    /* Bytes before the data region: the header page and the slot table. */
-    HEADER_SIZE = OFF_SLOTS + SLOT_COUNT * SLOT_SIZE
+    SLOT_OFF_GROUP = 20,
+    SLOT_OFF_GROUP_GEN = 24,
+    /* The group table follows the slot table: entry 0 is the default group. */
+    OFF_GROUPS = OFF_SLOTS + SLOT_COUNT * SLOT_SIZE,
+    GROUP_COUNT = 64,
+    GROUP_SIZE = 256,
+    GROUP_OFF_HEAD = 0,
+    GROUP_OFF_TURN = 8,
+    GROUP_OFF_GEN = 12,
+    GROUP_OFF_LOST_PENDING = 16,
+    GROUP_OFF_LOST = 24,
+    GROUP_OFF_OWNER = 32,
+    GROUP_OFF_KIND = 36,
+    GROUP_OFF_CREATED_NS = 40,
+    GROUP_OFF_NAME = 128,
+    /* Bytes before the data region: the header page, the slot and group tables. */
+    HEADER_SIZE = OFF_GROUPS + GROUP_COUNT * GROUP_SIZE
 };
 #define STATE_READY 0x59444552u
 #define REC_BUSY 0x01u
@@ -404,6 +420,18 @@ static TU_UNUSED int put(rb_ring *rb, uint64_t seq, size_t len)
     unsigned char *b = len <= sizeof small ? small : malloc(len);
     make_msg(b, len, seq);
     int rc = rb_write(rb, b, len);
+    if (b != small)
+        free(b);
+    return rc;
+}
+
+/* put() with rb_write_wait. */
+static TU_UNUSED int put_wait(rb_ring *rb, uint64_t seq, size_t len, int64_t timeout_ns)
+{
+    unsigned char small[4096];
+    unsigned char *b = len <= sizeof small ? small : malloc(len);
+    make_msg(b, len, seq);
+    int rc = rb_write_wait(rb, b, len, timeout_ns);
     if (b != small)
         free(b);
     return rc;
