@@ -12,7 +12,7 @@ and built there: the C library (``make -C csrc``), the Python extension
 linked against that side's library, so that only the library differs.
 Each side makes its own ring files (the file format may differ).
 
-Two figures, the ones issue 5 set and issue 12 must keep:
+Four figures: the two that issue 5 set and issue 12 must keep,
 - Python, 64 B ``put``/``get`` between a producer and a consumer process
   (fork), as the suite's "ringbuffer put/get" row: a pool of distinct
   messages built before the clock, the consumer counts the messages and
@@ -20,7 +20,11 @@ Two figures, the ones issue 5 set and issue 12 must keep:
   consumer's last get. Every run of both sides moves the same number of
   messages (from a calibration run of side A, about --budget seconds).
 - C, 1 producer and 1 consumer process, 64 B, rb_write_wait/rb_read_wait
-  (``cbench --case 1,64,single --reps 1``).
+  (``cbench --case 1,64,single --reps 1``);
+and the same paths' cost per call in one process, which the scheduling of
+two processes (and other work on the machine) moves much less: a loop of
+``put`` + ``get`` of one 64-byte message in one Python process, and of
+``rb_write`` + ``rb_read`` in C (``cbench --pair``), pairs per second.
 The runs interleave, A B B A A B ...: each round runs both sides, in
 alternating order, so that drift in the machine's load weighs on both
 alike. Reported: each side's median, the ratio of the medians (B/A) and
@@ -48,6 +52,12 @@ WORKTREE = "WORKTREE"
 SIZE = 64
 RING_BYTES = 4 << 20
 POOL = 65536  # distinct messages the producer cycles through (as bench/workers.py: 8 MiB or 65536)
+FIGURES = {
+    "py": "Python 64 B put/get, 1 producer + 1 consumer process, msgs/s",
+    "c": "C 64 B rb_write_wait/rb_read_wait, 1 producer + 1 consumer process, msgs/s",
+    "py_pair": "Python 64 B put + get in one process, pairs/s",
+    "c_pair": "C 64 B rb_write + rb_read in one thread, pairs/s",
+}
 
 
 # -- the Python figure, in a child process that imports one side's package ---------
@@ -95,6 +105,41 @@ def _pool() -> list[bytes]:
     return [rnd.randbytes(SIZE) for _ in range(POOL)]
 
 
+def child_pair(folder: str, seconds: float) -> dict[str, Any]:
+    """put + get of one 64-byte message in a loop, in this process, for
+    about ``seconds``; returns the pairs per second."""
+    import ringbuffer
+    from ringbuffer import RingBuffer
+
+    _check_module(ringbuffer.__file__, folder)
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    tmp = tempfile.mkdtemp(prefix="rb-ab-", dir=shm)
+    try:
+        rb = RingBuffer(os.path.join(tmp, "pair.ring"), RING_BYTES)
+        put, get = rb.put, rb.get
+        msg = _pool()[0]
+        pairs = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while True:
+            for _ in range(4096):
+                put(msg)
+                get()
+            pairs += 4096
+            t1 = time.perf_counter()
+            if t1 >= end:
+                break
+        rb.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"pairs_per_s": pairs / (t1 - t0), "module": ringbuffer.__file__}
+
+
+def _check_module(path: str, folder: str) -> None:
+    if not os.path.abspath(path).startswith(os.path.abspath(folder) + os.sep):
+        raise SystemExit(f"imported {path}, not the build in {folder}")
+
+
 def child_py(folder: str, n: int) -> dict[str, Any]:
     """One run in this process (whose sys.path starts with the side's
     folder): n messages; returns the rate."""
@@ -103,8 +148,7 @@ def child_py(folder: str, n: int) -> dict[str, Any]:
     import ringbuffer
     from ringbuffer import RingBuffer
 
-    if not os.path.abspath(ringbuffer.__file__).startswith(os.path.abspath(folder) + os.sep):
-        raise SystemExit(f"imported {ringbuffer.__file__}, not the build in {folder}")
+    _check_module(ringbuffer.__file__, folder)
     ctx = mp.get_context("fork")
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     tmp = tempfile.mkdtemp(prefix="rb-ab-", dir=shm)
@@ -219,6 +263,21 @@ def py_once(side: dict[str, str], n: int) -> float:
     return float(json.loads(out)["msgs_per_s"])
 
 
+def py_pair_once(side: dict[str, str], seconds: float) -> float:
+    env = {**os.environ, "PYTHONPATH": side["site"]}
+    cmd = [sys.executable, os.path.abspath(__file__), "--child-pair", side["site"], str(seconds)]
+    return float(json.loads(run(cmd, env=env, timeout=300))["pairs_per_s"])
+
+
+def c_pair_once(side: dict[str, str], seconds: float) -> float:
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    cmd = [side["cbench"], "--pair", "--reps", "1", "--budget", str(seconds), "--dir", shm]
+    out = json.loads(run(cmd, timeout=300))
+    if not out.get("ok"):
+        raise SystemExit(f"cbench --pair failed its checks: {out}")
+    return float(out["pair"]["pairs_per_s"])
+
+
 def c_once(side: dict[str, str], budget: float) -> float:
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
     cmd = [side["cbench"], "--case", "1,64,single", "--reps", "1", "--budget", str(budget), "--dir", shm]
@@ -239,10 +298,26 @@ def summary(name: str, a: list[float], b: list[float]) -> dict[str, Any]:
         "ratio_of_medians": mb / ma,
         "median_ratio": statistics.median(ratios),
         "within_5_percent": statistics.median(ratios) >= 0.95,
+        # The best run of each: what other work on the machine took the
+        # least from (timeit's rule), a check on the medians when it is busy.
+        "a_best": max(a),
+        "b_best": max(b),
+        "ratio_of_best": max(b) / max(a),
         "a_runs": a,
         "b_runs": b,
         "ratios": ratios,
     }
+
+
+def busy_note(data: dict[str, Any]) -> str:
+    """A warning when other work kept the machine's CPUs busy."""
+    load = max(data["load_average_before"][0], data["load_average_after"][0])
+    if load < 0.5 * (data["cpus"] or 1):
+        return ""
+    return (
+        f"\n  WARNING: other work kept the machine busy (load average {load:.1f} on {data['cpus']} CPUs): "
+        "the runs move with it; run again on a quiet machine before trusting a 5% verdict"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,14 +335,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="results folder")
     ap.add_argument("--keep", action="store_true", help="keep the build folders (their path is printed)")
     ap.add_argument("--child-py", nargs=2, metavar=("FOLDER", "N"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-pair", nargs=2, metavar=("FOLDER", "SECONDS"), help=argparse.SUPPRESS)
     opts = ap.parse_args(argv)
     if opts.child_py:
         print(json.dumps(child_py(opts.child_py[0], int(opts.child_py[1]))))
+        return 0
+    if opts.child_pair:
+        print(json.dumps(child_pair(opts.child_pair[0], float(opts.child_pair[1]))))
         return 0
     if opts.rounds < 5:
         ap.error("--rounds must be at least 5")
 
     t_start = time.monotonic()
+    load_before = os.getloadavg()
     work = tempfile.mkdtemp(prefix="rb-ab-build-")
     try:
         sides = {"a": build(opts.a, os.path.join(work, "a")), "b": build(opts.b, os.path.join(work, "b"))}
@@ -276,17 +356,23 @@ def main(argv: list[str] | None = None) -> int:
         n = max(100_000, int(warm * opts.budget))
         py_once(sides["b"], 100_000)  # B's warm-up
         print(f"ab: Python runs of {n:,} messages", file=sys.stderr, flush=True)
-        py: dict[str, list[float]] = {"a": [], "b": []}
-        c: dict[str, list[float]] = {"a": [], "b": []}
+        figs: dict[str, dict[str, list[float]]] = {k: {"a": [], "b": []} for k in FIGURES}
         for r in range(opts.rounds):
             order = ("a", "b") if r % 2 == 0 else ("b", "a")
-            for s in order:
-                py[s].append(py_once(sides[s], n))
-            for s in order:
-                c[s].append(c_once(sides[s], opts.budget / 2))
+            for key in FIGURES:
+                for s in order:
+                    if key == "py":
+                        value = py_once(sides[s], n)
+                    elif key == "c":
+                        value = c_once(sides[s], opts.budget / 2)
+                    elif key == "py_pair":
+                        value = py_pair_once(sides[s], opts.budget / 2)
+                    else:
+                        value = c_pair_once(sides[s], opts.budget / 2)
+                    figs[key][s].append(value)
             print(
-                f"ab: round {r + 1} of {opts.rounds}: Python {py['a'][-1]:,.0f} / {py['b'][-1]:,.0f}, "
-                f"C {c['a'][-1]:,.0f} / {c['b'][-1]:,.0f} msgs/s (A / B)",
+                f"ab: round {r + 1} of {opts.rounds} (A / B): "
+                + ", ".join(f"{key} {v['a'][-1]:,.0f} / {v['b'][-1]:,.0f}" for key, v in figs.items()),
                 file=sys.stderr,
                 flush=True,
             )
@@ -303,23 +389,28 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": time.monotonic() - t_start,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
+        "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
-        "figures": [
-            summary("Python 64 B put/get, 1 producer + 1 consumer process", py["a"], py["b"]),
-            summary("C 64 B rb_write_wait/rb_read_wait, 1 producer + 1 consumer process", c["a"], c["b"]),
-        ],
+        "figures": [summary(name, figs[key]["a"], figs[key]["b"]) for key, name in FIGURES.items()],
     }
     lines = [
         f"A/B, {opts.rounds} interleaved rounds ({data['seconds']:.0f} s, {data['cpus']} CPUs, "
         f"{data['date']})",
         f"  A: {data['a']}",
         f"  B: {data['b']}",
-        f"  {'figure':<68} {'A msgs/s':>13} {'B msgs/s':>13} {'B/A':>6} {'rounds B/A':>11}",
+        "  load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}{}".format(
+            *data["load_average_before"],
+            *data["load_average_after"],
+            busy_note(data),
+        ),
+        "  medians of the rounds (B/A: of the medians; rounds B/A: the median of each round's ratio); best: "
+        "the best run of each side",
+        f"  {'figure':<76} {'A':>13} {'B':>13} {'B/A':>6} {'rounds B/A':>11} {'best B/A':>9}",
     ]
     for f in data["figures"]:
         lines.append(
-            f"  {f['figure']:<68} {f['a_median']:>13,.0f} {f['b_median']:>13,.0f} "
-            f"{f['ratio_of_medians']:>6.3f} {f['median_ratio']:>11.3f}"
+            f"  {f['figure']:<76} {f['a_median']:>13,.0f} {f['b_median']:>13,.0f} "
+            f"{f['ratio_of_medians']:>6.3f} {f['median_ratio']:>11.3f} {f['ratio_of_best']:>9.3f}"
         )
         spread = ", ".join(f"{x:.2f}" for x in f["ratios"])
         lines.append(f"    each round's B/A: {spread}")
