@@ -36,6 +36,7 @@ import glob
 import hashlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import time
@@ -70,6 +71,13 @@ def messages(n: int) -> list[bytes]:
 
 def digest(msgs: list[bytes]) -> str:
     return hashlib.blake2b(b"".join(msgs), digest_size=16).hexdigest()
+
+
+def cpu_s() -> float:
+    """This process's CPU time so far, every thread's (pyzmq's I/O thread
+    too), user and system."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 # -- the processes (run by bench.suite.run_children in its forkserver) -------------------
@@ -109,24 +117,28 @@ def ring_subscriber(path: str, n: int, mode: str) -> Work:
     if mode == "batch":
         get_many = rb.get_many
 
-        def work() -> tuple[int, str, float]:
+        def work() -> tuple[int, str, float, float]:
+            c0 = cpu_s()
             got: list[bytes] = []
             extend = got.extend
             while len(got) < n:
                 extend(get_many(min(BATCH, n - len(got))))
             t1 = time.monotonic()
-            return len(got), digest(got), t1
+            cpu = cpu_s() - c0
+            return len(got), digest(got), t1, cpu
 
     else:
         get = rb.get
 
-        def work() -> tuple[int, str, float]:
+        def work() -> tuple[int, str, float, float]:
+            c0 = cpu_s()
             got: list[bytes] = []
             append = got.append
             for _ in range(n):
                 append(get())
             t1 = time.monotonic()
-            return len(got), digest(got), t1
+            cpu = cpu_s() - c0
+            return len(got), digest(got), t1, cpu
 
     return work
 
@@ -182,7 +194,8 @@ def zmq_subscriber(addr: str, sync: str, n: int) -> Work:
     ack.send(b"ok")
     recv = sub.recv
 
-    def work() -> tuple[int, str, float]:
+    def work() -> tuple[int, str, float, float]:
+        c0 = cpu_s()
         got: list[bytes] = []
         append = got.append
         try:
@@ -195,7 +208,8 @@ def zmq_subscriber(addr: str, sync: str, n: int) -> Work:
         except zmq.Again:  # nothing for ZMQ_TIMEOUT_MS: a message was dropped
             pass
         t1 = time.monotonic()
-        return len(got), digest(got), t1
+        cpu = cpu_s() - c0
+        return len(got), digest(got), t1, cpu
 
     work.sockets = (zctx, sub, ack)  # type: ignore[attr-defined]
     return work
@@ -207,7 +221,7 @@ def zmq_subscriber(addr: str, sync: str, n: int) -> Work:
 def pubsub_once(suite: Suite, transport: str, mode: str, n: int) -> dict[str, Any]:
     """One run: n messages, SUBSCRIBERS subscribers; returns the publisher's
     rate and the deliveries per second after checking every subscriber."""
-    from bench.suite import CaseError, run_children
+    from bench.suite import CaseError, cpu_ns, run_children
 
     name = suite.name()
     if transport == "ring":
@@ -220,22 +234,37 @@ def pubsub_once(suite: Suite, transport: str, mode: str, n: int) -> dict[str, An
         sync = f"ipc://{os.path.join(suite.folder, name)}.sync"
         jobs = [(zmq_publisher, (addr, sync, n, SUBSCRIBERS))]
         jobs += [(zmq_subscriber, (addr, sync, n))] * SUBSCRIBERS
+    # The publisher's CPU from the parent (pyzmq's I/O thread goes on after
+    # the last send returns): from the start until every subscriber is done.
+    pub_cpu: list[int] = []
+
+    def mark(procs: list[Any]) -> None:
+        pub_cpu.append(cpu_ns(procs[0].pid))
+
     try:
-        (t0, t_sent, want), *subs = run_children(suite, jobs, timeout=60 + 30 * suite.settings.budget)
+        (t0, t_sent, want), *subs = run_children(
+            suite, jobs, timeout=60 + 30 * suite.settings.budget, during=mark, after=mark
+        )
     finally:
         for path in glob.glob(os.path.join(suite.folder, f"{name}.*")):
             os.remove(path)
-    counts = [count for count, _, _ in subs]
-    if counts != [n] * SUBSCRIBERS or any(d != want for _, d, _ in subs):
+    counts = [count for count, _, _, _ in subs]
+    if counts != [n] * SUBSCRIBERS or any(d != want for _, d, _, _ in subs):
         raise CaseError(
             f"check failed: the subscribers got {counts} messages of {n} each"
             + ("" if counts != [n] * SUBSCRIBERS else " (wrong content or order)")
         )
-    t_end = max(t for _, _, t in subs)
+    t_end = max(t for _, _, t, _ in subs)
+    wall = t_end - t0
+    sub_cpu = [c for _, _, _, c in subs]
+    publisher_cpu = (pub_cpu[1] - pub_cpu[0]) / 1e9
     return {
         "publisher_msgs_per_s": n / (t_sent - t0),
-        "deliveries_per_s": SUBSCRIBERS * n / (t_end - t0),
-        "seconds": t_end - t0,
+        "deliveries_per_s": SUBSCRIBERS * n / wall,
+        "seconds": wall,
+        "publisher_cpu_share": publisher_cpu / wall,
+        "subscriber_cpu_shares": [c / wall for c in sub_cpu],
+        "cpu_ns_per_delivery": (publisher_cpu + sum(sub_cpu)) * 1e9 / (SUBSCRIBERS * n),
     }
 
 
@@ -278,6 +307,10 @@ def group_pubsub(suite: Suite) -> dict[str, Any]:
                 "subscribers": SUBSCRIBERS,
                 "deliveries_per_s": statistics.median(x["deliveries_per_s"] for x in runs[label]),
                 "publisher_msgs_per_s": statistics.median(x["publisher_msgs_per_s"] for x in runs[label]),
+                "cpu_ns_per_delivery": statistics.median(x["cpu_ns_per_delivery"] for x in runs[label]),
+                "busy_cpus": statistics.median(
+                    x["publisher_cpu_share"] + sum(x["subscriber_cpu_shares"]) for x in runs[label]
+                ),
                 "runs": runs[label],
             }
         )
@@ -438,7 +471,8 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         None
         if value is None
         else f"{value:.2f}x ({ring['deliveries_per_s']:,.0f} against {zmq['deliveries_per_s']:,.0f} "
-        "messages delivered/s, every message to both subscribers on both sides)",
+        "messages delivered/s, every message to both subscribers on both sides; CPU per delivery, all "
+        f"processes: {ring['cpu_ns_per_delivery']:,.0f} against {zmq['cpu_ns_per_delivery']:,.0f} ns)",
         None if value is None else value >= 3,
     )
     batch = ps.get(RING_BATCH, {}).get("vs_zmq")
@@ -515,7 +549,9 @@ def table(data: dict[str, Any], reps: int) -> list[str]:
         "",
         f"Python pub/sub: 1 publisher and {SUBSCRIBERS} subscriber processes, {SIZE} B, every message to "
         f"every subscriber (checked), median of {reps} runs",
-        f"  {'case':<48} {'delivered/s':>12} {'publisher msgs/s':>17} {'vs pyzmq':>9}",
+        "  CPU: every process's (all threads) per message delivered, and CPUs busy (ours), medians",
+        f"  {'case':<48} {'delivered/s':>12} {'publisher msgs/s':>17} {'vs pyzmq':>9} "
+        f"{'CPU ns/delivery':>16} {'busy':>5}",
     ]
     for label, r in ps.items():
         if "skipped" in r:
@@ -523,8 +559,9 @@ def table(data: dict[str, Any], reps: int) -> list[str]:
         elif "error" in r:
             out.append(f"  {label:<48} FAILED: {r['error']}")
         else:
-            vs = f"{r['vs_zmq']:>8.2f}x" if "vs_zmq" in r else ""
+            vs = f"{r['vs_zmq']:>8.2f}x" if "vs_zmq" in r else f"{'':>9}"
             out.append(
-                f"  {label:<48} {r['deliveries_per_s']:>12,.0f} {r['publisher_msgs_per_s']:>17,.0f} {vs}"
+                f"  {label:<48} {r['deliveries_per_s']:>12,.0f} {r['publisher_msgs_per_s']:>17,.0f} {vs} "
+                f"{r['cpu_ns_per_delivery']:>16,.0f} {r['busy_cpus']:>5.2f}"
             )
     return out

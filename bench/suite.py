@@ -144,11 +144,13 @@ def run_children(
     jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]],
     timeout: float,
     during: Callable[[list[Any]], None] | None = None,
+    after: Callable[[list[Any]], None] | None = None,
 ) -> list[Any]:
     """Runs each (setup, args) in a fresh process (workers.child): waits
     until all are ready, starts them together, runs ``during`` (if given),
-    collects what each timed part returned, then lets them exit. Raises
-    CaseError if one fails or they take longer than ``timeout`` seconds."""
+    collects what each timed part returned, runs ``after`` (if given; the
+    processes are still there), then lets them exit. Raises CaseError if
+    one fails or they take longer than ``timeout`` seconds."""
     ctx = suite.ctx
     start, finished = ctx.Event(), ctx.Event()
     readies = [ctx.Event() for _ in jobs]
@@ -182,6 +184,8 @@ def run_children(
             if status != "ok":
                 raise CaseError(value)
             results.append(value)
+        if after is not None:
+            after(procs)
         return results
     finally:
         finished.set()
