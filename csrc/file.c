@@ -396,7 +396,7 @@ RB_API int rb_close(rb_ring *rb)
     if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
         atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed)) {
         rb_peek_cancel(rb);
-        rb_group_leave(rb); /* an ephemeral group of ours (not the parent's, in a fork child) */
+        rb_group_leave(rb, 1000000000); /* an ephemeral group of ours (not the parent's, in a fork child) */
     }
     /* Notifier threads use the mapping: stop them first. They end on
      * closing (rb_event_close wakes them); relaxed: no other thread calls

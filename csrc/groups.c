@@ -40,29 +40,20 @@ struct rb_group *rb_group_of(rb_ring *rb)
 
 /* ---- the reclaim lock ---------------------------------------------------- */
 
-/* Zeroes [s, e) and moves head to e, recording the range in the header
- * first so that, if we die meanwhile, the next holder of the reclaim lock
- * finishes it. We hold the reclaim lock. */
+/* Zeroes [s, e) and moves head to e (we hold the reclaim lock). A holder
+ * killed anywhere in here leaves nothing for the next one to finish: the
+ * next reclaim computes its range again from the group heads, which are
+ * still at or past e, and zeroes [head, ...) again (docs/design.md, "Crash
+ * recovery"). */
 static void release_range(rb_ring *rb, uint64_t s, uint64_t e)
 {
-    /* Say what we are about to zero first: if we die before head moves, the
-     * next holder finishes the job from here (finish_release) instead of
-     * finding zero words below records it could not tell from reservations
-     * in progress. Relaxed: read by the next holder, after our release of
-     * the lock or after our death, which the kernel orders
-     * (docs/design.md, "Crash recovery"). */
-    atomic_store_explicit(&rb->hdr->release_start, s, memory_order_relaxed);
-    atomic_store_explicit(&rb->hdr->release_end, e, memory_order_relaxed);
-    RB_KILLPOINT("reclaim.marked");
+    RB_KILLPOINT("reclaim.zeroing");
     /* Plain stores suffice: every group has read these bytes (their
      * release of the group head, which we acquired, ordered their reads
      * before this), or an overwrite ring moved the groups that had not past
      * them first; and the release of head publishes the zeros to producers
      * before they can reuse the bytes. The range is at most a capacity: the
-     * double mapping makes it contiguous. The compiler must not move the
-     * zeroing before the range stores: a killed process leaves a prefix of
-     * its program. */
-    atomic_signal_fence(memory_order_seq_cst);
+     * double mapping makes it contiguous. */
     memset(rb->data + (s & rb->mask), 0, (size_t)(e - s));
     RB_KILLPOINT("reclaim.zeroed");
     /* Release pairs with the producers' acquire load of head in reserve():
@@ -71,27 +62,15 @@ static void release_range(rb_ring *rb, uint64_t s, uint64_t e)
     RB_KILLPOINT("reclaim.released");
 }
 
-/* We took the reclaim lock over from a dead holder: if it died while
- * zeroing, finish. The range is trusted only if it starts at head (the
- * holder had not released it yet) and is a plausible part of [head, tail):
- * anything else is an old range or a forged one. Relaxed: see
- * release_range; tail is only a bound. */
-static void finish_release(rb_ring *rb)
-{
-    uint64_t s = atomic_load_explicit(&rb->hdr->release_start, memory_order_relaxed);
-    uint64_t e = atomic_load_explicit(&rb->hdr->release_end, memory_order_relaxed);
-    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
-    uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-    if (s == h && e > s && e <= t && e - s <= rb->capacity && ((s | e) & 7u) == 0)
-        release_range(rb, s, e);
-}
-
 /* Takes the reclaim lock: 1 taken at once, 2 taken after another holder
  * let it go (it was freeing space: the caller may find enough now), 0 not
  * taken (budget_ns ran out: the holder is slow, or stopped), -1 closing.
  * budget_ns < 0 waits as long as it takes. A dead holder is taken over
- * after the stall timeout (rb_take_dead_lock), and its release finished. */
-static int lock_reclaim(rb_ring *rb, int64_t budget_ns)
+ * after the stall timeout (rb_take_dead_lock). With TAKE_CLOSING, a
+ * handle being shut down still waits (rb_shutdown's own removal). */
+#define TAKE_CLOSING 0x1u  /* go on after rb_shutdown */
+#define TAKE_NO_DEAD 0x2u  /* a try that leaves a dead holder's turn alone */
+static int lock_reclaim_ex(rb_ring *rb, int64_t budget_ns, unsigned how)
 {
     int64_t end = 0;
     int waited = 0;
@@ -107,11 +86,9 @@ static int lock_reclaim(rb_ring *rb, int64_t budget_ns)
             return waited ? 2 : 1;
         waited = 1;
         if (expected != 0 && (spins & 63) == 0 &&
-            rb_take_dead_lock(rb, &rb->hdr->reclaim_turn, expected, &rb->reclaim_stall)) {
-            finish_release(rb);
+            rb_take_dead_lock(rb, &rb->hdr->reclaim_turn, expected, &rb->reclaim_stall))
             return 2;
-        }
-        if (is_closing_relaxed(rb))
+        if (!(how & TAKE_CLOSING) && is_closing_relaxed(rb))
             return -1;
         if ((spins & 63) == 0 && budget_ns >= 0) {
             int64_t now = rb_now_ns();
@@ -126,6 +103,8 @@ static int lock_reclaim(rb_ring *rb, int64_t budget_ns)
             sched_yield();
     }
 }
+
+static int lock_reclaim(rb_ring *rb, int64_t budget_ns) { return lock_reclaim_ex(rb, budget_ns, 0); }
 
 static void wake_space(rb_ring *rb)
 {
@@ -152,8 +131,9 @@ int rb_reclaim_trylock(rb_ring *rb) { return lock_reclaim(rb, 20000) > 0; }
 /* ---- group turns (taken here only to change the table) --------------------- */
 
 /* Takes group g's read turn, waiting up to budget_ns (< 0: no wait beyond a
- * try) and taking over a dead holder: 1 taken, 0 not. */
-static int take_group_turn(rb_ring *rb, struct rb_group *g, int64_t budget_ns)
+ * try, taking over a dead holder at once unless TAKE_NO_DEAD; else after
+ * the stall timeout): 1 taken, 0 not. how: TAKE_* as lock_reclaim_ex. */
+static int take_group_turn(rb_ring *rb, struct rb_group *g, int64_t budget_ns, unsigned how)
 {
     int64_t end = 0;
     for (unsigned spins = 0;; spins++) {
@@ -166,14 +146,14 @@ static int take_group_turn(rb_ring *rb, struct rb_group *g, int64_t budget_ns)
             return 0; /* ours already (a caller bug): do not wait for ourselves */
         if (expected != 0 && (budget_ns < 0 || (spins & 63) == 0)) {
             /* A dead holder: no stall wait when not waiting at all. */
-            if (budget_ns < 0 && !rb_id_alive(rb, expected)) {
+            if (budget_ns < 0 && !(how & TAKE_NO_DEAD) && !rb_id_alive(rb, expected)) {
                 if (atomic_compare_exchange_strong_explicit(&g->turn, &expected, rb->id, memory_order_acq_rel,
                                                             memory_order_relaxed))
                     return 1;
             } else if (budget_ns >= 0 && rb_take_dead_lock(rb, &g->turn, expected, &rb->turn_stall))
                 return 1;
         }
-        if (budget_ns < 0 || is_closing_relaxed(rb))
+        if (budget_ns < 0 || (!(how & TAKE_CLOSING) && is_closing_relaxed(rb)))
             return 0;
         int64_t now = rb_now_ns();
         if (end == 0)
@@ -221,13 +201,13 @@ static int ephemeral_dead(rb_ring *rb, struct rb_group *g)
  * lock. A group whose turn a live handle holds is left for the next look. */
 static void reap_ephemeral(rb_ring *rb)
 {
-    for (uint32_t i = 1, n = rb_groups_used(rb); i < n; i++) {
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
         struct rb_group *g = rb_group_at(rb, i);
         /* Acquire: pairs with the creator's release of gen. */
         uint32_t gen = atomic_load_explicit(&g->gen, memory_order_acquire);
         if (!(gen & 1u) || !ephemeral_dead(rb, g))
             continue;
-        if (!take_group_turn(rb, g, -1))
+        if (!take_group_turn(rb, g, -1, 0))
             continue;
         if (atomic_load_explicit(&g->gen, memory_order_relaxed) == gen)
             remove_locked(g, gen);
@@ -248,13 +228,13 @@ static int eph_check_due(rb_ring *rb, int64_t now)
 
 /* ---- reclaiming ------------------------------------------------------------ */
 
-/* Walks finished records (committed or discarded) from p towards t, while
- * t - p > cap - need (that many bytes still missing); stops at a record not
- * finished (after trying to recover it, if its writer died) or an
- * impossible one. We hold the reclaim lock. need 0: walk all the way. */
-static uint64_t walk_finished(rb_ring *rb, uint64_t p, uint64_t t, uint64_t need)
+/* Walks finished records (committed or discarded) from p until stop (or
+ * t); stops at a record not finished (after trying to recover it, if its
+ * writer died) or an impossible one. Returns where it stopped: a record
+ * boundary. We hold the reclaim lock. */
+static uint64_t walk_finished(rb_ring *rb, uint64_t p, uint64_t t, uint64_t stop)
 {
-    while (p < t && (need == 0 || t - p > rb->capacity - need)) {
+    while (p < t && p < stop) {
         /* Acquire pairs with the writer's commit or abort (release): the
          * record is done with before we zero it. */
         uint64_t w = atomic_load_explicit(rb_rec_word(rb, p), memory_order_acquire);
@@ -323,6 +303,18 @@ static void overrun_groups(rb_ring *rb, uint64_t h, uint64_t m)
     }
 }
 
+int rb_has_ephemeral(rb_ring *rb)
+{
+    /* Relaxed: a hint, as rb_reclaimable. */
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
+        struct rb_group *g = rb_group_at(rb, i);
+        if ((atomic_load_explicit(&g->gen, memory_order_relaxed) & 1u) &&
+            atomic_load_explicit(&g->kind, memory_order_relaxed) == RB_GROUP_KIND_EPHEMERAL)
+            return 1;
+    }
+    return 0;
+}
+
 uint64_t rb_reclaimable(rb_ring *rb)
 {
     /* Relaxed throughout: a hint; rb_reclaim decides under the lock. */
@@ -337,6 +329,14 @@ uint64_t rb_reclaimable(rb_ring *rb)
     }
     return m;
 }
+
+/* The most one reclaim zeroes beyond what the writer needs: bounds how
+ * long the lock is held (a memset of 4 MiB takes a few hundred
+ * microseconds), and so how much one write pays for the others' reads.
+ * Rings up to this size never walk to find where to stop: a stop below the
+ * lowest group head must be at a record boundary, found by walking the
+ * records (a few instructions each). */
+#define RB_RECLAIM_CHUNK ((uint64_t)4 << 20)
 
 int rb_reclaim(rb_ring *rb, uint64_t need)
 {
@@ -373,10 +373,16 @@ int rb_reclaim(rb_ring *rb, uint64_t need)
     }
     if (m < h || (m & 7u) != 0)
         m = h; /* a forged group head: free nothing on its account */
+    /* Free what the writer needs (head up to target), and up to a chunk
+     * more of what every group has read, at record boundaries. */
+    uint64_t target = t + need > h + rb->capacity ? t + need - rb->capacity : h;
+    uint64_t limit = target > h + RB_RECLAIM_CHUNK ? target : h + RB_RECLAIM_CHUNK;
     if (!any)
-        m = walk_finished(rb, h, t, 0); /* nobody is owed anything */
-    if (rb->overwrite && need != 0 && t - m > rb->capacity - need) {
-        uint64_t e = walk_finished(rb, m, t, need);
+        m = walk_finished(rb, h, t, limit); /* nobody is owed anything */
+    else if (m > limit)
+        m = walk_finished(rb, h, m, limit); /* all finished and read: the walk only finds a boundary */
+    if (rb->overwrite && m < target) {
+        uint64_t e = walk_finished(rb, m, t, target);
         if (e > m) {
             RB_KILLPOINT("reclaim.overrun");
             overrun_groups(rb, h, e);
@@ -427,7 +433,7 @@ static int valid_name(const char *name)
 /* The durable group called name, or NULL; *gen its gen. */
 static struct rb_group *find_named(rb_ring *rb, const char *name, uint32_t *gen)
 {
-    for (uint32_t i = 1, n = rb_groups_used(rb); i < n; i++) {
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
         struct rb_group *g = rb_group_at(rb, i);
         /* Acquire: pairs with the creator's release of gen (its name). */
         uint32_t v = atomic_load_explicit(&g->gen, memory_order_acquire);
@@ -449,14 +455,14 @@ static int create_locked(rb_ring *rb, const char *name, unsigned flags, struct r
     for (int pass = 0; pass < 2 && g == NULL; pass++) {
         if (pass == 1)
             reap_ephemeral(rb); /* full: make room from dead subscribers */
-        for (uint32_t i = 1; i < RB_GROUPS_MAX; i++) {
+        for (uint32_t i = 0; i < RB_GROUPS_MAX; i++) {
             struct rb_group *c = rb_group_at(rb, i);
             uint32_t v = atomic_load_explicit(&c->gen, memory_order_relaxed);
             /* A free entry whose turn is free: a dead remover's left turn
              * is taken over below. */
             if (v & 1u)
                 continue;
-            if (!take_group_turn(rb, c, -1))
+            if (!take_group_turn(rb, c, -1, 0))
                 continue;
             g = c;
             idx = i;
@@ -500,17 +506,32 @@ static int create_locked(rb_ring *rb, const char *name, unsigned flags, struct r
     return RB_OK;
 }
 
+/* The default group (entry 0, when it holds the default group: a ring
+ * made without one may give entry 0 to another group), or NULL; *gen its
+ * gen. */
+static struct rb_group *find_default(rb_ring *rb, uint32_t *gen)
+{
+    struct rb_group *g = rb_group_at(rb, 0);
+    /* Acquire: pairs with the release of gen by whoever made it (kind is
+     * published with it). */
+    uint32_t v = atomic_load_explicit(&g->gen, memory_order_acquire);
+    if (!(v & 1u) || atomic_load_explicit(&g->kind, memory_order_relaxed) != RB_GROUP_KIND_DEFAULT)
+        return NULL;
+    *gen = v;
+    return g;
+}
+
 int rb_group_join(rb_ring *rb, const char *name, unsigned flags)
 {
     struct rb_group *g;
     uint32_t gen;
     int rc = RB_OK;
     if (name == NULL && !(flags & RB_GROUP_EPHEMERAL)) {
-        g = rb_group_at(rb, 0);
-        /* Acquire: pairs with the release of gen by whoever made it. */
-        gen = atomic_load_explicit(&g->gen, memory_order_acquire);
-        if (!(gen & 1u))
+        g = find_default(rb, &gen);
+        if (g == NULL) {
+            g = rb_group_at(rb, 0);
             gen = 0; /* no default group: reads return RB_ENOGROUP */
+        }
     } else {
         if (lock_reclaim(rb, -1) <= 0)
             return RB_ECLOSED;
@@ -551,13 +572,13 @@ void rb_group_mark_slot(rb_ring *rb)
 
 /* Removes group g, which had gen when we found it: takes its turn first
  * (waiting for a member's read or peek, up to wait_ns), then the reclaim
- * lock. */
-static int remove_group(rb_ring *rb, struct rb_group *g, uint32_t gen, int64_t wait_ns)
+ * lock. how: TAKE_CLOSING for the handle's own group at shutdown. */
+static int remove_group(rb_ring *rb, struct rb_group *g, uint32_t gen, int64_t wait_ns, unsigned how)
 {
-    if (!take_group_turn(rb, g, wait_ns))
-        return is_closing_relaxed(rb) ? RB_ECLOSED : RB_ETIMEDOUT;
+    if (!take_group_turn(rb, g, wait_ns, how))
+        return !(how & TAKE_CLOSING) && is_closing_relaxed(rb) ? RB_ECLOSED : RB_ETIMEDOUT;
     int rc = RB_OK;
-    if (lock_reclaim(rb, -1) <= 0)
+    if (lock_reclaim_ex(rb, -1, how) <= 0)
         rc = RB_ECLOSED;
     else {
         if (atomic_load_explicit(&g->gen, memory_order_relaxed) == gen)
@@ -570,19 +591,19 @@ static int remove_group(rb_ring *rb, struct rb_group *g, uint32_t gen, int64_t w
     return rc;
 }
 
-void rb_group_leave(rb_ring *rb)
+void rb_group_leave(rb_ring *rb, int64_t wait_ns)
 {
     if (!rb->grp_ephemeral || rb->grp == NULL)
         return;
-    rb->grp_ephemeral = 0;
-    /* Our own group: nobody else reads it (a fork child sharing the handle
-     * could; then it waits like any member). rb_close calls us with no
-     * other call running: after rb_shutdown, closing would make the locks
-     * give up, so it is lifted while we remove (relaxed: this thread
-     * alone uses the handle now). */
-    uint32_t closing = atomic_exchange_explicit(&rb->closing, 0, memory_order_relaxed);
-    remove_group(rb, rb->grp, rb->grp_gen, RB_REMOVE_WAIT_NS);
-    atomic_store_explicit(&rb->closing, closing, memory_order_relaxed);
+    /* Our own group: nobody else reads it but this handle's threads (or a
+     * fork child sharing the handle), whose read in progress is waited for
+     * (up to wait_ns). Called by rb_shutdown (which has set closing: the
+     * waits go on regardless) and rb_close; if the wait runs out, rb_close
+     * tries again, and failing that the group dies with the handle (a dead
+     * owner's group is removed by the next look, reap_ephemeral). */
+    int rc = remove_group(rb, rb->grp, rb->grp_gen, wait_ns, TAKE_CLOSING);
+    if (rc == RB_OK || rc == RB_ENOGROUP)
+        rb->grp_ephemeral = 0;
 }
 
 RB_API int rb_group_remove(rb_ring *rb, const char *name)
@@ -595,9 +616,7 @@ RB_API int rb_group_remove(rb_ring *rb, const char *name)
     struct rb_group *g;
     uint32_t gen = 0;
     if (name == NULL) {
-        g = rb_group_at(rb, 0);
-        gen = atomic_load_explicit(&g->gen, memory_order_acquire);
-        if (!(gen & 1u))
+        if ((g = find_default(rb, &gen)) == NULL)
             return RB_ENOGROUP;
     } else if ((g = find_named(rb, name, &gen)) == NULL)
         return RB_ENOGROUP;
@@ -605,7 +624,7 @@ RB_API int rb_group_remove(rb_ring *rb, const char *name)
      * forever: that is the caller's mistake, refused. */
     if (atomic_load_explicit(&g->turn, memory_order_relaxed) == rb->id)
         return RB_EINVAL;
-    return remove_group(rb, g, gen, RB_REMOVE_WAIT_NS);
+    return remove_group(rb, g, gen, RB_REMOVE_WAIT_NS, 0);
 }
 
 int rb_group_args_ok(const char *name, unsigned flags)
@@ -640,7 +659,10 @@ RB_API unsigned rb_ring_flags(const rb_ring *rb)
  * need the reclaim lock (writers could zero what we walk). */
 static int count_backlog(rb_ring *rb, struct rb_group *g, uint32_t gen, struct rb_group_info *gi)
 {
-    if (!take_group_turn(rb, g, -1))
+    /* A dead member's turn is left for the group's next reader to take
+     * over (after its stall timeout), as rb_info leaves it: listing does
+     * not change the ring. */
+    if (!take_group_turn(rb, g, -1, TAKE_NO_DEAD))
         return 0;
     int locked = 0;
     if (rb->overwrite && !(locked = lock_reclaim(rb, 20000) > 0)) {
@@ -697,7 +719,7 @@ RB_API int rb_groups_sized(rb_ring *rb, struct rb_group_info *out, size_t max, s
             struct rb_group_info gi;
             memset(&gi, 0, sizeof gi);
             /* Relaxed: fixed while the group exists (published with gen). */
-            gi.kind = i == 0 ? RB_GROUP_KIND_DEFAULT : atomic_load_explicit(&g->kind, memory_order_relaxed);
+            gi.kind = atomic_load_explicit(&g->kind, memory_order_relaxed);
             if (gi.kind == RB_GROUP_KIND_DURABLE)
                 memcpy(gi.name, g->name, RB_GROUP_NAME_MAX);
             gi.name[RB_GROUP_NAME_MAX] = '\0';

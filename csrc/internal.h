@@ -118,13 +118,7 @@ struct rb_header {
     _Atomic uint32_t reclaim_turn; /* 264: the reclaim lock: 0 = free, else holder's id */
     _Atomic uint32_t turn_seq;     /* 268: futex word, bumped when a group's read turn is given back */
     _Atomic uint32_t turn_waiters; /* 272: consumers parked on turn_seq (any group) */
-    uint32_t pad2a;                /* 276 */
-    /* The range the reclaim lock's holder is zeroing before it stores
-     * head = its end; the next holder finishes it if the holder dies
-     * meanwhile. */
-    _Atomic uint64_t release_start;/* 280 */
-    _Atomic uint64_t release_end;  /* 288 */
-    unsigned char pad2[RB_LINE - 40];
+    unsigned char pad2[RB_LINE - 20]; /* 276 */
     /* Consumers waiting for data (futex word, bumped by producers). */
     _Atomic uint32_t data_seq;     /* 384 */
     _Atomic uint32_t data_waiters; /* 388 */
@@ -147,7 +141,9 @@ struct rb_header {
 #define RB_HDR_FLAGS (RB_OVERWRITE | RB_NO_DEFAULT_GROUP)
 
 /* A consumer group (RB_GROUP_SIZE bytes) at RB_GROUPS_OFF + index *
- * RB_GROUP_SIZE. Entry 0 is the default group's. gen is odd while the
+ * RB_GROUP_SIZE. Entry 0 is the default group's (kind DEFAULT) while it
+ * exists; once it is removed, or in a ring made without it, any group may
+ * take entry 0. gen is odd while the
  * group exists: creating it adds 1, removing it adds 1 (both under the
  * reclaim lock and the group's turn), so a member that remembers the odd
  * value it joined sees any removal (docs/design.md, "Consumer groups"). */
@@ -235,7 +231,6 @@ _Static_assert(offsetof(struct rb_header, heavy_waiters) == 392, "heavy_waiters 
 _Static_assert(offsetof(struct rb_header, space_seq) == 512, "space_seq offset");
 _Static_assert(offsetof(struct rb_header, slots_used) == 640, "slots_used offset");
 _Static_assert(offsetof(struct rb_slot, parked) == 8, "parked offset");
-_Static_assert(offsetof(struct rb_header, release_start) == 280, "release_start offset");
 _Static_assert(offsetof(struct rb_slot, intent) == 48, "intent offset");
 _Static_assert(offsetof(struct rb_slot, count_own) == 128, "count_own offset");
 _Static_assert(offsetof(struct rb_slot, count_shared) == 256, "count_shared offset");
@@ -300,13 +295,13 @@ struct rb_ring {
     uint64_t tail_cache;
     /* Set by rb_shutdown: new calls return RB_ECLOSED, waits end. */
     _Atomic uint32_t closing;
-    /* The records this handle's rb_peek or rb_peek_many returned: the
-     * range [peek_start, peek_end) (DISCARD records between its messages
-     * included), how many messages and payload bytes it holds (for the
-     * counters). Only the turn holder touches them (peeking is atomic so
-     * rb_release can test it). */
+    /* The records this handle's rb_peek or rb_peek_many returned: where
+     * they end (peek_end: DISCARD records between its messages included;
+     * rb_release moves the group head there), how many messages and
+     * payload bytes it holds (for the counters). Only the turn holder
+     * touches them (peeking is atomic so rb_release can test it). */
     _Atomic uint32_t peeking;
-    uint64_t peek_start, peek_end, peek_count, peek_bytes;
+    uint64_t peek_end, peek_count, peek_bytes;
     /* Crash recovery (recover.c). stall_ns: rb_set_stall_timeout. The head
      * record stuck at head_stall_pos since head_stall_since is tracked by
      * the turn holder only; the turn holder stuck since turn_stall.since by
@@ -520,6 +515,8 @@ int rb_reclaim(rb_ring *rb, uint64_t need);
  * waiting writers and rb_info: the lowest head among the groups (tail with
  * no group). No lock, no syscall. */
 uint64_t rb_reclaimable(rb_ring *rb);
+/* Whether an ephemeral group exists (a hint, no lock). */
+int rb_has_ephemeral(rb_ring *rb);
 /* Takes the reclaim lock for a group table change (waits; takes over a
  * dead holder, finishing its release): RB_OK or RB_ECLOSED. */
 int rb_reclaim_lock(rb_ring *rb);
@@ -532,8 +529,9 @@ int rb_group_args_ok(const char *name, unsigned flags);
 int rb_group_join(rb_ring *rb, const char *name, unsigned flags);
 /* Records the handle's group in its slot (for rb_groups' member counts). */
 void rb_group_mark_slot(rb_ring *rb);
-/* rb_close: removes the handle's ephemeral group. */
-void rb_group_leave(rb_ring *rb);
+/* rb_shutdown, rb_close: removes the handle's ephemeral group, waiting up
+ * to wait_ns for a read of its own in progress. */
+void rb_group_leave(rb_ring *rb, int64_t wait_ns);
 /* The handle's group entry if it exists and is the one we joined, else
  * NULL (a snapshot). */
 struct rb_group *rb_group_of(rb_ring *rb);

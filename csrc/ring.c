@@ -68,17 +68,25 @@ static int probe_data(rb_ring *rb, uint32_t *holder)
         give_turn(rb, 0);
         return 1; /* removed: the read reports RB_ENOGROUP */
     }
-    uint64_t h = atomic_load_explicit(&g->head, memory_order_relaxed);
+    /* Acquire in an overwrite ring: a writer may have moved it (as in
+     * read_records_ow). */
+    uint64_t h = atomic_load_explicit(&g->head, rb->overwrite ? memory_order_acquire : memory_order_relaxed);
     if (h >= rb_read_limit(rb)) {
         give_turn(rb, 0);
         return 0; /* everything read, the ring full of it: nothing new */
     }
     uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
     /* Anything but a zero or BUSY word lets the read decide (a corrupt
-     * word is reported by the read). An overwrite ring's reader decides
-     * whatever it finds (the word may be a reclaimed record's). */
-    int ready = (w != 0 && rb_rec_flags(w) != RB_REC_BUSY) || rb->overwrite;
-    if (!ready)
+     * word is reported by the read). */
+    int ready = w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
+    if (!ready && rb->overwrite)
+        /* A writer overran us (the word may be a reclaimed record's: the
+         * read reports the loss), or a stuck record to recover (under the
+         * reclaim lock, as read_records_ow). Relaxed lost_pending: a hint
+         * the read acts on; acquire head: as above. */
+        ready = atomic_load_explicit(&g->lost_pending, memory_order_relaxed) != 0 ||
+                atomic_load_explicit(&g->head, memory_order_acquire) != h || rb_recover_locked(rb, h) != 0;
+    else if (!ready)
         ready = rb_recover_head(rb, h, &rb->head_stall) != 0; /* 1: recovered; RB_ECORRUPT: the read reports it */
     give_turn(rb, 0);
     return ready;
@@ -127,9 +135,12 @@ static int space_ready(rb_ring *rb, uint64_t need)
         return w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
     }
     /* A dead subscriber's ephemeral group may be what holds us back: the
-     * reclaim looks for those once per stall timeout. */
+     * reclaim looks for those once per stall timeout. (A writable event
+     * descriptor's notifier, which never reclaims, then says "writable"
+     * once per stall timeout while a live subscriber holds writers back.) */
     int64_t limit = atomic_load_explicit(&rb->stall_ns, memory_order_relaxed);
-    return limit >= 0 && rb_now_ns() - atomic_load_explicit(&rb->eph_check_since, memory_order_relaxed) >= limit;
+    return limit >= 0 && rb_now_ns() - atomic_load_explicit(&rb->eph_check_since, memory_order_relaxed) >= limit &&
+           rb_has_ephemeral(rb);
 }
 
 int rb_space_ready(rb_ring *rb, uint64_t need) { return space_ready(rb, need); }
@@ -640,22 +651,45 @@ RB_API int rb_abort(rb_ring *rb, void *ptr)
 
 /* ---- consumers --------------------------------------------------------- */
 
+/* check_group found the group removed: gives the turn back. Out of line:
+ * the read paths never come here. */
+__attribute__((noinline, cold)) static int group_gone(rb_ring *rb)
+{
+    give_turn(rb, 0);
+    return RB_ENOGROUP;
+}
+
 /* We just took our group's turn: RB_OK if the group is still the one we
  * joined, else gives the turn back and returns RB_ENOGROUP. */
-static int check_group(rb_ring *rb)
+static inline int check_group(rb_ring *rb)
 {
     /* Relaxed: whoever removed the group changed gen while holding the
      * turn, and our turn's acquire pairs with its release. */
     if (__builtin_expect(atomic_load_explicit(&rb->grp->gen, memory_order_relaxed) == rb->grp_gen, 1))
         return RB_OK;
-    give_turn(rb, 0);
-    return RB_ENOGROUP;
+    return group_gone(rb);
 }
+
+static int take_turn_slow(rb_ring *rb, int64_t deadline);
 
 /* Takes our group's read turn (one CAS on a word only the group's readers
  * touch), waiting at most until the deadline; 0 means "only a short spin"
- * (-> RB_EEMPTY). RB_ENOGROUP: the group does not exist (any more). */
-static int take_turn(rb_ring *rb, int64_t deadline)
+ * (-> RB_EEMPTY). RB_ENOGROUP: the group does not exist (any more). The
+ * uncontended case inline, the rest in take_turn_slow. */
+static inline __attribute__((always_inline)) int take_turn(rb_ring *rb, int64_t deadline)
+{
+    uint32_t expected = 0;
+    /* Acq_rel: as in take_turn_slow. */
+    if (__builtin_expect(rb->grp_gen != 0, 1) &&
+        atomic_compare_exchange_strong_explicit(&rb->grp->turn, &expected, rb->id, memory_order_acq_rel,
+                                                memory_order_relaxed)) {
+        RB_KILLPOINT("read.turn");
+        return check_group(rb);
+    }
+    return take_turn_slow(rb, deadline);
+}
+
+__attribute__((noinline)) static int take_turn_slow(rb_ring *rb, int64_t deadline)
 {
     int64_t spin_end = 0;
     if (rb->grp_gen == 0)
@@ -1117,7 +1151,6 @@ static inline __attribute__((always_inline)) int peek_turns(rb_ring *rb, const v
                 positions[0] = h;
             if (max_count > 1)
                 n = peek_following(rb, lim, end, ptrs, lens, positions, 1, max_count, &end, &bytes);
-            rb->peek_start = h;
             rb->peek_end = end;
             rb->peek_count = n;
             rb->peek_bytes = bytes;
@@ -1229,6 +1262,14 @@ RB_API int rb_shutdown(rb_ring *rb)
     struct rb_waitq qs[3] = {rb_data_q(rb), rb_space_q(rb), rb_turn_q(rb)};
     for (int i = 0; i < 3; i++)
         rb_wake_always(&qs[i]);
+    /* An ephemeral group ends with its handle's use: remove it now (the
+     * calls just woken give its turn back), not only at rb_close, which a
+     * binding may run much later. Not in a fork child that never used the
+     * handle: the group is its parent's (as in rb_close). Relaxed: the
+     * epochs are this process's (rb_close). */
+    if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
+        atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
+        rb_group_leave(rb, 100000000);
     /* The descriptor stays open until rb_close: it holds our slot's lock,
      * and calls still running must not look dead to others. */
     return RB_OK;
@@ -1301,10 +1342,15 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
     in.space_waiters = atomic_load_explicit(&rb->hdr->space_waiters, memory_order_relaxed);
     in.turn_waiters = atomic_load_explicit(&rb->hdr->turn_waiters, memory_order_relaxed);
     int rc = RB_OK, locked = 0;
+    int walk = !(flags & RB_INFO_NO_COUNT) && take_turn(rb, 0) == RB_OK;
     /* An overwrite ring's writers could zero what we walk: hold them off
-     * (the reclaim lock, after the turn: the order readers take them in). */
-    if (!(flags & RB_INFO_NO_COUNT) && take_turn(rb, 0) == RB_OK &&
-        (!rb->overwrite || (locked = rb_reclaim_trylock(rb)) || (give_turn(rb, 0), 0))) {
+     * (the reclaim lock, after the turn: the order readers take them in),
+     * or count nothing. */
+    if (walk && rb->overwrite && !(locked = rb_reclaim_trylock(rb))) {
+        give_turn(rb, 0);
+        walk = 0;
+    }
+    if (walk) {
         /* Walk under the turn, as a consumer would read (read_records): the
          * words between head and tail are record headers, zero (reserved,
          * not written yet) or committed/BUSY/DISCARD words. */

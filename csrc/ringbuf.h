@@ -265,10 +265,13 @@ RB_API int rb_close(rb_ring *rb);
 /* Closes the handle for use without freeing it: every call that starts
  * afterwards returns RB_ECLOSED, and every call of this handle blocked in a
  * wait (in any thread) returns RB_ECLOSED promptly. Calls already past
- * their start may complete; the mapping stays valid until rb_close (the
- * file descriptor is closed at once). Calling it again is a no-op.
+ * their start may complete; the mapping and the file descriptor (which
+ * holds the handle's slot lock) stay until rb_close. Calling it again is a no-op.
  * rb_commit, rb_abort and rb_release still work, so a reservation or peek in
  * progress can be finished. Other handles on the same file are not affected.
+ * The handle's ephemeral group (RB_GROUP_EPHEMERAL) is removed here, after
+ * waiting up to 100 ms for a read of this handle still in progress (an
+ * open peek keeps it until rb_close).
  * Returns: RB_OK; RB_EINVAL (NULL rb).
  * Thread-safety: MT-safe, also against calls blocked in rb. */
 RB_API int rb_shutdown(rb_ring *rb);

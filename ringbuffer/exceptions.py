@@ -200,11 +200,27 @@ def error(code: int, path: bytes | str | None = None, detail: str | None = None)
         message = f"{message}: {detail}"
     elif path is not None and code in (Status.ECORRUPT, Status.EVERSION):
         message = f"{message}: {os.fsdecode(path)!r}"
+        if code == Status.EVERSION:
+            message += _file_version(path)
     try:
         status: int = Status(code)
     except ValueError:  # a code this binding does not know (a newer library)
         status = code
     return _CLASSES.get(code, RingBufferError)(status, message)
+
+
+def _file_version(path: bytes | str) -> str:
+    """The words naming the format version of the ring file at ``path``
+    (its word at offset 8, docs/format.md), or "" if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(8)
+            raw = f.read(4)
+    except OSError:
+        return ""
+    if len(raw) != 4:
+        return ""
+    return f", a file of format version {int.from_bytes(raw, 'little')} (recreate it)"
 
 
 def messages_lost(count: int) -> MessagesLost:

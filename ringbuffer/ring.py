@@ -361,7 +361,9 @@ class RingBuffer:
         with ``default_group=False``, a group removed meanwhile) raise
         :class:`GroupNotFound`. Raises :class:`InvalidArgument` (a
         ValueError) for a bad name, ``start`` or ``ephemeral`` with a name,
-        :class:`TooManyGroups` when the ring holds 64 groups already.
+        TypeError for a name that is not a str, :class:`TooManyGroups` when
+        the ring holds 64 groups already. A pickled handle reopens in its
+        durable group; one of an ephemeral group gets a new one.
         """
         self = cls.__new__(cls)
         self._rb = None
@@ -519,9 +521,13 @@ class RingBuffer:
 
         With consumer groups: ``head`` is this handle's group's read
         position and ``messages``/``message_bytes`` count what waits for
-        it; ``bytes_used`` is ``tail - reclaimed``, the bytes writers cannot
-        use yet (``reclaimed``: below it the ring is free), ``writable`` the
-        bytes a writer could take now; ``overwrite`` whether the ring
+        it; ``bytes_used`` the bytes writers cannot use yet because a group
+        has not read them (or they are being written), ``writable`` the
+        bytes a writer could take now (the two add up to the capacity),
+        ``reclaimed``
+        the position below which writers have freed the ring (they free
+        what every group has read only when they need the room, so ``tail -
+        reclaimed`` may exceed ``bytes_used``); ``overwrite`` whether the ring
         overwrites; ``group_count`` how many groups exist and ``groups`` the
         list :meth:`groups` returns (None with ``count=False``, since
         listing them counts each group's backlog).
@@ -548,7 +554,7 @@ class RingBuffer:
             "max_message_size": int(i.max_message),
             "head": int(i.head),
             "tail": int(i.tail),
-            "bytes_used": int(i.tail - i.reclaimed),
+            "bytes_used": int(i.capacity - i.writable),
             "reclaimed": int(i.reclaimed),
             "writable": int(i.writable),
             "overwrite": bool(i.ring_flags & lib.RB_OVERWRITE),
@@ -1206,7 +1212,9 @@ class RingBuffer:
         the block: using it afterwards raises ValueError. Objects made from
         it (slices, numpy arrays) are not tracked: copy what you keep.
         Raises :class:`BufferEmpty` if there is no message (after waiting,
-        with ``block``).
+        with ``block``); :class:`InvalidArgument` on an overwrite ring, where
+        a writer could reclaim the record while the view is held (use
+        :meth:`read` there).
         """
         self._h.check_peek()
         return Peek(self._h, block, timeout, consume_on_error)
@@ -1241,7 +1249,8 @@ class RingBuffer:
         from them are not tracked: copy what you keep. Raises
         :class:`BufferEmpty` if there is no message (after waiting, with
         ``block``), TypeError if ``max_messages`` is not an integer and
-        :class:`InvalidArgument` (a ValueError) if it is below 1.
+        :class:`InvalidArgument` (a ValueError) if it is below 1 or the ring
+        is an overwrite ring (as :meth:`peek`).
         """
         if isinstance(max_messages, bool):
             raise TypeError("max_messages must be an integer, not bool")
@@ -1276,7 +1285,8 @@ class RingBuffer:
         raises ValueError); if an export of it is still held
         (``ffi.from_buffer(view)``), the message is consumed all the same
         and :class:`BufferError` raised. Objects made from it (slices, numpy
-        arrays) are not tracked: copy what you keep.
+        arrays) are not tracked: copy what you keep. Refused on an overwrite
+        ring, as :meth:`peek`.
         """
         if self._rb is None:
             raise error(_ECLOSED)

@@ -35,11 +35,16 @@ OFF_SLOT_SIZE = 52
 OFF_FILE_ID = 56  # 16 random bytes, written at creation
 FILE_ID_LEN = 16
 OFF_TAIL = 128
-OFF_HEAD = 256
-OFF_READ_TURN = 264
+OFF_HEAD = 256  # the reclaimed position: bytes below it are free for writers
+OFF_RECLAIM_TURN = 264  # the reclaim lock
+OFF_TURN_SEQ = 268  # futex word of consumers waiting for a group's read turn
+OFF_TURN_WAITERS = 272
 OFF_DATA_SEQ = 384  # futex word of consumers waiting for data
 OFF_DATA_WAITERS = 388  # how many are counted there
+OFF_SPACE_SEQ = 512  # futex word of producers waiting for space
+OFF_SPACE_WAITERS = 516
 OFF_SLOTS_USED = 640
+OFF_GROUPS_USED = 644
 # The slot table follows the header page: one slot per open handle.
 OFF_SLOTS = 4096
 SLOT_COUNT = 512
@@ -48,6 +53,8 @@ SLOT_OFF_GEN = 0
 SLOT_OFF_PID = 4
 SLOT_OFF_COUNT_OWN = 128  # a handle's counters (docs/format.md, "Counters")
 SLOT_OFF_COUNT_SHARED = 256
+SLOT_OFF_GROUP = 20  # the owner's group: entry index + 1, 0 none
+SLOT_OFF_GROUP_GEN = 24
 COUNTERS = (
     "written",
     "written_bytes",
@@ -62,8 +69,32 @@ COUNTERS = (
     "recovered",
     "turns_taken",
 )
-# Bytes before the data region: the header page and the slot table.
-HEADER_SIZE = OFF_SLOTS + SLOT_COUNT * SLOT_SIZE
+# The group table follows the slot table: one entry per consumer group;
+# entry 0 is the default group's (docs/format.md, "Consumer groups").
+OFF_GROUPS = OFF_SLOTS + SLOT_COUNT * SLOT_SIZE
+GROUP_COUNT = 64
+GROUP_SIZE = 256
+GROUP_OFF_HEAD = 0  # the group's position: the first byte it has not read
+GROUP_OFF_TURN = 8  # the group's read turn
+GROUP_OFF_GEN = 12  # odd while the group exists
+GROUP_OFF_LOST_PENDING = 16
+GROUP_OFF_LOST = 24
+GROUP_OFF_OWNER = 32
+GROUP_OFF_KIND = 36  # GROUP_KIND_*
+GROUP_OFF_CREATED = 40
+GROUP_OFF_NAME = 128
+GROUP_KIND_DEFAULT = 1
+GROUP_KIND_DURABLE = 2
+GROUP_KIND_EPHEMERAL = 3
+# The default group's head and read turn (entry 0).
+OFF_GROUP_HEAD = OFF_GROUPS + GROUP_OFF_HEAD
+OFF_READ_TURN = OFF_GROUPS + GROUP_OFF_TURN
+# Bytes before the data region: the header page, the slot table and the group table.
+HEADER_SIZE = OFF_GROUPS + GROUP_COUNT * GROUP_SIZE
+# rb_create flags stored in the header (offset 36).
+FLAG_OVERWRITE = 0x2
+FLAG_NO_DEFAULT_GROUP = 0x4
+FORMAT_VERSION = 4
 MIN_CAPACITY = 4096
 MAGIC = b"RINGBUF\0"
 STATE_READY = 0x59444552  # "REDY"
@@ -109,6 +140,11 @@ def peek_u32(path, offset: int) -> int:
     with open(path, "rb") as f:
         f.seek(offset)
         return struct.unpack("<I", f.read(4))[0]
+
+
+def group_offset(index: int, field: int = 0) -> int:
+    """Offset in the file of a group table entry's field (GROUP_OFF_*)."""
+    return OFF_GROUPS + index * GROUP_SIZE + field
 
 
 def slot_id(path, slot: int) -> int:

@@ -24,11 +24,25 @@ import weakref
 import pytest
 from _helpers import (
     FILE_ID_LEN,
+    FORMAT_VERSION,
+    GROUP_COUNT,
+    GROUP_KIND_DEFAULT,
+    GROUP_OFF_CREATED,
+    GROUP_OFF_GEN,
+    GROUP_OFF_HEAD,
+    GROUP_OFF_KIND,
+    GROUP_OFF_LOST_PENDING,
+    GROUP_OFF_TURN,
+    GROUP_SIZE,
     HEADER_SIZE,
     MAGIC,
     OFF_CAPACITY,
+    OFF_CREATED,
     OFF_FILE_ID,
     OFF_FLAGS,
+    OFF_GROUP_HEAD,
+    OFF_GROUPS,
+    OFF_GROUPS_USED,
     OFF_HEAD,
     OFF_HEADER_SIZE,
     OFF_MAGIC,
@@ -41,11 +55,13 @@ from _helpers import (
     OFF_VERSION,
     SLOT_COUNT,
     SLOT_OFF_GEN,
+    SLOT_OFF_GROUP,
     SLOT_OFF_PID,
     SLOT_SIZE,
     STATE_READY,
     child_read_verify,
     child_write,
+    group_offset,
     open_fd_count,
     payload,
     peek_u64,
@@ -121,20 +137,35 @@ def test_create_writes_documented_header(ring_path):
     raw = ring_path.read_bytes()
     assert len(raw) == HEADER_SIZE + 8192
     assert raw[OFF_MAGIC : OFF_MAGIC + 8] == MAGIC
-    assert struct.unpack_from("<I", raw, OFF_VERSION)[0] == ringbuffer.format_version() == 3
+    assert struct.unpack_from("<I", raw, OFF_VERSION)[0] == ringbuffer.format_version() == 4
     assert struct.unpack_from("<I", raw, OFF_HEADER_SIZE)[0] == HEADER_SIZE
     assert struct.unpack_from("<Q", raw, OFF_CAPACITY)[0] == 8192
     assert struct.unpack_from("<Q", raw, OFF_MAX_MESSAGE)[0] == 4096
     assert struct.unpack_from("<I", raw, OFF_STATE)[0] == STATE_READY
     assert struct.unpack_from("<Q", raw, OFF_TAIL)[0] == 0
     assert struct.unpack_from("<Q", raw, OFF_HEAD)[0] == 0
+    assert struct.unpack_from("<I", raw, OFF_FLAGS)[0] == 0
     assert struct.unpack_from("<II", raw, OFF_SLOT_COUNT) == (SLOT_COUNT, SLOT_SIZE)
     assert OFF_SLOT_SIZE == OFF_SLOT_COUNT + 4
-    # the creating handle took slot 0 (generation 1), and left it on close
+    assert HEADER_SIZE == OFF_GROUPS + GROUP_COUNT * GROUP_SIZE == 282624
+    # the creating handle took slot 0 (generation 1), joined the default
+    # group (entry 0: its index + 1, and the group's gen), and left it on close
     assert struct.unpack_from("<I", raw, OFF_SLOTS_USED)[0] == 1
     assert struct.unpack_from("<I", raw, slot_offset(0, SLOT_OFF_GEN))[0] == 1
     assert struct.unpack_from("<I", raw, slot_offset(0, SLOT_OFF_PID))[0] == os.getpid()
-    assert raw[slot_offset(1) : HEADER_SIZE] == bytes(HEADER_SIZE - slot_offset(1))  # no other slot taken
+    assert struct.unpack_from("<II", raw, slot_offset(0, SLOT_OFF_GROUP)) == (1, 1)
+    assert raw[slot_offset(1) : OFF_GROUPS] == bytes(OFF_GROUPS - slot_offset(1))  # no other slot taken
+    # the default group: entry 0, gen 1 (odd: it exists), kind 1, head 0, turn free
+    assert struct.unpack_from("<I", raw, OFF_GROUPS_USED)[0] == 1
+    assert struct.unpack_from("<Q", raw, group_offset(0, GROUP_OFF_HEAD))[0] == 0
+    assert struct.unpack_from("<I", raw, group_offset(0, GROUP_OFF_TURN))[0] == 0
+    assert struct.unpack_from("<I", raw, group_offset(0, GROUP_OFF_GEN))[0] == 1
+    assert struct.unpack_from("<QQI", raw, group_offset(0, GROUP_OFF_LOST_PENDING)) == (0, 0, 0)
+    assert struct.unpack_from("<I", raw, group_offset(0, GROUP_OFF_KIND))[0] == GROUP_KIND_DEFAULT
+    created = struct.unpack_from("<Q", raw, OFF_CREATED)[0]
+    assert abs(struct.unpack_from("<Q", raw, group_offset(0, GROUP_OFF_CREATED))[0] - created) < 60 * 10**9
+    assert raw[group_offset(0, 48) : group_offset(0, GROUP_SIZE)] == bytes(GROUP_SIZE - 48)  # no name
+    assert raw[group_offset(1) : HEADER_SIZE] == bytes(HEADER_SIZE - group_offset(1))  # no other group
     assert raw[HEADER_SIZE:] == bytes(8192)  # an empty ring is all zero
 
 
@@ -144,8 +175,12 @@ def test_positions_are_stored_at_documented_offsets(ring, ring_path):
     ring.read()
     head, tail = ring.positions()
     assert (head, tail) == (rec_size(3), rec_size(3) + rec_size(9))
-    assert peek_u64(ring_path, OFF_HEAD) == head
+    # a read moves the group's head (the default group: entry 0), not the
+    # reclaimed position, which writers move when they need the space
+    assert peek_u64(ring_path, OFF_GROUP_HEAD) == head
     assert peek_u64(ring_path, OFF_TAIL) == tail
+    assert peek_u64(ring_path, OFF_HEAD) == 0
+    assert (ring.info()["head"], ring.info()["reclaimed"]) == (head, 0)
     # the record still queued: header word (length 9, no flags, the writer's id:
     # its slot and generation) then payload
     word = peek_u64(ring_path, HEADER_SIZE + head)
@@ -156,7 +191,25 @@ def test_positions_are_stored_at_documented_offsets(ring, ring_path):
         f.seek(HEADER_SIZE + head + 8)
         assert f.read(9) == b"defghijkl"
         f.seek(HEADER_SIZE)
-        assert f.read(head) == bytes(head)  # consumed records are zeroed
+        # a read record stays as it was written until a writer reclaims it
+        assert f.read(head) == struct.pack("<Q", record_word(3, writer=1 << 9)) + b"abc" + bytes(5)
+    # fill the ring up to head + capacity, read one more: the next write
+    # must reclaim, and frees (zeroes) all the group has read
+    ring.write(b"m" * 2000)
+    ring.write(b"n" * 2040)
+    assert ring.positions() == (head, ring.capacity)
+    assert ring.read() == b"defghijkl"
+    head = peek_u64(ring_path, OFF_GROUP_HEAD)
+    assert head == rec_size(3) + rec_size(9)
+    assert peek_u64(ring_path, OFF_HEAD) == 0
+    ring.write(b"x")  # at position capacity: data offset 0
+    assert peek_u64(ring_path, OFF_HEAD) == head
+    assert peek_u64(ring_path, OFF_TAIL) == ring.capacity + rec_size(1)
+    assert ring.positions() == (head, ring.capacity + rec_size(1))
+    assert ring.info()["reclaimed"] == head
+    with open(ring_path, "rb") as f:
+        f.seek(HEADER_SIZE)
+        assert f.read(head) == struct.pack("<Q", record_word(1, writer=1 << 9)) + b"x" + bytes(head - 9)
 
 
 @pytest.mark.parametrize("kind", ["str", "bytes", "pathlib"])
@@ -442,10 +495,15 @@ def corrupt_cases():
         ("max-message", u64(OFF_MAX_MESSAGE, 8192)),
         ("state-not-ready", u32(OFF_STATE, 0)),
         ("flags", u32(OFF_FLAGS, 1)),
+        ("flags-unknown-bit", u32(OFF_FLAGS, 0x8)),
         ("head-after-tail", both(u64(OFF_TAIL, 16), u64(OFF_HEAD, 32))),
         ("used-over-capacity", both(u64(OFF_HEAD, 0), u64(OFF_TAIL, 8192 + 8))),
         ("unaligned-tail", u64(OFF_TAIL, 12)),
-        ("unaligned-head", both(u64(OFF_TAIL, 64), u64(OFF_HEAD, 4))),
+        ("unaligned-head", both(u64(OFF_TAIL, 64), u64(OFF_HEAD, 4), u64(OFF_GROUP_HEAD, 8))),
+        # the default group's head: in [head, tail], 8-aligned
+        ("group-head-after-tail", both(u64(OFF_TAIL, 16), u64(OFF_GROUP_HEAD, 24))),
+        ("group-head-before-head", both(u64(OFF_TAIL, 32), u64(OFF_HEAD, 16), u64(OFF_GROUP_HEAD, 8))),
+        ("unaligned-group-head", both(u64(OFF_TAIL, 64), u64(OFF_GROUP_HEAD, 4))),
     ]
 
 
@@ -478,7 +536,33 @@ def test_a_format_2_file_is_refused_as_another_version(ring_path):
     with pytest.raises(UnsupportedVersion) as ei:
         RingBuffer.open(ring_path)
     assert ei.value.code == lib.RB_EVERSION
-    assert "(3)" in str(ei.value)
+    assert f"({FORMAT_VERSION})" in str(ei.value)
+
+
+def test_a_format_3_file_is_refused_as_another_version(ring_path):
+    """A ring file as the release before consumer groups wrote it (format 3:
+    no group table, a 266240-byte header, one head that readers moved) gets
+    UnsupportedVersion naming our version, not CorruptBuffer, though its
+    layout differs in more than the version."""
+    cap = 8192
+    with RingBuffer(ring_path, cap) as rb:
+        rb.write(b"old message")
+    data = ring_path.read_bytes()[HEADER_SIZE:]
+    with open(ring_path, "r+b") as f:  # the header page and slot table stay; the group table goes
+        f.seek(OFF_GROUPS)
+        f.write(data)
+        f.truncate(OFF_GROUPS + cap)
+    poke_u32(ring_path, OFF_VERSION, 3)
+    poke_u32(ring_path, OFF_HEADER_SIZE, OFF_GROUPS)
+    poke_u32(ring_path, OFF_GROUPS_USED, 0)
+    assert os.path.getsize(ring_path) == 266240 + cap
+    with pytest.raises(UnsupportedVersion) as ei:
+        RingBuffer.open(ring_path)
+    assert ei.value.code == lib.RB_EVERSION
+    assert isinstance(ei.value, CorruptBuffer)
+    msg = str(ei.value)
+    assert "another format version" in msg and f"({FORMAT_VERSION})" in msg and str(ring_path) in msg, msg
+    assert "a file of format version 3" in msg, msg
 
 
 @pytest.mark.parametrize(("name", "spoil"), corrupt_cases(), ids=[c[0] for c in corrupt_cases()])
@@ -494,7 +578,10 @@ def test_open_corrupt_file(ring_path, name, spoil):
 
 
 def forge_record(path, word: int, tail: int, body: bytes = b"") -> None:
-    """Puts one record (header word + body) at position 0 of an empty ring, with the given tail."""
+    """Puts one record (header word + body) at position 0 of an empty ring,
+    with the given tail: where the default group reads next (its head, like
+    the reclaimed head, is 0 in a new ring)."""
+    assert peek_u64(path, OFF_GROUP_HEAD) == peek_u64(path, OFF_HEAD) == peek_u64(path, OFF_TAIL) == 0
     poke(path, HEADER_SIZE, struct.pack("<Q", word) + body)
     poke_u64(path, OFF_TAIL, tail)
 
@@ -1581,7 +1668,7 @@ def test_the_loaded_library_is_the_version_the_binding_was_compiled_against():
 
 
 def test_format_version_is_the_documented_one():
-    assert ringbuffer.format_version() == 3 == lib.RB_FORMAT_VERSION
+    assert ringbuffer.format_version() == 4 == FORMAT_VERSION == lib.RB_FORMAT_VERSION
 
 
 def test_public_names():

@@ -760,3 +760,54 @@ def test_stop_is_heard_while_the_server_is_frozen(tmp_path, nats_server, monkeyp
     assert max(queued) < (4 << 20) + 2 * size
     with RingBuffer.open(a) as rb:
         assert len(rb.drain()) == count  # nothing was consumed
+
+
+def test_ring_to_nats_in_a_group_takes_nothing_from_other_readers(tmp_path, nats_server):
+    path = tmp_path / "g.ring"
+    with RingBuffer(path, 1 << 16) as rb:
+        for i in range(10):
+            rb.write(message(i))  # before the group exists: it starts at the earliest
+
+        async def run() -> bridge.BridgeStats:
+            halt = asyncio.Event()
+            task = asyncio.ensure_future(
+                bridge.ring_to_nats(path, nats_server.url("grp.x"), group="out", stop=halt)
+            )
+            while not any(g["name"] == "out" and g["backlog_messages"] == 0 for g in rb.groups()):
+                await asyncio.sleep(0.05)
+            halt.set()
+            return await task
+
+        stats = asyncio.run(run())
+        assert stats.messages == 10
+        assert [number(m) for m in rb.drain()] == list(range(10))  # the default group has them all still
+    assert [number(m) for m in stream_contents(nats_server, "grp.x", 10)] == list(range(10))
+
+
+def test_bridge_group_on_the_command_line(tmp_path, nats_server):
+    path = tmp_path / "g.ring"
+    with RingBuffer(path, 1 << 16) as rb:
+        for i in range(5):
+            rb.write(message(i))
+        proc = start_bridge(tmp_path, str(path), nats_server.url("cli.x"), "--group", "cli")
+
+        def sent() -> bool:
+            return any(g["name"] == "cli" and g["backlog_messages"] == 0 for g in rb.groups())
+
+        try:
+            running(proc)
+            wait_until(sent, 30, "the group's backlog to be sent")
+        finally:
+            assert stop(proc) == 0, log_of(proc)
+        assert "ring group 'cli'" in log_of(proc)
+        assert len(rb.drain()) == 5
+    assert [number(m) for m in stream_contents(nats_server, "cli.x", 5)] == list(range(5))
+
+
+def test_ring_to_nats_refuses_an_overwrite_ring(tmp_path, nats_server):
+    path = tmp_path / "o.ring"
+    RingBuffer(path, 1 << 16, overwrite=True).close()
+    with pytest.raises(BridgeError, match="overwrite ring"):
+        asyncio.run(bridge.ring_to_nats(path, nats_server.url("ow.x")))
+    with pytest.raises(ValueError, match="group= is for a ring given by path"), RingBuffer.open(path) as rb:
+        asyncio.run(bridge.ring_to_nats(rb, nats_server.url("ow.x"), group="g"))

@@ -22,11 +22,14 @@ from ringbuffer import (
     BufferEmpty,
     BufferFull,
     CorruptBuffer,
+    GroupNotFound,
     InvalidArgument,
     InvalidSize,
+    MessagesLost,
     RingBuffer,
     RingBufferError,
     Status,
+    TooManyGroups,
     UnsupportedVersion,
 )
 from ringbuffer.ring import ffi, lib
@@ -179,6 +182,34 @@ def provoke_esys(tmp_path):
     return ei.value
 
 
+def provoke_elost(tmp_path):
+    path = tmp_path / "r"
+    with RingBuffer(path, 4096, overwrite=True) as rb:
+        for _ in range(20):  # 16 records of 256 bytes fit: the first 4 are overwritten
+            rb.write(b"x" * 248)
+        with pytest.raises(RingBufferError) as ei:
+            rb.read()
+        assert ei.value.count == 4 and str(ei.value).endswith(": 4 messages lost")
+        assert rb.read() == b"x" * 248  # then the oldest message still there
+    return ei.value
+
+
+def provoke_enogroup(tmp_path):
+    with RingBuffer(tmp_path / "r", 4096, default_group=False) as rb, pytest.raises(RingBufferError) as ei:
+        rb.get(timeout=10)  # at once: no group, no wait
+    return ei.value
+
+
+def provoke_egroups(tmp_path):
+    path = tmp_path / "r"
+    RingBuffer(path, 4096).close()
+    for i in range(lib.RB_GROUPS_MAX - 1):  # and the default group
+        RingBuffer.open(path, group=f"g{i}").close()
+    with pytest.raises(RingBufferError) as ei:
+        RingBuffer.open(path, group="more")
+    return ei.value
+
+
 CASES = {
     "RB_OK": (provoke_ok, None, None),
     "RB_EFULL": (provoke_efull, BufferFull, "RB_EFULL"),
@@ -192,6 +223,9 @@ CASES = {
     "RB_EINVAL": (provoke_einval, InvalidArgument, "RB_EINVAL"),
     "RB_EINTR": (provoke_eintr, None, None),
     "RB_ESYS": (provoke_esys, FileNotFoundError, None),
+    "RB_ELOST": (provoke_elost, MessagesLost, "RB_ELOST"),
+    "RB_ENOGROUP": (provoke_enogroup, GroupNotFound, "RB_ENOGROUP"),
+    "RB_EGROUPS": (provoke_egroups, TooManyGroups, "RB_EGROUPS"),
 }
 
 
@@ -218,8 +252,13 @@ def test_every_row_of_the_readme_table_holds(status, tmp_path):
     assert exc.code == code and isinstance(exc.code, Status)
     assert str(exc).startswith(strerror(code))  # the C message, then any detail
     # Each builtin the README names beside the class is a base of it.
-    for builtin in re.findall(r"\(also `(queue\.Full|queue\.Empty|ValueError)`\)", cell):
-        base = {"queue.Full": queue.Full, "queue.Empty": queue.Empty, "ValueError": ValueError}[builtin]
+    for builtin in re.findall(r"\(also `(queue\.Full|queue\.Empty|ValueError|LookupError)`\)", cell):
+        base = {
+            "queue.Full": queue.Full,
+            "queue.Empty": queue.Empty,
+            "ValueError": ValueError,
+            "LookupError": LookupError,
+        }[builtin]
         assert isinstance(exc, base), (status, builtin)
 
 
@@ -233,7 +272,20 @@ def test_exception_hierarchy():
     assert issubclass(BufferClosed, ValueError)
     assert issubclass(InvalidArgument, ValueError)
     assert issubclass(UnsupportedVersion, CorruptBuffer)
-    for exc in (BufferFull, BufferEmpty, InvalidSize, BufferClosed, InvalidArgument, CorruptBuffer):
+    assert issubclass(GroupNotFound, LookupError)
+    assert not issubclass(MessagesLost, (ValueError, LookupError, OSError))
+    assert not issubclass(TooManyGroups, (ValueError, LookupError, OSError))
+    for exc in (
+        BufferFull,
+        BufferEmpty,
+        InvalidSize,
+        BufferClosed,
+        InvalidArgument,
+        CorruptBuffer,
+        MessagesLost,
+        GroupNotFound,
+        TooManyGroups,
+    ):
         assert issubclass(exc, RingBufferError)
     assert issubclass(RingBufferError, Exception)
     assert not issubclass(RingBufferError, OSError)
@@ -257,6 +309,9 @@ def test_status_names_the_c_codes_with_their_documented_values():
         "ESYS": -9,
         "EINTR": -10,
         "EVERSION": -11,
+        "ELOST": -12,
+        "ENOGROUP": -13,
+        "EGROUPS": -14,
     }
     assert {s.name: int(s) for s in Status} == expected
     for name, value in expected.items():

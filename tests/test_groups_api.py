@@ -2,9 +2,9 @@
 default groups, overwrite rings and MessagesLost, GroupNotFound, the group
 table (groups(), remove_group()), sync(), and the Queue in a group.
 
-Overwrite arithmetic used below: a message of 248 bytes takes a record of
-8 + 248 = 256 bytes, so a 4096-byte ring holds 16 of them; the 17th write
-reclaims the oldest record, and so on (one record per write)."""
+Space arithmetic used below: a message of 248 bytes takes a record of
+8 + 248 = 256 bytes, so a 4096-byte ring holds 16 of them; in an overwrite
+ring each write after the 16th reclaims the oldest record, exactly one."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ pytestmark = pytest.mark.usefixtures("watchdog")
 
 REC = 256  # the record of a MSG-byte message
 MSG = REC - 8
-PER_RING = 4096 // REC  # records a 4096-byte ring holds
+ROOM = 4096  # what writers may fill of a 4096-byte ring
+PER_RING = ROOM // REC  # records a 4096-byte ring holds
 
 
 def strerror(code: int) -> str:
@@ -117,8 +118,8 @@ def test_the_slowest_group_holds_writers_back_in_a_lossless_ring(path):
             rb.write(m(99))  # "slow" has not
         assert rb.info(count=False)["writable"] < REC
         assert num(slow.read()) == 0  # frees one record
-        rb.write(m(16))
-        assert [num(x) for x in slow.drain()] == list(range(1, 17))
+        rb.write(m(PER_RING))
+        assert [num(x) for x in slow.drain()] == list(range(1, PER_RING + 1))
 
 
 def test_with_no_group_at_all_writes_always_succeed(path):
@@ -248,6 +249,8 @@ def test_an_existing_durable_group_resumes_whatever_start_says(path):
                 rb.write(m(i, 10))
             assert [num(g.read()) for _ in range(2)] == [0, 1]
         rb.write(m(5, 10))
+        del g
+        gc.collect()  # the handle leaves its group when it is collected (rb_close)
         kept = group_named(rb, "g")
         assert kept["members"] == 0 and kept["kind"] == "durable" and kept["backlog_messages"] == 4
         with RingBuffer.open(path, group="g", start="earliest") as g:
@@ -264,7 +267,7 @@ def test_a_durable_group_outlives_every_handle(path):
         assert g.read() == b"kept"
 
 
-def test_an_ephemeral_group_is_private_and_vanishes_when_closed(path):
+def test_an_ephemeral_group_is_private_and_vanishes_with_its_handle(path):
     with RingBuffer(path, 4096) as rb:
         rb.write(b"before")
         sub = RingBuffer.open(path, ephemeral=True)
@@ -280,10 +283,23 @@ def test_an_ephemeral_group_is_private_and_vanishes_when_closed(path):
         assert rb.drain() == [b"before", b"after"]  # they took nothing from the default group
         sub.close()
         early.close()
+        del sub, early
+        gc.collect()  # rb_close
         assert [g["kind"] for g in rb.groups()] == ["default"]
         for i in range(PER_RING + 2):  # and hold no writer back
             rb.write(m(i))
             rb.read()
+
+
+def test_an_ephemeral_group_vanishes_when_closed_though_the_object_lives_on(path):
+    with RingBuffer(path, 4096) as rb:
+        sub = RingBuffer.open(path, ephemeral=True)
+        sub.close()
+        assert [g["kind"] for g in rb.groups()] == ["default"]
+        for i in range(PER_RING + 2):  # a closed subscriber never holds a writer back
+            rb.write(m(i))
+            rb.read()
+        assert sub.closed
 
 
 def test_an_ephemeral_group_of_a_killed_process_vanishes(path):
@@ -305,15 +321,16 @@ def test_an_ephemeral_group_of_a_killed_process_vanishes(path):
 
 
 def _subscribe_and_wait(path: str, ready) -> None:
-    RingBuffer.open(path, ephemeral=True)
+    sub = RingBuffer.open(path, ephemeral=True)  # kept: collected, it would leave its group
     ready.set()
+    assert sub.ephemeral
     time.sleep(60)
 
 
 # -- limits and arguments -------------------------------------------------------------------
 
 
-def test_64_groups_fit_and_the_65th_raises_too_many_groups(path):
+def test_64_named_groups_fit_without_the_default_group_and_the_65th_raises_too_many_groups(path):
     RingBuffer(path, 4096, default_group=False).close()
     for i in range(64):
         RingBuffer.open(path, group=f"g{i}").close()
@@ -479,16 +496,20 @@ def test_info_reports_the_groups_and_the_space_for_writers(path):
         assert sorted(str(e["name"]) for e in info["groups"]) == ["None", "g"]
         assert info["group_count"] == 2
         assert info["overwrite"] is False
-        assert info["bytes_used"] == info["tail"] - info["reclaimed"]
         # The default group has read both messages, "g" none: the space is still in use for writers.
         assert info["bytes_used"] == 2 * rec_size(100)
-        assert info["writable"] == 4096 - 2 * rec_size(100)
+        assert info["writable"] == ROOM - 2 * rec_size(100)
+        assert info["tail"] - info["reclaimed"] >= info["bytes_used"]
         assert info["head"] == info["tail"]  # this handle's group's position
         assert info["messages"] == 0
         ginfo = g.info()
         assert ginfo["head"] == ginfo["tail"] - 2 * rec_size(100) and ginfo["messages"] == 2
         quick = rb.info(count=False)
         assert quick["groups"] is None and quick["group_count"] == 2
+        g.drain()
+        # Read by every group: free for writers, though none has reclaimed it yet.
+        assert rb.info(count=False)["bytes_used"] == 0
+        assert rb.info(count=False)["writable"] == ROOM
 
 
 # -- overwrite rings --------------------------------------------------------------------------
@@ -615,10 +636,10 @@ def test_zero_copy_reads_are_refused_on_an_overwrite_ring(path, call):
 
 
 def test_the_queue_copies_on_an_overwrite_ring(path):
-    RingBuffer(path, 1 << 16, overwrite=True).close()
+    RingBuffer(path, 1 << 18, overwrite=True).close()
     q = Queue.open(path)
     try:
-        big = bytes(range(256)) * 400  # larger than the Queue's zero-copy threshold
+        big = bytes(range(256)) * 280  # larger than the Queue's zero-copy threshold (64 KiB)
         q.put({"big": big})
         q.put("small")
         assert q.get(timeout=5) == {"big": big}
@@ -705,13 +726,15 @@ def test_queue_full_and_bytes_used_see_the_slowest_group(path):
     q = Queue(path=path, maxsize_bytes=4096, dumps=bytes, loads=bytes)
     slow = Queue.open(path, group="slow", dumps=bytes, loads=bytes)
     try:
-        for i in range(PER_RING):
+        for i in range(PER_RING - 1):
             q.put_nowait(m(i))
-        assert q.full() and q.bytes_used() == 4096
+        assert not q.full()  # 256 bytes left: a 240-byte message fits
+        q.put_nowait(m(PER_RING - 1, 240))
+        assert q.full() and q.bytes_used() == ROOM - 8
         assert [num(q.get_nowait()) for _ in range(PER_RING)] == list(range(PER_RING))
         assert q.empty()  # nothing left for the default group...
         assert q.full()  # ...but "slow" holds the space
-        assert q.bytes_used() == 4096
+        assert q.bytes_used() == ROOM - 8
         assert num(slow.get(timeout=5)) == 0
         assert not q.full()
     finally:

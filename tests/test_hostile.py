@@ -820,7 +820,7 @@ def test_ring_larger_than_the_file_system_fails_at_creation(small_fs):
 
 
 def test_ring_that_just_does_not_fit_then_one_that_just_fits(small_fs):
-    leave_free(small_fs, HEADER_SIZE + 4096)  # a 4096-byte ring: header and slot table, then data
+    leave_free(small_fs, HEADER_SIZE + 4096)  # a 4096-byte ring: header, slot and group tables, data
     path = small_fs / "r.ring"
     assert_enospc(lambda: RingBuffer(path, 8192), path)
     assert_enospc(lambda: RingBuffer(path, 4097), path)

@@ -419,6 +419,7 @@ def test_c_creates_python_opens(tool, tmp_path):
         assert rb.capacity == 8192
         assert rb.max_message_size == 4096
         assert rb.positions() == (0, sum(rec_size(len(m)) for m in msgs))
+        assert [g["kind"] for g in rb.info()["groups"]] == ["default"]  # made by C's rb_create, joined here
         assert rb.read_many(10) == msgs
         rb.write(b"back to C")
     assert parse_messages(run(tool, "read", path, 10)[:-1]) == [b"back to C"]

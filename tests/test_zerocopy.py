@@ -21,7 +21,7 @@ import time
 from collections import deque
 
 import pytest
-from _helpers import InThread, kill_a_reader_inside_peek, later, rec_size, timed
+from _helpers import FORMAT_VERSION, InThread, kill_a_reader_inside_peek, later, rec_size, timed
 
 import ringbuffer._zerocopy as zerocopy_module
 from ringbuffer import BufferClosed, BufferEmpty, BufferFull, InvalidArgument, InvalidSize, RingBuffer
@@ -1147,14 +1147,26 @@ def test_info_snapshot(ring, other):
         assert info["messages"] == 2 and info["message_bytes"] == 150 and info["busy"] == 1
     info = ring.info()
     assert info["counted"] is True
-    assert (info["capacity"], info["max_message_size"], info["format_version"]) == (4096, 2048, 3)
-    assert info["bytes_used"] == info["tail"] - info["head"] == rec_size(100) + rec_size(50) + rec_size(10)
+    assert (info["capacity"], info["max_message_size"]) == (4096, 2048)
+    assert info["format_version"] == FORMAT_VERSION == 4
+    used = rec_size(100) + rec_size(50) + rec_size(10)
+    assert info["bytes_used"] == info["tail"] - info["head"] == used
+    assert (info["head"], info["reclaimed"], info["writable"]) == (0, 0, 4096 - used)
     assert (info["messages"], info["busy"], info["discarded"]) == (3, 0, 0)
     assert info["read_turn_pid"] == 0
+    assert info["overwrite"] is False and info["group_count"] == 1
+    [group] = info["groups"]
+    assert (group["kind"], group["name"], group["members"], group["position"]) == ("default", None, 2, 0)
+    assert (group["backlog_messages"], group["backlog_bytes"], group["lost"]) == (3, 160, 0)
     with other.peek():
         held = ring.info()
         assert held["counted"] is False and held["read_turn_pid"] == os.getpid()
     assert ring.info()["messages"] == 2
+    # what the group has read counts as free (writable) before a writer reclaims it
+    assert other.read_many(5) == [b"b" * 50, b"0123456789"]
+    info = ring.info()
+    assert (info["head"], info["tail"], info["reclaimed"]) == (used, used, 0)
+    assert (info["bytes_used"], info["writable"], info["messages"]) == (0, 4096, 0)
     ring.close()
     with pytest.raises(BufferClosed):
         ring.info()

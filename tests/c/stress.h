@@ -262,23 +262,71 @@ static TU_UNUSED void st_check_logs(struct st_run *r, st_expect_fn expect)
     free(seen);
 }
 
-/* After a run: the ring is empty, nobody holds the read turn, and the
- * consumers zeroed all they consumed. Returns the tail. */
+/* The data region of a ring file (capacity cap, max_message max), read
+ * whole: nonzero bytes in the free part [tail, reclaimed + cap) (0 is
+ * right), and whether [reclaimed, tail) is a chain of finished records
+ * (committed or discarded) ending exactly at tail. */
+static TU_UNUSED size_t st_check_region(const char *path, size_t cap, uint64_t max, uint64_t reclaimed, uint64_t tail)
+{
+    size_t n, nonzero = 0;
+    unsigned char *f = tu_slurp(path, &n);
+    if (!CHECK(f != NULL && n == HEADER_SIZE + cap) || !CHECK(reclaimed <= tail && tail - reclaimed <= cap)) {
+        free(f);
+        return (size_t)-1;
+    }
+    const unsigned char *d = f + HEADER_SIZE;
+    for (uint64_t p = tail; p < reclaimed + cap; p++)
+        nonzero += d[p & (cap - 1)] != 0;
+    uint64_t p = reclaimed;
+    while (p < tail) {
+        uint64_t w;
+        memcpy(&w, d + (p & (cap - 1)), 8);
+        const uint64_t len = w & 0xFFFFFFFFu;
+        const uint32_t fl = (uint32_t)(w >> 32) & 0xFFu;
+        if (w == 0 || (fl & ~(uint32_t)REC_DISCARD) != 0 || len > max || (len == 0 && fl != REC_DISCARD) ||
+            rec_size(len) > tail - p) {
+            FAILF("record word 0x%016llx at %llu ([reclaimed %llu, tail %llu) should hold finished records)",
+                  (unsigned long long)w, (unsigned long long)p, (unsigned long long)reclaimed,
+                  (unsigned long long)tail);
+            break;
+        }
+        p += rec_size(len);
+    }
+    CHECK(p >= tail);
+    free(f);
+    return nonzero;
+}
+
+/* After a run: the ring is empty, nobody holds the default group's read
+ * turn or the reclaim lock, and the ring is clean. Reads zero nothing: they
+ * move their group's head; a writer that needs the space zeroes what every
+ * group read (the reclaim, moving head at offset 256 up to the lowest
+ * group head). So the free part [tail, reclaimed + capacity) is zero, and
+ * [reclaimed, tail) holds finished records only; then 1-byte messages
+ * until one needs the space make a writer reclaim all that was read: read
+ * back, everything but them is zero. Returns the tail the run left. */
 static TU_UNUSED uint64_t st_check_drained(rb_ring *rb, const char *path, size_t cap)
 {
     uint64_t head = 0, tail = 0;
     CHECK_EQ(rb_positions(rb, &head, &tail), RB_OK);
     CHECK_EQ_U(head, tail);
-    CHECK_EQ_U(tu_read_u32(path, OFF_READ_TURN), 0);
-    size_t n;
-    unsigned char *f = tu_slurp(path, &n);
-    if (CHECK(f != NULL && n == HEADER_SIZE + cap)) {
-        size_t nonzero = 0;
-        for (size_t i = HEADER_SIZE; i < n; i++)
-            nonzero += f[i] != 0;
-        CHECK_EQ_U(nonzero, 0);
-    }
-    free(f);
+    CHECK_EQ_U(tu_read_u32(path, OFF_GROUPS + GROUP_OFF_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(path, OFF_RECLAIM_TURN), 0);
+    const uint64_t max = rb_max_message_size(rb), reclaimed = tu_read_u64(path, OFF_HEAD);
+    CHECK_EQ_U(st_check_region(path, cap, max, reclaimed, tail), 0);
+    if (reclaimed == tail || head != tail)
+        return tail; /* nothing read is left to reclaim (or the run failed) */
+    const int k = tu_write_until_reclaim(rb, path, 0, 1, (int)(cap / 16) + 1);
+    if (!CHECK(k > 0))
+        return tail;
+    CHECK_EQ_U(tu_read_u64(path, OFF_HEAD), tail);
+    for (int i = 0; i < k; i++)
+        GET_CHECK(rb, (uint64_t)i, 1);
+    uint64_t h2 = 0, t2 = 0;
+    CHECK_EQ(rb_positions(rb, &h2, &t2), RB_OK);
+    CHECK_EQ_U(h2, t2);
+    CHECK_EQ_U(t2 - tail, (uint64_t)k * rec_size(1));
+    CHECK_EQ_U(st_check_region(path, cap, max, tail, t2), 0);
     return tail;
 }
 

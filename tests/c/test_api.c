@@ -53,7 +53,7 @@ TEST(version)
 {
     CHECK_EQ(rb_version(), RB_VERSION_NUMBER);
     CHECK_EQ(RB_VERSION_NUMBER, RB_VERSION_MAJOR * 10000 + RB_VERSION_MINOR * 100 + RB_VERSION_PATCH);
-    CHECK_EQ(RB_FORMAT_VERSION, 3);
+    CHECK_EQ(RB_FORMAT_VERSION, 4);
 }
 
 /* Every member of enum rb_status: its value and its exact message (csrc/
@@ -77,8 +77,13 @@ TEST(status_codes_have_stable_values_and_messages)
         {"RB_EINVAL", RB_EINVAL, -8, "invalid argument"},
         {"RB_ESYS", RB_ESYS, -9, "system call failed (see errno)"},
         {"RB_EINTR", RB_EINTR, -10, "interrupted by a signal"},
-        /* RB_FORMAT_VERSION is pinned to 2 by the version test. */
-        {"RB_EVERSION", RB_EVERSION, -11, "ring file of another format version than this library's (3)"},
+        /* RB_FORMAT_VERSION is pinned to 4 by the version test. */
+        {"RB_EVERSION", RB_EVERSION, -11, "ring file of another format version than this library's (4)"},
+        {"RB_ELOST", RB_ELOST, -12,
+         "messages were lost: an overwrite ring's writers reclaimed them before this consumer group read them"},
+        {"RB_ENOGROUP", RB_ENOGROUP, -13, "no such consumer group (removed, or the ring has no default group)"},
+        /* RB_GROUPS_MAX is 64 (ringbuf.h). */
+        {"RB_EGROUPS", RB_EGROUPS, -14, "no room for another consumer group (64 per ring)"},
     };
     for (size_t i = 0; i < sizeof st / sizeof st[0]; i++) {
         if (st[i].code != st[i].value)
@@ -87,8 +92,8 @@ TEST(status_codes_have_stable_values_and_messages)
         if (m == NULL || strcmp(m, st[i].text) != 0)
             FAILF("rb_strerror(%s) is \"%s\", expected \"%s\"", st[i].name, m ? m : "(null)", st[i].text);
     }
-    /* The codes are 0 .. -11 with no gaps: one past either end is unknown. */
-    static const int unknown[] = {1, -12, 2, -100, 12345, INT_MAX, INT_MIN, INT_MIN + 1};
+    /* The codes are 0 .. -14 with no gaps: one past either end is unknown. */
+    static const int unknown[] = {1, -15, 2, -100, 12345, INT_MAX, INT_MIN, INT_MIN + 1};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
         const char *m = rb_strerror(unknown[i]);
         if (!CHECK(m != NULL))
@@ -101,7 +106,8 @@ TEST(status_codes_have_stable_values_and_messages)
 TEST(strerror_every_code)
 {
     static const int codes[] = {RB_OK,       RB_EFULL,  RB_EEMPTY, RB_ESIZE, RB_ECLOSED, RB_ETIMEDOUT,
-                                RB_ECORRUPT, RB_ETRUNC, RB_EINVAL, RB_ESYS,  RB_EINTR,   RB_EVERSION};
+                                RB_ECORRUPT, RB_ETRUNC, RB_EINVAL, RB_ESYS,  RB_EINTR,   RB_EVERSION,
+                                RB_ELOST,    RB_ENOGROUP, RB_EGROUPS};
     const size_t n = sizeof codes / sizeof codes[0];
     /* The values themselves: status_codes_have_stable_values_and_messages. */
     const char *unknown = rb_strerror(1);
@@ -120,7 +126,7 @@ TEST(strerror_every_code)
                 FAILF("codes %d and %d share the message \"%s\"", codes[i], codes[j], m);
         }
     }
-    static const int others[] = {1, 2, -12, -13, 100, -100, 12345, INT_MAX, INT_MIN};
+    static const int others[] = {1, 2, -15, -16, 100, -100, 12345, INT_MAX, INT_MIN};
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
         const char *m = rb_strerror(others[i]);
         if (!CHECK(m != NULL))
@@ -306,6 +312,21 @@ TEST(create_header_fields)
     CHECK_EQ_U(u32, 1);
     memcpy(&u32, f + slot_off(0, SLOT_OFF_PID), 4);
     CHECK_EQ_U(u32, (uint32_t)getpid());
+    /* ... and is a member of the default group (index 0 + 1, its gen 1). */
+    memcpy(&u32, f + slot_off(0, SLOT_OFF_GROUP), 4);
+    CHECK_EQ_U(u32, 1);
+    memcpy(&u32, f + slot_off(0, SLOT_OFF_GROUP_GEN), 4);
+    CHECK_EQ_U(u32, 1);
+    /* The default group, entry 0 of the group table: exists (gen 1), kind
+     * default, made now, head 0, turn free, unnamed; one entry used. */
+    memcpy(&u32, f + OFF_GROUPS_USED, 4);
+    CHECK_EQ_U(u32, 1);
+    memcpy(&u32, f + OFF_GROUPS + GROUP_OFF_GEN, 4);
+    CHECK_EQ_U(u32, 1);
+    memcpy(&u32, f + OFF_GROUPS + GROUP_OFF_KIND, 4);
+    CHECK_EQ_U(u32, RB_GROUP_KIND_DEFAULT);
+    memcpy(&u64, f + OFF_GROUPS + GROUP_OFF_CREATED_NS, 8);
+    CHECK(u64 >= before && u64 <= after);
     /* The file's identity: random, so (almost surely) not all zero. */
     static const unsigned char zero_id[16];
     CHECK(memcmp(f + OFF_FILE_ID, zero_id, 16) != 0);
@@ -314,8 +335,11 @@ TEST(create_header_fields)
     size_t nonzero = 0;
     for (size_t i = OFF_FILE_ID + 16; i < n; i++)
         if (f[i] != 0 && i != OFF_TAIL && !(i >= OFF_HEAD && i < OFF_RECLAIM_TURN + 4) &&
-            !(i >= OFF_SLOTS_USED && i < OFF_SLOTS_USED + 4) &&
-            !(i >= (size_t)slot_off(0, SLOT_OFF_GEN) && i < (size_t)slot_off(0, SLOT_OFF_PID) + 4))
+            !(i >= OFF_SLOTS_USED && i < OFF_GROUPS_USED + 4) &&
+            !(i >= (size_t)slot_off(0, SLOT_OFF_GEN) && i < (size_t)slot_off(0, SLOT_OFF_PID) + 4) &&
+            !(i >= (size_t)slot_off(0, SLOT_OFF_GROUP) && i < (size_t)slot_off(0, SLOT_OFF_GROUP_GEN) + 4) &&
+            !(i >= OFF_GROUPS + GROUP_OFF_GEN && i < OFF_GROUPS + GROUP_OFF_GEN + 4) &&
+            !(i >= OFF_GROUPS + GROUP_OFF_KIND && i < OFF_GROUPS + GROUP_OFF_CREATED_NS + 8))
             nonzero++;
     CHECK_EQ_U(nonzero, 0);
     free(f);
@@ -331,8 +355,11 @@ TEST(create_invalid_arguments)
     CHECK_EQ(rb_create(path, RB_MAX_CAPACITY + 1, 0, &rb), RB_EINVAL);
     CHECK_EQ(rb_create(path, SIZE_MAX, 0, &rb), RB_EINVAL);
     CHECK_EQ(rb_create(path, SIZE_MAX, RB_REMOVE, &rb), RB_EINVAL);
-    CHECK_EQ(rb_create(path, 4096, 0x2u, &rb), RB_EINVAL);
-    CHECK_EQ(rb_create(path, 4096, RB_REMOVE | 0x4u, &rb), RB_EINVAL);
+    /* 0x2 and 0x4 are RB_OVERWRITE and RB_NO_DEFAULT_GROUP: 0x8 is the
+     * first unknown bit. */
+    CHECK_EQ(rb_create(path, 4096, 0x8u, &rb), RB_EINVAL);
+    CHECK_EQ(rb_create(path, 4096, RB_REMOVE | 0x8u, &rb), RB_EINVAL);
+    CHECK_EQ(rb_create(path, 4096, RB_OVERWRITE | RB_NO_DEFAULT_GROUP | 0x10u, &rb), RB_EINVAL);
     CHECK_EQ(rb_create(path, 4096, 0x80000000u, &rb), RB_EINVAL);
     CHECK_EQ(rb_create(path, 4096, ~0u, &rb), RB_EINVAL);
     CHECK_EQ(rb_create(NULL, 4096, 0, &rb), RB_EINVAL);
@@ -341,7 +368,7 @@ TEST(create_invalid_arguments)
     CHECK_EQ(rb_create_mode(path, 4096, 0, 0170600, &rb), RB_EINVAL);
     CHECK_EQ(rb_create_mode(path, 4096, 0, ~0u, &rb), RB_EINVAL);
     CHECK_EQ(rb_create_mode(path, 0, 0, 0600, &rb), RB_EINVAL);
-    CHECK_EQ(rb_create_mode(path, 4096, 0x2u, 0600, &rb), RB_EINVAL);
+    CHECK_EQ(rb_create_mode(path, 4096, 0x8u, 0600, &rb), RB_EINVAL);
     CHECK_EQ(rb_create_mode(NULL, 4096, 0, 0600, &rb), RB_EINVAL);
     CHECK_EQ(rb_create_mode(path, 4096, 0, 0600, NULL), RB_EINVAL);
     CHECK(rb == SENTINEL);
@@ -755,12 +782,16 @@ struct forge_case {
 
 #define C8K 8192u
 #define FSIZE(cap) ((off_t)HEADER_SIZE + (off_t)(cap))
+/* The default group's head: forged positions move it too (rb_open checks
+ * that it lies in [head, tail], 8-aligned). */
+#define G0_HEAD (OFF_GROUPS + GROUP_OFF_HEAD)
 
 static const struct forge_case forge_cases[] = {
     /* Controls: these are valid. */
     {"unmodified", {{0, 0, 0}}, 0, RB_OK},
     {"full ring positions", {{OFF_TAIL, 8, C8K}}, 0, RB_OK},
-    {"large equal positions", {{OFF_HEAD, 8, 1ull << 40}, {OFF_TAIL, 8, 1ull << 40}}, 0, RB_OK},
+    {"large equal positions", {{OFF_HEAD, 8, 1ull << 40}, {OFF_TAIL, 8, 1ull << 40}, {G0_HEAD, 8, 1ull << 40}}, 0,
+     RB_OK},
     {"created_ns is free-form", {{OFF_CREATED_NS, 8, 12345}}, 0, RB_OK},
     /* Magic. */
     {"magic first byte", {{OFF_MAGIC, 1, 'X'}}, 0, RB_ECORRUPT},
@@ -837,12 +868,26 @@ static const struct forge_case forge_cases[] = {
     {"tail huge", {{OFF_TAIL, 8, ~7ull}}, 0, RB_ECORRUPT},
     {"equal positions at 2^63 (arithmetic could wrap)", {{OFF_HEAD, 8, 1ull << 63}, {OFF_TAIL, 8, 1ull << 63}}, 0,
      RB_ECORRUPT},
-    {"equal positions just below 2^63", {{OFF_HEAD, 8, (1ull << 63) - 8}, {OFF_TAIL, 8, (1ull << 63) - 8}}, 0, RB_OK},
+    {"equal positions just below 2^63",
+     {{OFF_HEAD, 8, (1ull << 63) - 8}, {OFF_TAIL, 8, (1ull << 63) - 8}, {G0_HEAD, 8, (1ull << 63) - 8}},
+     0,
+     RB_OK},
     {"head and tail unaligned", {{OFF_HEAD, 8, 4}, {OFF_TAIL, 8, 4}}, 0, RB_ECORRUPT},
     {"head unaligned", {{OFF_HEAD, 8, 4}, {OFF_TAIL, 8, 8}}, 0, RB_ECORRUPT},
     {"tail unaligned", {{OFF_TAIL, 8, 12}}, 0, RB_ECORRUPT},
     {"tail odd", {{OFF_TAIL, 8, 1}}, 0, RB_ECORRUPT},
     {"head and tail odd, equal", {{OFF_HEAD, 8, 1001}, {OFF_TAIL, 8, 1001}}, 0, RB_ECORRUPT},
+    /* The default group's head (checked as rb_open joins the group). */
+    {"head and tail moved, default group head left at 0", {{OFF_HEAD, 8, 1ull << 40}, {OFF_TAIL, 8, 1ull << 40}}, 0,
+     RB_ECORRUPT},
+    {"default group head > tail", {{G0_HEAD, 8, 8}}, 0, RB_ECORRUPT},
+    {"default group head > tail, large",
+     {{OFF_HEAD, 8, 1ull << 40}, {OFF_TAIL, 8, 1ull << 40}, {G0_HEAD, 8, (1ull << 40) + 8}},
+     0,
+     RB_ECORRUPT},
+    {"default group head < head", {{OFF_HEAD, 8, 16}, {OFF_TAIL, 8, 16}, {G0_HEAD, 8, 8}}, 0, RB_ECORRUPT},
+    {"default group head unaligned", {{OFF_TAIL, 8, 16}, {G0_HEAD, 8, 4}}, 0, RB_ECORRUPT},
+    {"default group head huge", {{G0_HEAD, 8, ~7ull}}, 0, RB_ECORRUPT},
 };
 
 TEST(open_forged_headers)
@@ -1677,6 +1722,7 @@ TEST(data_survives_close_and_reopen)
     size_t len;
     unsigned char b[8];
     CHECK_EQ(rb_read(rb, b, sizeof b, &len), RB_EEMPTY);
+    CHECK_EQ_U(tu_read_u32(path, OFF_GROUPS + GROUP_OFF_TURN), 0);
     CHECK_EQ_U(tu_read_u32(path, OFF_RECLAIM_TURN), 0);
 }
 
@@ -1717,7 +1763,22 @@ TEST(two_handles_one_process)
         GET_CHECK(b, 100 + s, 500);
 }
 
-TEST(consumed_records_are_zeroed)
+/* The reclaim boundary: head at offset 256 of the file (rb_info's
+ * reclaimed), as rb_info and the file both report it. */
+static uint64_t reclaimed(rb_ring *rb, const char *path)
+{
+    struct rb_info in;
+    memset(&in, 0, sizeof in);
+    CHECK_EQ(rb_info_ex(rb, &in, sizeof in, RB_INFO_NO_COUNT), RB_OK);
+    CHECK_EQ_U(in.reclaimed, tu_read_u64(path, OFF_HEAD));
+    return in.reclaimed;
+}
+
+/* Reads no longer zero what they consume: they move their group's head.
+ * Writers zero records read by every group when they need the space (the
+ * reclaim), moving head (offset 256) up to the lowest group head. At all
+ * times the free part [tail, head + capacity) is zero. */
+TEST(read_records_are_zeroed_when_reclaimed)
 {
     AUTO_DIR(dir);
     REQUIRE(dir != NULL);
@@ -1729,14 +1790,56 @@ TEST(consumed_records_are_zeroed)
         CHECK_EQ(put(rb, s + 1000, 3), RB_OK);
         GET_CHECK(rb, s, 1 + s * 29 % 700);
         GET_CHECK(rb, s + 1000, 3);
+        /* After every step: the free part is zero, and what was read but
+         * not reclaimed yet stays (lazily) in [reclaimed, head). */
+        CHECK_EQ(positions(rb), RB_OK);
+        uint64_t r = reclaimed(rb, path);
+        CHECK_EQ_U(g_head, g_tail);
+        CHECK(r <= g_head && g_tail - r <= 4096);
+        if (!CHECK(data_zero(path, 4096, g_tail, r + 4096)))
+            break;
     }
-    CHECK(data_zero(path, 4096, 0, 4096));
-    /* With messages in it, the free part [tail, head + capacity) is zero. */
-    for (uint64_t s = 0; s < 5; s++)
-        CHECK_EQ(put(rb, s, 300), RB_OK);
-    GET_CHECK(rb, 0, 300);
+    /* It wrapped, so writers reclaimed; the last records read are still
+     * there (a read zeroes nothing), and all of it is writable. */
     CHECK_EQ(positions(rb), RB_OK);
-    CHECK(data_zero(path, 4096, g_tail, g_head + 4096));
+    const uint64_t t0 = g_tail, r0 = reclaimed(rb, path);
+    CHECK(t0 > 4096 && r0 > 0);
+    CHECK(r0 < t0);
+    CHECK(!data_zero(path, 4096, r0, t0));
+    struct rb_info in;
+    REQUIRE_EQ(rb_info(rb, &in), RB_OK);
+    CHECK_EQ_U(in.head, t0);
+    CHECK_EQ_U(in.tail, t0);
+    CHECK_EQ_U(in.reclaimed, r0);
+    CHECK_EQ_U(in.writable, 4096);
+    CHECK_EQ_U(in.messages, 0);
+    /* Write until a write needs the space of what was read: that write
+     * reclaims everything the group read (up to its head, t0), zeroing it,
+     * and no more. */
+    uint64_t n = 0;
+    while (reclaimed(rb, path) == r0 && n < 16)
+        CHECK_EQ(put(rb, 100 + n++, 300), RB_OK);
+    CHECK_EQ_U(reclaimed(rb, path), t0);
+    CHECK_EQ_U(n, (r0 + 4096 - t0) / rec_size(300) + 1);
+    CHECK_EQ(positions(rb), RB_OK);
+    CHECK_EQ_U(g_head, t0);
+    CHECK_EQ_U(g_tail, t0 + n * rec_size(300));
+    CHECK(data_zero(path, 4096, g_tail, t0 + 4096));
+    REQUIRE_EQ(rb_info(rb, &in), RB_OK);
+    CHECK_EQ_U(in.messages, n);
+    CHECK_EQ_U(in.writable, 4096 - n * rec_size(300));
+    /* Reading them moves the group head only. */
+    GET_CHECK(rb, 100, 300);
+    CHECK_EQ(positions(rb), RB_OK);
+    CHECK_EQ_U(g_head, t0 + rec_size(300));
+    CHECK_EQ_U(reclaimed(rb, path), t0);
+    CHECK(!data_zero(path, 4096, t0, t0 + 8));
+    CHECK(data_zero(path, 4096, g_tail, t0 + 4096));
+    for (uint64_t s = 1; s < n; s++)
+        GET_CHECK(rb, 100 + s, 300);
+    CHECK_EQ(positions(rb), RB_OK);
+    CHECK_EQ_U(g_head, g_tail);
+    CHECK_EQ_U(reclaimed(rb, path), t0);
 }
 
 /* ---- forged records ------------------------------------------------------------ */
@@ -1782,7 +1885,11 @@ TEST(discard_record_is_skipped)
     CHECK_EQ_U(g_head, 184);
     CHECK_EQ_U(g_tail, 184);
     CLOSE(rb);
-    CHECK(data_zero(path, 4096, 0, 4096));
+    /* Read (and skipped) records are not zeroed by the reads: the ring was
+     * never full, so no writer reclaimed them; the rest is zero. */
+    CHECK_EQ_U(tu_read_u64(path, OFF_HEAD), 0);
+    CHECK_EQ_U(tu_read_u64(path, OFF_GROUPS + GROUP_OFF_HEAD), 184);
+    CHECK(data_zero(path, 4096, 184, 4096));
 
     /* With rb_read_many, and a ring holding nothing but a discarded record:
      * RB_EEMPTY, and its space is reclaimed. */
@@ -1807,11 +1914,13 @@ TEST(discard_record_is_skipped)
     CHECK_EQ(positions(rb), RB_OK);
     CHECK_EQ_U(g_head, 256);
     CHECK_EQ_U(g_tail, 256);
-    /* The whole capacity is usable again. */
+    /* The whole capacity is usable again: the writes reclaim the discarded
+     * records with the rest. */
     uint64_t n = 0;
     while (put(rb, 10 + n, 504) == RB_OK)
         n++;
     CHECK_EQ_U(n, 8);
+    CHECK_EQ_U(tu_read_u64(path, OFF_HEAD), 256);
     for (uint64_t s = 0; s < n; s++)
         GET_CHECK(rb, 10 + s, 504);
 }
@@ -1878,6 +1987,7 @@ TEST(impossible_record_is_corrupt)
         CHECK_EQ(rb_read(rb, buf, sizeof buf, &len), RB_ECORRUPT);
         CHECK_EQ(rb_read(rb, NULL, 0, &len), RB_ECORRUPT);
         CLOSE(rb);
+        CHECK_EQ_U(tu_read_u32(path, OFF_GROUPS + GROUP_OFF_TURN), 0);
         CHECK_EQ_U(tu_read_u32(path, OFF_RECLAIM_TURN), 0);
     }
 }
@@ -2181,6 +2291,17 @@ TEST(info_counts_records)
     CHECK_EQ_U(in.messages, 2); /* 2 and the committed reservation */
     CHECK_EQ_U(in.busy, 0);
     GET_CHECK(f.rb, 2, 50);
+    /* The group head moved past what was read; nothing was reclaimed (no
+     * write needed the space), and what was read is writable. */
+    const uint64_t tail = rec_size(100) + rec_size(50) + rec_size(10) + rec_size(20);
+    REQUIRE_EQ(rb_info(f.rb, &in), RB_OK);
+    CHECK_EQ_U(in.head, rec_size(100) + rec_size(50));
+    CHECK_EQ_U(in.tail, tail);
+    CHECK_EQ_U(in.reclaimed, 0);
+    CHECK_EQ_U(in.writable, 4096 - (tail - in.head));
+    CHECK_EQ_U(in.ring_flags, 0);
+    CHECK_EQ_U(in.groups, 1);
+    CHECK_EQ_U(in.messages, 1);
 }
 
 /* rb_info_ex(RB_INFO_NO_COUNT): the same snapshot without the walk; the
@@ -2209,6 +2330,10 @@ TEST(info_without_count_leaves_the_read_turn_alone)
     CHECK_EQ_U(in.format_version, RB_FORMAT_VERSION);
     CHECK_EQ_U(in.head, 0);
     CHECK_EQ_U(in.tail, rec_size(100) + rec_size(50));
+    CHECK_EQ_U(in.reclaimed, 0);
+    CHECK_EQ_U(in.writable, 4096 - in.tail);
+    CHECK_EQ_U(in.ring_flags, 0);
+    CHECK_EQ_U(in.groups, 1);
     CHECK_EQ_U(in.read_turn, 0);
     CHECK_EQ_U(in.attached, 1);
     /* flags 0 is rb_info. */

@@ -433,7 +433,7 @@ static void child_reclaim(rb_ring *rb, const void *arg)
 
 TEST(writer_killed_while_reclaiming)
 {
-    static const char *const points[] = {"reclaim.marked", "reclaim.zeroed", "reclaim.released"};
+    static const char *const points[] = {"reclaim.zeroing", "reclaim.zeroed", "reclaim.released"};
     for (size_t i = 0; i < sizeof points / sizeof points[0]; i++) {
         AUTO_FX(f);
         REQUIRE(fx_open_stall(&f, 4096));
@@ -451,7 +451,7 @@ TEST(writer_killed_while_reclaiming)
         expect_msg(f.rb, 2000, 300, points[i]);
         expect_free_zero(f.rb, points[i]);
         for (uint64_t s = 10; s < 200; s++) {
-            CHECK_EQ(put(f.rb, s, 1 + s % 300), RB_OK);
+            CHECK_EQ(put_wait(f.rb, s, 1 + s % 300, RECOVERY_BOUND_NS), RB_OK);
             expect_msg(f.rb, s, 1 + s % 300, points[i]);
         }
         expect_free_zero(f.rb, points[i]);
@@ -468,7 +468,7 @@ static void child_take_over(rb_ring *rb, const void *arg)
     rb_set_stall_timeout(rb, STALL_NS);
     rb_test_killpoint("turn.taken", 1, (int)(intptr_t)arg);
     /* Only a stopped-and-continued child gets past its takeover. */
-    _exit(put_wait(rb, 3000, 40, RECOVERY_BOUND_NS) == RB_OK ? 0 : 1);
+    _exit(put_wait(rb, 3000, 300, RECOVERY_BOUND_NS) == RB_OK ? 0 : 1); /* must reclaim */
 }
 
 TEST(writer_taking_over_a_dead_reclaimer_dies_too)
@@ -491,7 +491,7 @@ TEST(writer_taking_over_a_dead_reclaimer_dies_too)
             int st;
             waitpid(pid, &st, 0);
             CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-            expect_msg(f.rb, 3000, 40, what);
+            expect_msg(f.rb, 3000, 300, what);
         }
         CHECK_EQ(put_wait(f.rb, 4000, 40, RECOVERY_BOUND_NS), RB_OK);
         expect_msg(f.rb, 4000, 40, what);

@@ -206,7 +206,7 @@ TEST(commit_abort_release_after_shutdown)
     CHECK_EQ(rb_commit(rb, r1), RB_EINVAL);
     CHECK_EQ(rb_abort(rb, r2), RB_EINVAL);
     CHECK_EQ(rb_commit(rb, r2), RB_EINVAL);
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_GROUPS + GROUP_OFF_TURN), 0);
     CHECK_EQ(rb_close(rb), RB_OK);
     f.rb = NULL;
     AUTO_RING(o);

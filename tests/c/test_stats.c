@@ -39,7 +39,10 @@ TEST(counts_exact_from_one_thread)
     unsigned char buf[4096];
     size_t len;
     CHECK_EQ(rb_read(rb, buf, sizeof buf, &len), RB_EEMPTY);             /* empty 1 */
-    CHECK_EQ(rb_read_wait(rb, buf, sizeof buf, &len, MS), RB_ETIMEDOUT); /* a park */
+    /* The waits are 20 ms: one of 1 ms often ended in its spin phase (50
+     * us of pauses and sched_yield, where a yield on a loaded machine can
+     * give the CPU away for milliseconds) without parking. */
+    CHECK_EQ(rb_read_wait(rb, buf, sizeof buf, &len, 20 * MS), RB_ETIMEDOUT); /* a park */
     const void *p;
     CHECK_EQ(rb_peek(rb, &p, &len), RB_EEMPTY); /* empty 2 */
     CHECK_EQ(put(rb, 1, 100), RB_OK);
@@ -55,7 +58,7 @@ TEST(counts_exact_from_one_thread)
     CHECK_EQ(rb_abort(rb, w), RB_OK);
     CHECK_EQ(rb_write(rb, buf, 2040), RB_OK);                        /* now 2000 do not fit */
     CHECK_EQ(rb_write(rb, buf, 2000), RB_EFULL);                     /* full 1 */
-    CHECK_EQ(rb_write_wait(rb, buf, 2000, MS), RB_ETIMEDOUT);        /* a park */
+    CHECK_EQ(rb_write_wait(rb, buf, 2000, 20 * MS), RB_ETIMEDOUT);   /* a park */
     CHECK_EQ(rb_reserve(rb, 2000, &w), RB_EFULL);                    /* full 2 */
     CHECK_EQ(rb_write(rb, buf, 0), RB_ESIZE);                        /* not counted */
     CHECK_EQ(rb_write(rb, buf, 3000), RB_ESIZE);                     /* not counted */

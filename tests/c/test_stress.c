@@ -420,8 +420,8 @@ static void run_config(const struct config *cfg)
     CHECK_EQ_U(atomic_load(&r->s.received), total);
     st_check_logs(&r->s, expect);
 
-    /* The ring is empty and clean afterwards (consumers zero what they
-     * consume). */
+    /* The ring is empty and clean afterwards (what the consumers read is
+     * zeroed by the writers that reclaim it, st_check_drained). */
     const uint64_t tail = st_check_drained(rb, r->s.path, cfg->cap);
     unsigned char b[16];
     size_t len;

@@ -44,7 +44,7 @@ TEST(zero_timeout_does_not_wait)
     if (dt >= 0.5)
         FAILF("three calls with timeout 0 on an empty ring took %.3f s", dt);
     CHECK_EQ(rb_release(rb), RB_EINVAL); /* the failed peek kept nothing */
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_GROUPS + GROUP_OFF_TURN), 0);
 
     /* Possible now: RB_OK. */
     make_msg(m, 100, 1);
@@ -154,7 +154,7 @@ TEST(timeouts_elapse)
     CHECK_EQ_U(g_head, 0);
     CHECK_EQ_U(g_tail, 0);
     CHECK_EQ(rb_release(e.rb), RB_EINVAL);
-    CHECK_EQ_U(tu_read_u32(e.path, OFF_RECLAIM_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(e.path, OFF_GROUPS + GROUP_OFF_TURN), 0);
     CHECK_EQ_U(tu_read_u32(e.path, OFF_DATA_WAITERS), 0);
     CHECK_EQ_U(tu_read_u32(f.path, OFF_SPACE_WAITERS), 0);
     for (int i = 0; i < nf; i++)
@@ -458,9 +458,10 @@ TEST(writer_woken_by_reader_thread)
  * a committed message, not only when a producer commits one.
  *
  * Reader A's rb_read_many (max 2) copies r1 into the first page of its
- * buffer, zeroes r1's header word, and faults copying r2 into the second
- * page (PROT_NONE): the SIGSEGV handler holds it there, at the point where
- * the header word at head is zero but head has not moved yet. Reader B,
+ * buffer and faults copying r2 into the second page (PROT_NONE): the
+ * SIGSEGV handler holds it there, at the point where r1 is copied but the
+ * group head has not moved yet (in format 3 readers zeroed r1's header
+ * word as they went, so B found the word at head zero). Reader B,
  * parked in rb_read_wait and woken by the commit of r1..r3, re-checks during
  * that window (it runs on the same CPU under SCHED_IDLE, so only once A is
  * stopped), finds nothing and parks again. A is then let go: head moves to

@@ -2,7 +2,8 @@
  * test_zerocopy.c - the zero-copy calls: rb_reserve/rb_commit/rb_abort
  * (and rb_reserve_wait), rb_peek/rb_release/rb_peek_cancel (and
  * rb_peek_wait), rb_peek_many (and rb_peek_many_wait): FIFO order with
- * outstanding reservations, aborted records skipped and zeroed, misuse,
+ * outstanding reservations, aborted records skipped (and zeroed when a
+ * writer reclaims them), misuse,
  * contiguous views across the end of the ring, the read turn a peek holds,
  * batches and their positions, and a commit racing an abort.
  *
@@ -109,25 +110,29 @@ TEST(abort_is_never_delivered)
     CHECK_EQ(rb_read(rb, buf, sizeof buf, &len), RB_EEMPTY);
     CHECK_EQ(positions(rb), RB_OK);
     CHECK_EQ_U(g_head, g_tail);
-    CHECK_EQ_U(g_tail, rec_size(300) + rec_size(100) + rec_size(200) + rec_size(50));
-    /* Zeroed when skipped. */
+    const uint64_t t0 = rec_size(300) + rec_size(100) + rec_size(200) + rec_size(50);
+    CHECK_EQ_U(g_tail, t0);
+    /* Skipped, not zeroed yet: reads move the group head only, and no
+     * writer needed the space (head, the reclaim boundary, is still 0). The
+     * free part after tail is zero. */
     size_t n;
-    unsigned char *file = tu_slurp(f.path, &n);
-    if (CHECK(file != NULL && n == HEADER_SIZE + 4096)) {
-        size_t nz = 0;
-        for (size_t i = HEADER_SIZE; i < n; i++)
-            nz += file[i] != 0;
-        CHECK_EQ_U(nz, 0);
-    }
-    free(file);
+    CHECK_EQ_U(tu_read_u64(f.path, OFF_HEAD), 0);
+    CHECK_EQ(tu_data_nonzero(f.path, 4096, 0, rec_size(300)) > 0, 1);
+    CHECK_EQ(tu_data_nonzero(f.path, 4096, t0, 4096), 0);
 
     /* An aborted record's space comes back once a reader passes it. */
     REQUIRE_EQ(rb_reserve(rb, 2048, &a), RB_OK); /* 2056 */
     REQUIRE_EQ(rb_reserve(rb, 2032, &b), RB_OK); /* 2040: full */
+    /* b needed the space read: its writer reclaimed it (head moved to the
+     * group head), zeroing the records read, the aborted ones with 0xAB
+     * and 0xCD in them included: b's payload, which lies there, is zero. */
+    CHECK_EQ_U(tu_read_u64(f.path, OFF_HEAD), t0);
+    CHECK_EQ(tu_data_nonzero(f.path, 4096, t0 + rec_size(2048) + 8, t0 + 4096), 0);
     CHECK_EQ(rb_abort(rb, a), RB_OK);
     CHECK_EQ(put(rb, 3, 1), RB_EFULL);            /* not yet */
     CHECK_EQ(rb_read(rb, buf, sizeof buf, &len), RB_EEMPTY); /* skips it, stops at b */
     CHECK_EQ(put(rb, 3, 2048), RB_OK);
+    CHECK_EQ_U(tu_read_u64(f.path, OFF_HEAD), t0 + rec_size(2048));
     make_msg(b, 2032, 4);
     CHECK_EQ(rb_commit(rb, b), RB_OK);
     GET_CHECK(rb, 4, 2032);
@@ -201,12 +206,26 @@ TEST(commit_abort_misuse_is_einval)
     CHECK_EQ(rb_commit(rb, q), RB_EINVAL); /* commit after abort */
     GET_CHECK(rb, 1, 64);
     CHECK_EQ(rb_read(rb, buf, sizeof buf, &len), RB_EEMPTY);
-    /* After consumption the words are zero: still RB_EINVAL. */
+    /* After consumption the words stay (committed, discarded) until a
+     * writer reclaims them: still RB_EINVAL. */
+    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE), rec_word(64, 0, writer_id(f.path)));
     CHECK_EQ(rb_commit(rb, p), RB_EINVAL);
     CHECK_EQ(rb_abort(rb, q), RB_EINVAL);
     CHECK_EQ(positions(rb), RB_OK);
     CHECK_EQ_U(g_head, g_tail);
     CHECK_EQ_U(g_tail, rec_size(64) + rec_size(32));
+    /* And once reclaimed: 1-byte messages fill the rest of the ring, and
+     * the one that needs the space read reclaims it and lands at 0 (over
+     * p's word), q's word (at 72) is zero: still RB_EINVAL. */
+    int k = tu_write_until_reclaim(rb, f.path, 10, 1, 1000);
+    CHECK_EQ(k, (4096 - (int)(rec_size(64) + rec_size(32))) / 16 + 1);
+    CHECK_EQ_U(tu_read_u64(f.path, OFF_HEAD), rec_size(64) + rec_size(32));
+    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE), rec_word(1, 0, writer_id(f.path)));
+    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + rec_size(64)), 0);
+    CHECK_EQ(rb_commit(rb, p), RB_EINVAL);
+    CHECK_EQ(rb_abort(rb, q), RB_EINVAL);
+    for (int i = 0; i < k; i++)
+        GET_CHECK(rb, 10 + (uint64_t)i, 1);
 }
 
 /* Moves an empty ring so that head = tail = idx (mod capacity), by writing
@@ -291,13 +310,39 @@ TEST(reservations_are_contiguous_across_the_end)
             }
             size_t got = 0;
             if (do_abort) {
-                /* Skipped, and zeroed on both sides of the end. */
+                /* Skipped (the group head passes it), and zeroed on both
+                 * sides of the end once a writer reclaims it: 1-byte
+                 * messages after it until one needs its space, read back.
+                 * Then only they are in the ring; every other byte, the
+                 * aborted record's among them (all of its bytes past the
+                 * end, those before it that no message took), is zero. */
                 CHECK_EQ(rb_read(rb, out, sizeof out, &got), RB_EEMPTY);
+                uint64_t h, t, t2;
+                CHECK_EQ(rb_positions(rb, &h, &t), RB_OK);
+                CHECK_EQ_U(h, t);
+                const int k = tu_write_until_reclaim(rb, f.path, iter, 1, 1000);
+                if (!CHECK(k > 0) || !CHECK_EQ_U(tu_read_u64(f.path, OFF_HEAD), t)) {
+                    fails++;
+                    continue;
+                }
+                for (int j = 0; j < k; j++)
+                    GET_CHECK(rb, iter + (uint64_t)j, 1);
+                CHECK_EQ(rb_positions(rb, &h, &t2), RB_OK);
+                CHECK_EQ_U(t2 - t, (uint64_t)k * rec_size(1));
+                /* [t2, t + cap) is the free part. It holds all of the
+                 * aborted record's bytes past the end (from B, the end it
+                 * crosses, to t) unless a message took the first of them:
+                 * only when the record starts less than 16 bytes before B
+                 * (the messages end at most 16 bytes past the reclaim
+                 * boundary before, at or below the record's start). */
+                const uint64_t rec_start = t - rec_size(len), end_b = (t - 1) & ~(cap - 1);
+                if (rec_start + 16 <= end_b)
+                    CHECK(t2 <= end_b + cap);
                 CHECK_EQ(tu_pread(f.path, HEADER_SIZE, disk, cap), 0);
-                for (size_t j = 0; j < cap; j++)
-                    if (disk[j] != 0) {
-                        FAILF("aborted size %zu at offset %llu: byte %zu of the data not zeroed", len,
-                              (unsigned long long)idx, j);
+                for (uint64_t j = t2; j < t + cap; j++)
+                    if (disk[j & (cap - 1)] != 0) {
+                        FAILF("aborted size %zu at offset %llu: byte at offset %llu of the data not zeroed", len,
+                              (unsigned long long)idx, (unsigned long long)(j & (cap - 1)));
                         fails++;
                         break;
                     }
@@ -484,7 +529,7 @@ TEST(peek_and_release)
     CHECK_EQ(rb_peek(NULL, &p, &len), RB_EINVAL);
     CHECK_EQ(rb_peek(rb, NULL, &len), RB_EINVAL);
     CHECK_EQ(rb_peek(rb, &p, NULL), RB_EINVAL);
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_GROUPS + GROUP_OFF_TURN), 0);
 
     CHECK_EQ(put(rb, 1, 300), RB_OK);
     CHECK_EQ(put(rb, 2, 40), RB_OK);
@@ -499,27 +544,32 @@ TEST(peek_and_release)
         CHECK_EQ(positions(rb), RB_OK);
         CHECK_EQ_U(g_head, h0);
         CHECK_EQ_U(g_tail, rec_size(300) + rec_size(40));
-        CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), writer_id(f.path));
+        CHECK_EQ_U(tu_read_u32(f.path, OFF_GROUPS + GROUP_OFF_TURN), writer_id(f.path));
+        CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0); /* writers are not held off */
         CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + (off_t)h0), rec_word(mlen, 0, writer_id(f.path)));
         CHECK(is_msg(p, len, seq, mlen)); /* still there */
         CHECK_EQ(rb_release(rb), RB_OK);
         CHECK_EQ(positions(rb), RB_OK);
         CHECK_EQ_U(g_head, h0 + rec_size(mlen));
-        CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
+        CHECK_EQ_U(tu_read_u32(f.path, OFF_GROUPS + GROUP_OFF_TURN), 0);
         CHECK_EQ(rb_release(rb), RB_EINVAL);
     }
-    /* Released records are zeroed. */
-    size_t n;
-    unsigned char *file = tu_slurp(f.path, &n);
-    if (CHECK(file != NULL && n == HEADER_SIZE + 4096)) {
-        size_t nz = 0;
-        for (size_t i = HEADER_SIZE; i < n; i++)
-            nz += file[i] != 0;
-        CHECK_EQ_U(nz, 0);
-    }
-    free(file);
+    /* Released records stay until a writer needs their space, and are
+     * zeroed then; the free part is zero all along. */
+    const uint64_t end = rec_size(300) + rec_size(40);
+    CHECK_EQ_U(tu_read_u64(f.path, OFF_HEAD), 0);
+    CHECK_EQ(tu_data_nonzero(f.path, 4096, end, 4096), 0);
     CHECK_EQ(rb_peek(rb, &p, &len), RB_EEMPTY);
     CHECK_EQ(rb_release(rb), RB_EINVAL);
+    const int k = tu_write_until_reclaim(rb, f.path, 10, 1000, 8);
+    CHECK_EQ(k, 4); /* 3 fit in 4096 - 352 bytes */
+    CHECK_EQ_U(tu_read_u64(f.path, OFF_HEAD), end);
+    CHECK_EQ(tu_data_nonzero(f.path, 4096, end + (uint64_t)k * rec_size(1000), end + 4096), 0);
+    for (int i = 0; i < k; i++) {
+        REQUIRE_EQ(rb_peek(rb, &p, &len), RB_OK);
+        CHECK(is_msg(p, len, 10 + (uint64_t)i, 1000));
+        CHECK_EQ(rb_release(rb), RB_OK);
+    }
 }
 
 TEST(peek_wait_times_out_and_wakes)
@@ -690,7 +740,7 @@ TEST(peek_holds_the_read_turn)
     for (int s = 2; s <= 5; s++)
         CHECK_EQ(got[s], 1);
     CHECK_EQ_U(tu_read_u32(f.path, OFF_TURN_WAITERS), 0);
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_GROUPS + GROUP_OFF_TURN), 0);
 }
 
 /* ---- fixes from the design review ------------------------------------------------- */
@@ -709,7 +759,7 @@ TEST(close_with_an_open_peek_gives_the_turn_back)
     size_t len;
     REQUIRE_EQ(rb_peek(a, &q, &len), RB_OK);
     CHECK_EQ(rb_close(a), RB_OK);
-    CHECK_EQ(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
+    CHECK_EQ(tu_read_u32(f.path, OFF_GROUPS + GROUP_OFF_TURN), 0);
     GET_CHECK(f.rb, 1, 100);
     GET_CHECK(f.rb, 2, 200);
 }
@@ -870,7 +920,7 @@ TEST(peek_many_batches)
     n = 777;
     CHECK_EQ(rb_peek_many(rb, NULL, NULL, NULL, 0, &n), RB_OK); /* nothing asked: no turn kept */
     CHECK_EQ_U(n, 0);
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_GROUPS + GROUP_OFF_TURN), 0);
     CHECK_EQ(rb_release(rb), RB_EINVAL);
 
     /* 1 is there; then an aborted record, 2, two aborted records, 3, and a
@@ -899,7 +949,8 @@ TEST(peek_many_batches)
         CHECK_EQ_U(pos[2], pos[1] + rec_size(20) + rec_size(1) + rec_size(70));
         CHECK_EQ(positions(rb), RB_OK);
         CHECK_EQ_U(g_head, 0); /* nothing consumed */
-        CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), writer_id(f.path));
+        CHECK_EQ_U(tu_read_u32(f.path, OFF_GROUPS + GROUP_OFF_TURN), writer_id(f.path));
+        CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
         if (round == 0)
             CHECK_EQ(rb_peek_cancel(rb), RB_OK); /* all left */
     }
@@ -907,21 +958,18 @@ TEST(peek_many_batches)
     CHECK_EQ(rb_release(rb), RB_EINVAL);
     CHECK_EQ(positions(rb), RB_OK);
     CHECK_EQ_U(g_head, end3); /* the DISCARD records between them too */
-    CHECK_EQ_U(tu_read_u32(f.path, OFF_RECLAIM_TURN), 0);
+    CHECK_EQ_U(tu_read_u32(f.path, OFF_GROUPS + GROUP_OFF_TURN), 0);
     struct rb_stats s1;
     REQUIRE_EQ(rb_stats(rb, &s1), RB_OK);
     CHECK_EQ_U(s1.read - s0.read, 3);
     CHECK_EQ_U(s1.read_bytes - s0.read_bytes, 330);
-    /* Released bytes are zero, up to the open reservation. */
-    size_t fsize;
-    unsigned char *file = tu_slurp(f.path, &fsize);
-    if (CHECK(file != NULL && fsize == HEADER_SIZE + 4096)) {
-        size_t nz = 0;
-        for (uint64_t i = 0; i < end3; i++)
-            nz += file[HEADER_SIZE + i] != 0;
-        CHECK_EQ_U(nz, 0);
-    }
-    free(file);
+    /* Released records stay until a writer reclaims them (the ring never
+     * filled: head, the reclaim boundary, is still 0). Past the open
+     * reservation's record everything is zero. */
+    CHECK_EQ_U(tu_read_u64(f.path, OFF_HEAD), 0);
+    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE), rec_word(10, 0, writer_id(f.path)));
+    CHECK_EQ_U(tu_read_u64(f.path, HEADER_SIZE + (off_t)end3), rec_word(40, REC_BUSY, writer_id(f.path)));
+    CHECK_EQ(tu_data_nonzero(f.path, 4096, end3 + rec_size(40), 4096), 0);
     /* The reservation at the head: nothing to peek until it is committed. */
     CHECK_EQ(rb_peek_many(rb, ptrs, lens, NULL, 8, &n), RB_EEMPTY);
     make_msg(d, 40, 4);

@@ -522,6 +522,40 @@ static TU_UNUSED int fill_exact(rb_ring *rb, uint64_t seq0, size_t *lens, int ma
     return free_b == 0 ? n : -1;
 }
 
+/* Nonzero bytes of the data region of the ring file at path (capacity
+ * cap) at positions [from, to), taken modulo cap; -1 if unreadable. */
+static TU_UNUSED long tu_data_nonzero(const char *path, uint64_t cap, uint64_t from, uint64_t to)
+{
+    size_t n;
+    unsigned char *f = tu_slurp(path, &n);
+    long nz = -1;
+    if (f != NULL && n == HEADER_SIZE + cap) {
+        nz = 0;
+        for (uint64_t p = from; p < to; p++)
+            nz += f[HEADER_SIZE + (p & (cap - 1))] != 0;
+    }
+    free(f);
+    return nz;
+}
+
+/* Reads consume nothing in the file: they move their group's head, and a
+ * writer that needs the space zeroes what every group read (the reclaim,
+ * moving head at offset 256). Writes messages seq0, seq0 + 1, ... of len
+ * bytes until one of them reclaims (head moves); returns how many, -1 on
+ * a failed write or none after max. */
+static TU_UNUSED int tu_write_until_reclaim(rb_ring *rb, const char *path, uint64_t seq0, size_t len, int max)
+{
+    const uint64_t h0 = tu_read_u64(path, OFF_HEAD);
+    for (int n = 0; n < max;) {
+        if (put(rb, seq0 + (uint64_t)n, len) != RB_OK)
+            return -1;
+        n++;
+        if (tu_read_u64(path, OFF_HEAD) != h0)
+            return n;
+    }
+    return -1;
+}
+
 /* Polls the 32-bit word at off of the file until it is >= n. */
 static TU_UNUSED int wait_word(const char *path, off_t off, uint32_t n, double seconds)
 {
