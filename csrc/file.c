@@ -393,16 +393,18 @@ RB_API int rb_close(rb_ring *rb)
      * Relaxed: no other thread may call the handle while it closes, and
      * both epochs were last written by this process (rb_slot_attach, the
      * fork handler) before any call that could race this one. */
-    if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
-        atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed)) {
+    int own = atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
+              atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed);
+    if (own)
         rb_peek_cancel(rb);
-        rb_group_leave(rb, 1000000000); /* an ephemeral group of ours (not the parent's, in a fork child) */
-    }
-    /* Notifier threads use the mapping: stop them first. They end on
+    /* Notifier threads use the mapping (and read under our id, which would
+     * keep our group's turn from us): stop them first. They end on
      * closing (rb_event_close wakes them); relaxed: no other thread calls
      * the handle any more, and the wake-up orders the rest. */
     atomic_store_explicit(&rb->closing, 1, memory_order_relaxed);
     rb_event_close(rb);
+    if (own)
+        rb_group_leave(rb, 1000000000); /* an ephemeral group of ours (not the parent's, in a fork child) */
     munmap(rb->hdr, rb->map_len);
     /* Closing the descriptor drops our slot's lock: from now on our slot
      * counts as dead, and a reservation we left BUSY is recovered. */

@@ -40,13 +40,19 @@ struct rb_group *rb_group_of(rb_ring *rb)
 
 /* ---- the reclaim lock ---------------------------------------------------- */
 
-/* Zeroes [s, e) and moves head to e (we hold the reclaim lock). A holder
- * killed anywhere in here leaves nothing for the next one to finish: the
- * next reclaim computes its range again from the group heads, which are
- * still at or past e, and zeroes [head, ...) again (docs/design.md, "Crash
- * recovery"). */
+/* Zeroes [s, e) and moves head to e (we hold the reclaim lock), saying
+ * first where it stops (release_end): a holder killed while zeroing, or
+ * after zeroing but before storing head, leaves zero words below records
+ * that nothing could tell from reservations in progress, so whoever takes
+ * its lock over finishes the job first (finish_release). */
 static void release_range(rb_ring *rb, uint64_t s, uint64_t e)
 {
+    /* Relaxed: read by the next holder after our release of the lock, or
+     * after our death, which the kernel orders (docs/design.md, "Crash
+     * recovery"). The compiler must not move the zeroing before it: a
+     * killed process leaves a prefix of its program. */
+    atomic_store_explicit(&rb->hdr->release_end, e, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst);
     RB_KILLPOINT("reclaim.zeroing");
     /* Plain stores suffice: every group has read these bytes (their
      * release of the group head, which we acquired, ordered their reads
@@ -60,6 +66,26 @@ static void release_range(rb_ring *rb, uint64_t s, uint64_t e)
      * the zeroed bytes are visible before anyone writes there again. */
     atomic_store_explicit(&rb->hdr->head, e, memory_order_release);
     RB_KILLPOINT("reclaim.released");
+}
+
+static void clear_overrun_tags(rb_ring *rb);
+
+/* We took the reclaim lock over from a dead holder: finish what it left.
+ * Its zeroing: [head, release_end) again, trusted only if it is a
+ * plausible part of [head, tail] (an old or forged value is ignored: then
+ * release_end <= head, or it points nowhere sensible). Its overrun in
+ * progress: a group head still tagged (RB_HEAD_OVERRUN) is untagged, the
+ * loss count short by what the dead holder had not added yet. Relaxed: see
+ * release_range; tail is only a bound. */
+static void finish_release(rb_ring *rb)
+{
+    uint64_t e = atomic_load_explicit(&rb->hdr->release_end, memory_order_relaxed);
+    uint64_t h = atomic_load_explicit(&rb->hdr->head, memory_order_relaxed);
+    uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
+    if (rb->overwrite)
+        clear_overrun_tags(rb);
+    if (e > h && e <= t && e - h <= rb->capacity && ((h | e) & 7u) == 0)
+        release_range(rb, h, e);
 }
 
 /* Takes the reclaim lock: 1 taken at once, 2 taken after another holder
@@ -86,8 +112,10 @@ static int lock_reclaim_ex(rb_ring *rb, int64_t budget_ns, unsigned how)
             return waited ? 2 : 1;
         waited = 1;
         if (expected != 0 && (spins & 63) == 0 &&
-            rb_take_dead_lock(rb, &rb->hdr->reclaim_turn, expected, &rb->reclaim_stall))
+            rb_take_dead_lock(rb, &rb->hdr->reclaim_turn, expected, &rb->reclaim_stall)) {
+            finish_release(rb);
             return 2;
+        }
         if (!(how & TAKE_CLOSING) && is_closing_relaxed(rb))
             return -1;
         if ((spins & 63) == 0 && budget_ns >= 0) {
@@ -124,8 +152,6 @@ void rb_reclaim_unlock(rb_ring *rb)
     wake_space(rb);
 }
 
-int rb_reclaim_lock(rb_ring *rb) { return lock_reclaim(rb, -1) > 0 ? RB_OK : RB_ECLOSED; }
-
 int rb_reclaim_trylock(rb_ring *rb) { return lock_reclaim(rb, 20000) > 0; }
 
 /* ---- group turns (taken here only to change the table) --------------------- */
@@ -142,8 +168,11 @@ static int take_group_turn(rb_ring *rb, struct rb_group *g, int64_t budget_ns, u
         if (atomic_compare_exchange_weak_explicit(&g->turn, &expected, rb->id, memory_order_acq_rel,
                                                   memory_order_relaxed))
             return 1;
-        if (expected == rb->id)
-            return 0; /* ours already (a caller bug): do not wait for ourselves */
+        /* Our own id: a peek open on this handle (never given back while we
+         * wait) or another thread of ours reading (it will be). Relaxed:
+         * peeking is this handle's. */
+        if (expected == rb->id && atomic_load_explicit(&rb->peeking, memory_order_relaxed))
+            return 0;
         if (expected != 0 && (budget_ns < 0 || (spins & 63) == 0)) {
             /* A dead holder: no stall wait when not waiting at all. */
             if (budget_ns < 0 && !(how & TAKE_NO_DEAD) && !rb_id_alive(rb, expected)) {
@@ -281,26 +310,83 @@ static void overrun_groups(rb_ring *rb, uint64_t h, uint64_t m)
         /* Acquire: the member's copies out happened-before our zeroing
          * (it released the head it stored). */
         uint64_t gh = atomic_load_explicit(&g->head, memory_order_acquire);
-        while (gh < m) {
-            uint64_t lost = count_messages(rb, gh < h ? h : gh, m);
-            /* Acquire (also on failure, where we count again from the
-             * new value): as the load above, for the head a member stored.
-             * Release is not needed: a member learns of the move from the
-             * CAS of its own (which fails) and from lost_pending (an atomic
-             * it exchanges); acq_rel is what a CAS with an acquire
-             * failure order must be at least. */
-            if (atomic_compare_exchange_strong_explicit(&g->head, &gh, m, memory_order_acq_rel,
+        while ((gh & ~(uint64_t)7) < m) {
+            uint64_t from = gh & ~(uint64_t)7; /* a forged tag or misalignment: count whole words */
+            uint64_t lost = count_messages(rb, from < h ? h : from, m);
+            /* Tag the new head (RB_HEAD_OVERRUN) until the loss is counted:
+             * a member that finds the head moved must also find the count,
+             * or it would deliver messages after the gap before reporting
+             * the gap (rb_group_head waits for the tag to go). Acquire,
+             * also on failure (where we count again from the new value):
+             * as the load above. Release: a member whose CAS fails, or
+             * that loads the head afterwards, sees a head consistent with
+             * the bytes (rb_group_join's and rb_positions' bounds). */
+            if (atomic_compare_exchange_strong_explicit(&g->head, &gh, m | RB_HEAD_OVERRUN, memory_order_acq_rel,
                                                         memory_order_acquire)) {
+                RB_KILLPOINT("reclaim.overrun");
                 if (lost != 0) {
-                    /* Relaxed: counts; a member exchanges lost_pending
-                     * under its turn, lost is a statistic. */
-                    atomic_fetch_add_explicit(&g->lost, lost, memory_order_relaxed);
+                    /* Relaxed: counts, published by the release below. The
+                     * one members report first: a kill between the two
+                     * leaves only the statistic short. */
                     atomic_fetch_add_explicit(&g->lost_pending, lost, memory_order_relaxed);
+                    atomic_fetch_add_explicit(&g->lost, lost, memory_order_relaxed);
                 }
+                /* Release: a member that acquires the untagged head sees the
+                 * count (lost_found). */
+                atomic_store_explicit(&g->head, m, memory_order_release);
                 break;
             }
         }
     }
+}
+
+/* A dead holder of the reclaim lock was overrunning: untag what it left
+ * tagged (its loss count is short by what it had not added). We hold the
+ * lock. */
+static void clear_overrun_tags(rb_ring *rb)
+{
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
+        struct rb_group *g = rb_group_at(rb, i);
+        /* Relaxed: the dead holder's stores are visible through its death
+         * (docs/design.md, "Orders in recovery"); release: as the untag in
+         * overrun_groups. */
+        uint64_t gh = atomic_load_explicit(&g->head, memory_order_relaxed);
+        if (gh & RB_HEAD_OVERRUN)
+            atomic_compare_exchange_strong_explicit(&g->head, &gh, gh & ~(uint64_t)RB_HEAD_OVERRUN,
+                                                    memory_order_release, memory_order_relaxed);
+    }
+}
+
+int rb_group_head(rb_ring *rb, uint64_t *head)
+{
+    /* Acquire: a writer may have moved it (overrun_groups: its untagging
+     * release, which also publishes the loss count). */
+    uint64_t gh = atomic_load_explicit(&rb->grp->head, memory_order_acquire);
+    if (__builtin_expect(!(gh & RB_HEAD_OVERRUN), 1)) {
+        *head = gh;
+        return RB_OK;
+    }
+    /* A writer is counting what it took from us: a few instructions,
+     * unless it was preempted or killed there. Its lock is released (or
+     * taken over, after the stall timeout, finishing its work) once the
+     * tag is gone. */
+    for (int round = 0; round < 2; round++) {
+        for (unsigned spins = 0; spins < 1024; spins++) {
+            gh = atomic_load_explicit(&rb->grp->head, memory_order_acquire);
+            if (!(gh & RB_HEAD_OVERRUN)) {
+                *head = gh;
+                return RB_OK;
+            }
+            cpu_relax();
+        }
+        if (lock_reclaim(rb, 20000) > 0) {
+            /* Its holder was done, or dead and finished by us; a tag still
+             * there now belongs to nobody (a forged file): clear it. */
+            clear_overrun_tags(rb);
+            rb_reclaim_unlock(rb);
+        }
+    }
+    return RB_EEMPTY;
 }
 
 int rb_has_ephemeral(rb_ring *rb)
@@ -315,15 +401,17 @@ int rb_has_ephemeral(rb_ring *rb)
     return 0;
 }
 
-uint64_t rb_reclaimable(rb_ring *rb)
+uint64_t rb_reclaimable(rb_ring *rb, int *any)
 {
     /* Relaxed throughout: a hint; rb_reclaim decides under the lock. */
     uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed), m = t;
+    *any = 0;
     for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
         struct rb_group *g = rb_group_at(rb, i);
         if (!(atomic_load_explicit(&g->gen, memory_order_relaxed) & 1u))
             continue;
-        uint64_t gh = atomic_load_explicit(&g->head, memory_order_relaxed);
+        uint64_t gh = atomic_load_explicit(&g->head, memory_order_relaxed) & ~(uint64_t)7;
+        *any = 1;
         if (gh < m)
             m = gh;
     }
@@ -372,24 +460,35 @@ int rb_reclaim(rb_ring *rb, uint64_t need)
             m = gh;
     }
     if (m < h || (m & 7u) != 0)
-        m = h; /* a forged group head: free nothing on its account */
+        m = h; /* a forged group head (or tag): free nothing on its account */
     /* Free what the writer needs (head up to target), and up to a chunk
      * more of what every group has read, at record boundaries. */
     uint64_t target = t + need > h + rb->capacity ? t + need - rb->capacity : h;
     uint64_t limit = target > h + RB_RECLAIM_CHUNK ? target : h + RB_RECLAIM_CHUNK;
+    /* Relaxed: written under the lock we hold. */
+    uint64_t jt = atomic_load_explicit(&rb->hdr->join_tail, memory_order_relaxed);
     if (!any)
         m = walk_finished(rb, h, t, limit); /* nobody is owed anything */
-    else if (m > limit)
-        m = walk_finished(rb, h, m, limit); /* all finished and read: the walk only finds a boundary */
+    else if (m > limit || h < jt) {
+        /* A boundary below the lowest head (the chunk's end), and records
+         * below join_tail, which a group made at "latest" passed without
+         * reading them: they may still be being written. */
+        uint64_t check = m > limit ? limit : (m < jt ? m : jt);
+        uint64_t p = walk_finished(rb, h, m, check);
+        if (m > limit || p < check)
+            m = p;
+    }
     if (rb->overwrite && m < target) {
         uint64_t e = walk_finished(rb, m, t, target);
         if (e > m) {
-            RB_KILLPOINT("reclaim.overrun");
             overrun_groups(rb, h, e);
-            /* The groups' moves come before our zeroing for every reader
-             * (the release of the CAS orders only what came before it): a
-             * reader that sees a zeroed or new byte finds its head moved. */
-            atomic_thread_fence(memory_order_seq_cst);
+            /* The groups' moves come before our zeroing for every reader (a
+             * release store orders only what came before it): a reader that
+             * loads a header word, finds it zeroed or new, and then loads
+             * its group head finds it moved. On ARM a DMB; on x86 nothing.
+             * (The zeroing is plain stores racing the reader's loads: a
+             * seqlock's race, outside the C11 model: docs/design.md.) */
+            atomic_thread_fence(memory_order_release);
             m = e;
         }
     }
@@ -479,6 +578,11 @@ static int create_locked(rb_ring *rb, const char *name, unsigned flags, struct r
                                                   * start (not ours to read). */
                                                  : atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
     atomic_store_explicit(&g->head, start, memory_order_relaxed);
+    /* Records below a "latest" start may still be being written: until
+     * head passes this, a reclaim walks them (rb_reclaim). Relaxed: under
+     * the lock, as every reader of it. */
+    if (!(flags & RB_START_EARLIEST) && start > atomic_load_explicit(&rb->hdr->join_tail, memory_order_relaxed))
+        atomic_store_explicit(&rb->hdr->join_tail, start, memory_order_relaxed);
     atomic_store_explicit(&g->lost, 0, memory_order_relaxed);
     atomic_store_explicit(&g->lost_pending, 0, memory_order_relaxed);
     atomic_store_explicit(&g->kind, name != NULL ? RB_GROUP_KIND_DURABLE : RB_GROUP_KIND_EPHEMERAL,
@@ -544,13 +648,16 @@ int rb_group_join(rb_ring *rb, const char *name, unsigned flags)
     }
     if (gen != 0) {
         /* A forged group head would make reads wander: the group's head
-         * lies in [head, tail], 8-aligned. Read in this order, each bound
-         * holds even while others read and write (heads only grow, and a
-         * group head is never below head). Relaxed: a check. */
+         * lies in [head, tail], 8-aligned (but for an overrun's tag), and
+         * its entry below groups_used (or reclaims would not see it).
+         * Read in this order, each bound holds even while others read and
+         * write (heads only grow, and a group head is never below head). */
+        uint32_t idx = (uint32_t)(((unsigned char *)g - (unsigned char *)rb_group_at(rb, 0)) / RB_GROUP_SIZE);
         uint64_t hh = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
-        uint64_t gh = atomic_load_explicit(&g->head, memory_order_acquire);
+        uint64_t gh = atomic_load_explicit(&g->head, memory_order_acquire) &
+                      ~(uint64_t)(rb->overwrite ? RB_HEAD_OVERRUN : 0); /* only overwrite rings tag heads */
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-        if ((gh & 7u) != 0 || gh < hh || gh > t)
+        if ((gh & 7u) != 0 || gh < hh || gh > t || idx >= rb_groups_used(rb))
             return RB_ECORRUPT;
     }
     rb->grp = g;
@@ -577,9 +684,9 @@ static int remove_group(rb_ring *rb, struct rb_group *g, uint32_t gen, int64_t w
 {
     if (!take_group_turn(rb, g, wait_ns, how))
         return !(how & TAKE_CLOSING) && is_closing_relaxed(rb) ? RB_ECLOSED : RB_ETIMEDOUT;
-    int rc = RB_OK;
-    if (lock_reclaim_ex(rb, -1, how) <= 0)
-        rc = RB_ECLOSED;
+    int rc = RB_OK, got = lock_reclaim_ex(rb, wait_ns, how);
+    if (got <= 0)
+        rc = got == 0 ? RB_ETIMEDOUT : RB_ECLOSED;
     else {
         if (atomic_load_explicit(&g->gen, memory_order_relaxed) == gen)
             remove_locked(g, gen);
@@ -622,7 +729,8 @@ RB_API int rb_group_remove(rb_ring *rb, const char *name)
         return RB_ENOGROUP;
     /* Our own read turn on the group (an open peek) would be waited for
      * forever: that is the caller's mistake, refused. */
-    if (atomic_load_explicit(&g->turn, memory_order_relaxed) == rb->id)
+    if (g == rb->grp && atomic_load_explicit(&g->turn, memory_order_relaxed) == rb->id &&
+        atomic_load_explicit(&rb->peeking, memory_order_relaxed))
         return RB_EINVAL;
     return remove_group(rb, g, gen, RB_REMOVE_WAIT_NS, 0);
 }
@@ -672,11 +780,16 @@ static int count_backlog(rb_ring *rb, struct rb_group *g, uint32_t gen, struct r
     int ok = atomic_load_explicit(&g->gen, memory_order_relaxed) == gen;
     if (ok) {
         /* Relaxed head: our turn's acquire made the last member's store
-         * visible. Acquire tail: as rb_info's walk. */
+         * visible (an overwrite ring's writers do not move it while we
+         * hold their lock). Acquire tail: as rb_info's walk. A forged head
+         * (below head, past tail, unaligned) is not walked. */
         uint64_t h = atomic_load_explicit(&g->head, memory_order_relaxed);
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
+        uint64_t hh = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
         gi->position = h;
-        while (h < t) {
+        if ((h & 7u) != 0 || h < hh || h > t)
+            ok = 0;
+        while (ok && h < t) {
             /* Acquire: as a reader's look at a record. */
             uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);
             uint64_t len = rb_rec_len(w);
@@ -703,10 +816,12 @@ RB_API int rb_groups_sized(rb_ring *rb, struct rb_group_info *out, size_t max, s
     if (is_closing_relaxed(rb))
         return RB_ECLOSED;
     rb_check_fork(rb);
-    if (lock_reclaim(rb, -1) <= 0)
-        return RB_ECLOSED;
-    reap_ephemeral(rb);
-    rb_reclaim_unlock(rb);
+    /* Dead subscribers' groups go first, if the lock comes soon (a writer
+     * slow in a reclaim keeps it: then they are listed, and go later). */
+    if (lock_reclaim(rb, 20000) > 0) {
+        reap_ephemeral(rb);
+        rb_reclaim_unlock(rb);
+    }
     size_t k = 0;
     uint32_t slots = rb_slots_used(rb);
     for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
@@ -726,7 +841,8 @@ RB_API int rb_groups_sized(rb_ring *rb, struct rb_group_info *out, size_t max, s
             uint32_t owner = atomic_load_explicit(&g->owner, memory_order_relaxed);
             if (gi.kind == RB_GROUP_KIND_EPHEMERAL && owner != 0)
                 gi.pid = atomic_load_explicit(&rb->slots[rb_id_slot(owner)].pid, memory_order_relaxed);
-            gi.position = atomic_load_explicit(&g->head, memory_order_relaxed);
+            gi.position = atomic_load_explicit(&g->head, memory_order_relaxed) &
+                          ~(uint64_t)(rb->overwrite ? RB_HEAD_OVERRUN : 0); /* an overrun in progress */
             gi.lost = atomic_load_explicit(&g->lost, memory_order_relaxed);
             for (uint32_t s = 0; s < slots; s++)
                 if (atomic_load_explicit(&rb->slots[s].group, memory_order_relaxed) == i + 1 &&

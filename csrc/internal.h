@@ -118,7 +118,17 @@ struct rb_header {
     _Atomic uint32_t reclaim_turn; /* 264: the reclaim lock: 0 = free, else holder's id */
     _Atomic uint32_t turn_seq;     /* 268: futex word, bumped when a group's read turn is given back */
     _Atomic uint32_t turn_waiters; /* 272: consumers parked on turn_seq (any group) */
-    unsigned char pad2[RB_LINE - 20]; /* 276 */
+    uint32_t pad2a;                /* 276 */
+    /* tail when a group was last made at "latest": below it, records
+     * every group head has passed may still be unfinished (reserved
+     * before the group was made, never read by it), so a reclaim walks
+     * them (groups.c, rb_reclaim). Only grows; under the reclaim lock. */
+    _Atomic uint64_t join_tail;    /* 280 */
+    /* The end of the range the reclaim lock's holder is zeroing, stored
+     * before it zeroes; whoever takes a dead holder's lock over zeroes
+     * [head, release_end) again and stores head first (finish_release). */
+    _Atomic uint64_t release_end;  /* 288 */
+    unsigned char pad2[RB_LINE - 40];
     /* Consumers waiting for data (futex word, bumped by producers). */
     _Atomic uint32_t data_seq;     /* 384 */
     _Atomic uint32_t data_waiters; /* 388 */
@@ -212,6 +222,8 @@ _Static_assert(sizeof(struct rb_group) == RB_GROUP_SIZE, "group size");
 _Static_assert(offsetof(struct rb_group, name) == 128, "group name offset");
 _Static_assert(offsetof(struct rb_slot, group) == 20, "slot group offset");
 _Static_assert(offsetof(struct rb_header, groups_used) == 644, "groups_used offset");
+_Static_assert(offsetof(struct rb_header, join_tail) == 280, "join_tail offset");
+_Static_assert(offsetof(struct rb_header, release_end) == 288, "release_end offset");
 _Static_assert((RB_SLOTS & (RB_SLOTS - 1)) == 0 && RB_SLOTS == 1u << RB_SLOT_BITS, "slot bits");
 _Static_assert(RB_REC_FLAGS_SHIFT == 32 && RB_REC_WRITER_SHIFT == RB_REC_FLAGS_SHIFT + 8 &&
                    RB_WRITER_MASK == (1u << (64 - RB_REC_WRITER_SHIFT)) - 1,
@@ -273,10 +285,8 @@ struct rb_ring {
     uint32_t grp_gen;
     int grp_ephemeral;       /* the group is ours: removed by rb_close   */
     /* Overwrite rings: messages our group lost that reads reported
-     * (RB_ELOST) and rb_take_lost has not returned yet; and a loss found by
-     * a read that had already delivered messages, to report at the next. */
+     * (RB_ELOST) and rb_take_lost has not returned yet. */
     _Atomic uint64_t lost;
-    _Atomic uint32_t lost_unreported;
     uint32_t id;             /* writer id / turn holder id: slot | gen << 9 */
     uint32_t slot;           /* our slot index                        */
     struct rb_slot *me;      /* our slot                              */
@@ -514,12 +524,18 @@ int rb_reclaim(rb_ring *rb, uint64_t need);
 /* What rb_reclaim could free now without overrunning anyone, as a hint for
  * waiting writers and rb_info: the lowest head among the groups (tail with
  * no group). No lock, no syscall. */
-uint64_t rb_reclaimable(rb_ring *rb);
+uint64_t rb_reclaimable(rb_ring *rb, int *any);
+/* An overwrite ring's group head while a writer overruns the group: the
+ * new head with this bit set, until the writer has counted the loss
+ * (overrun_groups); readers wait for it to clear (rb_group_head). */
+#define RB_HEAD_OVERRUN 1u
+/* Our group's head, once no writer is in the middle of overrunning it
+ * (overwrite rings: waits up to about 20 us, taking over a dead writer's
+ * reclaim lock after the stall timeout; RB_EEMPTY if the writer is slow).
+ * Acquire. We hold the group's turn. */
+int rb_group_head(rb_ring *rb, uint64_t *head);
 /* Whether an ephemeral group exists (a hint, no lock). */
 int rb_has_ephemeral(rb_ring *rb);
-/* Takes the reclaim lock for a group table change (waits; takes over a
- * dead holder, finishing its release): RB_OK or RB_ECLOSED. */
-int rb_reclaim_lock(rb_ring *rb);
 void rb_reclaim_unlock(rb_ring *rb);
 /* The reclaim lock within about 20 us: 1 taken, 0 not. */
 int rb_reclaim_trylock(rb_ring *rb);

@@ -71,6 +71,14 @@ static int probe_data(rb_ring *rb, uint32_t *holder)
     /* Acquire in an overwrite ring: a writer may have moved it (as in
      * read_records_ow). */
     uint64_t h = atomic_load_explicit(&g->head, rb->overwrite ? memory_order_acquire : memory_order_relaxed);
+    if (h & RB_HEAD_OVERRUN) {
+        /* A writer is overrunning us: its commit wakes us; if it has held
+         * its lock for the stall timeout, the read looks (rb_group_head
+         * takes a dead one's lock over). Relaxed: hints. */
+        uint32_t holder = atomic_load_explicit(&rb->hdr->reclaim_turn, memory_order_relaxed);
+        give_turn(rb, 0);
+        return holder == 0 || rb_lock_stuck(rb, holder, &rb->reclaim_stall);
+    }
     if (h >= rb_read_limit(rb)) {
         give_turn(rb, 0);
         return 0; /* everything read, the ring full of it: nothing new */
@@ -124,13 +132,20 @@ static int space_ready(rb_ring *rb, uint64_t need)
      * lets go; a holder stuck for the stall timeout is checked by the
      * reclaim). Relaxed: hints. */
     uint32_t holder = atomic_load_explicit(&rb->hdr->reclaim_turn, memory_order_relaxed);
-    if (holder != 0 && !rb_lock_stuck(rb, holder, &rb->reclaim_stall))
-        return 0;
-    if (t - rb_reclaimable(rb) <= rb->capacity - need)
-        return 1;
-    if (rb->overwrite) {
-        /* A writer overwrites the oldest records, unless the oldest is
-         * still being written (a hint: the word may be stale). */
+    if (holder != 0)
+        return rb_lock_stuck(rb, holder, &rb->reclaim_stall); /* stuck: the reclaim takes a dead one over */
+    int any;
+    uint64_t m = rb_reclaimable(rb, &any);
+    /* Relaxed: a hint (written under the reclaim lock). */
+    int walk = rb->overwrite || !any || h < atomic_load_explicit(&rb->hdr->join_tail, memory_order_relaxed);
+    if (any && !walk && t - m <= rb->capacity - need)
+        return 1; /* a reclaim frees what every group has read */
+    if (walk) {
+        /* A writer frees the oldest records (overwrite, or nobody owed
+         * them), or walks them (below join_tail, where a group made at
+         * "latest" passed records still in flight): not past one still
+         * being written (a hint: the word may be stale; its commit wakes
+         * us, notify_data). */
         uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed);
         return w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
     }
@@ -296,7 +311,7 @@ static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t 
                         struct rb_intent **in, int64_t deadline)
 {
     uint64_t need = rb_rec_size(lens[0]), refill = rb->capacity / RB_REFILL_DIV;
-    for (;;) {
+    for (int tries = 0;; tries++) {
         int rc = reserve(rb, lens, count, pos, n, in);
         if (rc != RB_EFULL)
             return rc;
@@ -304,6 +319,10 @@ static int reserve_wait(rb_ring *rb, const size_t *lens, size_t count, uint64_t 
             rb_event_rearm(rb, RB_EV_WRITABLE, need); /* found full: the writable fd stops polling ready */
             return rc;
         }
+        /* The readiness tests are hints: one that keeps saying "ready"
+         * while reserve keeps failing must not outlive the deadline. */
+        if (tries > 0 && deadline != RB_FOREVER && rb_now_ns() >= deadline)
+            return RB_ETIMEDOUT;
         /* Full: first spin until a share of the ring is free, not just
          * what we need. A producer faster than its consumers would
          * otherwise take the few bytes each read frees, one message at a
@@ -339,14 +358,23 @@ static void publish(rb_ring *rb, uint64_t pos, uint64_t len, uint32_t flags)
     atomic_store_explicit(rb_rec_word(rb, pos), rb_rec_make(len, flags, rb->id), memory_order_release);
 }
 
-/* After publishing: wake consumers parked for data, if any. */
-static void notify_data(rb_ring *rb)
+/* After publishing the records from pos on: wake consumers parked for
+ * data, if any, and writers parked for space if the first is the oldest
+ * record (a writer that needs the oldest record finished waits for it: an
+ * overwrite ring, a ring with no group, records below join_tail). */
+static void notify_data(rb_ring *rb, uint64_t pos)
 {
-    /* Fence between our commit and rb_wake's load of the waiter count;
+    /* Fence between our commit and rb_wake's load of the waiter counts;
      * pairs with the fence in rb_wait (see docs/design.md, "Waiting"). */
     rb_waker_fence(rb);
     struct rb_waitq q = rb_data_q(rb);
     rb_wake(rb, &q);
+    /* Relaxed head: a hint (a writer waiting for our record parks with
+     * head at it; a later head only means it no longer needs us). */
+    if (((pos ^ atomic_load_explicit(&rb->hdr->head, memory_order_relaxed)) & rb->mask) == 0) {
+        q = rb_space_q(rb);
+        rb_wake(rb, &q);
+    }
 }
 
 /* Where a write's payload bytes come from, consumed in order by the
@@ -408,7 +436,7 @@ static inline void copy_in(unsigned char *dst, struct src *s, size_t len)
 static uint64_t fill(rb_ring *rb, uint64_t pos, struct src src, const size_t *lens, size_t n,
                      struct rb_intent *in)
 {
-    uint64_t bytes = 0; /* returned, for the counters */
+    uint64_t bytes = 0, first = pos; /* bytes: returned, for the counters */
     RB_KILLPOINT("write.reserved");
     uint64_t q = pos;
     for (size_t i = 0; i < n; i++) {
@@ -435,7 +463,7 @@ static uint64_t fill(rb_ring *rb, uint64_t pos, struct src src, const size_t *le
         pos += rb_rec_size(lens[i]);
         bytes += lens[i];
     }
-    notify_data(rb);
+    notify_data(rb, first);
     return bytes;
 }
 
@@ -616,7 +644,7 @@ static int finish_reserved(rb_ring *rb, void *ptr, uint32_t flags)
     if (!atomic_compare_exchange_strong_explicit(rb_rec_word(rb, i), &w, rb_rec_make(rb_rec_len(w), flags, rb->id),
                                                  memory_order_release, memory_order_relaxed))
         return RB_EINVAL;
-    notify_data(rb);
+    notify_data(rb, i); /* i: the record's index, pos & mask */
     if (flags == 0) {
         /* As write_records: the owner of intent entry 0 counts in
          * count_own, any other thread atomically. Relaxed: only this
@@ -906,13 +934,16 @@ __attribute__((noinline)) static int read_records_ow(rb_ring *rb, unsigned char 
     *released = 0;
     *count = 0;
     for (;;) {
+        /* The head first (a writer overrunning us counts the loss before
+         * it lets the head be seen: rb_group_head), then the count. */
+        uint64_t start;
+        int rc = rb_group_head(rb, &start);
+        if (rc != RB_OK)
+            return rc;
         if (lost_found(rb))
             return RB_ELOST;
-        /* Acquire: a writer may have moved it (overrun_groups' CAS). */
-        uint64_t start = atomic_load_explicit(&g->head, memory_order_acquire);
         uint64_t h = start, lim = rb_read_limit(rb);
         size_t n = 0, used = 0;
-        int rc = RB_OK;
         while (n < max_count) {
             uint64_t w;
             rc = peek_record(rb, h, lim, &w);
@@ -1289,12 +1320,13 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail)
     _Atomic uint64_t *hw = &rb->hdr->head;
     if (rb->grp != NULL && rb->grp_gen != 0 && atomic_load_explicit(&rb->grp->gen, memory_order_relaxed) == rb->grp_gen)
         hw = &rb->grp->head;
-    uint64_t h, t, h2 = atomic_load_explicit(hw, memory_order_acquire);
+    uint64_t tag = rb->overwrite ? RB_HEAD_OVERRUN : 0; /* only overwrite rings tag heads */
+    uint64_t h, t, h2 = atomic_load_explicit(hw, memory_order_acquire) & ~tag;
     int tries = 0;
     do {
         h = h2;
         t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-        h2 = atomic_load_explicit(hw, memory_order_acquire);
+        h2 = atomic_load_explicit(hw, memory_order_acquire) & ~tag;
     } while (h2 != h && ++tries < 100);
     if (h2 != h) {
         h = h2;
@@ -1327,7 +1359,8 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
     uint32_t turn = rb->grp_gen != 0 ? atomic_load_explicit(&rb->grp->turn, memory_order_relaxed) : 0;
     in.reclaimed = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
     uint64_t tnow = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-    uint64_t used = tnow - rb_reclaimable(rb);
+    int any;
+    uint64_t used = tnow - rb_reclaimable(rb, &any);
     in.writable = used < rb->capacity ? rb->capacity - used : 0;
     in.ring_flags = rb_ring_flags(rb);
     for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++)
@@ -1359,10 +1392,15 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
          * needed: the walk needs only a bound (the turn's acquire chain
          * already gives tail >= head, and each word it reads is acquired
          * and checked on its own). */
-        uint64_t h = atomic_load_explicit(&rb->grp->head, memory_order_relaxed);
+        uint64_t h = atomic_load_explicit(&rb->grp->head, memory_order_relaxed) &
+                     ~(uint64_t)(rb->overwrite ? RB_HEAD_OVERRUN : 0); /* only overwrite rings tag heads */
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
         in.head = h;
         in.tail = t;
+        /* A group head forged since we joined (below head, past tail,
+         * unaligned) is not walked: the reads report it. */
+        if ((h & 7u) != 0 || h < in.reclaimed || h > t)
+            h = t;
         while (h < t) {
             /* Acquire: as in peek_record. */
             uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_acquire);

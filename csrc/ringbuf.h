@@ -5,7 +5,12 @@
  * One file holds one ring. Any number of producer and consumer threads and
  * processes open it by path and exchange messages of 1 to
  * rb_max_message_size() bytes, first in first out. Every message whose write
- * returned RB_OK is delivered exactly once, byte for byte.
+ * returned RB_OK is delivered exactly once, byte for byte, to each consumer
+ * group that existed when it was written (see rb_open_group: the readers of
+ * one group share its messages; a ring has the default group unless made
+ * with RB_NO_DEFAULT_GROUP). With no group, nobody is owed a message; in an
+ * RB_OVERWRITE ring a group that falls behind loses the oldest ones and is
+ * told how many (RB_ELOST).
  *
  * All functions return RB_OK (0) or a negative status code (enum rb_status);
  * rb_strerror() turns any code into a message. Outputs through pointers are
@@ -175,9 +180,13 @@ RB_API int rb_open(const char *path, rb_ring **out);
  * readers.
  * Returns: as rb_open; RB_EINVAL also for a bad name (empty, longer than
  * RB_GROUP_NAME_MAX, unknown flags, a name with RB_GROUP_EPHEMERAL);
- * RB_EGROUPS (RB_GROUPS_MAX groups exist). Opening never fails for want of a
- * group: reads report RB_ENOGROUP.
- * Thread-safety: MT-safe. */
+ * RB_EGROUPS (RB_GROUPS_MAX groups exist); RB_ECORRUPT also for a group
+ * whose position is impossible (a forged table). Opening never fails for
+ * want of a group: reads report RB_ENOGROUP.
+ * Thread-safety: MT-safe. Joining or making a named or ephemeral group
+ * takes the reclaim lock: it waits for a writer that is freeing space (a
+ * stopped one is waited for; a dead one taken over after the stall
+ * timeout). */
 RB_API int rb_open_group(const char *path, const char *group, unsigned flags, rb_ring **out);
 
 /* The messages this handle's group lost to an overwrite ring's writers
@@ -192,8 +201,9 @@ RB_API int rb_take_lost(rb_ring *rb, uint64_t *count);
  * Handles attached to it get RB_ENOGROUP from their next read; a read in
  * progress (or an open peek) is waited for. Its unread messages no longer
  * hold writers back.
- * Returns: RB_OK; RB_ENOGROUP (no such group); RB_EINVAL (bad name);
- * RB_ECLOSED; RB_ETIMEDOUT (a member kept the group's read turn for more
+ * Returns: RB_OK; RB_ENOGROUP (no such group); RB_EINVAL (bad name, or a
+ * peek open on this handle in that group); RB_ECLOSED; RB_ETIMEDOUT (a
+ * member kept the group's read turn, or a writer the reclaim lock, for more
  * than a second).
  * Thread-safety: MT-safe. */
 RB_API int rb_group_remove(rb_ring *rb, const char *group);
@@ -295,14 +305,18 @@ RB_API size_t rb_max_message_size(const rb_ring *rb);
  * Thread-safety: MT-safe. */
 RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail);
 
-/* Sets how long a record may stay unfinished at the head of the ring, or
- * the read turn stay taken, before this handle checks whether the process
- * that owns it is still alive (one fcntl per timeout; default 100 ms). Only
- * a dead owner's work is taken over: a record whose writer died between
- * reserving and committing is discarded (never delivered, not even in
- * part), and a read turn whose holder died is taken over, finishing the
- * holder's release (docs/design.md, "Crash recovery"). A slow or stopped
- * owner is always waited for. timeout_ns == 0 checks at once; < 0 never
+/* Sets how long a record may stay unfinished where this handle reads (or
+ * where its writes free space), a read turn or the reclaim lock (held by a
+ * writer freeing space) stay taken, before this handle checks whether the
+ * process that owns it is still alive (one fcntl per timeout; default 100
+ * ms), and how often its writes look for dead subscribers' ephemeral
+ * groups when those hold them back. Only a dead owner's work is taken
+ * over: a record whose writer died between reserving and committing is
+ * discarded (never delivered, not even in part), a read turn or the
+ * reclaim lock whose holder died is taken over (finishing a dead writer's
+ * zeroing), a dead subscriber's group is removed (docs/design.md, "Crash
+ * recovery"). A slow or stopped owner is always waited for. timeout_ns == 0
+ * checks at once; < 0 never
  * recovers (a dead owner then blocks this handle's reads for good).
  * Returns: RB_OK; RB_EINVAL (NULL rb).
  * Thread-safety: MT-safe; calls already waiting may use the old value. */
@@ -322,7 +336,8 @@ struct rb_info {
     uint64_t message_bytes; /* their payload bytes (if counted)             */
     uint64_t busy;          /* records reserved, not yet committed (if counted) */
     uint64_t discarded;     /* aborted records not yet skipped (if counted) */
-    uint32_t read_turn;     /* pid of the consumer holding the read turn, 0 if free */
+    uint32_t read_turn;     /* pid of the consumer holding this handle's
+                             * group's read turn, 0 if free               */
     uint32_t data_waiters;  /* consumers parked waiting for data            */
     uint32_t space_waiters; /* producers parked waiting for space           */
     uint32_t turn_waiters;  /* consumers parked waiting for the read turn   */
@@ -386,9 +401,10 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
  * calls did in its slot of the file, and the counts stay there after it
  * closes or dies (docs/format.md, "Counters"), so these are totals over
  * every handle that ever used the ring, in any process. Each counter only
- * grows (a later call never returns less), and "written - read" is the
- * number of messages committed and not consumed, once no call is
- * running. The struct may grow at its end (docs/abi.md). */
+ * grows (a later call never returns less). read counts deliveries: with
+ * one group (the default), "written - read" is the number of messages
+ * committed and not consumed, once no call is running; with several, each
+ * message counts once per group that read it. The struct may grow at its end (docs/abi.md). */
 struct rb_stats {
     uint64_t written;        /* messages committed (rb_write*, rb_commit)   */
     uint64_t written_bytes;  /* their payload bytes                        */
@@ -420,12 +436,20 @@ struct rb_stats {
 RB_API int rb_stats_sized(rb_ring *rb, struct rb_stats *out, size_t size);
 #define rb_stats(rb, out) rb_stats_sized((rb), (out), sizeof(struct rb_stats))
 
-/* Writes one message of len bytes (1 to rb_max_message_size). Never blocks.
- * Returns: RB_OK (the message will be delivered); RB_EFULL (not enough free
- * space now, nothing written); RB_ESIZE (len 0 or too large); RB_EINVAL
- * (NULL rb or msg); RB_ECLOSED (after rb_shutdown).
- * Thread-safety: MT-safe, multi-producer; lock-free (one CAS reserves space,
- * the copy runs in parallel with other producers). No syscall unless a
+/* Writes one message of len bytes (1 to rb_max_message_size). Never blocks
+ * (but see the reclaim below).
+ * Returns: RB_OK (the message will be delivered to every group there is);
+ * RB_EFULL (not enough free space now, nothing written: the slowest group
+ * has not read far enough, or another writer has kept the reclaim lock for
+ * 20 microseconds); RB_ESIZE (len 0 or too large); RB_EINVAL (NULL rb or
+ * msg); RB_ECLOSED (after rb_shutdown).
+ * Thread-safety: MT-safe, multi-producer; lock-free while the ring has
+ * room (one CAS reserves space, the copy runs in parallel with other
+ * producers). A write that finds the ring full frees what every group has
+ * read (docs/design.md, "Freeing space"): under the reclaim lock, zeroing
+ * at most 4 MiB (a few hundred microseconds), an fcntl per ephemeral group
+ * at most once per stall timeout, a futex wake if a writer is parked. No
+ * other syscall unless a
  * consumer is counted as parked waiting for data (then one futex wake; a
  * consumer killed while parked stays counted until its slot is reused:
  * docs/design.md, "Crash recovery"). */
@@ -516,22 +540,28 @@ RB_API int rb_reserve_wait(rb_ring *rb, size_t len, void **ptr, int64_t timeout_
 RB_API int rb_commit(rb_ring *rb, void *ptr);
 
 /* Abandons the reserved record at ptr: it is never delivered, and its space
- * is freed when consumers reach it. Works after rb_shutdown too.
+ * is freed like any record's, once every group has passed it. Works after rb_shutdown too.
  * Returns: RB_OK; RB_EINVAL (as rb_commit).
  * Thread-safety: MT-safe; as rb_commit. */
 RB_API int rb_abort(rb_ring *rb, void *ptr);
 
-/* Copies the next message into buf and consumes it. Never blocks: waiting
- * for another consumer's read turn takes at most about 20 microseconds plus
- * one sched_yield.
+/* Copies the next message of this handle's consumer group into buf and
+ * consumes it (for the group: other groups still get it). Never blocks:
+ * waiting for another member's read turn takes at most about 20
+ * microseconds plus one sched_yield.
  * Returns: RB_OK and *msg_len = its length; RB_EEMPTY (no committed message
- * at the head, or another consumer, or an open rb_peek, kept the read turn
- * for about 20 microseconds); RB_ETRUNC (buf_size too small: nothing
- * consumed, *msg_len = the size needed); RB_ECORRUPT (the record at the
- * head is impossible);
- * RB_EINVAL (NULL rb or msg_len, or NULL buf with buf_size > 0); RB_ECLOSED.
- * Thread-safety: MT-safe, multi-consumer; consumers take turns (one CAS per
- * call on a word only consumers touch), producers are never blocked. No
+ * at the group's head, or another member, or an open rb_peek, kept the
+ * group's read turn for about 20 microseconds); RB_ETRUNC (buf_size too
+ * small: nothing consumed, *msg_len = the size needed); RB_ECORRUPT (the
+ * record at the head is impossible); RB_ELOST (an overwrite ring's writers
+ * reclaimed messages the group had not read: nothing delivered, the next
+ * read goes on with the oldest left; rb_take_lost says how many);
+ * RB_ENOGROUP (the handle's group does not exist: removed, or no default
+ * group); RB_EINVAL (NULL rb or msg_len, or NULL buf with buf_size > 0);
+ * RB_ECLOSED.
+ * Thread-safety: MT-safe, multi-consumer; the members of a group take turns
+ * (one CAS per call on a word only they touch), producers are never
+ * blocked. No
  * syscall unless a producer is counted as parked waiting for space or a
  * consumer as parked waiting for the read turn (then one futex wake each; a
  * waiter killed while parked stays counted until its slot is reused:
@@ -555,7 +585,8 @@ RB_API int rb_read_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *msg_len
  * *count receives how many were read (0 on error).
  * Returns: RB_OK (*count >= 1, or max_count == 0); RB_EEMPTY; RB_ETRUNC (the
  * first message does not fit: nothing consumed, lens[0] = the size needed);
- * RB_ECORRUPT; RB_EINVAL (NULL argument).
+ * RB_ECORRUPT; RB_ELOST, RB_ENOGROUP (as rb_read); RB_EINVAL (NULL
+ * argument).
  * Thread-safety: MT-safe, multi-consumer; as rb_read. */
 RB_API int rb_read_many(rb_ring *rb, void *buf, size_t buf_size, size_t *lens,
                         size_t max_count, size_t *count);
@@ -570,13 +601,17 @@ RB_API int rb_read_many_wait(rb_ring *rb, void *buf, size_t buf_size, size_t *le
 
 /* Zero-copy read, step 1: points *ptr at the next message's payload (read
  * only, contiguous) and *len at its length, without consuming it. Discarded
- * (aborted) records before it are freed at once. The caller now holds the
- * read turn until rb_release, so keep the window short: every other read or
- * peek on the ring (any thread, handle or process) waits for it, a blocking
- * one on the turn's futex, a non-blocking one returning RB_EEMPTY after
- * about 20 microseconds. That includes this thread: a blocking read or peek
- * without a timeout before its rb_release never returns.
- * Returns: RB_OK; RB_EEMPTY; RB_ECORRUPT; RB_EINVAL; RB_ECLOSED.
+ * (aborted) records before it are consumed at once. The caller now holds
+ * its group's read turn until rb_release, so keep the window short: every
+ * other read or peek in the group (any thread, handle or process) waits
+ * for it, a blocking one on the turn's futex, a non-blocking one returning
+ * RB_EEMPTY after about 20 microseconds. That includes this thread: a
+ * blocking read or peek without a timeout before its rb_release never
+ * returns. Other groups read on; the record stays in place until this
+ * group has released it.
+ * Returns: RB_OK; RB_EEMPTY; RB_ECORRUPT; RB_ENOGROUP (as rb_read);
+ * RB_EINVAL (also on an RB_OVERWRITE ring: a writer could reclaim the
+ * record while it is held; use rb_read there); RB_ECLOSED.
  * Thread-safety: MT-safe, multi-consumer; never blocks (see rb_read); the
  * same thread must call rb_release before it reads from the ring again. */
 RB_API int rb_peek(rb_ring *rb, const void **ptr, size_t *len);
@@ -606,8 +641,8 @@ RB_API int rb_peek_wait(rb_ring *rb, const void **ptr, size_t *len, int64_t time
  * turn is taken over; head never moved).
  * Returns: RB_OK (*count >= 1, or max_count == 0: then nothing was peeked
  * and the turn is not kept); RB_EEMPTY; RB_ECORRUPT (at the first record);
- * RB_EINVAL (NULL rb or count, or NULL ptrs or lens with max_count > 0);
- * RB_ECLOSED.
+ * RB_ENOGROUP; RB_EINVAL (NULL rb or count, or NULL ptrs or lens with
+ * max_count > 0, or an RB_OVERWRITE ring, as rb_peek); RB_ECLOSED.
  * Thread-safety: as rb_peek. */
 RB_API int rb_peek_many(rb_ring *rb, const void **ptrs, size_t *lens, uint64_t *positions,
                         size_t max_count, size_t *count);

@@ -84,9 +84,10 @@ int rb_id_alive(rb_ring *rb, uint32_t id)
  * flight may still need recovering: an intent entry whose range is not
  * consumed yet (end > head) and was really reserved (start < tail: an entry
  * announced before a CAS that never happened, or lost, reserves nothing).
- * A slot whose owner still holds the read turn is left alone too, so that
+ * A slot whose owner still holds a group's read turn or the reclaim lock is
+ * left alone too, so that
  * rb_info can name the dead holder's pid (recovery itself needs nothing
- * from the slot: the range to finish is in the header). */
+ * from the slot: what a dead reclaimer left to finish is in the header). */
 static int slot_reusable(rb_ring *rb, uint32_t slot)
 {
     struct rb_slot *s = &rb->slots[slot];

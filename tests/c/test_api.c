@@ -12,16 +12,6 @@
 
 /* ---- fixtures ------------------------------------------------------------ */
 
-static void dir_cleanup(char **p)
-{
-    if (*p != NULL) {
-        tu_rmtree(*p);
-        free(*p);
-    }
-}
-
-/* A fresh temporary directory, removed when the variable goes out of scope. */
-#define AUTO_DIR(d) __attribute__((cleanup(dir_cleanup))) char *d = tu_mkdtemp()
 #define CLOSE(r) (rb_close(r), (r) = NULL)
 
 /* A recognisable non-NULL pointer that must come back untouched. */

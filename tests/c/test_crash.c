@@ -500,6 +500,170 @@ TEST(writer_taking_over_a_dead_reclaimer_dies_too)
     }
 }
 
+/* Reads everything a handle's group has and checks it is, in order, the
+ * last messages written (seq first_seq.. of lens[]): whole messages only. */
+static void expect_suffix(rb_ring *rb, const uint64_t *seqs, const size_t *lens, size_t n, const char *what)
+{
+    unsigned char buf[4096], want[4096];
+    size_t got, k = n;
+    int rc;
+    uint64_t lost;
+    while ((rc = rb_read_wait(rb, buf, sizeof buf, &got, 50 * MS)) == RB_OK || rc == RB_ELOST) {
+        if (rc == RB_ELOST) {
+            rb_take_lost(rb, &lost);
+            continue;
+        }
+        if (k == n) { /* the first: find it */
+            for (k = 0; k < n; k++) {
+                make_msg(want, lens[k], seqs[k]);
+                if (got == lens[k] && memcmp(buf, want, got) == 0)
+                    break;
+            }
+            if (k == n) {
+                FAILF("%s: a message of %zu bytes that was never written (torn?)", what, got);
+                return;
+            }
+        } else {
+            make_msg(want, lens[k], seqs[k]);
+            if (got != lens[k] || memcmp(buf, want, got) != 0) {
+                FAILF("%s: expected seq %llu next, got %zu other bytes", what, (unsigned long long)seqs[k], got);
+                return;
+            }
+        }
+        k++;
+    }
+    if (rc != RB_ETIMEDOUT)
+        FAILF("%s: read -> %d (%s)", what, rc, rb_strerror(rc));
+    else if (k != n)
+        FAILF("%s: the reads stopped %zu messages before the last written", what, n - k);
+}
+
+/* A ring with no group: its records are nobody's, so a reclaim walks them
+ * from head. A writer killed in the middle of zeroing (or after, before
+ * storing head) left zero words there: the next holder of the lock must
+ * finish that zeroing first, or its walk stops at the zeros and the ring
+ * stays full for good; and a group made at "earliest" must start past
+ * them. (A review found both.) */
+TEST(writer_killed_while_reclaiming_a_ring_without_groups)
+{
+    static const char *const points[] = {"reclaim.zeroing", "reclaim.zeroed", "reclaim.released"};
+    for (size_t i = 0; i < sizeof points / sizeof points[0]; i++) {
+        for (int earliest_first = 0; earliest_first < 2; earliest_first++) {
+            char what[96];
+            snprintf(what, sizeof what, "%s, %s", points[i], earliest_first ? "group made first" : "write first");
+            AUTO_DIR(dir);
+            REQUIRE(dir != NULL);
+            const char *path = tu_path(dir, "ring");
+            AUTO_RING(rb);
+            REQUIRE_EQ(rb_create(path, 4096, RB_NO_DEFAULT_GROUP, &rb), RB_OK);
+            rb_set_stall_timeout(rb, STALL_NS);
+            uint64_t seqs[64];
+            size_t lens[64], n = 0;
+            for (; n < 19; n++) { /* 19 records of 208 bytes: 144 left, the next write reclaims */
+                seqs[n] = n + 1;
+                lens[n] = 200;
+                REQUIRE_EQ(put(rb, seqs[n], lens[n]), RB_OK);
+            }
+            if (!died_of(spawn(path, child_reclaim, points[i]), SIGKILL)) {
+                FAILF("%s: the child was not killed at its kill point", what);
+                continue;
+            }
+            AUTO_RING(g);
+            if (earliest_first) /* takes the dead writer's lock over to make the group */
+                REQUIRE_EQ(rb_open_group(path, "late", RB_START_EARLIEST, &g), RB_OK);
+            int64_t t0 = now_ns();
+            for (uint64_t s = 2000; s < 2010; s++, n++) {
+                seqs[n] = s;
+                lens[n] = 300;
+                CHECK_EQ(put_wait(rb, s, 300, RECOVERY_BOUND_NS), RB_OK);
+            }
+            CHECK(now_ns() - t0 < 2 * RECOVERY_BOUND_NS);
+            if (!earliest_first)
+                REQUIRE_EQ(rb_open_group(path, "late", RB_START_EARLIEST, &g), RB_OK);
+            rb_set_stall_timeout(g, STALL_NS);
+            expect_suffix(g, seqs, lens, n, what);
+            expect_free_zero(rb, what);
+        }
+    }
+}
+
+/* An overwrite ring: a writer killed after moving a group's head (tagged)
+ * and before counting the loss. Readers must not wait for good: the next
+ * writer (or a reader, after the stall timeout) takes the lock over and
+ * clears the tag; the loss count is short by that overrun (documented). */
+TEST(overwriter_killed_while_overrunning)
+{
+    AUTO_DIR(dir);
+    REQUIRE(dir != NULL);
+    const char *path = tu_path(dir, "ring");
+    AUTO_RING(rb);
+    REQUIRE_EQ(rb_create(path, 4096, RB_OVERWRITE, &rb), RB_OK);
+    rb_set_stall_timeout(rb, STALL_NS);
+    uint64_t seqs[64];
+    size_t lens[64], n = 0;
+    for (; n < 19; n++) {
+        seqs[n] = n + 1;
+        lens[n] = 200;
+        REQUIRE_EQ(put(rb, seqs[n], lens[n]), RB_OK);
+    }
+    REQUIRE(died_of(spawn(path, child_reclaim, "reclaim.overrun"), SIGKILL));
+    /* The reader alone: it finds its head tagged and, after the stall
+     * timeout, takes the dead writer's lock over. */
+    unsigned char buf[4096];
+    size_t got;
+    int64_t t0 = now_ns();
+    int rc;
+    while ((rc = rb_read_wait(rb, buf, sizeof buf, &got, RECOVERY_BOUND_NS)) == RB_ELOST) {
+        uint64_t lost;
+        rb_take_lost(rb, &lost);
+    }
+    CHECK_EQ(rc, RB_OK);
+    CHECK(now_ns() - t0 < RECOVERY_BOUND_NS);
+    CHECK_EQ_U(atomic_load(&rb->grp->head) & RB_HEAD_OVERRUN, 0);
+    while (rb_read(rb, buf, sizeof buf, &got) == RB_OK) /* the rest of the old messages */
+        ;
+    /* Then writers and readers go on. */
+    for (uint64_t s = 3000; s < 3100; s++) {
+        CHECK_EQ(put_wait(rb, s, 100, RECOVERY_BOUND_NS), RB_OK);
+        expect_msg(rb, s, 100, "after the overrun");
+    }
+}
+
+/* A writer stopped (not dead) while holding the reclaim lock: shutting
+ * down a handle with an ephemeral group does not wait for it (the group
+ * stays until the lock is free, then dies with its handle). */
+static void child_reclaim_stopped(rb_ring *rb, const void *arg)
+{
+    (void)arg;
+    rb_test_killpoint("reclaim.zeroing", 1, SIGSTOP);
+    _exit(put(rb, 1000, 300) == RB_OK ? 0 : 1);
+}
+
+TEST(shutdown_does_not_wait_for_a_stopped_reclaimer)
+{
+    AUTO_FX(f);
+    REQUIRE(fx_open_stall(&f, 4096));
+    fill_and_read(f.rb, "stopped reclaimer");
+    rb_ring *sub;
+    REQUIRE_EQ(rb_open_group(f.path, NULL, RB_GROUP_EPHEMERAL, &sub), RB_OK);
+    pid_t pid = spawn(f.path, child_reclaim_stopped, NULL);
+    REQUIRE(wait_stopped(pid));
+    int64_t t0 = now_ns();
+    CHECK_EQ(rb_shutdown(sub), RB_OK);
+    int64_t took = now_ns() - t0;
+    CHECK(took < 600 * MS);
+    kill(pid, SIGCONT);
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    rb_close(sub); /* the lock is free now: the group goes */
+    struct rb_group_info gi[4];
+    size_t count = 0;
+    CHECK_EQ(rb_groups(f.rb, gi, 4, &count), RB_OK);
+    CHECK_EQ_U(count, 1); /* the default group */
+    printf("    rb_shutdown behind a stopped reclaimer: %.1f ms\n", (double)took / MS);
+}
+
 /* ---- slow is not dead ---------------------------------------------------- */
 
 static void child_write_stopped(rb_ring *rb, const void *arg)

@@ -399,6 +399,17 @@ static TU_UNUSED int fx_open(struct fx *f, size_t cap)
 
 #define AUTO_FX(f) __attribute__((cleanup(fx_cleanup))) struct fx f = {0}
 
+static TU_UNUSED void dir_cleanup(char **p)
+{
+    if (*p != NULL) {
+        tu_rmtree(*p);
+        free(*p);
+    }
+}
+
+/* A fresh temporary directory, removed when the variable goes out of scope. */
+#define AUTO_DIR(d) __attribute__((cleanup(dir_cleanup))) char *d = tu_mkdtemp()
+
 static TU_UNUSED void ring_cleanup(rb_ring **p)
 {
     if (*p != NULL)

@@ -18,19 +18,24 @@ OUT = os.path.join(HERE, "corpus")
 
 # enum base
 EMPTY, MESSAGES, WRAPPED, BUSY_HEAD, DISCARD_HEAD, PEEKING, FULL, DRAINED = range(8)
+# enum gbase (mode 0xE0 + n): rings with consumer groups
+GROUPS, NO_DEFAULT, OVERWRITE, LAZY = range(0xE0, 0xE4)
 RAW = 0xF0
 # fields[] (by index)
 FIELDS = [
     "magic", "version", "header_size", "capacity", "max_message", "state", "flags", "created_ns",
-    "tail", "head", "read_turn", "turn_seq", "turn_waiters", "data_seq", "data_waiters", "space_seq",
-    "space_waiters", "slot_count", "slot_size", "slots_used", "release_start", "release_end",
+    "tail", "head", "reclaim_turn", "turn_seq", "turn_waiters", "data_seq", "data_waiters", "space_seq",
+    "space_waiters", "slot_count", "slot_size", "slots_used", "join_tail", "release_end",
     "slot0_gen", "slot0_parked0", "slot0_intent0_start", "slot0_intent0_end",
     "slot1_gen", "slot1_intent0_start", "slot1_intent0_end",
     "slot0_written", "slot0_shared_written_bytes", "slot1_read", "slot1_shared_parked_ns",
+    "g0_head", "g0_turn", "g0_gen", "g0_lost_pending", "g0_kind", "g1_head", "g1_gen", "g1_kind",
+    "g1_owner", "g1_name", "g1_turn", "groups_used", "slot0_group", "slot1_group_gen",
 ]  # fmt: skip
 WIDTH = {
     "magic": 8, "capacity": 8, "max_message": 8, "created_ns": 8, "tail": 8, "head": 8,
-    "release_start": 8, "release_end": 8, "slot0_intent0_start": 8, "slot0_intent0_end": 8,
+    "join_tail": 8, "release_end": 8, "slot0_intent0_start": 8, "slot0_intent0_end": 8,
+    "g0_head": 8, "g0_lost_pending": 8, "g1_head": 8, "g1_name": 8,
     "slot1_intent0_start": 8, "slot1_intent0_end": 8, "slot0_written": 8, "slot0_shared_written_bytes": 8,
     "slot1_read": 8, "slot1_shared_parked_ns": 8,
 }  # fmt: skip
@@ -111,7 +116,7 @@ def seeds():
     yield "record-past-tail", BUSY_HEAD, params(), record(0, 2000)
     yield "record-busy-ours", EMPTY, params(), record(0, 40, BUSY, ours=True) + field_set("tail", 48)
     yield "record-discard", MESSAGES, params(), record(0, 1, DISCARD)
-    yield "read-turn-held", MESSAGES, params(), field_set("read_turn", 12345)
+    yield "reclaim-lock-held", FULL, params(), field_set("reclaim_turn", 12345)
     # Crash recovery (stall timeout 0 in the harness: it acts at once).
     gap = field_set("tail", 64) + field_set("slots_used", 2)
     yield (
@@ -131,19 +136,31 @@ def seeds():
         + field_set("slot0_intent0_start", 0)
         + field_set("slot0_intent0_end", 64),
     )
-    dead_turn = field_set("read_turn", 1 | 1 << 9) + field_set("slots_used", 2)
-    yield (
-        "dead-reader-release",
-        MESSAGES,
-        params(),
-        dead_turn + field_set("release_start", 0) + field_set("release_end", 16),
-    )
-    yield (
-        "dead-reader-bad-release",
-        MESSAGES,
-        params(),
-        dead_turn + field_set("release_start", 0) + field_set("release_end", 1 << 40),
-    )
+    yield "dead-reader-turn", MESSAGES, params(), field_set("g0_turn", 1 | 1 << 9) + field_set("slots_used", 2)
+    dead_lock = field_set("reclaim_turn", 1 | 1 << 9) + field_set("slots_used", 2)
+    yield "dead-reclaimer-release", LAZY, params(), dead_lock + field_set("release_end", 16)
+    yield "dead-reclaimer-bad-release", LAZY, params(), dead_lock + field_set("release_end", 1 << 40)
+    # Consumer groups (format 4): forged group table entries.
+    yield "groups", GROUPS, params(), b""
+    yield "groups-earliest-remove", GROUPS, params(wr=4, flags=5), b""
+    yield "no-default-group", NO_DEFAULT, params(wr=2), b""
+    yield "no-default-remove-default", NO_DEFAULT, params(wr=4), b""
+    yield "overwrite", OVERWRITE, params(), b""
+    yield "lazy-full-of-read-records", LAZY, params(), b""
+    yield "group-head-past-tail", GROUPS, params(), field_set("g0_head", 1 << 40)
+    yield "group-head-unaligned", GROUPS, params(), field_add("g0_head", 3)
+    yield "group-head-behind-head", LAZY, params(), field_set("head", 4096) + field_set("tail", 8192)
+    yield "group1-head-forged", GROUPS, params(wr=1), field_set("g1_head", 5)
+    yield "group-gen-even", GROUPS, params(), field_add("g0_gen", 1)
+    yield "group1-kind-bad", GROUPS, params(), field_set("g1_kind", 77)
+    yield "group1-name-unterminated", GROUPS, params(), field_set("g1_name", int.from_bytes(b"auditXYZ", "little"))
+    yield "groups-used-zero", GROUPS, params(), field_set("groups_used", 0)
+    yield "groups-used-huge", GROUPS, params(), field_set("groups_used", 1 << 20)
+    yield "group1-turn-dead", GROUPS, params(), field_set("g1_turn", 1 | 1 << 9) + field_set("slots_used", 2)
+    yield "overwrite-lost-forged", OVERWRITE, params(), field_set("g0_lost_pending", (1 << 64) - 1)
+    yield "overwrite-head-tagged", OVERWRITE, params(), field_add("g0_head", 1)
+    yield "ephemeral-owner-forged", NO_DEFAULT, params(), field_set("g1_owner", 0xFFFFFF)
+    yield "join-tail-forged", GROUPS, params(wr=200), field_set("join_tail", (1 << 63) - 8)
     yield "parked-leftover", EMPTY, params(), field_set("data_waiters", 3) + field_set("slot0_parked0", 3)
     yield (
         "counters-absurd",
@@ -173,8 +190,15 @@ def raw_files():
             empty = open(path, "rb").read()
             rb.write_many([b"x", b"hello world", bytes(300)])
             full = open(path, "rb").read()
+        with RingBuffer(path, 4096, remove=True, overwrite=True, default_group=False) as rb:
+            sub = RingBuffer.open(path, group="audit")
+            for i in range(40):
+                rb.write(bytes(200))
+            overwritten = open(path, "rb").read()
+            sub.close()
     yield "raw-empty", empty
     yield "raw-messages", full
+    yield "raw-overwrite-group-behind", overwritten
     yield "raw-short", full[:100]
 
 
