@@ -2,7 +2,7 @@
  * cbench.c - the C part of `invoke bench`, linked against libringbuf.so.
  *
  *   bench/build/cbench [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR]
- *                      [--case PRODUCERS,SIZE,single|batch | --latency]
+ *                      [--case PRODUCERS,SIZE,single|batch | --latency | --pair]
  *
  * Cases, each repeated --reps times (default 3) in fresh processes (fork)
  * on a new ring file in --dir (default /dev/shm), the median reported; the
@@ -34,6 +34,11 @@
  *     that both consumers are asleep when it comes), and waits for the
  *     consumer's acknowledgement (carrying the time it read the message)
  *     on a third ring. At most LAT_MAX rounds.
+ * --pair runs only the call cost case (--reps runs of --budget seconds):
+ *   - pair: one process, one handle, a loop of rb_write + rb_read of one
+ *     64-byte message on a ring of --ring bytes: the library's cost per
+ *     call pair without another process, the figure least moved by the
+ *     machine's scheduling (bench/ab.py compares it across revisions).
  * Times come from CLOCK_MONOTONIC. Prints one JSON object on stdout
  * (progress on stderr); exits 1 if any case failed its checks.
  */
@@ -696,12 +701,54 @@ static int latency_run(void)
     return ok ? 0 : 1;
 }
 
+/* ---- call cost ------------------------------------------------------------- */
+
+static void print_runs(const char *name, const double *v, const char *fmt);
+
+static int pair_run(void)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/cbench-%d.pair", dir, (int)getpid());
+    create_ring(path);
+    rb_ring *rb = open_ring(path);
+    unsigned char msg[64], buf[64];
+    fill_random(msg, sizeof msg, 3);
+    size_t len;
+    double ns[MAXREPS];
+    int ok = 1;
+    for (int r = 0; r < reps; r++) {
+        int64_t t0 = now_ns(), end = t0 + (int64_t)(budget_s * 1e9), t1;
+        uint64_t pairs = 0;
+        do {
+            for (int i = 0; i < 1024; i++) {
+                memcpy(msg, &pairs, sizeof pairs);
+                if (rb_write(rb, msg, sizeof msg) != RB_OK || rb_read(rb, buf, sizeof buf, &len) != RB_OK ||
+                    len != sizeof msg || memcmp(buf, msg, sizeof msg) != 0)
+                    ok = 0;
+                pairs++;
+            }
+            t1 = now_ns();
+        } while (t1 < end && ok);
+        ns[r] = (double)(t1 - t0) / pairs;
+    }
+    rb_close(rb);
+    unlink(path);
+    double med = median(ns, reps);
+    fprintf(stderr, "cbench: rb_write + rb_read of 64 B in one thread: %.2f ns a pair%s\n", med, ok ? "" : " (FAILED)");
+    printf("{\n  \"library_version\": %d, \"ok\": %s, \"size\": 64, \"reps\": %d, \"budget_s\": %g,\n"
+           "  \"pair\": {\"ns\": %.3f, \"pairs_per_s\": %.0f",
+           rb_version(), ok ? "true" : "false", reps, budget_s, med, 1e9 / med);
+    print_runs("runs_ns", ns, "%.3f");
+    printf("}\n}\n");
+    return ok ? 0 : 1;
+}
+
 /* ---- main ----------------------------------------------------------------- */
 
 static void usage(void)
 {
     fprintf(stderr, "usage: cbench [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR] "
-                    "[--case PRODUCERS,SIZE,single|batch | --latency]\n");
+                    "[--case PRODUCERS,SIZE,single|batch | --latency | --pair]\n");
     exit(2);
 }
 
@@ -759,10 +806,14 @@ static void run_case(struct tp_case *c, int r)
 int main(int argc, char **argv)
 {
     struct tp_case one = {0};
-    int latency = 0, budget_set = 0;
+    int latency = 0, pair = 0, budget_set = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--latency") == 0) {
             latency = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--pair") == 0) {
+            pair = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -787,8 +838,10 @@ int main(int argc, char **argv)
             usage();
     }
     if (budget_s <= 0 || reps < 1 || reps > MAXREPS || ring_bytes < 4096 || (ring_bytes & (ring_bytes - 1)) ||
-        one.size > ring_bytes / 4 || (latency && one.nprod > 0))
+        one.size > ring_bytes / 4 || latency + pair + (one.nprod > 0) > 1)
         usage();
+    if (pair)
+        return pair_run();
     if (latency) {
         if (!budget_set)
             budget_s = 2.0;
