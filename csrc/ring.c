@@ -1299,8 +1299,12 @@ RB_API int rb_shutdown(rb_ring *rb)
      * handle: the group is its parent's (as in rb_close). Relaxed: the
      * epochs are this process's (rb_close). */
     if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
-        atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
+        atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed)) {
         rb_group_leave(rb, 100000000);
+        /* No longer a member (rb_groups counts members from the slots; the
+         * slot itself is kept until rb_close). Relaxed: diagnostics. */
+        atomic_store_explicit(&rb->me->group, 0, memory_order_relaxed);
+    }
     /* The descriptor stays open until rb_close: it holds our slot's lock,
      * and calls still running must not look dead to others. */
     return RB_OK;
