@@ -60,6 +60,8 @@
 
 #define MAXP 4
 #define MAXREPS 15
+#define BENCH_NAME "cbench"
+#include "benchutil.h"
 #define MARKER_LEN 16 /* end marker: producer id, count (no timed message is this long) */
 #define SEQ_BITS 56
 #define SEQ_MASK ((1ull << SEQ_BITS) - 1)
@@ -80,32 +82,6 @@ static size_t ring_bytes = 1u << 20;
 static const char *dir = "/dev/shm";
 static int failures;
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("cbench: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(2);
-}
-
-static void *shared_map(size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        die("mmap: %s", strerror(errno));
-    return p;
-}
-
 static rb_ring *open_ring(const char *path)
 {
     rb_ring *rb;
@@ -124,25 +100,12 @@ static void create_ring(const char *path)
     rb_close(rb);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
 }
 
-static double median(const double *v, int n)
-{
-    double s[MAXREPS];
-    memcpy(s, v, (size_t)n * sizeof *s);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
 
 /* Random bytes for the pre-built messages (xorshift, fixed seed). */
 static void fill_random(unsigned char *p, size_t n, uint64_t seed)
@@ -158,78 +121,6 @@ static void fill_random(unsigned char *p, size_t n, uint64_t seed)
 
 /* ---- process plumbing ---------------------------------------------------- */
 
-/* Children report ready on one pipe and wait for the start on another: the
- * parent closes the start pipe's write end, and every blocked read returns. */
-struct gate {
-    int ready[2], start[2];
-};
-
-static void gate_init(struct gate *g)
-{
-    if (pipe(g->ready) != 0 || pipe(g->start) != 0)
-        die("pipe: %s", strerror(errno));
-}
-
-static void child_ready_and_wait(struct gate *g)
-{
-    char c = 1;
-    close(g->ready[0]);
-    close(g->start[1]);
-    if (write(g->ready[1], &c, 1) != 1)
-        _exit(3);
-    while (read(g->start[0], &c, 1) < 0 && errno == EINTR)
-        ;
-}
-
-/* Waits for n children to be ready, starts them, waits for them to exit
- * (killing them after limit_ns). Returns 0 if all exited with status 0. */
-static int gate_run(struct gate *g, const pid_t *pids, int n, int64_t limit_ns)
-{
-    char c;
-    close(g->ready[1]);
-    close(g->start[0]);
-    for (int i = 0; i < n; i++)
-        if (read(g->ready[0], &c, 1) != 1)
-            break;
-    close(g->start[1]);
-    close(g->ready[0]);
-    int64_t deadline = now_ns() + limit_ns;
-    int bad = 0, left = n;
-    int done[MAXP + 2] = {0};
-    while (left > 0) {
-        for (int i = 0; i < n; i++) {
-            int st;
-            if (done[i] || waitpid(pids[i], &st, WNOHANG) != pids[i])
-                continue;
-            done[i] = 1;
-            left--;
-            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-                bad = 1;
-        }
-        if (left > 0 && now_ns() > deadline) {
-            for (int i = 0; i < n; i++)
-                if (!done[i]) {
-                    kill(pids[i], SIGKILL);
-                    waitpid(pids[i], NULL, 0);
-                }
-            fprintf(stderr, "cbench: a run took longer than %.1f s: killed\n", limit_ns / 1e9);
-            return 1;
-        }
-        if (left > 0) {
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-        }
-    }
-    return bad;
-}
-
-static pid_t spawn(void)
-{
-    pid_t pid = fork();
-    if (pid < 0)
-        die("fork: %s", strerror(errno));
-    return pid;
-}
 
 /* ---- throughput ---------------------------------------------------------- */
 
