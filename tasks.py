@@ -116,19 +116,36 @@ def demo(c, count=300_000, size=64):
 @task(
     help={
         "quick": "small time budgets: the whole suite in under a minute",
-        "only": "only these groups, comma-separated: throughput,latency,idle,memory,objects,async,arrays,c",
+        "only": "only these groups, comma-separated: "
+        "throughput,latency,idle,memory,objects,async,arrays,bridge,fanout,c",
     }
 )
 def bench(c, quick=False, only=""):
     """Run the benchmark suite (bench/) against its peers and targets; results in bench/results/.
 
     Groups: throughput and latency next to multiprocessing, faster-fifo and pyzmq, idle CPU,
-    memory, ringbuffer.Queue objects, asyncio, arrays and large messages, the NATS bridge, the C benchmark."""
+    memory, ringbuffer.Queue objects, asyncio, arrays and large messages, the NATS bridge, fan-out to
+    consumer groups (C and Python pub/sub next to pyzmq), the C benchmark."""
     if not os.path.exists(os.path.join(ROOT, "ringbuffer", "libringbuf.so.0")):
         build(c)
     _run(c, "make -s -C bench")
     opts = (" --quick" if quick else "") + (f" --only {' '.join(only.split(','))}" if only else "")
     _run(c, f"{PY} -m bench.suite{opts}")
+
+
+@task(
+    help={
+        "a": "the revision before (default main)",
+        "b": "the revision after (default WORKTREE: the working tree, uncommitted changes included)",
+        "rounds": "interleaved rounds, each figure (default 7, at least 5)",
+    }
+)
+def bench_ab(c, a="main", b="WORKTREE", rounds=7):
+    """A/B: the 64 B put/get (Python) and single-message C rates of the library at two revisions.
+
+    Builds each in a folder of its own and runs them interleaved (bench/ab.py); results in
+    bench/results/ab.txt and ab.json."""
+    _run(c, f"{PY} bench/ab.py --a {a} --b {b} --rounds {int(rounds)}")
 
 
 @task

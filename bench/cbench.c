@@ -2,7 +2,7 @@
  * cbench.c - the C part of `invoke bench`, linked against libringbuf.so.
  *
  *   bench/build/cbench [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR]
- *                      [--case PRODUCERS,SIZE,single|batch | --latency]
+ *                      [--case PRODUCERS,SIZE,single|batch | --latency | --pair]
  *
  * Cases, each repeated --reps times (default 3) in fresh processes (fork)
  * on a new ring file in --dir (default /dev/shm), the median reported; the
@@ -34,6 +34,11 @@
  *     that both consumers are asleep when it comes), and waits for the
  *     consumer's acknowledgement (carrying the time it read the message)
  *     on a third ring. At most LAT_MAX rounds.
+ * --pair runs only the call cost case (--reps runs of --budget seconds):
+ *   - pair: one process, one handle, a loop of rb_write + rb_read of one
+ *     64-byte message on a ring of --ring bytes: the library's cost per
+ *     call pair without another process, the figure least moved by the
+ *     machine's scheduling (bench/ab.py compares it across revisions).
  * Times come from CLOCK_MONOTONIC. Prints one JSON object on stdout
  * (progress on stderr); exits 1 if any case failed its checks.
  */
@@ -55,6 +60,8 @@
 
 #define MAXP 4
 #define MAXREPS 15
+#define BENCH_NAME "cbench"
+#include "benchutil.h"
 #define MARKER_LEN 16 /* end marker: producer id, count (no timed message is this long) */
 #define SEQ_BITS 56
 #define SEQ_MASK ((1ull << SEQ_BITS) - 1)
@@ -75,32 +82,6 @@ static size_t ring_bytes = 1u << 20;
 static const char *dir = "/dev/shm";
 static int failures;
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("cbench: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(2);
-}
-
-static void *shared_map(size_t size)
-{
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        die("mmap: %s", strerror(errno));
-    return p;
-}
-
 static rb_ring *open_ring(const char *path)
 {
     rb_ring *rb;
@@ -119,25 +100,12 @@ static void create_ring(const char *path)
     rb_close(rb);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
 }
 
-static double median(const double *v, int n)
-{
-    double s[MAXREPS];
-    memcpy(s, v, (size_t)n * sizeof *s);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
-    return n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-}
 
 /* Random bytes for the pre-built messages (xorshift, fixed seed). */
 static void fill_random(unsigned char *p, size_t n, uint64_t seed)
@@ -153,78 +121,6 @@ static void fill_random(unsigned char *p, size_t n, uint64_t seed)
 
 /* ---- process plumbing ---------------------------------------------------- */
 
-/* Children report ready on one pipe and wait for the start on another: the
- * parent closes the start pipe's write end, and every blocked read returns. */
-struct gate {
-    int ready[2], start[2];
-};
-
-static void gate_init(struct gate *g)
-{
-    if (pipe(g->ready) != 0 || pipe(g->start) != 0)
-        die("pipe: %s", strerror(errno));
-}
-
-static void child_ready_and_wait(struct gate *g)
-{
-    char c = 1;
-    close(g->ready[0]);
-    close(g->start[1]);
-    if (write(g->ready[1], &c, 1) != 1)
-        _exit(3);
-    while (read(g->start[0], &c, 1) < 0 && errno == EINTR)
-        ;
-}
-
-/* Waits for n children to be ready, starts them, waits for them to exit
- * (killing them after limit_ns). Returns 0 if all exited with status 0. */
-static int gate_run(struct gate *g, const pid_t *pids, int n, int64_t limit_ns)
-{
-    char c;
-    close(g->ready[1]);
-    close(g->start[0]);
-    for (int i = 0; i < n; i++)
-        if (read(g->ready[0], &c, 1) != 1)
-            break;
-    close(g->start[1]);
-    close(g->ready[0]);
-    int64_t deadline = now_ns() + limit_ns;
-    int bad = 0, left = n;
-    int done[MAXP + 2] = {0};
-    while (left > 0) {
-        for (int i = 0; i < n; i++) {
-            int st;
-            if (done[i] || waitpid(pids[i], &st, WNOHANG) != pids[i])
-                continue;
-            done[i] = 1;
-            left--;
-            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-                bad = 1;
-        }
-        if (left > 0 && now_ns() > deadline) {
-            for (int i = 0; i < n; i++)
-                if (!done[i]) {
-                    kill(pids[i], SIGKILL);
-                    waitpid(pids[i], NULL, 0);
-                }
-            fprintf(stderr, "cbench: a run took longer than %.1f s: killed\n", limit_ns / 1e9);
-            return 1;
-        }
-        if (left > 0) {
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-        }
-    }
-    return bad;
-}
-
-static pid_t spawn(void)
-{
-    pid_t pid = fork();
-    if (pid < 0)
-        die("fork: %s", strerror(errno));
-    return pid;
-}
 
 /* ---- throughput ---------------------------------------------------------- */
 
@@ -696,12 +592,54 @@ static int latency_run(void)
     return ok ? 0 : 1;
 }
 
+/* ---- call cost ------------------------------------------------------------- */
+
+static void print_runs(const char *name, const double *v, const char *fmt);
+
+static int pair_run(void)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/cbench-%d.pair", dir, (int)getpid());
+    create_ring(path);
+    rb_ring *rb = open_ring(path);
+    unsigned char msg[64], buf[64];
+    fill_random(msg, sizeof msg, 3);
+    size_t len;
+    double ns[MAXREPS];
+    int ok = 1;
+    for (int r = 0; r < reps; r++) {
+        int64_t t0 = now_ns(), end = t0 + (int64_t)(budget_s * 1e9), t1;
+        uint64_t pairs = 0;
+        do {
+            for (int i = 0; i < 1024; i++) {
+                memcpy(msg, &pairs, sizeof pairs);
+                if (rb_write(rb, msg, sizeof msg) != RB_OK || rb_read(rb, buf, sizeof buf, &len) != RB_OK ||
+                    len != sizeof msg || memcmp(buf, msg, sizeof msg) != 0)
+                    ok = 0;
+                pairs++;
+            }
+            t1 = now_ns();
+        } while (t1 < end && ok);
+        ns[r] = (double)(t1 - t0) / pairs;
+    }
+    rb_close(rb);
+    unlink(path);
+    double med = median(ns, reps);
+    fprintf(stderr, "cbench: rb_write + rb_read of 64 B in one thread: %.2f ns a pair%s\n", med, ok ? "" : " (FAILED)");
+    printf("{\n  \"library_version\": %d, \"ok\": %s, \"size\": 64, \"reps\": %d, \"budget_s\": %g,\n"
+           "  \"pair\": {\"ns\": %.3f, \"pairs_per_s\": %.0f",
+           rb_version(), ok ? "true" : "false", reps, budget_s, med, 1e9 / med);
+    print_runs("runs_ns", ns, "%.3f");
+    printf("}\n}\n");
+    return ok ? 0 : 1;
+}
+
 /* ---- main ----------------------------------------------------------------- */
 
 static void usage(void)
 {
     fprintf(stderr, "usage: cbench [--budget SECONDS] [--reps N] [--ring BYTES] [--dir DIR] "
-                    "[--case PRODUCERS,SIZE,single|batch | --latency]\n");
+                    "[--case PRODUCERS,SIZE,single|batch | --latency | --pair]\n");
     exit(2);
 }
 
@@ -759,10 +697,14 @@ static void run_case(struct tp_case *c, int r)
 int main(int argc, char **argv)
 {
     struct tp_case one = {0};
-    int latency = 0, budget_set = 0;
+    int latency = 0, pair = 0, budget_set = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--latency") == 0) {
             latency = 1;
+            continue;
+        }
+        if (strcmp(argv[i], "--pair") == 0) {
+            pair = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -787,8 +729,10 @@ int main(int argc, char **argv)
             usage();
     }
     if (budget_s <= 0 || reps < 1 || reps > MAXREPS || ring_bytes < 4096 || (ring_bytes & (ring_bytes - 1)) ||
-        one.size > ring_bytes / 4 || (latency && one.nprod > 0))
+        one.size > ring_bytes / 4 || latency + pair + (one.nprod > 0) > 1)
         usage();
+    if (pair)
+        return pair_run();
     if (latency) {
         if (!budget_set)
             budget_s = 2.0;

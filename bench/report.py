@@ -1,5 +1,6 @@
 """The suite's outputs from its results: the terminal table, the targets of
-issues 5, 13 and 14 checked against the same run's figures, and the chart."""
+issues 5, 12, 13, 14 and 16 checked against the same run's figures, and the
+chart."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, Callable
 
 from bench import arrays as A
 from bench import bridge as B
+from bench import fanout as F
 
 SINGLE = "ringbuffer put/get"
 BATCH = "ringbuffer put_many/get_many"
@@ -178,6 +180,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     )
     out += _array_targets(data.get("arrays", {}))
     out += B.targets(data)
+    out += F.targets(data)
     return out
 
 
@@ -274,6 +277,7 @@ def failures(data: dict[str, Any]) -> list[str]:
     for what, rows in sections:
         out += [f"arrays, {what}, {label}: {r['error']}" for label, r in rows.items() if "error" in r]
     out += B.failures(data)
+    out += F.failures(data)
     if "error" in data.get("c", {}):
         out.append(f"C: {data['c']['error']}")
     if data.get("library_rebuilt_during_run"):
@@ -387,6 +391,8 @@ def table(data: dict[str, Any]) -> str:
         out += _arrays_table(data["arrays"], s)
     if "bridge" in data:
         out += B.table(data, s["reps"])
+    if "fanout" in data:
+        out += F.table(data, s["reps"])
     if "c" in data:
         out += _c_table(data["c"])
     if "targets" in data:

@@ -41,7 +41,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from bench import arrays, bridge, report, workers
+from bench import arrays, bridge, fanout, report, workers
 from ringbuffer import RingBuffer, c_version
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +91,7 @@ ASYNC_THROUGHPUT = (
 SYNC_GET = "ringbuffer get loop (no loop)"
 # Optional peers: transport -> the module it needs.
 PEERS = {"faster-fifo": "faster_fifo", "pyzmq": "zmq", "uvloop": "uvloop"}
-GROUPS = ("throughput", "latency", "idle", "memory", "objects", "async", "arrays", "bridge", "c")
+GROUPS = ("throughput", "latency", "idle", "memory", "objects", "async", "arrays", "bridge", "fanout", "c")
 
 
 @dataclass
@@ -144,11 +144,13 @@ def run_children(
     jobs: list[tuple[Callable[..., Any], tuple[Any, ...]]],
     timeout: float,
     during: Callable[[list[Any]], None] | None = None,
+    after: Callable[[list[Any]], None] | None = None,
 ) -> list[Any]:
     """Runs each (setup, args) in a fresh process (workers.child): waits
     until all are ready, starts them together, runs ``during`` (if given),
-    collects what each timed part returned, then lets them exit. Raises
-    CaseError if one fails or they take longer than ``timeout`` seconds."""
+    collects what each timed part returned, runs ``after`` (if given; the
+    processes are still there), then lets them exit. Raises CaseError if
+    one fails or they take longer than ``timeout`` seconds."""
     ctx = suite.ctx
     start, finished = ctx.Event(), ctx.Event()
     readies = [ctx.Event() for _ in jobs]
@@ -182,6 +184,8 @@ def run_children(
             if status != "ok":
                 raise CaseError(value)
             results.append(value)
+        if after is not None:
+            after(procs)
         return results
     finally:
         finished.set()
@@ -561,6 +565,11 @@ group_arrays = arrays.group
 group_bridge = bridge.group
 
 
+# -- fan-out: consumer groups (bench/fanout.py, bench/fanout.c) ---------------------
+
+group_fanout = fanout.group
+
+
 # -- C ---------------------------------------------------------------------------
 
 
@@ -667,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
         preload.append("zmq.asyncio")
     if importlib.util.find_spec("numpy") is not None:
         preload.append("numpy")
-    ctx.set_forkserver_preload(["bench.workers", "bench.arrays", "ringbuffer.benchmark", "asyncio", *preload])
+    ctx.set_forkserver_preload(
+        ["bench.workers", "bench.arrays", "bench.fanout", "ringbuffer.benchmark", "asyncio", *preload]
+    )
     shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
     folder = tempfile.mkdtemp(prefix="rb-bench-", dir=shm)
     suite = Suite(settings, ctx, folder, missing)

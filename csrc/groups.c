@@ -325,9 +325,11 @@ static void overrun_groups(rb_ring *rb, uint64_t h, uint64_t m)
                                                         memory_order_acquire)) {
                 RB_KILLPOINT("reclaim.overrun");
                 if (lost != 0) {
-                    /* Relaxed: counts, published by the release below. */
-                    atomic_fetch_add_explicit(&g->lost, lost, memory_order_relaxed);
+                    /* Relaxed: counts, published by the release below. The
+                     * one members report first: a kill between the two
+                     * leaves only the statistic short. */
                     atomic_fetch_add_explicit(&g->lost_pending, lost, memory_order_relaxed);
+                    atomic_fetch_add_explicit(&g->lost, lost, memory_order_relaxed);
                 }
                 /* Release: a member that acquires the untagged head sees the
                  * count (lost_found). */
@@ -652,7 +654,8 @@ int rb_group_join(rb_ring *rb, const char *name, unsigned flags)
          * write (heads only grow, and a group head is never below head). */
         uint32_t idx = (uint32_t)(((unsigned char *)g - (unsigned char *)rb_group_at(rb, 0)) / RB_GROUP_SIZE);
         uint64_t hh = atomic_load_explicit(&rb->hdr->head, memory_order_acquire);
-        uint64_t gh = atomic_load_explicit(&g->head, memory_order_acquire) & ~(uint64_t)RB_HEAD_OVERRUN;
+        uint64_t gh = atomic_load_explicit(&g->head, memory_order_acquire) &
+                      ~(uint64_t)(rb->overwrite ? RB_HEAD_OVERRUN : 0); /* only overwrite rings tag heads */
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
         if ((gh & 7u) != 0 || gh < hh || gh > t || idx >= rb_groups_used(rb))
             return RB_ECORRUPT;
@@ -726,7 +729,8 @@ RB_API int rb_group_remove(rb_ring *rb, const char *name)
         return RB_ENOGROUP;
     /* Our own read turn on the group (an open peek) would be waited for
      * forever: that is the caller's mistake, refused. */
-    if (atomic_load_explicit(&g->turn, memory_order_relaxed) == rb->id)
+    if (g == rb->grp && atomic_load_explicit(&g->turn, memory_order_relaxed) == rb->id &&
+        atomic_load_explicit(&rb->peeking, memory_order_relaxed))
         return RB_EINVAL;
     return remove_group(rb, g, gen, RB_REMOVE_WAIT_NS, 0);
 }
@@ -837,7 +841,8 @@ RB_API int rb_groups_sized(rb_ring *rb, struct rb_group_info *out, size_t max, s
             uint32_t owner = atomic_load_explicit(&g->owner, memory_order_relaxed);
             if (gi.kind == RB_GROUP_KIND_EPHEMERAL && owner != 0)
                 gi.pid = atomic_load_explicit(&rb->slots[rb_id_slot(owner)].pid, memory_order_relaxed);
-            gi.position = atomic_load_explicit(&g->head, memory_order_relaxed);
+            gi.position = atomic_load_explicit(&g->head, memory_order_relaxed) &
+                          ~(uint64_t)(rb->overwrite ? RB_HEAD_OVERRUN : 0); /* an overrun in progress */
             gi.lost = atomic_load_explicit(&g->lost, memory_order_relaxed);
             for (uint32_t s = 0; s < slots; s++)
                 if (atomic_load_explicit(&rb->slots[s].group, memory_order_relaxed) == i + 1 &&

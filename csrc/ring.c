@@ -135,12 +135,17 @@ static int space_ready(rb_ring *rb, uint64_t need)
     if (holder != 0)
         return rb_lock_stuck(rb, holder, &rb->reclaim_stall); /* stuck: the reclaim takes a dead one over */
     int any;
-    if (t - rb_reclaimable(rb, &any) <= rb->capacity - need && any)
-        return 1;
-    if (rb->overwrite || !any) {
+    uint64_t m = rb_reclaimable(rb, &any);
+    /* Relaxed: a hint (written under the reclaim lock). */
+    int walk = rb->overwrite || !any || h < atomic_load_explicit(&rb->hdr->join_tail, memory_order_relaxed);
+    if (any && !walk && t - m <= rb->capacity - need)
+        return 1; /* a reclaim frees what every group has read */
+    if (walk) {
         /* A writer frees the oldest records (overwrite, or nobody owed
-         * them), unless the oldest is still being written (a hint: the
-         * word may be stale; its commit wakes us, notify_data). */
+         * them), or walks them (below join_tail, where a group made at
+         * "latest" passed records still in flight): not past one still
+         * being written (a hint: the word may be stale; its commit wakes
+         * us, notify_data). */
         uint64_t w = atomic_load_explicit(rb_rec_word(rb, h), memory_order_relaxed);
         return w != 0 && rb_rec_flags(w) != RB_REC_BUSY;
     }
@@ -353,18 +358,23 @@ static void publish(rb_ring *rb, uint64_t pos, uint64_t len, uint32_t flags)
     atomic_store_explicit(rb_rec_word(rb, pos), rb_rec_make(len, flags, rb->id), memory_order_release);
 }
 
-/* After publishing: wake consumers parked for data, if any. */
-static void notify_data(rb_ring *rb)
+/* After publishing the records from pos on: wake consumers parked for
+ * data, if any, and writers parked for space if the first is the oldest
+ * record (a writer that needs the oldest record finished waits for it: an
+ * overwrite ring, a ring with no group, records below join_tail). */
+static void notify_data(rb_ring *rb, uint64_t pos)
 {
     /* Fence between our commit and rb_wake's load of the waiter counts;
-     * pairs with the fence in rb_wait (see docs/design.md, "Waiting").
-     * Writers may wait for our record too: one that needs the oldest
-     * record finished (an overwrite ring, a ring with no group). */
+     * pairs with the fence in rb_wait (see docs/design.md, "Waiting"). */
     rb_waker_fence(rb);
     struct rb_waitq q = rb_data_q(rb);
     rb_wake(rb, &q);
-    q = rb_space_q(rb);
-    rb_wake(rb, &q);
+    /* Relaxed head: a hint (a writer waiting for our record parks with
+     * head at it; a later head only means it no longer needs us). */
+    if (((pos ^ atomic_load_explicit(&rb->hdr->head, memory_order_relaxed)) & rb->mask) == 0) {
+        q = rb_space_q(rb);
+        rb_wake(rb, &q);
+    }
 }
 
 /* Where a write's payload bytes come from, consumed in order by the
@@ -426,7 +436,7 @@ static inline void copy_in(unsigned char *dst, struct src *s, size_t len)
 static uint64_t fill(rb_ring *rb, uint64_t pos, struct src src, const size_t *lens, size_t n,
                      struct rb_intent *in)
 {
-    uint64_t bytes = 0; /* returned, for the counters */
+    uint64_t bytes = 0, first = pos; /* bytes: returned, for the counters */
     RB_KILLPOINT("write.reserved");
     uint64_t q = pos;
     for (size_t i = 0; i < n; i++) {
@@ -453,7 +463,7 @@ static uint64_t fill(rb_ring *rb, uint64_t pos, struct src src, const size_t *le
         pos += rb_rec_size(lens[i]);
         bytes += lens[i];
     }
-    notify_data(rb);
+    notify_data(rb, first);
     return bytes;
 }
 
@@ -634,7 +644,7 @@ static int finish_reserved(rb_ring *rb, void *ptr, uint32_t flags)
     if (!atomic_compare_exchange_strong_explicit(rb_rec_word(rb, i), &w, rb_rec_make(rb_rec_len(w), flags, rb->id),
                                                  memory_order_release, memory_order_relaxed))
         return RB_EINVAL;
-    notify_data(rb);
+    notify_data(rb, i); /* i: the record's index, pos & mask */
     if (flags == 0) {
         /* As write_records: the owner of intent entry 0 counts in
          * count_own, any other thread atomically. Relaxed: only this
@@ -1289,8 +1299,12 @@ RB_API int rb_shutdown(rb_ring *rb)
      * handle: the group is its parent's (as in rb_close). Relaxed: the
      * epochs are this process's (rb_close). */
     if (atomic_load_explicit(&rb->fork_epoch, memory_order_relaxed) ==
-        atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed))
+        atomic_load_explicit(&rb_fork_epoch, memory_order_relaxed)) {
         rb_group_leave(rb, 100000000);
+        /* No longer a member (rb_groups counts members from the slots; the
+         * slot itself is kept until rb_close). Relaxed: diagnostics. */
+        atomic_store_explicit(&rb->me->group, 0, memory_order_relaxed);
+    }
     /* The descriptor stays open until rb_close: it holds our slot's lock,
      * and calls still running must not look dead to others. */
     return RB_OK;
@@ -1310,12 +1324,13 @@ RB_API int rb_positions(const rb_ring *rb, uint64_t *head, uint64_t *tail)
     _Atomic uint64_t *hw = &rb->hdr->head;
     if (rb->grp != NULL && rb->grp_gen != 0 && atomic_load_explicit(&rb->grp->gen, memory_order_relaxed) == rb->grp_gen)
         hw = &rb->grp->head;
-    uint64_t h, t, h2 = atomic_load_explicit(hw, memory_order_acquire) & ~(uint64_t)RB_HEAD_OVERRUN;
+    uint64_t tag = rb->overwrite ? RB_HEAD_OVERRUN : 0; /* only overwrite rings tag heads */
+    uint64_t h, t, h2 = atomic_load_explicit(hw, memory_order_acquire) & ~tag;
     int tries = 0;
     do {
         h = h2;
         t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
-        h2 = atomic_load_explicit(hw, memory_order_acquire) & ~(uint64_t)RB_HEAD_OVERRUN;
+        h2 = atomic_load_explicit(hw, memory_order_acquire) & ~tag;
     } while (h2 != h && ++tries < 100);
     if (h2 != h) {
         h = h2;
@@ -1381,7 +1396,8 @@ RB_API int rb_info_ex(rb_ring *rb, struct rb_info *out, size_t size, unsigned fl
          * needed: the walk needs only a bound (the turn's acquire chain
          * already gives tail >= head, and each word it reads is acquired
          * and checked on its own). */
-        uint64_t h = atomic_load_explicit(&rb->grp->head, memory_order_relaxed) & ~(uint64_t)RB_HEAD_OVERRUN;
+        uint64_t h = atomic_load_explicit(&rb->grp->head, memory_order_relaxed) &
+                     ~(uint64_t)(rb->overwrite ? RB_HEAD_OVERRUN : 0); /* only overwrite rings tag heads */
         uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_acquire);
         in.head = h;
         in.tail = t;

@@ -149,11 +149,12 @@ def test_create_writes_documented_header(ring_path):
     assert OFF_SLOT_SIZE == OFF_SLOT_COUNT + 4
     assert HEADER_SIZE == OFF_GROUPS + GROUP_COUNT * GROUP_SIZE == 282624
     # the creating handle took slot 0 (generation 1), joined the default
-    # group (entry 0: its index + 1, and the group's gen), and left it on close
+    # group (entry 0: its index + 1, and the group's gen), and left it on
+    # close (group 0: no longer a member; the gen stays)
     assert struct.unpack_from("<I", raw, OFF_SLOTS_USED)[0] == 1
     assert struct.unpack_from("<I", raw, slot_offset(0, SLOT_OFF_GEN))[0] == 1
     assert struct.unpack_from("<I", raw, slot_offset(0, SLOT_OFF_PID))[0] == os.getpid()
-    assert struct.unpack_from("<II", raw, slot_offset(0, SLOT_OFF_GROUP)) == (1, 1)
+    assert struct.unpack_from("<II", raw, slot_offset(0, SLOT_OFF_GROUP)) == (0, 1)
     assert raw[slot_offset(1) : OFF_GROUPS] == bytes(OFF_GROUPS - slot_offset(1))  # no other slot taken
     # the default group: entry 0, gen 1 (odd: it exists), kind 1, head 0, turn free
     assert struct.unpack_from("<I", raw, OFF_GROUPS_USED)[0] == 1

@@ -731,6 +731,53 @@ TEST(writer_woken_across_processes)
 
 /* ---- CPU while blocked ------------------------------------------------------------------ */
 
+/* Writers waiting for a record still being written that they must free
+ * first (a ring with no group, an overwrite ring, or records below a group
+ * made at "latest") park, and the commit of that record wakes them (a
+ * second review found them spinning until their deadline). */
+TEST(writer_behind_an_unfinished_oldest_record_parks)
+{
+    static const char *const what[3] = {"no group", "overwrite", "below a 'latest' group"};
+    for (int kind = 0; kind < 3; kind++) {
+        AUTO_DIR(dir);
+        REQUIRE(dir != NULL);
+        const char *path = tu_path(dir, "ring");
+        AUTO_RING(w);
+        AUTO_RING(r);
+        AUTO_RING(g);
+        unsigned flags = RB_NO_DEFAULT_GROUP | (kind == 1 ? RB_OVERWRITE : 0);
+        REQUIRE_EQ(rb_create(path, 4096, flags, &w), RB_OK);
+        REQUIRE_EQ(rb_open(path, &r), RB_OK);
+        void *res;
+        REQUIRE_EQ(rb_reserve(r, 100, &res), RB_OK); /* the oldest record, unfinished */
+        if (kind == 2)
+            REQUIRE_EQ(rb_open_group(path, "g", 0, &g), RB_OK); /* starts past it */
+        uint64_t s = 0;
+        while (put(w, s, 200) == RB_OK)
+            s++;
+        unsigned char buf[4096];
+        size_t len;
+        while (g != NULL && rb_read(g, buf, sizeof buf, &len) == RB_OK)
+            ;
+        static const unsigned char m[200];
+        struct call c;
+        call_init(&c, w, OP_WRITE_WAIT, SEC);
+        c.msg = m;
+        c.len = sizeof m;
+        call_start(&c);
+        sleep_ns(300 * MS);
+        CHECK_EQ(rb_commit(r, res), RB_OK);
+        if (!CALL_FINISH(&c, 10.0))
+            continue;
+        CHECK_EQ(c.rc, RB_OK);
+        const int64_t wall = c.t1 - c.t0;
+        if (wall >= SEC)
+            FAILF("%s: the commit did not wake the writer (%.3f s)", what[kind], secs(wall));
+        if (c.cpu_ns >= 100 * MS)
+            FAILF("%s: %.3f s of CPU in %.3f s blocked", what[kind], secs(c.cpu_ns), secs(wall));
+    }
+}
+
 TEST(blocked_calls_use_little_cpu)
 {
     AUTO_FX(e);

@@ -136,7 +136,8 @@ def seeds():
         + field_set("slot0_intent0_start", 0)
         + field_set("slot0_intent0_end", 64),
     )
-    yield "dead-reader-turn", MESSAGES, params(), field_set("g0_turn", 1 | 1 << 9) + field_set("slots_used", 2)
+    dead_turn = field_set("g0_turn", 1 | 1 << 9) + field_set("slots_used", 2)
+    yield "dead-reader-turn", MESSAGES, params(), dead_turn
     dead_lock = field_set("reclaim_turn", 1 | 1 << 9) + field_set("slots_used", 2)
     yield "dead-reclaimer-release", LAZY, params(), dead_lock + field_set("release_end", 16)
     yield "dead-reclaimer-bad-release", LAZY, params(), dead_lock + field_set("release_end", 1 << 40)
@@ -153,7 +154,8 @@ def seeds():
     yield "group1-head-forged", GROUPS, params(wr=1), field_set("g1_head", 5)
     yield "group-gen-even", GROUPS, params(), field_add("g0_gen", 1)
     yield "group1-kind-bad", GROUPS, params(), field_set("g1_kind", 77)
-    yield "group1-name-unterminated", GROUPS, params(), field_set("g1_name", int.from_bytes(b"auditXYZ", "little"))
+    unterminated = field_set("g1_name", int.from_bytes(b"auditXYZ", "little"))
+    yield "group1-name-unterminated", GROUPS, params(), unterminated
     yield "groups-used-zero", GROUPS, params(), field_set("groups_used", 0)
     yield "groups-used-huge", GROUPS, params(), field_set("groups_used", 1 << 20)
     yield "group1-turn-dead", GROUPS, params(), field_set("g1_turn", 1 | 1 << 9) + field_set("slots_used", 2)
@@ -192,7 +194,7 @@ def raw_files():
             full = open(path, "rb").read()
         with RingBuffer(path, 4096, remove=True, overwrite=True, default_group=False) as rb:
             sub = RingBuffer.open(path, group="audit")
-            for i in range(40):
+            for _ in range(40):
                 rb.write(bytes(200))
             overwritten = open(path, "rb").read()
             sub.close()
