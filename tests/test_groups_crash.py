@@ -182,8 +182,9 @@ def _peek_and_die(path: str, group: str | None, ephemeral: bool) -> None:
 
 def test_member_killed_holding_a_peek_leaves_the_message_to_its_group(tmp_path):
     path = str(tmp_path / "ring")
-    rb = RingBuffer(path, 4096, stall_timeout=STALL)  # default group
-    a = RingBuffer.open(path, group="a", stall_timeout=STALL)
+    stall = 1.0  # long: a read that waited for it would show
+    rb = RingBuffer(path, 4096, stall_timeout=stall)  # default group
+    a = RingBuffer.open(path, group="a", stall_timeout=stall)
     rb.put_many([message(s) for s in range(3)])
     child = CTX.Process(target=_peek_and_die, args=(path, "a", False))
     child.start()
@@ -192,9 +193,9 @@ def test_member_killed_holding_a_peek_leaves_the_message_to_its_group(tmp_path):
     # the default group never waits for group a's dead member
     t0 = time.monotonic()
     assert [parse(m) for m in rb.read_many(10)] == [0, 1, 2]
-    assert time.monotonic() - t0 < STALL / 2
+    assert time.monotonic() - t0 < stall / 2
     # group a's next member takes over the dead one's turn and gets its message
-    assert [parse(m) for m in a.get_many(10, timeout=2)] == [0, 1, 2]
+    assert [parse(m) for m in a.get_many(10, timeout=5)] == [0, 1, 2]
     a.close()
     rb.close()
 
