@@ -23,9 +23,20 @@ from _helpers import rec_size, wait_for
 
 from ringbuffer import BufferEmpty, BufferFull, RingBuffer
 
+# A hang (a wait that never ends) fails the run after 120 s with every thread's traceback.
+pytestmark = pytest.mark.usefixtures("watchdog")
+
 STALL = 0.1  # the default stall timeout: a dead owner is found after about this
 CTX = multiprocessing.get_context("fork")
 SEQ = struct.Struct("<II")  # seq, crc32(body)
+
+
+def fill(rb: RingBuffer) -> int:
+    """Writes 900-byte messages until the ring is full (at most 10); returns how many."""
+    n = 0
+    while n < 10 and rb.try_write(message(n, 900)):
+        n += 1
+    return n
 
 
 def message(seq: int, size: int | None = None) -> bytes:
@@ -44,11 +55,13 @@ def parse(msg: bytes) -> int:
 # members killed mid-read
 
 
-def _peeking_member(path: str, group: str, counts, seed: int) -> None:
+def _peeking_member(path: str, group: str, counts, inside, seed: int) -> None:
     """Consumes through peeks (single or batches), counting each message in
     `counts` inside the peek: a message counted is one this member got, so a
     kill inside a peek counts messages that the group's next member gets
-    again, and none is ever consumed without being counted."""
+    again, and none is ever consumed without being counted. `inside` is 1
+    while it is inside a peek that lasts (a millisecond) for the parent to
+    kill it there."""
     rb = RingBuffer.open(path, group=group, stall_timeout=STALL)
     rng = random.Random(seed)
     while True:
@@ -56,6 +69,9 @@ def _peeking_member(path: str, group: str, counts, seed: int) -> None:
             if rng.random() < 0.5:
                 with rb.peek(block=True, timeout=0.05) as view:
                     counts[parse(view)] += 1
+                    inside.value = 1
+                    time.sleep(0.001)
+                    inside.value = 0
             else:
                 with rb.peek_many(rng.randint(2, 8), block=True, timeout=0.05) as batch:
                     for _, view in batch:
@@ -87,27 +103,44 @@ def test_members_killed_mid_read_at_least_once_within_their_group(tmp_path):
             for msg in other.read_many(64):
                 other_got.append(parse(msg))
 
-    kills = 0
-    for cycle in range(cycles):
-        members = [
-            CTX.Process(target=_peeking_member, args=(path, "g", counts, cycle * 10 + i)) for i in range(2)
-        ]
-        for m in members:
-            m.start()
-        until = time.monotonic() + rng.uniform(0.01, 0.06)
-        while time.monotonic() < until:
-            write_some(20)
-        for m in members:
-            os.kill(m.pid, signal.SIGKILL)
-            kills += 1
-        for m in members:
-            m.join(10)
-            assert m.exitcode == -signal.SIGKILL
-        # A dead member's read turn never holds up another group.
-        t0 = time.monotonic()
-        for msg in other.read_many(1000):
-            other_got.append(parse(msg))
-        max_turn_wait = max(max_turn_wait, time.monotonic() - t0)
+    kills = kills_inside = 0
+    members: list = []
+    try:
+        for cycle in range(cycles):
+            inside = [CTX.Value("b", 0, lock=False) for _ in range(2)]
+            members = [
+                CTX.Process(target=_peeking_member, args=(path, "g", counts, inside[i], cycle * 10 + i))
+                for i in range(2)
+            ]
+            for m in members:
+                m.start()
+            until = time.monotonic() + rng.uniform(0.01, 0.06)
+            while time.monotonic() < until:
+                write_some(20)
+            # One member dies inside a peek (its message goes to the next
+            # member), the other wherever it is.
+            until = time.monotonic() + 5
+            while not inside[0].value and time.monotonic() < until and written < total:
+                write_some(1)
+            if inside[0].value:
+                os.kill(members[0].pid, signal.SIGKILL)
+                kills_inside += 1
+            for m in members:
+                os.kill(m.pid, signal.SIGKILL)
+                kills += 1
+            for m in members:
+                m.join(10)
+                assert m.exitcode == -signal.SIGKILL
+            # A dead member's read turn never holds up another group.
+            t0 = time.monotonic()
+            for msg in other.read_many(1000):
+                other_got.append(parse(msg))
+            max_turn_wait = max(max_turn_wait, time.monotonic() - t0)
+    finally:
+        for m in members:  # (if the loop failed)
+            if m.is_alive():
+                m.kill()
+                m.join(10)
     # The rest, read by this process as group g's only member now.
     with RingBuffer.open(path, group="g", stall_timeout=STALL) as g:
         while True:
@@ -126,8 +159,15 @@ def test_members_killed_mid_read_at_least_once_within_their_group(tmp_path):
     got = list(counts)
     assert min(got) >= 1, f"never delivered to group g: {[s for s in range(total) if not got[s]][:10]}"
     duplicates = sum(c - 1 for c in got)
+    stats = rb.stats()
+    taken = stats["turns_taken"]
+    print(f"{kills} kills, {kills_inside} inside a peek, {duplicates} duplicates, {taken} turns taken")
     # Only messages inside a peek at a kill come again: at most a batch per kill.
     assert duplicates <= kills * 8, (duplicates, kills)
+    # The kills inside a peek did happen there: their messages came again,
+    # after the next member took the dead one's turn over.
+    assert kills_inside >= cycles // 2
+    assert duplicates >= kills_inside // 2 and taken >= kills_inside // 2
     assert other_got == list(range(total)), "group other: exactly once, in order"
     assert max_turn_wait < 1.0
     other.close()
@@ -142,8 +182,9 @@ def _peek_and_die(path: str, group: str | None, ephemeral: bool) -> None:
 
 def test_member_killed_holding_a_peek_leaves_the_message_to_its_group(tmp_path):
     path = str(tmp_path / "ring")
-    rb = RingBuffer(path, 4096, stall_timeout=STALL)  # default group
-    a = RingBuffer.open(path, group="a", stall_timeout=STALL)
+    stall = 1.0  # long: a read that waited for it would show
+    rb = RingBuffer(path, 4096, stall_timeout=stall)  # default group
+    a = RingBuffer.open(path, group="a", stall_timeout=stall)
     rb.put_many([message(s) for s in range(3)])
     child = CTX.Process(target=_peek_and_die, args=(path, "a", False))
     child.start()
@@ -152,9 +193,9 @@ def test_member_killed_holding_a_peek_leaves_the_message_to_its_group(tmp_path):
     # the default group never waits for group a's dead member
     t0 = time.monotonic()
     assert [parse(m) for m in rb.read_many(10)] == [0, 1, 2]
-    assert time.monotonic() - t0 < STALL / 2
+    assert time.monotonic() - t0 < stall / 2
     # group a's next member takes over the dead one's turn and gets its message
-    assert [parse(m) for m in a.get_many(10, timeout=2)] == [0, 1, 2]
+    assert [parse(m) for m in a.get_many(10, timeout=5)] == [0, 1, 2]
     a.close()
     rb.close()
 
@@ -182,18 +223,21 @@ def test_killed_ephemeral_subscriber_never_blocks_the_writer(tmp_path, mode):
     ready, go = CTX.Event(), CTX.Event()
     child = CTX.Process(target=_subscriber, args=(path, ready, go, mode))
     child.start()
-    assert ready.wait(10)
-    assert [d["ephemeral"] for d in rb.groups()] == [True]
-    n = 0
-    while rb.try_write(message(n, 900)):
-        n += 1
-    assert n == 4  # 4 records of 920 bytes: the subscriber holds the rest back
-    with pytest.raises(BufferFull):
-        rb.write(message(n, 900))
-    go.set()
-    if mode == "idle":
-        os.kill(child.pid, signal.SIGKILL)
-    child.join(10)
+    try:
+        assert ready.wait(10)
+        assert [d["ephemeral"] for d in rb.groups()] == [True]
+        n = fill(rb)
+        assert n == 4  # 4 records of 920 bytes: the subscriber holds the rest back
+        with pytest.raises(BufferFull):
+            rb.write(message(n, 900))
+        go.set()
+        if mode == "idle":
+            os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join(10)
     assert child.exitcode == -signal.SIGKILL
     # The writer waits for the dead subscriber's group about the stall timeout.
     t0 = time.monotonic()
@@ -238,9 +282,7 @@ def test_stopped_ephemeral_subscriber_holds_writers_back(tmp_path):
     try:
         assert ready.wait(10)
         os.kill(child.pid, signal.SIGSTOP)
-        n = 0
-        while rb.try_write(message(n, 900)):
-            n += 1
+        n = fill(rb)
         assert n == 4
         t0 = time.monotonic()
         with pytest.raises(queue.Full):

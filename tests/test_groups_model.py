@@ -49,6 +49,9 @@ from ringbuffer import (
     RingBuffer,
 )
 
+# A hang (a wait that never ends) fails the run after 120 s with every thread's traceback.
+pytestmark = pytest.mark.usefixtures("watchdog")
+
 NAMES = ["audit", "billing", "z" * 63]  # durable group names (the longest allowed among them)
 MAX_HANDLES = 9
 MAX_EPHEMERAL = 4

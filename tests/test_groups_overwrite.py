@@ -24,6 +24,9 @@ from _helpers import InThread, rec_size
 
 from ringbuffer import BufferEmpty, InvalidArgument, MessagesLost, RingBuffer
 
+# A hang (a wait that never ends) fails the run after 120 s with every thread's traceback.
+pytestmark = pytest.mark.usefixtures("watchdog")
+
 CTX = multiprocessing.get_context("fork")
 HDR = struct.Struct("<Q16s")  # seq, blake2b-128 of everything after the header
 MSG_SIZE = 64 * 1024
@@ -69,8 +72,12 @@ def reader(path: str, group: str | None, start, out: str) -> None:
     last = -1
     pending = None  # the count of a MessagesLost not followed by a message yet
     received = lost = calls = 0
+    deadline = time.monotonic() + RUN_SECONDS + 30
     while True:
         calls += 1
+        if len(errors) > 20 or time.monotonic() > deadline:
+            errors.append(f"gave up after {received} messages")
+            break
         try:
             if calls % 2:
                 msg = rb.get(timeout=5)

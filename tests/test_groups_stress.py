@@ -17,16 +17,20 @@ import time
 import zlib
 from collections import Counter
 
+import pytest
 from _helpers import reap, rec_size
 
 from ringbuffer import BufferEmpty, RingBuffer
+
+# A hang (a wait that never ends) fails the run after 120 s with every thread's traceback.
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 PRODUCERS = 2
 GROUPS = ("alpha", "beta", "gamma")
 MEMBERS = 2
 PER_PRODUCER = 60_000
 RING_SIZE = 4096  # the minimum: a handful of messages fill it
-TIMEOUT = 90  # seconds for the whole run: a hang fails instead of blocking the suite
+TIMEOUT = 45  # seconds for the whole run: a hang fails instead of blocking the suite
 CTX = multiprocessing.get_context("fork")
 HDR = struct.Struct("<BII")  # producer, seq, crc32(body)
 
