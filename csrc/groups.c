@@ -84,6 +84,19 @@ static void finish_release(rb_ring *rb)
     uint64_t t = atomic_load_explicit(&rb->hdr->tail, memory_order_relaxed);
     if (rb->overwrite)
         clear_overrun_tags(rb);
+    /* The dead holder freed only what every group head had passed (an
+     * overwrite ring moved them first), and group heads only grow: a
+     * release_end past the lowest one is forged (found by invoke fuzz: the
+     * taker zeroed records no group had read). Acquire: as rb_reclaim's
+     * scan. */
+    for (uint32_t i = 0, n = rb_groups_used(rb); i < n; i++) {
+        struct rb_group *g = rb_group_at(rb, i);
+        if (!(atomic_load_explicit(&g->gen, memory_order_acquire) & 1u))
+            continue;
+        uint64_t gh = atomic_load_explicit(&g->head, memory_order_acquire) & ~(uint64_t)RB_HEAD_OVERRUN;
+        if (gh < e)
+            e = gh;
+    }
     if (e > h && e <= t && e - h <= rb->capacity && ((h | e) & 7u) == 0)
         release_range(rb, h, e);
 }
