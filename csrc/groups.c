@@ -101,6 +101,26 @@ static void finish_release(rb_ring *rb)
         release_range(rb, h, e);
 }
 
+/* One round of waiting for a lock someone else holds: 0 once budget_ns
+ * (>= 0; < 0: no limit) has passed since the first round (*end, 0 before
+ * it; the clock is read every 64 rounds), else 1 after a pause (the first
+ * 256 rounds) or a yield. */
+static int wait_round(unsigned spins, int64_t budget_ns, int64_t *end)
+{
+    if ((spins & 63) == 0 && budget_ns >= 0) {
+        int64_t now = rb_now_ns();
+        if (*end == 0)
+            *end = now + budget_ns;
+        else if (now >= *end)
+            return 0;
+    }
+    if (spins < 256)
+        cpu_relax();
+    else
+        sched_yield();
+    return 1;
+}
+
 /* Takes the reclaim lock: 1 taken at once, 2 taken after another holder
  * let it go (it was freeing space: the caller may find enough now), 0 not
  * taken (budget_ns ran out: the holder is slow, or stopped), -1 closing.
@@ -131,17 +151,8 @@ static int lock_reclaim_ex(rb_ring *rb, int64_t budget_ns, unsigned how)
         }
         if (!(how & TAKE_CLOSING) && is_closing_relaxed(rb))
             return -1;
-        if ((spins & 63) == 0 && budget_ns >= 0) {
-            int64_t now = rb_now_ns();
-            if (end == 0)
-                end = now + budget_ns;
-            else if (now >= end)
-                return 0;
-        }
-        if (spins < 256)
-            cpu_relax();
-        else
-            sched_yield();
+        if (!wait_round(spins, budget_ns, &end))
+            return 0;
     }
 }
 
@@ -197,15 +208,8 @@ static int take_group_turn(rb_ring *rb, struct rb_group *g, int64_t budget_ns, u
         }
         if (budget_ns < 0 || (!(how & TAKE_CLOSING) && is_closing_relaxed(rb)))
             return 0;
-        int64_t now = rb_now_ns();
-        if (end == 0)
-            end = now + budget_ns;
-        else if (now >= end)
+        if (!wait_round(spins, budget_ns, &end))
             return 0;
-        if (spins < 256)
-            cpu_relax();
-        else
-            sched_yield();
     }
 }
 
