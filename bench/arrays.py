@@ -373,7 +373,7 @@ def _measure(suite: Suite, cases: dict[str, Any], once: Callable[[str, int], flo
     """Calibrates each case's count to --budget seconds from one untimed run
     (also the warm-up), then runs every case --reps times, interleaved;
     fills each case's row with its median rate."""
-    from bench.suite import CaseError, progress
+    from bench.suite import CaseError, interleaved, progress
 
     counts: dict[str, int] = {}
     for label, row in cases.items():
@@ -385,16 +385,7 @@ def _measure(suite: Suite, cases: dict[str, Any], once: Callable[[str, int], flo
             counts[label] = max(first_n, int(rate * suite.settings.budget))
         except CaseError as exc:
             row["error"] = str(exc)
-    times: dict[str, list[float]] = {label: [] for label in counts}
-    for rep in range(suite.settings.reps):
-        progress(f"arrays: run {rep + 1} of {suite.settings.reps} of every case")
-        for label, n in counts.items():
-            if "error" in cases[label]:
-                continue
-            try:
-                times[label].append(once(label, n))
-            except CaseError as exc:
-                cases[label]["error"] = str(exc)
+    times = interleaved(suite, cases, counts, "arrays", once)
     for label, n in counts.items():
         row = cases[label]
         if "error" not in row:

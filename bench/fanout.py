@@ -269,7 +269,7 @@ def pubsub_once(suite: Suite, transport: str, mode: str, n: int) -> dict[str, An
 
 
 def group_pubsub(suite: Suite) -> dict[str, Any]:
-    from bench.suite import CaseError, progress
+    from bench.suite import CaseError, interleaved, progress
 
     rows: dict[str, Any] = {}
     counts: dict[str, int] = {}
@@ -286,17 +286,13 @@ def group_pubsub(suite: Suite) -> dict[str, Any]:
             counts[label] = max(BATCH, min(MAX_MESSAGES, n))
         except CaseError as exc:
             rows[label]["error"] = str(exc)
-    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in counts}
-    for rep in range(suite.settings.reps):
-        progress(f"fanout: Python pub/sub, run {rep + 1} of {suite.settings.reps} of every case")
-        for label, n in counts.items():
-            r = rows[label]
-            if "error" in r:
-                continue
-            try:
-                runs[label].append(pubsub_once(suite, r["transport"], r["mode"], n))
-            except CaseError as exc:
-                r["error"] = str(exc)
+    runs = interleaved(
+        suite,
+        rows,
+        counts,
+        "fanout: Python pub/sub",
+        lambda label, n: pubsub_once(suite, rows[label]["transport"], rows[label]["mode"], n),
+    )
     for label, n in counts.items():
         r = rows[label]
         if "error" in r:

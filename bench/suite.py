@@ -243,6 +243,28 @@ def batch_for(size: int) -> int:
     return max(8, min(1024, (256 << 10) // size))
 
 
+def interleaved(
+    suite: Suite, rows: dict[str, Any], counts: dict[str, int], what: str, once: Callable[[str, int], Any]
+) -> dict[str, list[Any]]:
+    """Runs ``once(label, n)`` for every case of ``counts`` (``n``: its
+    calibrated count) in ``suite.settings.reps`` rounds of every case, so
+    that each case's runs share the machine's moments with the others'. A
+    :class:`CaseError` is kept in the case's row (``rows[label]["error"]``)
+    and ends its runs. Returns each case's results, in order."""
+    results: dict[str, list[Any]] = {label: [] for label in counts}
+    for rep in range(suite.settings.reps):
+        progress(f"{what}: run {rep + 1} of {suite.settings.reps} of every case")
+        for label, n in counts.items():
+            row = rows[label]
+            if "error" in row:
+                continue
+            try:
+                results[label].append(once(label, n))
+            except CaseError as exc:
+                row["error"] = str(exc)
+    return results
+
+
 def run_cases(
     suite: Suite, cases: tuple[tuple[str, str, str], ...], kind: str, size: int, batch: int
 ) -> dict[str, Any]:
@@ -265,17 +287,15 @@ def run_cases(
             counts[label] = calibrate(suite, transport, mode, kind, size, b)
         except CaseError as exc:
             rows[label]["error"] = str(exc)
-    times: dict[str, list[float]] = {label: [] for label in counts}
-    for rep in range(suite.settings.reps):
-        progress(f"{what}: run {rep + 1} of {suite.settings.reps} of every case")
-        for label, n in counts.items():
-            r = rows[label]
-            if "error" in r:
-                continue
-            try:
-                times[label].append(stream_once(suite, r["transport"], r["mode"], kind, size, n, r["batch"]))
-            except CaseError as exc:
-                r["error"] = str(exc)
+    times = interleaved(
+        suite,
+        rows,
+        counts,
+        what,
+        lambda label, n: stream_once(
+            suite, rows[label]["transport"], rows[label]["mode"], kind, size, n, rows[label]["batch"]
+        ),
+    )
     for label, n in counts.items():
         r = rows[label]
         if "error" in r:
