@@ -29,15 +29,6 @@ uint32_t rb_groups_used(const rb_ring *rb)
     return n > RB_GROUPS_MAX ? RB_GROUPS_MAX : n;
 }
 
-struct rb_group *rb_group_of(rb_ring *rb)
-{
-    /* Relaxed: a snapshot for diagnostics (the read paths check gen under
-     * the group's turn instead). */
-    if (rb->grp == NULL || atomic_load_explicit(&rb->grp->gen, memory_order_relaxed) != rb->grp_gen)
-        return NULL;
-    return rb->grp;
-}
-
 /* ---- the reclaim lock ---------------------------------------------------- */
 
 /* Zeroes [s, e) and moves head to e (we hold the reclaim lock), saying

@@ -548,9 +548,6 @@ void rb_group_mark_slot(rb_ring *rb);
 /* rb_shutdown, rb_close: removes the handle's ephemeral group, waiting up
  * to wait_ns for a read of its own in progress. */
 void rb_group_leave(rb_ring *rb, int64_t wait_ns);
-/* The handle's group entry if it exists and is the one we joined, else
- * NULL (a snapshot). */
-struct rb_group *rb_group_of(rb_ring *rb);
 static inline struct rb_group *rb_group_at(const rb_ring *rb, uint32_t i)
 {
     return (struct rb_group *)(void *)((unsigned char *)rb->hdr + RB_GROUPS_OFF + (uint64_t)i * RB_GROUP_SIZE);
