@@ -242,8 +242,9 @@ struct rb_group_info {
 RB_API int rb_groups_sized(rb_ring *rb, struct rb_group_info *out, size_t max, size_t *count, size_t size);
 #define rb_groups(rb, out, max, count) rb_groups_sized((rb), (out), (max), (count), sizeof(struct rb_group_info))
 
-/* The flags the ring was created with that describe it (RB_OVERWRITE,
- * RB_NO_DEFAULT_GROUP); 0 for NULL.
+/* The flags the ring was created with that describe it.
+ * Returns: RB_OVERWRITE and RB_NO_DEFAULT_GROUP as set at creation; 0 for
+ * NULL rb.
  * Thread-safety: MT-safe. */
 RB_API unsigned rb_ring_flags(const rb_ring *rb);
 
